@@ -1,0 +1,131 @@
+"""Friend bundles: one encrypted PKCS#12 file (session CA + friend certificate + key).
+
+Encrypted with PBES2 / AES-256-CBC, PBKDF2-HMAC-SHA256 and a SHA-256 MAC, which
+``openssl pkcs12`` (3.x) and browsers read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.serialization import pkcs12
+
+from .._fs import read_private, write_atomic
+from ..errors import CredentialError
+from ._certs import Identity, Role
+from ._keys import Passphrase, PrivateKey, resolve_passphrase
+from ._store import DEFAULT_LEAF_DAYS, Issued, Record, Session, Store
+
+__all__ = ["Bundle", "import_bundle", "read_bundle", "share"]
+
+KDF_ROUNDS = 200_000
+
+
+def share(
+    session: Session,
+    friend: str,
+    out: Path,
+    bundle_passphrase: Passphrase,
+    *,
+    days: float = DEFAULT_LEAF_DAYS,
+    unique_id: str | None = None,
+    ca_passphrase: Passphrase | None = None,
+) -> Issued:
+    """Issue a client certificate for `friend` and write it, with its key, as an encrypted
+    PKCS#12 file. The session keeps the record and the certificate, never the friend's key."""
+    secret = resolve_passphrase(bundle_passphrase)
+    if secret is None:
+        raise CredentialError("a friend bundle needs a passphrase (--passphrase-file FILE)")
+    issued = session.issue(
+        Role.CLIENT,
+        friend,
+        unique_id=unique_id,
+        days=days,
+        for_friend=friend,
+        keep_key=False,
+        passphrase=ca_passphrase,
+    )
+    encryption = (
+        serialization.PrivateFormat.PKCS12.encryption_builder()
+        .kdf_rounds(KDF_ROUNDS)
+        .key_cert_algorithm(pkcs12.PBES.PBESv2SHA256AndAES256CBC)
+        .hmac_hash(hashes.SHA256())
+        .build(secret)
+    )
+    data = pkcs12.serialize_key_and_certificates(
+        f"{session.name}/{friend}".encode(), issued.key, issued.cert, [session.ca_cert], encryption
+    )
+    write_atomic(out, data, mode=0o600)
+    return issued
+
+
+@dataclass(frozen=True, slots=True)
+class Bundle:
+    ca_cert: x509.Certificate
+    cert: x509.Certificate
+    key: PrivateKey
+    identity: Identity
+
+
+def read_bundle(path: Path, passphrase: Passphrase | None) -> Bundle:
+    data = read_private(path, "bundle")
+    secret = resolve_passphrase(passphrase)
+    try:
+        parsed = pkcs12.load_pkcs12(data, secret)
+    except ValueError:
+        if secret is None:
+            raise CredentialError(
+                f"cannot open bundle {path}: it is encrypted (give --passphrase-file) "
+                "or not a PKCS#12 file"
+            ) from None
+        raise CredentialError(
+            f"cannot open bundle {path}: wrong passphrase, or not a PKCS#12 file"
+        ) from None
+    if parsed.key is None or parsed.cert is None:
+        raise CredentialError(f"bundle {path} lacks a certificate or its key; ask for a new one")
+    cert = parsed.cert.certificate
+    cas = [c.certificate for c in parsed.additional_certs]
+    ident = Identity.of(cert)
+    if ident is None:
+        raise CredentialError(f"bundle {path} is not a paraconnect bundle (no identity URI)")
+    ca = next(
+        (
+            c
+            for c in cas
+            if (ci := Identity.of(c))
+            and ci.role is Role.SESSION
+            and ci.session_id == ident.session_id
+        ),
+        None,
+    )
+    if ca is None:
+        raise CredentialError(
+            f"bundle {path} does not contain the session certificate of its session; "
+            "ask its owner to share it again"
+        )
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError) as exc:
+        raise CredentialError(
+            f"bundle {path}: the certificate is not signed by the bundled session CA ({exc})"
+        ) from None
+    if not isinstance(parsed.key, PrivateKey):
+        raise CredentialError(f"bundle {path}: unsupported key algorithm")
+    from ._creds import check_key_matches
+
+    check_key_matches(parsed.key, cert, path)
+    return Bundle(ca, cert, parsed.key, ident)
+
+
+def import_bundle(
+    store: Store, path: Path, passphrase: Passphrase | None, as_name: str | None = None
+) -> tuple[Session, Record]:
+    bundle = read_bundle(path, passphrase)
+    name = (
+        as_name
+        or bundle.ca_cert.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)[0].value
+    )
+    return store.adopt(str(name), bundle.ca_cert, bundle.cert, bundle.key)

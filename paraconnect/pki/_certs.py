@@ -1,0 +1,377 @@
+"""X.509 for one session: the self-signed session CA, the leaves it signs, and its CRL.
+
+Identity lives in a SAN URI, ``paraconnect://<session-id>/<role>/<name>[?node=<unique-id>]``.
+A certificate bound to a node also carries the node's unique ID as its subject CN (FLoM's
+convention), so a copied certificate fails on any other machine at level ``mutual``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import re
+import urllib.parse
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from ..errors import ConfigError, CredentialError
+from ._keys import KeyType, PrivateKey, key_type_of, signing_hash
+
+__all__ = [
+    "CLOCK_SKEW",
+    "CertInfo",
+    "Identity",
+    "RevokedEntry",
+    "Role",
+    "build_ca",
+    "build_crl",
+    "build_leaf",
+    "cert_info",
+    "check_name",
+    "check_unique_id",
+    "fingerprint",
+    "parse_pem_certificates",
+    "parse_pem_crl",
+    "pem",
+]
+
+URI_SCHEME = "paraconnect"
+# notBefore is backdated by this much so a peer whose clock is a little behind still accepts.
+CLOCK_SKEW = dt.timedelta(minutes=5)
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,47}$")
+_UID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_PEM_CERT_RE = re.compile(
+    rb"-----BEGIN CERTIFICATE-----\r?\n.*?-----END CERTIFICATE-----\r?\n?", re.DOTALL
+)
+
+
+class Role(enum.StrEnum):
+    SESSION = "session"  # the session CA itself
+    SERVER = "server"
+    CLIENT = "client"
+    NODE = "node"  # a machine's own identity: may act as server or client
+
+    @classmethod
+    def parse(cls, value: str | Role) -> Role:
+        try:
+            return cls(value)
+        except ValueError:
+            raise ConfigError(
+                f"unknown role {value!r}; choose one of server, client, node"
+            ) from None
+
+
+def check_name(name: str, what: str = "name") -> str:
+    if not _NAME_RE.match(name):
+        raise ConfigError(
+            f"invalid {what} {name!r}: use 1-48 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def check_unique_id(unique_id: str) -> str:
+    if not _UID_RE.match(unique_id):
+        raise ConfigError(
+            f"invalid unique ID {unique_id!r}: use 1-64 letters, digits, '.', '_' or '-'"
+        )
+    return unique_id
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who a certificate speaks for, as written in its SAN URI."""
+
+    session_id: str
+    role: Role
+    name: str
+    unique_id: str | None = None
+
+    def uri(self) -> str:
+        base = f"{URI_SCHEME}://{self.session_id}/{self.role.value}/{self.name}"
+        if self.unique_id:
+            return f"{base}?{urllib.parse.urlencode({'node': self.unique_id})}"
+        return base
+
+    @classmethod
+    def from_uri(cls, uri: str) -> Identity | None:
+        parts = urllib.parse.urlsplit(uri)
+        if parts.scheme != URI_SCHEME:
+            return None
+        segments = parts.path.strip("/").split("/")
+        if len(segments) != 2:
+            return None
+        try:
+            role = Role(segments[0])
+        except ValueError:
+            return None
+        node = urllib.parse.parse_qs(parts.query).get("node", [None])[0]
+        return cls(parts.netloc, role, segments[1], node)
+
+    @classmethod
+    def of(cls, cert: x509.Certificate) -> Identity | None:
+        try:
+            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        except x509.ExtensionNotFound:
+            return None
+        for uri in san.value.get_values_for_type(x509.UniformResourceIdentifier):
+            ident = cls.from_uri(uri)
+            if ident is not None:
+                return ident
+        return None
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def build_ca(
+    key: PrivateKey, session_id: str, name: str, days: int, now: dt.datetime | None = None
+) -> x509.Certificate:
+    now = now or _now()
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, name),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "paraconnect session"),
+        ]
+    )
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    ident = Identity(session_id, Role.SESSION, name)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - CLOCK_SKEW)
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(ski, critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
+        )
+        .add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(ident.uri())]),
+            critical=False,
+        )
+    )
+    return builder.sign(key, signing_hash(key))
+
+
+def build_leaf(
+    ca_key: PrivateKey,
+    ca_cert: x509.Certificate,
+    key: PrivateKey,
+    identity: Identity,
+    days: float,
+    now: dt.datetime | None = None,
+) -> x509.Certificate:
+    now = now or _now()
+    not_after = min(now + dt.timedelta(days=days), ca_cert.not_valid_after_utc)
+    cn = identity.unique_id or identity.name
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, cn),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "paraconnect"),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, identity.role.value),
+        ]
+    )
+    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    rsa = key_type_of(key) is KeyType.RSA_3072
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - CLOCK_SKEW)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=rsa,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        # Both purposes: a reverse connection makes the server the TLS client.
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
+        )
+        .add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(identity.uri())]),
+            critical=False,
+        )
+    )
+    return builder.sign(ca_key, signing_hash(ca_key))
+
+
+@dataclass(frozen=True, slots=True)
+class RevokedEntry:
+    serial: int
+    when: dt.datetime
+    reason: x509.ReasonFlags
+
+
+def build_crl(
+    ca_key: PrivateKey,
+    ca_cert: x509.Certificate,
+    revoked: list[RevokedEntry],
+    number: int,
+    now: dt.datetime | None = None,
+) -> x509.CertificateRevocationList:
+    now = now or _now()
+    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca_cert.subject)
+        .last_update(now - CLOCK_SKEW)
+        # Valid as long as the CA: a CRL must never expire under a running session.
+        .next_update(ca_cert.not_valid_after_utc)
+        .add_extension(x509.CRLNumber(number), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
+        )
+    )
+    for entry in revoked:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder()
+            .serial_number(entry.serial)
+            .revocation_date(entry.when)
+            .add_extension(x509.CRLReason(entry.reason), critical=False)
+            .build()
+        )
+    return builder.sign(ca_key, signing_hash(ca_key))
+
+
+def parse_pem_certificates(data: bytes, source: object) -> list[x509.Certificate]:
+    """Strictly parse one or more PEM certificates: anything else in the file is an error."""
+    blocks = list(_PEM_CERT_RE.finditer(data))
+    if not blocks:
+        hint = "it is truncated" if b"-----BEGIN CERTIFICATE-----" in data else "it holds none"
+        raise CredentialError(
+            f"{source} is not a PEM certificate ({hint}); export the certificate again"
+        )
+    rest = _PEM_CERT_RE.sub(b"", data).strip()
+    if rest:
+        raise CredentialError(
+            f"{source} has unexpected data besides its PEM certificate(s) "
+            f"({len(rest)} bytes); remove it or export the certificate again"
+        )
+    certs = []
+    for block in blocks:
+        try:
+            certs.append(x509.load_pem_x509_certificate(block.group(0)))
+        except ValueError:
+            raise CredentialError(
+                f"{source} holds a corrupt PEM certificate; export the certificate again"
+            ) from None
+    return certs
+
+
+def parse_pem_crl(data: bytes, source: object) -> x509.CertificateRevocationList:
+    try:
+        return x509.load_pem_x509_crl(data)
+    except ValueError:
+        raise CredentialError(
+            f"{source} is not a valid PEM certificate revocation list; "
+            "copy it again from the session ('paraconnect session show')"
+        ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class CertInfo:
+    """What a user wants to know of a certificate, for `inspect` and for error messages."""
+
+    subject: str
+    issuer: str
+    serial: int
+    not_before: dt.datetime
+    not_after: dt.datetime
+    sha256: str
+    key_type: str
+    is_ca: bool
+    identity: Identity | None
+
+    @property
+    def serial_hex(self) -> str:
+        return format(self.serial, "x")
+
+    def as_dict(self) -> dict[str, object]:
+        ident = self.identity
+        return {
+            "subject": self.subject,
+            "issuer": self.issuer,
+            "serial": self.serial_hex,
+            "not_before": self.not_before.isoformat(),
+            "not_after": self.not_after.isoformat(),
+            "sha256": self.sha256,
+            "key_type": self.key_type,
+            "is_ca": self.is_ca,
+            "session_id": ident.session_id if ident else None,
+            "role": ident.role.value if ident else None,
+            "name": ident.name if ident else None,
+            "unique_id": ident.unique_id if ident else None,
+        }
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    return cert.fingerprint(hashes.SHA256()).hex(":").upper()
+
+
+def cert_info(cert: x509.Certificate) -> CertInfo:
+    try:
+        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+        is_ca = bc.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
+    try:
+        key_type = key_type_of(cert.public_key()).value
+    except CredentialError:
+        key_type = type(cert.public_key()).__name__
+    return CertInfo(
+        subject=cert.subject.rfc4514_string(),
+        issuer=cert.issuer.rfc4514_string(),
+        serial=cert.serial_number,
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        sha256=fingerprint(cert),
+        key_type=key_type,
+        is_ca=is_ca,
+        identity=Identity.of(cert),
+    )
+
+
+def pem(cert: x509.Certificate | x509.CertificateRevocationList) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)

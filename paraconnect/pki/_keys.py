@@ -1,0 +1,120 @@
+"""Key types, generation, and (de)serialisation with passphrases that are never prompted for."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from pathlib import Path
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+from ..errors import ConfigError, CredentialError
+
+__all__ = [
+    "KeyType",
+    "Passphrase",
+    "PrivateKey",
+    "dump_private_key",
+    "generate_key",
+    "key_type_of",
+    "load_private_key",
+    "resolve_passphrase",
+    "signing_hash",
+]
+
+PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
+# A passphrase is given, never asked for: bytes, str, or a callback returning either.
+Passphrase = bytes | str | Callable[[], bytes | str]
+
+
+class KeyType(enum.StrEnum):
+    EC_P256 = "ec-p256"
+    ED25519 = "ed25519"
+    RSA_3072 = "rsa-3072"
+
+    @classmethod
+    def parse(cls, value: str | KeyType) -> KeyType:
+        try:
+            return cls(value)
+        except ValueError:
+            choices = ", ".join(k.value for k in cls)
+            raise ConfigError(f"unknown key type {value!r}; choose one of {choices}") from None
+
+
+def generate_key(key_type: KeyType) -> PrivateKey:
+    if key_type is KeyType.EC_P256:
+        return ec.generate_private_key(ec.SECP256R1())
+    if key_type is KeyType.ED25519:
+        return ed25519.Ed25519PrivateKey.generate()
+    return rsa.generate_private_key(public_exponent=65537, key_size=3072)
+
+
+def key_type_of(key: object) -> KeyType:
+    if isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey):
+        if isinstance(key.curve, ec.SECP256R1):
+            return KeyType.EC_P256
+        raise CredentialError(f"unsupported elliptic curve {key.curve.name}; use P-256")
+    if isinstance(key, ed25519.Ed25519PrivateKey | ed25519.Ed25519PublicKey):
+        return KeyType.ED25519
+    if isinstance(key, rsa.RSAPrivateKey | rsa.RSAPublicKey):
+        if key.key_size < 2048:
+            raise CredentialError(f"RSA key of {key.key_size} bits is too weak; use 3072")
+        return KeyType.RSA_3072
+    raise CredentialError(f"unsupported key algorithm {type(key).__name__}")
+
+
+def signing_hash(key: PrivateKey) -> hashes.SHA256 | None:
+    # Ed25519 signs the message itself; the others sign a SHA-256 digest.
+    return None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+
+
+def resolve_passphrase(passphrase: Passphrase | None) -> bytes | None:
+    if passphrase is None:
+        return None
+    value = passphrase() if callable(passphrase) else passphrase
+    data = value.encode() if isinstance(value, str) else value
+    if not data:
+        raise ConfigError("an empty passphrase was given; give a non-empty one or none at all")
+    return data
+
+
+def dump_private_key(key: PrivateKey, passphrase: bytes | None = None) -> bytes:
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(passphrase)
+        if passphrase
+        else serialization.NoEncryption()
+    )
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+    )
+
+
+def load_private_key(data: bytes, source: Path | str, passphrase: bytes | None) -> PrivateKey:
+    """Parse a PEM private key; every failure names `source` and never echoes key material."""
+    if b"-----BEGIN" not in data:
+        raise CredentialError(f"{source} holds no PEM private key; check that it is a key file")
+    encrypted = b"ENCRYPTED" in data
+    if encrypted and passphrase is None:
+        raise CredentialError(
+            f"{source} is encrypted; give its passphrase (--passphrase-file or the "
+            "passphrase argument)"
+        )
+    try:
+        key = serialization.load_pem_private_key(data, password=passphrase if encrypted else None)
+    except TypeError:
+        raise CredentialError(f"{source} is not encrypted, but a passphrase was given") from None
+    except (ValueError, UnsupportedAlgorithm):
+        if encrypted:
+            raise CredentialError(f"wrong passphrase for {source}") from None
+        raise CredentialError(
+            f"{source} is not a valid PEM private key (truncated or corrupt); "
+            "restore it from a backup or issue a new one"
+        ) from None
+    if not isinstance(
+        key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
+    ):
+        raise CredentialError(f"{source}: unsupported key algorithm {type(key).__name__}")
+    key_type_of(key)
+    return key

@@ -1,0 +1,643 @@
+"""The on-disk store: one directory per session, every write atomic, issuance under a lock.
+
+Layout of ``<home>/sessions/<name>/`` (directories 0700, keys 0600)::
+
+    session.json          id, name, level, key type, owner or imported
+    ca.crt                the session certificate (self-signed CA)
+    ca.key                the session key (owner only; optionally passphrase-encrypted)
+    crl.pem               the signed revocation list: the single source of truth for revocation
+    issued/<serial>.crt   every certificate issued, by serial (hex)
+    issued/<serial>.key   its key, when this store keeps it (not for friends' bundles)
+    issued/<serial>.json  the record (who, role, serial, validity, when, for whom); written last
+    .lock                 flock: issuance and revocation are serialised across threads/processes
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import json
+import os
+import secrets
+import shutil
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import platformdirs
+from cryptography import x509
+
+from .._fs import ensure_private_dir, locked, read_private, read_public, write_atomic
+from ..errors import ConfigError, CredentialError, TrustError
+from ._certs import (
+    Identity,
+    RevokedEntry,
+    Role,
+    build_ca,
+    build_crl,
+    build_leaf,
+    check_name,
+    check_unique_id,
+    fingerprint,
+    parse_pem_certificates,
+    parse_pem_crl,
+    pem,
+)
+from ._keys import (
+    KeyType,
+    Passphrase,
+    PrivateKey,
+    dump_private_key,
+    generate_key,
+    key_type_of,
+    load_private_key,
+    resolve_passphrase,
+)
+from ._uniqueid import UniqueId, node_unique_id
+
+__all__ = [
+    "DEFAULT_CA_DAYS",
+    "DEFAULT_LEAF_DAYS",
+    "Issued",
+    "Record",
+    "SecurityLevel",
+    "Session",
+    "Store",
+    "default_home",
+]
+
+DEFAULT_CA_DAYS = 90
+DEFAULT_LEAF_DAYS = 7
+FORMAT = 1
+
+
+class SecurityLevel(enum.StrEnum):
+    """After FLoM: how much the TLS layer demands of a peer (enforced by paraconnect.tls)."""
+
+    NONE = "none"  # clear text, with a loud warning
+    ENCRYPT = "encrypt"  # any certificate of the session CA, any role
+    MUTUAL = "mutual"  # per-node certificates, unique ID in the CN, roles checked
+
+    @classmethod
+    def parse(cls, value: str | SecurityLevel) -> SecurityLevel:
+        try:
+            return cls(value)
+        except ValueError:
+            raise ConfigError(
+                f"unknown security level {value!r}; choose one of none, encrypt, mutual"
+            ) from None
+
+
+def default_home() -> Path:
+    env = os.environ.get("PARACONNECT_HOME")
+    if env:
+        return Path(env).expanduser().absolute()
+    return platformdirs.user_data_path("paraconnect", appauthor=False)
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _revocation_reason(reason: str | None) -> x509.ReasonFlags:
+    if reason is None:
+        return x509.ReasonFlags.unspecified
+    normalised = reason.replace("-", "_").replace(" ", "_")
+    for flag in x509.ReasonFlags:
+        if flag.value.lower() == normalised.replace("_", "").lower() or flag.name == normalised:
+            return flag
+    choices = ", ".join(f.name for f in x509.ReasonFlags if f.name != "remove_from_crl")
+    raise ConfigError(f"unknown revocation reason {reason!r}; choose one of {choices}")
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One issued certificate, as recorded when it was issued."""
+
+    serial: str
+    name: str
+    role: str
+    unique_id: str | None
+    key_type: str
+    not_before: str
+    not_after: str
+    issued_at: str
+    for_friend: str | None
+    sha256: str
+    key_kept: bool
+    revoked_at: str | None = None
+    revoked_reason: str | None = None
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Issued:
+    """A certificate just issued, with its key (only in memory) and where it was written."""
+
+    record: Record
+    cert: x509.Certificate
+    key: PrivateKey
+    cert_path: Path
+    key_path: Path | None
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+class Session:
+    """One session directory: its CA, everything it issued, and its revocation list."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        meta_path = path / "session.json"
+        try:
+            meta = json.loads(read_public(meta_path, "session file"))
+            self.id: str = meta["id"]
+            self.name: str = meta["name"]
+            self.level = SecurityLevel.parse(meta["level"])
+            self.key_type = KeyType.parse(meta["key_type"])
+            self.owner: bool = bool(meta["owner"])
+            self.ca_key_encrypted: bool = bool(meta.get("ca_key_encrypted", False))
+            self.created: str = meta["created"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CredentialError(
+                f"{meta_path} is corrupt ({exc.__class__.__name__}); restore it from a backup "
+                "or delete the session"
+            ) from None
+        self._ca_cert: x509.Certificate | None = None
+
+    def __repr__(self) -> str:
+        return f"Session({self.name!r}, id={self.id!r}, level={self.level.value})"
+
+    # -- reading -------------------------------------------------------------------------
+
+    @property
+    def ca_path(self) -> Path:
+        return self.path / "ca.crt"
+
+    @property
+    def crl_path(self) -> Path:
+        return self.path / "crl.pem"
+
+    @property
+    def issued_dir(self) -> Path:
+        return self.path / "issued"
+
+    @property
+    def ca_cert(self) -> x509.Certificate:
+        if self._ca_cert is None:
+            certs = parse_pem_certificates(
+                read_public(self.ca_path, "session certificate"), self.ca_path
+            )
+            self._ca_cert = certs[0]
+        return self._ca_cert
+
+    @property
+    def ca_fingerprint(self) -> str:
+        return fingerprint(self.ca_cert)
+
+    def crl(self) -> x509.CertificateRevocationList | None:
+        if not self.crl_path.exists():
+            return None
+        crl = parse_pem_crl(read_public(self.crl_path, "revocation list"), self.crl_path)
+        if not crl.is_signature_valid(self.ca_cert.public_key()):  # type: ignore[arg-type]
+            raise TrustError(
+                f"{self.crl_path} is not signed by session {self.name!r}; "
+                "restore the session's own crl.pem"
+            )
+        return crl
+
+    def revocation_of(self, serial: int) -> x509.RevokedCertificate | None:
+        crl = self.crl()
+        return None if crl is None else crl.get_revoked_certificate_by_serial_number(serial)
+
+    def records(self) -> list[Record]:
+        revoked: dict[str, tuple[str, str]] = {}
+        crl = self.crl()
+        if crl is not None:
+            for entry in crl:
+                try:
+                    reason = entry.extensions.get_extension_for_class(x509.CRLReason).value
+                    reason_name = reason.reason.name
+                except x509.ExtensionNotFound:
+                    reason_name = "unspecified"
+                revoked[format(entry.serial_number, "x")] = (
+                    entry.revocation_date_utc.isoformat(),
+                    reason_name,
+                )
+        out: list[Record] = []
+        if not self.issued_dir.is_dir():
+            return out
+        for meta in sorted(self.issued_dir.glob("*.json")):
+            try:
+                data = json.loads(read_public(meta, "certificate record"))
+                rec = Record(**{k: v for k, v in data.items() if k in Record.__slots__})
+            except (ValueError, TypeError) as exc:
+                raise CredentialError(
+                    f"{meta} is corrupt ({exc.__class__.__name__}); move it away and retry"
+                ) from None
+            if rec.serial in revoked:
+                at, why = revoked[rec.serial]
+                rec = replace(rec, revoked_at=at, revoked_reason=why)
+            out.append(rec)
+        out.sort(key=lambda r: r.issued_at)
+        return out
+
+    def find(self, name_or_serial: str) -> list[Record]:
+        """Records matching a serial (hex, ':' allowed) first, else a name."""
+        records = self.records()
+        wanted = name_or_serial.lower().replace(":", "").removeprefix("0x").lstrip("0")
+        by_serial = [r for r in records if r.serial == wanted]
+        if by_serial:
+            return by_serial
+        return [r for r in records if r.name == name_or_serial]
+
+    def load_ca_key(self, passphrase: Passphrase | None = None) -> PrivateKey:
+        if not self.owner:
+            raise CredentialError(
+                f"session {self.name!r} was imported from a bundle: it has no session key, "
+                "so it cannot issue or revoke; ask the session's owner"
+            )
+        key_path = self.path / "ca.key"
+        secret = resolve_passphrase(passphrase)
+        if self.ca_key_encrypted and secret is None:
+            raise CredentialError(
+                f"the session key of {self.name!r} ({key_path}) is encrypted; give its "
+                "passphrase (--passphrase-file FILE)"
+            )
+        return load_private_key(read_private(key_path, "session key"), key_path, secret)
+
+    def info(self) -> dict[str, object]:
+        ca = self.ca_cert
+        return {
+            "name": self.name,
+            "id": self.id,
+            "level": self.level.value,
+            "key_type": self.key_type.value,
+            "owner": self.owner,
+            "created": self.created,
+            "path": str(self.path),
+            "ca_sha256": self.ca_fingerprint,
+            "ca_not_after": ca.not_valid_after_utc.isoformat(),
+            "ca_key_encrypted": self.ca_key_encrypted,
+        }
+
+    # -- writing -------------------------------------------------------------------------
+
+    def _lock(self) -> AbstractContextManager[None]:
+        return locked(self.path / ".lock")
+
+    def issue(
+        self,
+        role: Role | str,
+        name: str,
+        *,
+        unique_id: str | None = None,
+        days: float = DEFAULT_LEAF_DAYS,
+        key_type: KeyType | str | None = None,
+        out: Path | None = None,
+        for_friend: str | None = None,
+        keep_key: bool = True,
+        passphrase: Passphrase | None = None,
+        now: dt.datetime | None = None,
+    ) -> Issued:
+        """Issue a certificate signed by the session key and record it.
+
+        A `node` certificate is bound to a unique ID (this machine's unless one is given);
+        a `server` or `client` certificate is bound only if `unique_id` is given.
+        """
+        role = Role.parse(role)
+        if role is Role.SESSION:
+            raise ConfigError("the session certificate is made by 'session create', not issued")
+        check_name(name)
+        if days <= 0:
+            raise ConfigError(f"--days must be positive, not {days}")
+        if role is Role.NODE and unique_id is None:
+            unique_id = Store(self.path.parent.parent).unique_id().value
+        if unique_id is not None:
+            check_unique_id(unique_id)
+        ca_key = self.load_ca_key(passphrase)
+        ca_cert = self.ca_cert
+        now = now or _utcnow()
+        if ca_cert.not_valid_after_utc <= now:
+            raise CredentialError(
+                f"session {self.name!r} expired at {ca_cert.not_valid_after_utc:%Y-%m-%d %H:%M} "
+                "UTC; create a new session"
+            )
+        ktype = KeyType.parse(key_type) if key_type else self.key_type
+        key = generate_key(ktype)
+        identity = Identity(self.id, role, name, unique_id)
+        cert = build_leaf(ca_key, ca_cert, key, identity, days, now=now)
+        serial = format(cert.serial_number, "x")
+        record = Record(
+            serial=serial,
+            name=name,
+            role=role.value,
+            unique_id=unique_id,
+            key_type=ktype.value,
+            not_before=cert.not_valid_before_utc.isoformat(),
+            not_after=cert.not_valid_after_utc.isoformat(),
+            issued_at=now.isoformat(),
+            for_friend=for_friend,
+            sha256=fingerprint(cert),
+            key_kept=keep_key and out is None,
+        )
+        cert_path = self.issued_dir / f"{serial}.crt"
+        key_path = self.issued_dir / f"{serial}.key" if record.key_kept else None
+        written: list[Path] = []
+        with self._lock():
+            ensure_private_dir(self.issued_dir)
+            try:
+                for path, data, mode in (
+                    (cert_path, pem(cert), 0o644),
+                    (key_path, dump_private_key(key), 0o600),
+                    (
+                        self.issued_dir / f"{serial}.json",
+                        json.dumps(record.as_dict(), indent=1).encode(),
+                        0o644,
+                    ),
+                ):
+                    if path is None:
+                        continue
+                    write_atomic(path, data, mode=mode, exclusive=True)
+                    written.append(path)
+            except BaseException:
+                # Leave nothing half-issued behind: the record is written last, so an
+                # issuance either has all its files or none of them.
+                for path in written:
+                    path.unlink(missing_ok=True)
+                raise
+        files: dict[str, Path] = {}
+        if out is not None:
+            files = self.export(out, name, cert, key)
+        return Issued(record, cert, key, cert_path, key_path, files)
+
+    def export(
+        self, out: Path, name: str, cert: x509.Certificate, key: PrivateKey
+    ) -> dict[str, Path]:
+        """Write NAME.crt, NAME.key (0600), ca.crt and crl.pem into `out` for other programs."""
+        if not out.exists():
+            ensure_private_dir(out)
+        files = {
+            "cert": out / f"{name}.crt",
+            "key": out / f"{name}.key",
+            "ca": out / "ca.crt",
+            "crl": out / "crl.pem",
+        }
+        write_atomic(files["key"], dump_private_key(key), mode=0o600)
+        write_atomic(files["cert"], pem(cert), mode=0o644)
+        write_atomic(files["ca"], pem(self.ca_cert), mode=0o644)
+        if self.crl_path.exists():
+            write_atomic(files["crl"], read_public(self.crl_path), mode=0o644)
+        else:
+            del files["crl"]
+        return files
+
+    def revoke(
+        self,
+        name_or_serial: str,
+        *,
+        reason: str | None = None,
+        passphrase: Passphrase | None = None,
+        now: dt.datetime | None = None,
+    ) -> list[Record]:
+        """Revoke every unrevoked certificate with that serial or name; re-sign the CRL."""
+        flag = _revocation_reason(reason)
+        ca_key = self.load_ca_key(passphrase)
+        now = now or _utcnow()
+        with self._lock():
+            matches = self.find(name_or_serial)
+            if not matches:
+                raise ConfigError(
+                    f"session {self.name!r} has issued no certificate named or numbered "
+                    f"{name_or_serial!r}; see 'paraconnect session show {self.name}'"
+                )
+            fresh = [r for r in matches if not r.revoked]
+            if not fresh:
+                return []
+            crl = self.crl()
+            entries = []
+            number = 1
+            if crl is not None:
+                for old in crl:
+                    try:
+                        old_reason = old.extensions.get_extension_for_class(
+                            x509.CRLReason
+                        ).value.reason
+                    except x509.ExtensionNotFound:
+                        old_reason = x509.ReasonFlags.unspecified
+                    entries.append(
+                        RevokedEntry(old.serial_number, old.revocation_date_utc, old_reason)
+                    )
+                try:
+                    number = (
+                        crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number + 1
+                    )
+                except x509.ExtensionNotFound:
+                    number = len(entries) + 1
+            entries += [RevokedEntry(int(r.serial, 16), now, flag) for r in fresh]
+            new_crl = build_crl(ca_key, self.ca_cert, entries, number, now=now)
+            write_atomic(self.crl_path, pem(new_crl), mode=0o644)
+        return [r for r in self.records() if r.serial in {f.serial for f in fresh}]
+
+    def credentials_record(self, role: Role | str, unique_id: str | None = None) -> Record | None:
+        """The newest valid, unrevoked certificate with a kept key that can act as `role`."""
+        role = Role.parse(role)
+        now = _utcnow()
+        usable = []
+        for rec in self.records():
+            if rec.revoked or not rec.key_kept:
+                continue
+            if dt.datetime.fromisoformat(rec.not_after) <= now:
+                continue
+            if rec.role != role.value and rec.role != Role.NODE.value:
+                continue
+            if unique_id is not None and rec.unique_id != unique_id:
+                continue
+            usable.append(rec)
+        return usable[-1] if usable else None
+
+
+class Store:
+    """All sessions of one user: ``<home>/sessions/<name>/``."""
+
+    def __init__(self, home: Path | None = None) -> None:
+        self.home = (home or default_home()).absolute()
+
+    @property
+    def sessions_dir(self) -> Path:
+        return self.home / "sessions"
+
+    def unique_id(self) -> UniqueId:
+        return node_unique_id(self.home)
+
+    def _session_path(self, name: str) -> Path:
+        return self.sessions_dir / check_name(name, "session name")
+
+    def create_session(
+        self,
+        name: str,
+        *,
+        key_type: KeyType | str = KeyType.EC_P256,
+        days: int = DEFAULT_CA_DAYS,
+        level: SecurityLevel | str = SecurityLevel.MUTUAL,
+        passphrase: Passphrase | None = None,
+    ) -> Session:
+        path = self._session_path(name)
+        ktype = KeyType.parse(key_type)
+        lvl = SecurityLevel.parse(level)
+        if days <= 0:
+            raise ConfigError(f"--days must be positive, not {days}")
+        secret = resolve_passphrase(passphrase)
+        ensure_private_dir(self.home)
+        ensure_private_dir(self.sessions_dir)
+        # Build the whole session in a hidden directory, then rename it into place: a crash
+        # or a full disk leaves no half-made session behind.
+        staging = self.sessions_dir / f".creating-{name}-{secrets.token_hex(4)}"
+        os.mkdir(staging, 0o700)
+        try:
+            session_id = secrets.token_hex(16)
+            key = generate_key(ktype)
+            ca = build_ca(key, session_id, name, days)
+            crl = build_crl(key, ca, [], 1)
+            meta = {
+                "format": FORMAT,
+                "id": session_id,
+                "name": name,
+                "level": lvl.value,
+                "key_type": ktype.value,
+                "owner": True,
+                "ca_key_encrypted": secret is not None,
+                "created": _utcnow().isoformat(),
+            }
+            write_atomic(staging / "ca.key", dump_private_key(key, secret), exclusive=True)
+            write_atomic(staging / "ca.crt", pem(ca), mode=0o644)
+            write_atomic(staging / "crl.pem", pem(crl), mode=0o644)
+            write_atomic(staging / "session.json", json.dumps(meta, indent=1).encode(), mode=0o644)
+            try:
+                os.rename(staging, path)  # fails if `path` exists and is not empty
+            except OSError:
+                if path.exists():
+                    raise ConfigError(
+                        f"a session named {name!r} already exists at {path}; choose another "
+                        f"name or delete it with 'paraconnect session delete {name}'"
+                    ) from None
+                raise
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return Session(path)
+
+    def open_session(self, name: str) -> Session:
+        path = self._session_path(name)
+        if not (path / "session.json").exists():
+            raise ConfigError(
+                f"no session named {name!r} in {self.sessions_dir}; "
+                "create it with 'paraconnect session create' or list them with "
+                "'paraconnect session list'"
+            )
+        ensure_private_dir(path)
+        return Session(path)
+
+    def list_sessions(self) -> list[Session]:
+        if not self.sessions_dir.is_dir():
+            return []
+        return [
+            Session(p)
+            for p in sorted(self.sessions_dir.iterdir())
+            if not p.name.startswith(".") and (p / "session.json").exists()
+        ]
+
+    def delete_session(self, name: str) -> None:
+        path = self.open_session(name).path
+        trash = self.sessions_dir / f".deleting-{name}-{secrets.token_hex(4)}"
+        os.rename(path, trash)
+        shutil.rmtree(trash)
+
+    def find_session_by_id(self, session_id: str) -> Session | None:
+        for session in self.list_sessions():
+            if session.id == session_id:
+                return session
+        return None
+
+    def adopt(
+        self,
+        name: str,
+        ca_cert: x509.Certificate,
+        cert: x509.Certificate,
+        key: PrivateKey,
+        level: SecurityLevel = SecurityLevel.MUTUAL,
+    ) -> tuple[Session, Record]:
+        """Install credentials issued by someone else's session (a friend's bundle)."""
+        ca_ident = Identity.of(ca_cert)
+        ident = Identity.of(cert)
+        if ca_ident is None or ca_ident.role is not Role.SESSION or ident is None:
+            raise TrustError("the bundle does not hold paraconnect session credentials")
+        if ident.session_id != ca_ident.session_id:
+            raise TrustError("the bundle's certificate belongs to another session than its CA")
+        existing = self.find_session_by_id(ca_ident.session_id)
+        if existing is not None:
+            session = existing
+        else:
+            path = self._session_path(name)
+            if path.exists():
+                raise ConfigError(
+                    f"a different session named {name!r} already exists in {self.sessions_dir}; "
+                    "import under another name with --as NAME"
+                )
+            ensure_private_dir(self.home)
+            ensure_private_dir(self.sessions_dir)
+            staging = self.sessions_dir / f".importing-{name}-{secrets.token_hex(4)}"
+            os.mkdir(staging, 0o700)
+            try:
+                meta = {
+                    "format": FORMAT,
+                    "id": ca_ident.session_id,
+                    "name": name,
+                    "level": level.value,
+                    "key_type": key_type_of(ca_cert.public_key()).value,
+                    "owner": False,
+                    "created": _utcnow().isoformat(),
+                }
+                write_atomic(staging / "ca.crt", pem(ca_cert), mode=0o644)
+                write_atomic(
+                    staging / "session.json", json.dumps(meta, indent=1).encode(), mode=0o644
+                )
+                os.rename(staging, path)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            session = Session(path)
+        serial = format(cert.serial_number, "x")
+        record = Record(
+            serial=serial,
+            name=ident.name,
+            role=ident.role.value,
+            unique_id=ident.unique_id,
+            key_type=key_type_of(key).value,
+            not_before=cert.not_valid_before_utc.isoformat(),
+            not_after=cert.not_valid_after_utc.isoformat(),
+            issued_at=_utcnow().isoformat(),
+            for_friend=ident.name,
+            sha256=fingerprint(cert),
+            key_kept=True,
+        )
+        with session._lock():
+            ensure_private_dir(session.issued_dir)
+            if (session.issued_dir / f"{serial}.json").exists():
+                raise ConfigError(
+                    f"this certificate (serial {serial}) is already imported in session "
+                    f"{session.name!r}"
+                )
+            write_atomic(session.issued_dir / f"{serial}.crt", pem(cert), mode=0o644)
+            write_atomic(session.issued_dir / f"{serial}.key", dump_private_key(key), mode=0o600)
+            write_atomic(
+                session.issued_dir / f"{serial}.json",
+                json.dumps(record.as_dict(), indent=1).encode(),
+                mode=0o644,
+            )
+        return session, record

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Install the Debian packages the tests and the demo use as independent peers, if missing.
+# Idempotent and quiet when everything is already there.
+set -euo pipefail
+want=(openssl faketime stunnel4)
+missing=()
+for pkg in "${want[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -ne 0 ]; then
+    echo "system-deps: missing Debian packages: ${missing[*]}; install them (as root: apt-get install ${missing[*]})" >&2
+    exit 1
+fi
+echo "system-deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >/dev/null
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
