@@ -1,21 +1,60 @@
 """Session credentials: the per-session CA, issued certificates, friend bundles, revocation,
-the node unique ID, and the on-disk store that never loses data."""
+the node unique ID, and the on-disk store that never loses data.
 
-from ._bundle import Bundle, import_bundle, read_bundle, share
-from ._certs import CertInfo, Identity, Role, cert_info, fingerprint, parse_pem_certificates
-from ._creds import Credentials, check_key_matches, check_validity, load_credentials
-from ._keys import KeyType, Passphrase
-from ._store import (
-    DEFAULT_CA_DAYS,
-    DEFAULT_LEAF_DAYS,
-    Issued,
-    Record,
-    SecurityLevel,
-    Session,
-    Store,
-    default_home,
-)
-from ._uniqueid import UniqueId, node_unique_id
+Submodules are imported on first use (PEP 562), so a command that only issues a certificate
+does not pay for PKCS#12 support, and `paraconnect --help` loads no cryptography at all.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._bundle import Bundle, import_bundle, read_bundle, share
+    from ._certs import CertInfo, Identity, Role, cert_info, fingerprint, parse_pem_certificates
+    from ._creds import Credentials, check_key_matches, check_validity, load_credentials
+    from ._keys import KeyType, Passphrase
+    from ._store import (
+        DEFAULT_CA_DAYS,
+        DEFAULT_LEAF_DAYS,
+        Issued,
+        Record,
+        SecurityLevel,
+        Session,
+        Store,
+        default_home,
+    )
+    from ._uniqueid import UniqueId, node_unique_id
+
+_WHERE = {
+    "Bundle": "_bundle",
+    "import_bundle": "_bundle",
+    "read_bundle": "_bundle",
+    "share": "_bundle",
+    "CertInfo": "_certs",
+    "Identity": "_certs",
+    "Role": "_certs",
+    "cert_info": "_certs",
+    "fingerprint": "_certs",
+    "parse_pem_certificates": "_certs",
+    "Credentials": "_creds",
+    "check_key_matches": "_creds",
+    "check_validity": "_creds",
+    "load_credentials": "_creds",
+    "KeyType": "_keys",
+    "Passphrase": "_keys",
+    "DEFAULT_CA_DAYS": "_store",
+    "DEFAULT_LEAF_DAYS": "_store",
+    "Issued": "_store",
+    "Record": "_store",
+    "SecurityLevel": "_store",
+    "Session": "_store",
+    "Store": "_store",
+    "default_home": "_store",
+    "UniqueId": "_uniqueid",
+    "node_unique_id": "_uniqueid",
+}
 
 __all__ = [
     "DEFAULT_CA_DAYS",
@@ -45,3 +84,16 @@ __all__ = [
     "read_bundle",
     "share",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

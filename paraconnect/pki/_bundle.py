@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from .._fs import read_private, write_atomic
-from ..errors import CredentialError
-from ._certs import Identity, Role
+from ..errors import ConfigError, CredentialError
+from ._certs import Identity, Role, signed_by
 from ._keys import Passphrase, PrivateKey, resolve_passphrase
 from ._store import DEFAULT_LEAF_DAYS, Issued, Record, Session, Store
 
@@ -39,6 +39,12 @@ def share(
     secret = resolve_passphrase(bundle_passphrase)
     if secret is None:
         raise CredentialError("a friend bundle needs a passphrase (--passphrase-file FILE)")
+    # Check where the bundle goes before issuing: a certificate recorded for a friend who never
+    # got the bundle would be a dangling credential.
+    if not out.parent.is_dir():
+        raise ConfigError(f"cannot write {out}: directory {out.parent} does not exist")
+    if out.is_dir():
+        raise ConfigError(f"cannot write {out}: it is a directory; give a file name (NAME.p12)")
     issued = session.issue(
         Role.CLIENT,
         friend,
@@ -106,12 +112,11 @@ def read_bundle(path: Path, passphrase: Passphrase | None) -> Bundle:
             f"bundle {path} does not contain the session certificate of its session; "
             "ask its owner to share it again"
         )
-    try:
-        cert.verify_directly_issued_by(ca)
-    except (ValueError, TypeError) as exc:
+    if not signed_by(cert, ca):
         raise CredentialError(
-            f"bundle {path}: the certificate is not signed by the bundled session CA ({exc})"
-        ) from None
+            f"bundle {path}: the certificate is not signed by the bundled session CA; "
+            "ask its owner to share it again"
+        )
     if not isinstance(parsed.key, PrivateKey):
         raise CredentialError(f"bundle {path}: unsupported key algorithm")
     from ._creds import check_key_matches

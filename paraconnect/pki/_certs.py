@@ -14,11 +14,13 @@ import urllib.parse
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ..errors import ConfigError, CredentialError
 from ._keys import KeyType, PrivateKey, key_type_of, signing_hash
+from ._names import check_name, check_unique_id
 
 __all__ = [
     "CLOCK_SKEW",
@@ -36,13 +38,12 @@ __all__ = [
     "parse_pem_certificates",
     "parse_pem_crl",
     "pem",
+    "signed_by",
 ]
 
 URI_SCHEME = "paraconnect"
 # notBefore is backdated by this much so a peer whose clock is a little behind still accepts.
 CLOCK_SKEW = dt.timedelta(minutes=5)
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,47}$")
-_UID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _PEM_CERT_RE = re.compile(
     rb"-----BEGIN CERTIFICATE-----\r?\n.*?-----END CERTIFICATE-----\r?\n?", re.DOTALL
 )
@@ -62,23 +63,6 @@ class Role(enum.StrEnum):
             raise ConfigError(
                 f"unknown role {value!r}; choose one of server, client, node"
             ) from None
-
-
-def check_name(name: str, what: str = "name") -> str:
-    if not _NAME_RE.match(name):
-        raise ConfigError(
-            f"invalid {what} {name!r}: use 1-48 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit"
-        )
-    return name
-
-
-def check_unique_id(unique_id: str) -> str:
-    if not _UID_RE.match(unique_id):
-        raise ConfigError(
-            f"invalid unique ID {unique_id!r}: use 1-64 letters, digits, '.', '_' or '-'"
-        )
-    return unique_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,6 +328,15 @@ class CertInfo:
             "name": ident.name if ident else None,
             "unique_id": ident.unique_id if ident else None,
         }
+
+
+def signed_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    """Whether `ca` issued `cert` (issuer name and signature)."""
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
 
 
 def fingerprint(cert: x509.Certificate) -> str:

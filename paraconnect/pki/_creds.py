@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 
 from .._fs import read_private, read_public
 from ..errors import ConfigError, CredentialError, TrustError
-from ._certs import Identity, Role, parse_pem_certificates, parse_pem_crl
+from ._certs import Identity, Role, parse_pem_certificates, parse_pem_crl, signed_by
 from ._keys import Passphrase, PrivateKey, load_private_key, resolve_passphrase
 from ._store import SecurityLevel, Store
 
@@ -109,15 +109,13 @@ def _verify_chain(ca: x509.Certificate, cert: x509.Certificate, source: object) 
     ca_ident = Identity.of(ca)
     if ident is None:
         raise CredentialError(f"{source}: the certificate is not a paraconnect certificate")
-    try:
-        cert.verify_directly_issued_by(ca)
-    except (ValueError, TypeError):
-        other = f" (session {ident.session_id[:8]}…)" if ident else ""
+    if not signed_by(cert, ca):
+        beside = f" (session {ca_ident.name!r})" if ca_ident else ""
         raise TrustError(
-            f"{source}: the certificate{other} was not issued by the session CA beside it"
-            f"{f' (session {ca_ident.name!r})' if ca_ident else ''}; it belongs to another "
-            "session: use that session's ca.crt, or issue a certificate from this one"
-        ) from None
+            f"{source}: the certificate (session {ident.session_id[:8]}…) was not issued by the "
+            f"session CA beside it{beside}; it belongs to another session: use that session's "
+            "ca.crt, or issue a certificate from this one"
+        )
     return ident
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .._fs import ensure_private_dir, read_public, write_atomic
 from ..errors import CredentialError
-from ._certs import check_unique_id
+from ._names import check_unique_id
 
 __all__ = ["UniqueId", "node_unique_id"]
 

@@ -1,0 +1,175 @@
+"""The `paraconnect` command: a thin layer over the library.
+
+Every command prints one line `paraconnect: error: ...` and exits 1 on failure, exits 0 on
+success, and takes --json where its output is data. Heavy imports (cryptography, asyncio) are
+made inside the handlers so that start-up stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from ._version import __version__
+from .errors import ParaconnectError
+
+__all__ = ["build_parser", "main"]
+
+
+def _add_json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def _add_passphrase(p: argparse.ArgumentParser, help_text: str) -> None:
+    p.add_argument("--passphrase-file", metavar="FILE", help=help_text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import _cli_pki as pki
+
+    parser = argparse.ArgumentParser(
+        prog="paraconnect",
+        description="Secure forward and reverse connections to remote rendering servers.",
+    )
+    parser.add_argument("--version", action="version", version=f"paraconnect {__version__}")
+    parser.add_argument(
+        "--home",
+        metavar="DIR",
+        help="data directory (default: $PARACONNECT_HOME, else the user data dir)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    # session ...
+    session = sub.add_parser("session", help="create, list, show or delete sessions")
+    ssub = session.add_subparsers(dest="session_command", metavar="ACTION", required=True)
+    p = ssub.add_parser("create", help="create a session: a session key and certificate (CA)")
+    p.add_argument("name", help="session name (letters, digits, '.', '_', '-')")
+    p.add_argument(
+        "--key-type",
+        default="ec-p256",
+        choices=["ec-p256", "ed25519", "rsa-3072"],
+        help="key type of the session key and, by default, of what it issues",
+    )
+    p.add_argument("--days", type=int, default=90, help="lifetime of the session CA in days")
+    p.add_argument(
+        "--level",
+        default="mutual",
+        choices=["none", "encrypt", "mutual"],
+        help="security level of the session's connections (default: mutual)",
+    )
+    _add_passphrase(p, "encrypt the session key with the passphrase in FILE ('-': stdin)")
+    _add_json(p)
+    p.set_defaults(func=pki.session_create)
+    p = ssub.add_parser("list", help="list sessions")
+    _add_json(p)
+    p.set_defaults(func=pki.session_list)
+    p = ssub.add_parser("show", help="show a session and the certificates it issued")
+    p.add_argument("name")
+    _add_json(p)
+    p.set_defaults(func=pki.session_show)
+    p = ssub.add_parser("delete", help="delete a session and everything it holds")
+    p.add_argument("name")
+    p.set_defaults(func=pki.session_delete)
+
+    # issue
+    p = sub.add_parser("issue", help="issue a server, client or node certificate")
+    p.add_argument("role", choices=["server", "client", "node"])
+    p.add_argument("name", help="name of the certificate holder")
+    p.add_argument("--session", required=True, metavar="S", help="the issuing session")
+    p.add_argument(
+        "--unique-id",
+        metavar="ID",
+        help="bind to this node unique ID (node certificates default to this machine's)",
+    )
+    p.add_argument("--days", type=float, default=7, help="validity in days (default 7)")
+    p.add_argument("--key-type", choices=["ec-p256", "ed25519", "rsa-3072"])
+    p.add_argument(
+        "--out", metavar="DIR", help="write DIR/NAME.crt, DIR/NAME.key, DIR/ca.crt, DIR/crl.pem"
+    )
+    _add_passphrase(p, "passphrase of an encrypted session key")
+    _add_json(p)
+    p.set_defaults(func=pki.issue)
+
+    # share / import
+    p = sub.add_parser("share", help="issue a friend's client certificate as a PKCS#12 bundle")
+    p.add_argument("friend", help="the friend's name")
+    p.add_argument("--session", required=True, metavar="S")
+    p.add_argument("--out", required=True, metavar="FILE.p12")
+    _add_passphrase(
+        p, "bundle passphrase from FILE ('-': stdin); without it one is generated and printed"
+    )
+    p.add_argument("--days", type=float, default=7, help="validity in days (default 7)")
+    p.add_argument("--unique-id", metavar="ID", help="bind to the friend's node unique ID")
+    p.add_argument("--ca-passphrase-file", metavar="FILE", help="passphrase of the session key")
+    _add_json(p)
+    p.set_defaults(func=pki.share)
+    p = sub.add_parser("import", help="install a friend bundle (PKCS#12) into your own store")
+    p.add_argument("file", metavar="FILE.p12")
+    _add_passphrase(p, "bundle passphrase from FILE ('-': stdin)")
+    p.add_argument("--as", dest="as_name", metavar="NAME", help="local name of the session")
+    _add_json(p)
+    p.set_defaults(func=pki.import_)
+
+    # revoke
+    p = sub.add_parser("revoke", help="revoke certificates by name or serial")
+    p.add_argument("target", metavar="NAME|SERIAL")
+    p.add_argument("--session", required=True, metavar="S")
+    p.add_argument(
+        "--reason",
+        metavar="R",
+        help="key_compromise, affiliation_changed, superseded, cessation_of_operation, ...",
+    )
+    _add_passphrase(p, "passphrase of an encrypted session key")
+    _add_json(p)
+    p.set_defaults(func=pki.revoke)
+
+    # inspect / unique-id
+    p = sub.add_parser("inspect", help="describe a certificate, CRL, key or bundle")
+    p.add_argument("file")
+    p.add_argument("--session", metavar="S", help="also check it against this session")
+    _add_passphrase(p, "passphrase of a bundle")
+    _add_json(p)
+    p.set_defaults(func=pki.inspect)
+    p = sub.add_parser("unique-id", help="print this node's unique ID")
+    _add_json(p)
+    p.set_defaults(func=pki.unique_id)
+
+    p = sub.add_parser("demo", help="run the demo")
+    p.add_argument("--keep", action="store_true", help="keep the demo's data directory")
+    p.set_defaults(func=_demo)
+
+    try:
+        from . import cli_tunnel
+    except ImportError:  # the tunnel commands are optional while that layer is built
+        pass
+    else:
+        cli_tunnel.add_parsers(sub)
+    return parser
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from ._demo import run
+
+    return run(keep=args.keep)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.home:
+        os.environ["PARACONNECT_HOME"] = os.path.abspath(args.home)
+    try:
+        result: int = args.func(args)
+    except ParaconnectError as exc:
+        print(f"paraconnect: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("paraconnect: interrupted", file=sys.stderr)
+        return 130
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""Names and unique IDs: checked before anything touches the disk or a certificate.
+
+Kept free of heavy imports: `paraconnect unique-id` needs only this.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ..errors import ConfigError
+
+__all__ = ["check_name", "check_unique_id"]
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,47}$")
+_UID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def check_name(name: str, what: str = "name") -> str:
+    if not _NAME_RE.match(name):
+        raise ConfigError(
+            f"invalid {what} {name!r}: use 1-48 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def check_unique_id(unique_id: str) -> str:
+    if not _UID_RE.match(unique_id):
+        raise ConfigError(
+            f"invalid unique ID {unique_id!r}: use 1-64 letters, digits, '.', '_' or '-'"
+        )
+    return unique_id

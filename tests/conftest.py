@@ -1,0 +1,73 @@
+"""Shared fixtures: a private PARACONNECT_HOME per test, a store, a session, and a runner for the
+real `paraconnect` command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from paraconnect.pki import Session, Store
+
+REPO = Path(__file__).resolve().parent.parent
+PARACONNECT = str(Path(sys.executable).with_name("paraconnect"))
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "home"
+    monkeypatch.setenv("PARACONNECT_HOME", str(path))
+    monkeypatch.delenv("PARACONNECT_UNIQUE_ID", raising=False)
+    return path
+
+
+@pytest.fixture
+def store(home: Path) -> Store:
+    return Store(home)
+
+
+@pytest.fixture
+def session(store: Store) -> Session:
+    return store.create_session("lab")
+
+
+class Result:
+    def __init__(self, proc: subprocess.CompletedProcess[str]) -> None:
+        self.returncode = proc.returncode
+        self.stdout = proc.stdout
+        self.stderr = proc.stderr
+
+    def __repr__(self) -> str:
+        return f"Result(rc={self.returncode}, stdout={self.stdout!r}, stderr={self.stderr!r})"
+
+
+@pytest.fixture
+def cli(home: Path) -> Iterator[object]:
+    """Run the installed `paraconnect` command as a real subprocess against `home`."""
+
+    def run(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> Result:
+        full_env = {**os.environ, "PARACONNECT_HOME": str(home), **(env or {})}
+        proc = subprocess.run(
+            [PARACONNECT, *args],
+            capture_output=True,
+            text=True,
+            input=input,
+            env=full_env,
+            timeout=60,
+            check=False,
+        )
+        return Result(proc)
+
+    yield run
+
+
+def openssl(*args: str, input: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    """Run Debian's openssl as the independent checker; never raises on failure."""
+    return subprocess.run(
+        ["openssl", *args], capture_output=True, text=True, timeout=60, check=False,
+        input=input.decode() if input else None,
+    )  # fmt: skip
