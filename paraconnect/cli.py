@@ -140,12 +140,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", action="store_true", help="keep the demo's data directory")
     p.set_defaults(func=_demo)
 
-    try:
-        from . import cli_tunnel
-    except ImportError:  # the tunnel commands are optional while that layer is built
-        pass
-    else:
-        cli_tunnel.add_parsers(sub)
     return parser
 
 
