@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,render]'
 	touch $@
 
 system-deps:
@@ -31,6 +31,7 @@ test: lint typecheck pytest
 
 bench: $(STAMP) system-deps
 	$(BIN)/python benchmarks/pki.py
+	$(BIN)/python benchmarks/render.py --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,51 @@
+"""paraconnect's built-in remote renderer: VTK offscreen (EGL) frames over a small protocol.
+
+The client side (``RenderClient``, ``AsyncRenderClient``, ``Frame``) needs no VTK and imports
+eagerly.  The server side (``RenderServer``, ``ServerOptions``, ``serve``) needs the ``render``
+extra (``pip install 'paraconnect[render]'``: VTK, numpy, simplejpeg, Pillow) and is imported on
+first use.  The wire format is documented in ``_protocol.py``; ``PROTOCOL_VERSION`` is its
+version.  This package is standalone: it imports nothing from the tunnel or servers layers.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._client import AsyncRenderClient, Frame, RemoteRenderError, RenderClient, RenderTimeout
+from ._protocol import DATASETS, FORMATS
+from ._protocol import VERSION as PROTOCOL_VERSION
+
+if TYPE_CHECKING:
+    from ._main import main, serve
+    from ._server import RenderServer, ServerOptions
+
+__all__ = [
+    "DATASETS",
+    "FORMATS",
+    "PROTOCOL_VERSION",
+    "AsyncRenderClient",
+    "Frame",
+    "RemoteRenderError",
+    "RenderClient",
+    "RenderServer",
+    "RenderTimeout",
+    "ServerOptions",
+    "main",
+    "serve",
+]
+
+_LAZY = {
+    "RenderServer": "._server",
+    "ServerOptions": "._server",
+    "serve": "._main",
+    "main": "._main",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # The server imports VTK (a second or more, and an optional extra); clients never need it.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
