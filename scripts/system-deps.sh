@@ -2,7 +2,14 @@
 # Install the Debian packages the tests and the demo use as independent peers, if missing.
 # Idempotent and quiet when everything is already there.
 set -euo pipefail
-want=(openssl faketime stunnel4)
+want=(
+    openssl faketime stunnel4                       # independent TLS peers and clock skew
+    openssh-server openssh-client                   # the ssh launcher against a real sshd
+    munge slurmctld slurmd slurm-client             # the slurm launcher against a real Slurm
+    procps coreutils util-linux                     # ps -ww, timeout, setsid, nsenter
+    libegl1 libgl1-mesa-dri                         # VTK's offscreen EGL rendering (Mesa)
+    paraview python3-paraview xvfb xauth socat     # pvserver / pvpython through the tunnel
+)
 missing=()
 for pkg in "${want[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -1,0 +1,42 @@
+"""Launchers: run a command line (the paraconnect agent, or anything) on this host, over ssh or
+under Slurm; follow its state, read its logs, stop it, and re-attach after a restart.
+
+::
+
+    from paraconnect.servers import LaunchSpec, SlurmLauncher, reattach
+
+    launcher = SlurmLauncher(options={"partition": "gpu", "gpus": 1})
+    job = await launcher.submit(LaunchSpec(["paraconnect", "serve", ...], env={"TOKEN": t},
+                                           walltime=3600, name="pv"))
+    status = await job.state()          # JobStatus(state=JobState.PENDING, reason=..., ...)
+    text = await job.logs(tail=50)      # the command's stdout and stderr
+    saved = job.describe()              # JSON-able; keep it in the registry
+    job = reattach(saved)               # ... after a restart
+    await job.stop(grace=10)            # SIGTERM, SIGKILL after 10 s (scancel for Slurm)
+
+Every launcher runs the command under the same small sh wrapper (see ``_posix``), which records
+its exit code in the job's 0700 directory, enforces the wall-time limit with ``timeout``, and
+takes what the command left behind with it when it ends.
+"""
+
+from ._launch import Job, JobState, JobStatus, Launcher, LaunchSpec, reattach
+from ._local import LocalJob, LocalLauncher
+from ._slurm import SlurmJob, SlurmLauncher
+from ._slurm_options import SlurmOptions
+from ._ssh import SshJob, SshLauncher
+
+__all__ = [
+    "Job",
+    "JobState",
+    "JobStatus",
+    "LaunchSpec",
+    "Launcher",
+    "LocalJob",
+    "LocalLauncher",
+    "SlurmJob",
+    "SlurmLauncher",
+    "SlurmOptions",
+    "SshJob",
+    "SshLauncher",
+    "reattach",
+]
