@@ -59,6 +59,21 @@ def test_friend_imports_into_own_store(store: Store, tmp_path: Path) -> None:
     assert again.path == imported.path and len(again.records()) == 2
 
 
+def test_bundle_carries_the_session_level(store: Store, tmp_path: Path) -> None:
+    """A friend's imported session gets the owner's level from the session certificate, so
+    the two ends agree without being told (an encrypt session stays encrypt)."""
+    session = store.create_session("shared", level="encrypt")
+    share(session, "carol", tmp_path / "carol.p12", b"pw")
+    friend = Store(tmp_path / "friend-home")
+    imported, _ = import_bundle(friend, tmp_path / "carol.p12", b"pw")
+    assert imported.level.value == "encrypt"
+    assert load_credentials(tmp_path / "carol.p12", passphrase=b"pw").level.value == "encrypt"
+    out = tmp_path / "pem"
+    session.issue("server", "s", out=out)
+    assert load_credentials(out).level.value == "encrypt"
+    assert load_credentials(out).crl_path == out / "crl.pem"
+
+
 def test_import_name_clash_needs_as(store: Store, tmp_path: Path) -> None:
     theirs = Store(tmp_path / "their-home").create_session("lab")
     share(theirs, "me", tmp_path / "me.p12", b"pw")

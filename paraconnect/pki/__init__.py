@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._bundle import Bundle, import_bundle, read_bundle, share
-    from ._certs import CertInfo, Identity, Role, cert_info, fingerprint, parse_pem_certificates
+    from ._certs import (
+        CertInfo,
+        Identity,
+        Role,
+        cert_info,
+        fingerprint,
+        load_crl,
+        parse_pem_certificates,
+    )
     from ._creds import Credentials, check_key_matches, check_validity, load_credentials
     from ._keys import KeyType, Passphrase
     from ._store import (
@@ -37,6 +45,7 @@ _WHERE = {
     "Role": "_certs",
     "cert_info": "_certs",
     "fingerprint": "_certs",
+    "load_crl": "_certs",
     "parse_pem_certificates": "_certs",
     "Credentials": "_creds",
     "check_key_matches": "_creds",
@@ -79,6 +88,7 @@ __all__ = [
     "fingerprint",
     "import_bundle",
     "load_credentials",
+    "load_crl",
     "node_unique_id",
     "parse_pem_certificates",
     "read_bundle",

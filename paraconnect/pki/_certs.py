@@ -12,13 +12,15 @@ import enum
 import re
 import urllib.parse
 from dataclasses import dataclass
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ..errors import ConfigError, CredentialError
+from .._fs import read_public
+from ..errors import ConfigError, CredentialError, TrustError
 from ._keys import KeyType, PrivateKey, key_type_of, signing_hash
 from ._names import check_name, check_unique_id
 
@@ -35,9 +37,11 @@ __all__ = [
     "check_name",
     "check_unique_id",
     "fingerprint",
+    "load_crl",
     "parse_pem_certificates",
     "parse_pem_crl",
     "pem",
+    "session_level_of",
     "signed_by",
 ]
 
@@ -113,7 +117,12 @@ def _now() -> dt.datetime:
 
 
 def build_ca(
-    key: PrivateKey, session_id: str, name: str, days: int, now: dt.datetime | None = None
+    key: PrivateKey,
+    session_id: str,
+    name: str,
+    days: int,
+    now: dt.datetime | None = None,
+    level: str | None = None,
 ) -> x509.Certificate:
     now = now or _now()
     subject = x509.Name(
@@ -124,6 +133,9 @@ def build_ca(
     )
     ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
     ident = Identity(session_id, Role.SESSION, name)
+    # The session's security level travels in its certificate, the one thing every party of
+    # the session holds, so a friend's imported bundle knows the level without being told.
+    uri = ident.uri() + (f"?{urllib.parse.urlencode({'level': level})}" if level else "")
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -152,11 +164,26 @@ def build_ca(
             x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
         )
         .add_extension(
-            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(ident.uri())]),
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]),
             critical=False,
         )
     )
     return builder.sign(key, signing_hash(key))
+
+
+def session_level_of(ca_cert: x509.Certificate) -> str | None:
+    """The security level written into a session certificate, if any."""
+    try:
+        san = ca_cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return None
+    for uri in san.value.get_values_for_type(x509.UniformResourceIdentifier):
+        parts = urllib.parse.urlsplit(uri)
+        if parts.scheme == URI_SCHEME:
+            found = urllib.parse.parse_qs(parts.query).get("level")
+            if found:
+                return found[0]
+    return None
 
 
 def build_leaf(
@@ -292,6 +319,18 @@ def parse_pem_crl(data: bytes, source: object) -> x509.CertificateRevocationList
             f"{source} is not a valid PEM certificate revocation list; "
             "copy it again from the session ('paraconnect session show')"
         ) from None
+
+
+def load_crl(path: Path, ca: x509.Certificate) -> x509.CertificateRevocationList | None:
+    """The CRL at `path` if there is one, refused unless the session CA `ca` signed it."""
+    if not path.exists():
+        return None
+    crl = parse_pem_crl(read_public(path, "revocation list"), path)
+    if not crl.is_signature_valid(ca.public_key()):  # type: ignore[arg-type]
+        raise TrustError(
+            f"{path} is not signed by the session CA; restore the session's own crl.pem"
+        )
+    return crl
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,14 @@ from cryptography.hazmat.primitives import serialization
 
 from .._fs import read_private, read_public
 from ..errors import ConfigError, CredentialError, TrustError
-from ._certs import Identity, Role, parse_pem_certificates, parse_pem_crl, signed_by
+from ._certs import (
+    Identity,
+    Role,
+    load_crl,
+    parse_pem_certificates,
+    session_level_of,
+    signed_by,
+)
 from ._keys import Passphrase, PrivateKey, load_private_key, resolve_passphrase
 from ._store import SecurityLevel, Store
 
@@ -74,6 +81,8 @@ class Credentials:
     identity: Identity
     source: str
     level: SecurityLevel = SecurityLevel.MUTUAL
+    # Where the revocation list lives (it may appear later): a running side re-reads it.
+    crl_path: Path | None = None
 
     def ca_pem(self) -> bytes:
         return self.ca_cert.public_bytes(serialization.Encoding.PEM)
@@ -140,12 +149,12 @@ def _from_dir(directory: Path, name: str | None, passphrase: bytes | None) -> Cr
     check_key_matches(key, cert, key_path)
     ident = _verify_chain(ca, cert, cert_path)
     crl_path = directory / "crl.pem"
-    crl = None
-    if crl_path.exists():
-        crl = parse_pem_crl(read_public(crl_path, "revocation list"), crl_path)
-        if not crl.is_signature_valid(ca.public_key()):  # type: ignore[arg-type]
-            raise TrustError(f"{crl_path} is not signed by the session CA in {ca_path}")
-    return Credentials(ca, cert, key, crl, ident, str(directory))
+    crl = load_crl(crl_path, ca)
+    return Credentials(ca, cert, key, crl, ident, str(directory), _level_of(ca), crl_path=crl_path)
+
+
+def _level_of(ca: x509.Certificate) -> SecurityLevel:
+    return SecurityLevel.parse(session_level_of(ca) or SecurityLevel.MUTUAL)
 
 
 def load_credentials(
@@ -168,8 +177,9 @@ def load_credentials(
 
         bundle = read_bundle(path, secret)
         return Credentials(
-            bundle.ca_cert, bundle.cert, bundle.key, None, bundle.identity, str(path)
-        )
+            bundle.ca_cert, bundle.cert, bundle.key, None, bundle.identity, str(path),
+            _level_of(bundle.ca_cert),
+        )  # fmt: skip
     if path.is_dir():
         return _from_dir(path, None, secret)
     if path.suffix in (".p12", ".pfx") or "/" in str(spec):
@@ -197,4 +207,5 @@ def load_credentials(
         ident,
         f"session {session.name!r}",
         session.level,
+        crl_path=session.crl_path,
     )

@@ -39,9 +39,10 @@ from ._certs import (
     check_name,
     check_unique_id,
     fingerprint,
+    load_crl,
     parse_pem_certificates,
-    parse_pem_crl,
     pem,
+    session_level_of,
 )
 from ._keys import (
     KeyType,
@@ -201,15 +202,7 @@ class Session:
         return fingerprint(self.ca_cert)
 
     def crl(self) -> x509.CertificateRevocationList | None:
-        if not self.crl_path.exists():
-            return None
-        crl = parse_pem_crl(read_public(self.crl_path, "revocation list"), self.crl_path)
-        if not crl.is_signature_valid(self.ca_cert.public_key()):  # type: ignore[arg-type]
-            raise TrustError(
-                f"{self.crl_path} is not signed by session {self.name!r}; "
-                "restore the session's own crl.pem"
-            )
-        return crl
+        return load_crl(self.crl_path, self.ca_cert)
 
     def revocation_of(self, serial: int) -> x509.RevokedCertificate | None:
         crl = self.crl()
@@ -502,7 +495,7 @@ class Store:
         try:
             session_id = secrets.token_hex(16)
             key = generate_key(ktype)
-            ca = build_ca(key, session_id, name, days)
+            ca = build_ca(key, session_id, name, days, level=lvl.value)
             crl = build_crl(key, ca, [], 1)
             meta = {
                 "format": FORMAT,
@@ -570,7 +563,7 @@ class Store:
         ca_cert: x509.Certificate,
         cert: x509.Certificate,
         key: PrivateKey,
-        level: SecurityLevel = SecurityLevel.MUTUAL,
+        level: SecurityLevel | None = None,
     ) -> tuple[Session, Record]:
         """Install credentials issued by someone else's session (a friend's bundle)."""
         ca_ident = Identity.of(ca_cert)
@@ -579,6 +572,8 @@ class Store:
             raise TrustError("the bundle does not hold paraconnect session credentials")
         if ident.session_id != ca_ident.session_id:
             raise TrustError("the bundle's certificate belongs to another session than its CA")
+        if level is None:
+            level = SecurityLevel.parse(session_level_of(ca_cert) or SecurityLevel.MUTUAL)
         existing = self.find_session_by_id(ca_ident.session_id)
         if existing is not None:
             session = existing
