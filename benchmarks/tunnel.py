@@ -1,0 +1,465 @@
+"""The tunnel's data path next to stunnel, in one run, on loopback.
+
+Three paths to the same backend (a sink/echo server in its own process):
+
+1. raw TCP to the backend;
+2. a Debian stunnel4 pair: client stunnel -> server stunnel -> backend (TLS 1.3, mutual TLS,
+   the same certificates, no resumption);
+3. a paraconnect pair built from the tunnel API: a "connect" process (plain listener ->
+   TLSConnection client -> splice) and a "serve" process (TLS listener -> TLSConnection
+   server -> splice -> backend).
+
+The load generator runs in this process; every relay runs in a process of its own.  Printed:
+throughput of one stream, 64-byte round trip (median, p99; "added" is over raw TCP), memory per
+idle connection (RSS growth of the process that accepts TLS, divided by the count), and full
+mutual-TLS handshakes per second (one at a time and 4 at once), each with its ratio to stunnel.
+Rounds are interleaved (each measures every path in turn) and medians are printed, so that load
+from elsewhere on a shared machine falls on all paths alike: trust the ratios more than the
+absolute figures.  No assertions: figures vary with the machine.
+
+    .venv/bin/python benchmarks/tunnel.py [--quick] [--bytes N] [--repeat N]
+                                          [--only raw,stunnel,paraconnect]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import socket
+import ssl
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _stunnel import StunnelPair
+from _stunnel import binary as stunnel_binary
+
+CHUNK = 1 << 20
+TIMEOUT = 120.0  # every client socket: nothing here can hang for ever
+
+
+def _raise_fd_limit() -> None:
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _nodelay(sock: socket.socket) -> None:
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+# -- the backend: sink, echo, idle -----------------------------------------------------------
+
+
+async def _backend_conn(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+    """First byte picks the mode.  S + u64 length: read that many, answer the count.  E: echo.
+    I: answer one byte, then hold the connection until EOF."""
+    buf = bytearray(CHUNK)
+    try:
+        mode = await loop.sock_recv(sock, 1)
+        if mode == b"S":
+            head = b""
+            while len(head) < 8:
+                more = await loop.sock_recv(sock, 8 - len(head))
+                if not more:
+                    return
+                head += more
+            want = struct.unpack("!Q", head)[0]
+            got = 0
+            while got < want:
+                n = await loop.sock_recv_into(sock, buf)
+                if not n:
+                    return
+                got += n
+            await loop.sock_sendall(sock, struct.pack("!Q", got))
+        elif mode == b"E":
+            view = memoryview(buf)
+            while n := await loop.sock_recv_into(sock, buf):
+                await loop.sock_sendall(sock, view[:n])
+        elif mode == b"I":
+            del buf
+            await loop.sock_sendall(sock, b"k")
+            while await loop.sock_recv(sock, 1024):
+                pass
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
+Handler = Callable[[asyncio.AbstractEventLoop, socket.socket], Coroutine[Any, Any, None]]
+
+
+async def _serve_forever(listener: socket.socket, handler: Handler) -> None:
+    loop = asyncio.get_running_loop()
+    listener.setblocking(False)
+    tasks: set[asyncio.Task[None]] = set()
+    while True:
+        sock, _ = await loop.sock_accept(listener)
+        sock.setblocking(False)
+        _nodelay(sock)
+        task = asyncio.ensure_future(handler(loop, sock))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+
+def _listen() -> socket.socket:
+    listener = socket.create_server(("127.0.0.1", 0), backlog=4096)
+    print(listener.getsockname()[1], flush=True)
+    return listener
+
+
+def role_backend() -> None:
+    asyncio.run(_serve_forever(_listen(), _backend_conn))
+
+
+# -- the paraconnect pair ---------------------------------------------------------------------
+
+
+def _contexts(home: str, role: str) -> ssl.SSLContext:
+    from paraconnect.pki import Store, load_credentials
+    from paraconnect.tls import client_context, server_context
+
+    creds = load_credentials("bench", role=role, store=Store(Path(home)))
+    return server_context(creds) if role == "server" else client_context(creds)
+
+
+def role_pc_serve(home: str, backend: int) -> None:
+    from paraconnect.tunnel._splice import splice
+    from paraconnect.tunnel._tlsconn import TLSConnection
+
+    ctx = _contexts(home, "server")
+
+    async def conn(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+        try:
+            tls = await TLSConnection.handshake(sock, ctx, server_side=True)
+        except Exception as exc:
+            print(f"serve: {exc}", file=sys.stderr)
+            return
+        plain = socket.socket()
+        plain.setblocking(False)
+        try:
+            await loop.sock_connect(plain, ("127.0.0.1", backend))
+        except OSError:
+            plain.close()
+            await tls.aclose()
+            return
+        _nodelay(plain)
+        await splice(tls, plain)
+
+    asyncio.run(_serve_forever(_listen(), conn))
+
+
+def role_pc_connect(home: str, server: int) -> None:
+    from paraconnect.tunnel._splice import splice
+    from paraconnect.tunnel._tlsconn import TLSConnection
+
+    ctx = _contexts(home, "client")
+
+    async def conn(loop: asyncio.AbstractEventLoop, plain: socket.socket) -> None:
+        sock = socket.socket()
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, ("127.0.0.1", server))
+            tls = await TLSConnection.handshake(sock, ctx, server_side=False)
+        except Exception as exc:
+            print(f"connect: {exc}", file=sys.stderr)
+            sock.close()
+            plain.close()
+            return
+        await splice(tls, plain)
+
+    asyncio.run(_serve_forever(_listen(), conn))
+
+
+# -- driving them -----------------------------------------------------------------------------
+
+
+def _spawn(*args: str) -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen(
+        [sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True
+    )  # fmt: skip
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        raise RuntimeError(f"{args[0]} did not start")
+    return proc, int(line)
+
+
+def _stop(*procs: subprocess.Popen[str]) -> None:
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def _dial(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    _nodelay(sock)
+    return sock
+
+
+def _recv_exactly(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise RuntimeError("connection closed early")
+        buf += chunk
+    return bytes(buf)
+
+
+def throughput(port: int, nbytes: int) -> float:
+    """MB/s of one stream through to the sink, until the sink has counted every byte."""
+    block = memoryview(os.urandom(CHUNK))
+    with _dial(port) as sock:
+        t0 = time.perf_counter()
+        sock.sendall(b"S" + struct.pack("!Q", nbytes))
+        left = nbytes
+        while left:
+            n = min(left, CHUNK)
+            sock.sendall(block[:n])
+            left -= n
+        got = struct.unpack("!Q", _recv_exactly(sock, 8))[0]
+        elapsed = time.perf_counter() - t0
+    assert got == nbytes, (got, nbytes)
+    return nbytes / elapsed / 1e6
+
+
+def latency(port: int, rounds: int) -> tuple[float, float]:
+    """Median and p99 of a 64-byte round trip, in microseconds."""
+    msg = os.urandom(64)
+    times = []
+    with _dial(port) as sock:
+        sock.sendall(b"E")
+        for i in range(rounds + 200):
+            t0 = time.perf_counter_ns()
+            sock.sendall(msg)
+            _recv_exactly(sock, 64)
+            if i >= 200:  # warm-up rounds are not counted
+                times.append(time.perf_counter_ns() - t0)
+    times.sort()
+    return statistics.median(times) / 1000, times[int(len(times) * 0.99)] / 1000
+
+
+def handshakes(port: int, count: int, parallel: int) -> float:
+    """Connections per second, each carrying one echoed byte end to end (so each one is a full
+    mutual-TLS handshake through the pair), `parallel` at a time."""
+
+    def worker(n: int) -> None:
+        for _ in range(n):
+            with _dial(port) as sock:
+                sock.sendall(b"Ex")
+                _recv_exactly(sock, 1)
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(count // parallel,)) for _ in range(parallel)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return (count // parallel) * parallel / (time.perf_counter() - t0)
+
+
+def idle_memory(port: int, pids: dict[str, int], count: int) -> dict[str, float]:
+    """KiB of RSS per idle connection in each named process."""
+    for _ in range(20):  # warm-up: first-connection allocations do not count
+        with _dial(port) as sock:
+            sock.sendall(b"I")
+            _recv_exactly(sock, 1)
+    time.sleep(0.3)
+    before = {name: _rss_kib(pid) for name, pid in pids.items()}
+    socks = []
+    try:
+        for _ in range(count):
+            sock = _dial(port)
+            socks.append(sock)
+            sock.sendall(b"I")
+            _recv_exactly(sock, 1)
+        time.sleep(0.5)
+        after = {name: _rss_kib(pid) for name, pid in pids.items()}
+    finally:
+        for sock in socks:
+            sock.close()
+    return {name: (after[name] - before[name]) / count for name in pids}
+
+
+@dataclass
+class Path_:
+    """One way to the backend: its entry port and the processes whose memory is watched."""
+
+    name: str
+    port: int
+    pids: dict[str, int] = field(default_factory=dict)
+    mbps: list[float] = field(default_factory=list)
+    rtt_median: list[float] = field(default_factory=list)
+    rtt_p99: list[float] = field(default_factory=list)
+    hs_serial: list[float] = field(default_factory=list)
+    hs_parallel: list[float] = field(default_factory=list)
+    idle_kib: dict[str, float] = field(default_factory=dict)
+
+
+def _note(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def measure(paths: list[Path_], args: argparse.Namespace) -> None:
+    """Interleaved: each round measures every path in turn, so that load from elsewhere on a
+    shared machine falls on all of them alike; medians over the rounds are reported."""
+    for rnd in range(args.repeat):
+        for p in paths:
+            _note(f"  round {rnd + 1}/{args.repeat}: {p.name} throughput")
+            p.mbps.append(throughput(p.port, args.bytes))
+        for p in paths:
+            _note(f"  round {rnd + 1}/{args.repeat}: {p.name} latency")
+            med, p99 = latency(p.port, args.rounds)
+            p.rtt_median.append(med)
+            p.rtt_p99.append(p99)
+        for p in paths:
+            _note(f"  round {rnd + 1}/{args.repeat}: {p.name} handshakes")
+            p.hs_serial.append(handshakes(p.port, args.handshakes, 1))
+            p.hs_parallel.append(handshakes(p.port, args.handshakes, 4))
+    for p in paths:
+        if p.pids:
+            _note(f"  {p.name}: {args.idle} idle connections")
+            p.idle_kib = idle_memory(p.port, p.pids, args.idle)
+
+
+def _ratio(ours: float, theirs: float) -> str:
+    return f"{ours / theirs:.2f}x" if theirs else "-"
+
+
+def report(paths: list[Path_], args: argparse.Namespace) -> None:
+    by = {p.name: p for p in paths}
+    raw, ref, ours = by.get("raw"), by.get("stunnel"), by.get("paraconnect")
+    med = statistics.median
+    print()
+    print(f"loopback, {args.bytes / 2**30:.2f} GiB one stream; {args.rounds} round trips;"
+          f" {args.handshakes} connections; {args.idle} idle connections;"
+          f" median of {args.repeat} interleaved rounds")  # fmt: skip
+    compare = ref is not None and ours is not None
+    print(f"{'':30}" + "".join(f"{p.name:>13}" for p in paths)
+          + (f"{'pc/stunnel':>12}" if compare else ""))  # fmt: skip
+
+    def row(label: str, get: Callable[[Path_], float | None], fmt: str, note: str = "") -> None:
+        vals = [get(p) for p in paths]
+        line = f"{label:30}" + "".join(f"{'-':>13}" if v is None else f"{v:>13{fmt}}" for v in vals)
+        if compare:
+            assert ref is not None and ours is not None
+            a, b = get(ours), get(ref)
+            line += f"{_ratio(a, b) if a is not None and b else '-':>12}"
+        print(line + note)
+
+    row("throughput MB/s", lambda p: med(p.mbps), ".0f", "   (higher is better)")
+    row("64 B round trip median us", lambda p: med(p.rtt_median), ".1f")
+    row("64 B round trip p99 us", lambda p: med(p.rtt_p99), ".1f")
+    if raw is not None:
+        base = med(raw.rtt_median)
+        row("  added over raw TCP us", lambda p: None if p is raw else med(p.rtt_median) - base,
+            ".1f")  # fmt: skip
+    row("connections/s, 1 at a time", lambda p: med(p.hs_serial), ".0f", "   (higher is better)")
+    row("connections/s, 4 at a time", lambda p: med(p.hs_parallel), ".0f", "   (higher is better)")
+    row("idle KiB/conn, TLS server", lambda p: p.idle_kib.get("server"), ".1f")
+    row("idle KiB/conn, TLS client", lambda p: p.idle_kib.get("client"), ".1f")
+    if args.repeat > 1:
+        print("spread over rounds (min-max):")
+        for p in paths:
+            print(f"  {p.name:12} throughput {min(p.mbps):.0f}-{max(p.mbps):.0f} MB/s,"
+                  f" round trip {min(p.rtt_median):.0f}-{max(p.rtt_median):.0f} us,"
+                  f" connections/s {min(p.hs_serial):.0f}-{max(p.hs_serial):.0f}")  # fmt: skip
+    print("raw TCP connections/s are plain TCP connects to the backend (no TLS). Load average at"
+          f" the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs.")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bytes", type=int, default=2 << 30, help="bytes in the one stream")
+    parser.add_argument("--rounds", type=int, default=5000, help="64-byte round trips")
+    parser.add_argument("--handshakes", type=int, default=400, help="connections to time")
+    parser.add_argument("--idle", type=int, default=1000, help="idle connections to hold")
+    parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds (median)")
+    parser.add_argument("--quick", action="store_true", help="a small smoke run")
+    parser.add_argument("--only", default="raw,stunnel,paraconnect", help="which paths")
+    args = parser.parse_args()
+    if args.quick:
+        args.bytes = min(args.bytes, 64 << 20)
+        args.rounds, args.handshakes, args.idle, args.repeat = 500, 40, 100, 1
+    which = args.only.split(",")
+    _raise_fd_limit()
+
+    from paraconnect.pki import Store
+
+    with tempfile.TemporaryDirectory(prefix="pc-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        store = Store(tmp / "home")
+        session = store.create_session("bench")
+        pem = tmp / "pem"
+        for role, name in (("server", "srv"), ("client", "cli")):
+            issued = session.issue(role, name)
+            session.export(pem, name, issued.cert, issued.key)
+        procs: list[subprocess.Popen[str]] = []
+        pair = StunnelPair(tmp)
+        try:
+            backend, backend_port = _spawn("--role", "backend")
+            procs.append(backend)
+            paths: list[Path_] = []
+            if "raw" in which:
+                paths.append(Path_("raw", backend_port))
+            if "stunnel" in which and stunnel_binary() is None:
+                _note("stunnel4 is not installed (scripts/system-deps.sh installs it): skipped")
+            elif "stunnel" in which:
+                pair.start(pem, backend_port)
+                pids = {"server": pair.server_pid, "client": pair.client_pid}
+                paths.append(Path_("stunnel", pair.entry, pids))
+            if "paraconnect" in which:
+                home = str(tmp / "home")
+                serve, serve_port = _spawn("--role", "pc-serve", home, str(backend_port))
+                procs.append(serve)
+                connect, entry = _spawn("--role", "pc-connect", home, str(serve_port))
+                procs.append(connect)
+                paths.append(
+                    Path_("paraconnect", entry, {"server": serve.pid, "client": connect.pid})
+                )
+            measure(paths, args)
+        finally:
+            pair.stop()
+            _stop(*reversed(procs))
+        report(paths, args)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1] == "--role":
+        _raise_fd_limit()
+        role, rest = sys.argv[2], sys.argv[3:]
+        try:
+            if role == "backend":
+                role_backend()
+            elif role == "pc-serve":
+                role_pc_serve(rest[0], int(rest[1]))
+            elif role == "pc-connect":
+                role_pc_connect(rest[0], int(rest[1]))
+        except KeyboardInterrupt:
+            pass
+    else:
+        main()
