@@ -140,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", action="store_true", help="keep the demo's data directory")
     p.set_defaults(func=_demo)
 
+    from . import cli_tunnel
+
+    cli_tunnel.add_parsers(sub)
     return parser
 
 

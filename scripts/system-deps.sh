@@ -8,7 +8,7 @@ want=(
     munge slurmctld slurmd slurm-client             # the slurm launcher against a real Slurm
     procps coreutils util-linux                     # ps -ww, timeout, setsid, nsenter
     libegl1 libgl1-mesa-dri                         # VTK's offscreen EGL rendering (Mesa)
-    paraview python3-paraview xvfb xauth socat     # pvserver / pvpython through the tunnel
+    paraview python3-paraview xvfb xauth            # pvserver / pvpython through the tunnel
 )
 missing=()
 for pkg in "${want[@]}"; do

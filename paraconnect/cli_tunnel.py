@@ -1,0 +1,420 @@
+"""``paraconnect serve | connect | listen``: the tunnel commands, a thin layer over
+`paraconnect.tunnel`.
+
+Logs (one line per connection, with the peer identity) go to stderr, and so does the output of
+the program behind ``serve``.  With ``--json``, stdout carries events, one JSON object a line:
+``{"event": "ready", ...}`` once the command listens (what scripts and tests wait for) and, for
+``listen``, ``{"event": "server", ...}`` for each server that phones home.  SIGINT/SIGTERM end
+a command cleanly; ``connect`` and ``listen`` first tell the agent where to phone next if
+``--on-exit-phone-home`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConfigError, ParaconnectError
+
+if TYPE_CHECKING:
+    from .pki import Credentials, Role
+    from .tunnel import AgentLink, Home, PerConnection, Program
+
+__all__ = ["add_parsers"]
+
+_LEVELS = ["none", "encrypt", "mutual"]
+
+
+def _common(p: argparse.ArgumentParser, role: str) -> None:
+    p.add_argument(
+        "--creds",
+        required=True,
+        metavar="C",
+        help=f"{role} credentials: a session name, a directory of PEM files (NAME.crt, "
+        "NAME.key, ca.crt[, crl.pem]) or a PKCS#12 bundle (.p12)",
+    )
+    p.add_argument("--passphrase-file", metavar="FILE", help="passphrase of a bundle or key")
+    p.add_argument(
+        "--level",
+        choices=_LEVELS,
+        help="security level (default: the session's; mutual for files and bundles)",
+    )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow level none (clear text) on non-loopback addresses",
+    )
+    p.add_argument(
+        "--handshake-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="drop a peer that has not completed TLS and the hello within S s (default 10)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print events as JSON lines on stdout: 'ready' once listening (and, for "
+        "listen, 'server' for each server that phones home)",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="log debugging detail")
+    p.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+
+
+def _phone_options(p: argparse.ArgumentParser, flag: str, what: str) -> None:
+    p.add_argument(flag, action="append", default=[], metavar="HOST:PORT", help=what)
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="seconds between phone-home attempts, with jitter (default 5)",
+    )
+    p.add_argument(
+        "--deadline",
+        type=float,
+        metavar="S",
+        help="stop phoning home if no listener took the server within S seconds",
+    )
+
+
+def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="run a program on a private leg and serve it over mutual TLS (the agent)",
+        description="Start COMMAND with {port}, {unix} or {fd} replaced by its private leg "
+        "(and {connect_id} by a random number its clients are told), then listen for clients "
+        "(--listen, forward) or dial them (--phone-home, reverse).",
+    )
+    _common(p, "server")
+    p.add_argument(
+        "--listen",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="accept clients here (forward); repeat for several addresses; [::1]:PORT for IPv6",
+    )
+    _phone_options(p, "--phone-home", "dial a listener here until one takes the server (reverse)")
+    p.add_argument(
+        "--restart",
+        choices=["no", "on-failure", "always"],
+        default="no",
+        help="restart the program when it ends (default: no, the agent stops with it)",
+    )
+    p.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds the program may take to listen on its private leg (default 30)",
+    )
+    p.add_argument(
+        "--per-connection",
+        action="store_true",
+        help="start COMMAND afresh for each connection, the connection on its stdin/stdout "
+        "and the peer identity in PARACONNECT_PEER_* (no placeholder needed)",
+    )
+    p.add_argument(
+        "--proxy-protocol",
+        action="store_true",
+        help="begin each connection to the program with a PROXY protocol v2 header carrying "
+        "the peer's address and certificate identity",
+    )
+    p.add_argument("--server-id", default="", help="this server's id (default: the cert name)")
+    p.add_argument(
+        "--target",
+        metavar="HOST:PORT",
+        help="serve an already running program at this address instead of starting COMMAND",
+    )
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND ARGS... ({port} etc.)")
+    p.set_defaults(func=_serve)
+
+    for name, verb, more in (
+        ("connect", "connect to an agent's --listen", "forward"),
+        ("listen", "accept agents phoning home on", "reverse"),
+    ):
+        p = subparsers.add_parser(
+            name,
+            help=f"{verb} HOST:PORT and expose it on a local endpoint ({more})",
+            description=f"{verb.capitalize()} HOST:PORT over mutual TLS and give local "
+            "programs a plaintext endpoint (--local) that only this user can reach.",
+        )
+        p.add_argument("address", metavar="HOST:PORT")
+        _common(p, "client")
+        p.add_argument(
+            "--local",
+            required=True,
+            metavar="HOST:PORT",
+            help="the local plaintext endpoint, e.g. 127.0.0.1:11111 (or unix:PATH)",
+        )
+        _phone_options(
+            p,
+            "--on-exit-phone-home",
+            "when this command ends, tell the server to phone home there (a listener's "
+            "HOST:PORT, yours or a friend's)",
+        )
+        if name == "connect":
+            p.add_argument("--server-id", default="", help="refuse a server with another id")
+            p.set_defaults(func=_connect)
+        else:
+            p.add_argument(
+                "--agent-wait",
+                type=float,
+                default=30.0,
+                metavar="S",
+                help="how long a local connection waits for a server to phone home",
+            )
+            p.set_defaults(func=_listen)
+
+
+# -- shared ------------------------------------------------------------------------------
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    import logging
+
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(
+        level=level,
+        stream=sys.stderr,
+        format="%(asctime)s paraconnect %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def _load(args: argparse.Namespace, role: Role) -> Credentials:
+    from pathlib import Path
+
+    from .pki import load_credentials
+
+    passphrase = None
+    if args.passphrase_file:
+        try:
+            passphrase = Path(args.passphrase_file).read_bytes().rstrip(b"\r\n")
+        except OSError as exc:
+            raise ConfigError(
+                f"--passphrase-file {args.passphrase_file}: {exc.strerror or exc}"
+            ) from None
+    return load_credentials(args.creds, role=role, passphrase=passphrase)
+
+
+def _homes(texts: list[str], args: argparse.Namespace) -> list[Home]:
+    from .tunnel import Home
+
+    return [Home.parse(t, args.interval, args.deadline) for t in texts]
+
+
+def _event(args: argparse.Namespace, event: str, **fields: Any) -> None:
+    if args.json:
+        print(json.dumps({"event": event, **fields}), flush=True)
+    else:
+        print(f"{event}: " + ", ".join(f"{k} {v}" for k, v in fields.items()), flush=True)
+
+
+def _ready(args: argparse.Namespace, **fields: Any) -> None:
+    _event(args, "ready", **fields)
+
+
+async def _until_signal(on_exit: Any = None) -> None:
+    """Return on SIGINT or SIGTERM, after running `on_exit` (an async callable) if given."""
+    import signal
+
+    import anyio
+
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _signum in signals:
+            break
+    if on_exit is not None:
+        await on_exit()
+
+
+def _run(main: Any) -> int:
+    import anyio
+
+    from .tunnel._util import single_error
+
+    try:
+        result: int = anyio.run(main, backend="asyncio")
+    except BaseExceptionGroup as group:
+        raise single_error(group) from None
+    return result
+
+
+# -- serve -------------------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace) -> int:
+    _setup_logging(args)
+    from .pki import Role
+    from .tunnel import Agent, PerConnection, Program, ProgramExited
+
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if bool(command) == bool(args.target):
+        raise ConfigError(
+            "give the program to serve after '--' (e.g. -- pvserver --sp={port}), "
+            "or --target HOST:PORT for one already running, not both"
+        )
+    creds = _load(args, Role.SERVER)
+    program: Program | PerConnection | None = None
+    if command and args.per_connection:
+        program = PerConnection(command)
+    elif command:
+        program = Program(command, restart=args.restart, ready_timeout=args.ready_timeout)
+    agent = Agent(
+        creds,
+        program=program,
+        target=args.target,
+        listen=args.listen,
+        phone_home=_homes(args.phone_home, args),
+        server_id=args.server_id,
+        level=args.level,
+        insecure=args.insecure,
+        handshake_timeout=args.handshake_timeout,
+        proxy_protocol=args.proxy_protocol,
+    )
+
+    async def main() -> int:
+        import anyio
+
+        async with anyio.create_task_group() as tg:
+            addresses = await tg.start(agent.run)
+            _ready(
+                args,
+                listen=[str(a) for a in addresses],
+                phone_home=[str(h.endpoint) for h in agent.homes],
+                program=str(program.endpoint or "per connection") if program else args.target,
+                level=agent.level.value,
+            )
+            await _until_signal()
+            tg.cancel_scope.cancel()
+        return 0
+
+    try:
+        return _run(main)
+    except ProgramExited as exc:
+        if exc.returncode == 0:
+            print(f"paraconnect: {exc}", file=sys.stderr)
+            return 0
+        raise
+
+
+# -- connect / listen --------------------------------------------------------------------
+
+
+def _connect(args: argparse.Namespace) -> int:
+    _setup_logging(args)
+    from .pki import Role
+    from .tunnel import Connector
+
+    creds = _load(args, Role.CLIENT)
+    homes = _homes(args.on_exit_phone_home, args)
+    connector = Connector(
+        creds,
+        args.address,
+        args.local,
+        server_id=args.server_id,
+        level=args.level,
+        insecure=args.insecure,
+        handshake_timeout=args.handshake_timeout,
+    )
+
+    async def on_exit() -> None:
+        for home in homes:
+            try:
+                await connector.request_phone_home(home)
+            except ParaconnectError as exc:
+                print(f"paraconnect: warning: {exc}", file=sys.stderr)
+
+    async def main() -> int:
+        import anyio
+
+        async with anyio.create_task_group() as tg:
+            local = await tg.start(connector.run)
+            agent = connector.agent
+            _ready(
+                args,
+                local=str(local),
+                remote=str(connector.remote),
+                server_id=agent.server_id if agent else None,
+                connect_id=connector.connect_id,
+            )
+            await _until_signal(on_exit)
+            tg.cancel_scope.cancel()
+        return 0
+
+    return _run(main)
+
+
+def _listen(args: argparse.Namespace) -> int:
+    _setup_logging(args)
+    from .pki import Role
+    from .tunnel import ReverseListener
+
+    creds = _load(args, Role.CLIENT)
+    homes = _homes(args.on_exit_phone_home, args)
+
+    def on_agent(link: AgentLink) -> None:
+        # One line per server that phones home: scripts learn its connect id here.
+        _event(
+            args,
+            "server",
+            server_id=link.hello.server_id,
+            peer=link.peer_label,
+            address=link.where,
+            connect_id=link.connect_id,
+        )
+
+    listener = ReverseListener(
+        creds,
+        args.address,
+        args.local,
+        level=args.level,
+        insecure=args.insecure,
+        handshake_timeout=args.handshake_timeout,
+        agent_wait=args.agent_wait,
+        on_agent=on_agent,
+    )
+
+    async def on_exit() -> None:
+        for home in homes:
+            try:
+                await listener.request_phone_home(home)
+            except ParaconnectError as exc:
+                print(f"paraconnect: warning: {exc}", file=sys.stderr)
+
+    async def main() -> int:
+        import anyio
+
+        async with anyio.create_task_group() as tg:
+            address, local = await tg.start(listener.run)
+            _ready(args, listen=str(address), local=str(local))
+            await _until_signal(on_exit)
+            tg.cancel_scope.cancel()
+        return 0
+
+    return _run(main)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m paraconnect.cli_tunnel``: these commands alone, with the main CLI's error
+    convention (one line, exit 1), for use before or without ``paraconnect.cli``."""
+    parser = argparse.ArgumentParser(prog="paraconnect")
+    add_parsers(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.func(args)
+    except ParaconnectError as exc:
+        print(f"paraconnect: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("paraconnect: interrupted", file=sys.stderr)
+        return 130
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

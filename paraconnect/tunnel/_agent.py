@@ -1,0 +1,379 @@
+"""The agent (``paraconnect serve``): a program on a private leg, exposed over mutual TLS.
+
+Forward: the agent listens; each TLS connection is handshaken, hello'd, and either relayed to
+the program (purpose ``data``) or kept as a control channel (purpose ``control``) on which a
+client may ask the agent to phone home somewhere when it leaves.
+
+Reverse (phone home): the agent dials a listener until one takes it, keeps a control channel
+there, and opens one data connection per ``{"type": "open", "channel": ...}`` request.  A
+``phone_home`` message on that channel moves it to another listener (phone a friend).
+
+Control messages (hello framing, after a successful hello; each answered by ``ok``/``error``
+where noted):
+
+* agent → peer, first on every control channel: ``info {server_id, connect_id}``;
+* client → agent (forward): ``phone_home {host, port, interval, deadline}`` → ok/error;
+  ``ping`` → ``pong``;
+* listener → agent (reverse): ``open {channel}`` (dial back a data connection whose hello
+  carries that channel token); ``phone_home {...}`` → ok/error, then the agent moves there.
+
+A bad peer costs only its own connection: it is logged and closed, the agent keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Sequence
+from typing import Protocol
+
+import anyio
+import anyio.abc
+
+from ..errors import ConfigError, NetworkError, ParaconnectError, TrustError
+from ..pki import Credentials, Role, SecurityLevel, Store
+from ..tls import PeerIdentity
+from ._hello import Purpose, read_message, write_frame
+from ._leg import (
+    Endpoint,
+    bind_listener,
+    bound_endpoint,
+    connect_endpoint,
+    listening_uid,
+    parse_endpoint,
+)
+from ._perconn import PerConnection
+from ._phonehome import Backoff, Home
+from ._program import Program
+from ._proxyproto import proxy_header
+from ._relay import relay
+from ._secure import HANDSHAKE_TIMEOUT, Side
+from ._stream import ByteStream
+from ._util import accept_loop, guard, single_error
+
+__all__ = ["Agent", "Target", "check_insecure"]
+
+log = logging.getLogger("paraconnect.tunnel")
+
+
+class Target(Protocol):
+    """Where the agent's data connections go: a `Program` it runs, or a fixed endpoint."""
+
+    async def connect(self, peer: PeerIdentity, where: str) -> socket.socket: ...
+
+
+class _FixedTarget:
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+
+    async def connect(self, peer: PeerIdentity, where: str) -> socket.socket:
+        ep = self.endpoint
+        if ep.path is None and ep.is_loopback:
+            # Loopback is shared by every local user: forward only to a program of ours.
+            owner = listening_uid(ep.host if ep.host != "localhost" else "127.0.0.1", ep.port)
+            if owner is not None and owner != os.getuid():
+                raise TrustError(
+                    f"--target {ep} is a program of user {owner}, not of this user "
+                    f"({os.getuid()}); refusing to forward clients' data there"
+                )
+        return await connect_endpoint(ep)
+
+
+def check_insecure(level: SecurityLevel, endpoints: Sequence[Endpoint], insecure: bool) -> None:
+    """Level `none` is clear text: say so on every start, and keep it on loopback unless the
+    user insists with --insecure."""
+    if level is not SecurityLevel.NONE:
+        return
+    log.warning(
+        "security level none: traffic is CLEAR TEXT and peers are NOT authenticated; "
+        "use level encrypt or mutual for anything but a local test"
+    )
+    remote = [str(ep) for ep in endpoints if not ep.is_loopback]
+    if remote and not insecure:
+        raise ConfigError(
+            f"security level none refuses non-loopback address {remote[0]}: clear text would "
+            "cross the network; give --insecure if that is really meant"
+        )
+
+
+def _ep(value: Endpoint | str, option: str) -> Endpoint:
+    return value if isinstance(value, Endpoint) else parse_endpoint(value, option)
+
+
+class Agent:
+    """Serve one program (or endpoint) to the clients of a session."""
+
+    def __init__(
+        self,
+        creds: Credentials,
+        *,
+        program: Program | PerConnection | None = None,
+        target: Endpoint | str | None = None,
+        listen: Sequence[Endpoint | str] = (),
+        phone_home: Sequence[Home] = (),
+        server_id: str = "",
+        level: SecurityLevel | str | None = None,
+        insecure: bool = False,
+        unique_id: str | None = None,
+        store: Store | None = None,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        proxy_protocol: bool = False,
+    ) -> None:
+        if (program is None) == (target is None):
+            raise ConfigError("an agent serves exactly one program or one target endpoint")
+        if not listen and not phone_home:
+            raise ConfigError("give --listen HOST:PORT (forward) or --phone-home HOST:PORT")
+        self.side = Side(
+            creds,
+            Role.SERVER,
+            level=level,
+            server_id=server_id or creds.identity.name,
+            unique_id=unique_id,
+            store=store,
+            handshake_timeout=handshake_timeout,
+        )
+        self.program = program
+        if program is not None:
+            program.extra_env.setdefault("PARACONNECT_SESSION", self.side.session_id)
+            program.extra_env.setdefault("PARACONNECT_LEVEL", self.side.level.value)
+        self.target: Target = (
+            program if program is not None else _FixedTarget(_ep(target or "", "--target"))
+        )
+        self.listen = [_ep(ep, "--listen") for ep in listen]
+        self.homes = list(phone_home)
+        self.insecure = insecure
+        self.proxy_protocol = proxy_protocol
+        self.addresses: list[Endpoint] = []
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._phone_scopes: dict[str, anyio.CancelScope] = {}
+
+    @property
+    def level(self) -> SecurityLevel:
+        return self.side.level
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[list[Endpoint]] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Serve until cancelled or until the program ends for good (ProgramExited)."""
+        check_insecure(self.level, self.listen + [h.endpoint for h in self.homes], self.insecure)
+        sockets: list[socket.socket] = []
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                if self.program is not None:
+                    await tg.start(self.program.run)
+                for ep in self.listen:
+                    lsock = bind_listener(ep)
+                    sockets.append(lsock)
+                    bound = bound_endpoint(lsock, ep)
+                    self.addresses.append(bound)
+                    log.info(
+                        "serving %s on %s (session %s…, level %s)",
+                        self.side.server_id,
+                        bound,
+                        self.side.session_id[:8],
+                        self.level.value,
+                    )
+                    tg.start_soon(accept_loop, lsock, tg, self._incoming, str(bound))
+                for home in self.homes:
+                    self.phone(home)
+                task_status.started(list(self.addresses))
+        except BaseExceptionGroup as group:
+            raise single_error(group) from None
+        finally:
+            self._tg = None
+            for lsock in sockets:
+                lsock.close()
+
+    def _running(self) -> anyio.abc.TaskGroup:
+        if self._tg is None:
+            raise RuntimeError("the agent is not running")
+        return self._tg
+
+    def phone(self, home: Home) -> None:
+        """Start (or restart with new settings) dialling `home` until a listener takes us."""
+        self._running()
+        key = str(home.endpoint)
+        old = self._phone_scopes.pop(key, None)
+        if old is not None:
+            old.cancel()
+        scope = anyio.CancelScope()
+        self._phone_scopes[key] = scope
+        self._running().start_soon(self._phone_loop, home, scope)
+
+    # -- forward: accept clients ---------------------------------------------------------
+
+    async def _incoming(self, sock: socket.socket, where: str) -> None:
+        try:
+            conn, hello = await self.side.establish(sock, server_side=True)
+        except ParaconnectError as exc:
+            log.warning("refused connection from %s: %s", where, exc)
+            return
+        if hello.purpose is Purpose.DATA:
+            await self._data(conn, where)
+        else:
+            await self._client_control(conn, where)
+
+    async def _data(self, conn: ByteStream, where: str) -> None:
+        label = conn.peer.label
+        try:
+            leg = await self.target.connect(conn.peer, where)
+        except BaseException as exc:
+            with anyio.CancelScope(shield=True):
+                await conn.aclose()
+            if not isinstance(exc, ParaconnectError):
+                raise
+            log.error("cannot reach the program for %s (%s): %s", label, where, exc)
+            return
+        log.info("data connection from %s at %s: relaying to the program", label, where)
+        try:
+            preamble = proxy_header(conn.peer, conn.sock) if self.proxy_protocol else b""
+            result = await relay(conn, leg, preamble=preamble)
+        except ParaconnectError as exc:
+            log.warning("data connection from %s at %s failed: %s", label, where, exc)
+            return
+        log.info(
+            "data connection from %s at %s closed: %d bytes in, %d out (%s)",
+            label,
+            where,
+            result.bytes_to_plain,
+            result.bytes_to_peer,
+            result.reason,
+        )
+
+    def _info(self) -> dict[str, object]:
+        """What a verified client learns first on a control channel."""
+        connect_id = getattr(self.program, "connect_id", None)
+        return {"type": "info", "server_id": self.side.server_id, "connect_id": connect_id}
+
+    async def _client_control(self, conn: ByteStream, where: str) -> None:
+        label = conn.peer.label
+        log.info("control connection from %s at %s", label, where)
+        try:
+            await write_frame(conn, self._info())
+            while True:
+                msg = await read_message(conn)
+                if msg is None:
+                    break
+                kind = msg.get("type")
+                if kind == "phone_home":
+                    try:
+                        home = Home.from_message(msg)
+                        check_insecure(self.level, [home.endpoint], self.insecure)
+                    except ParaconnectError as exc:
+                        await write_frame(conn, {"type": "error", "reason": str(exc)})
+                        continue
+                    await write_frame(conn, {"type": "ok"})
+                    log.info("%s asks this server to phone home to %s", label, home.endpoint)
+                    self.phone(home)
+                elif kind == "ping":
+                    await write_frame(conn, {"type": "pong"})
+                else:
+                    await write_frame(conn, {"type": "error", "reason": f"unknown {kind!r}"})
+        except ParaconnectError as exc:
+            log.warning("control connection from %s at %s failed: %s", label, where, exc)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await conn.aclose()
+        log.info("control connection from %s at %s closed", label, where)
+
+    # -- reverse: phone home ------------------------------------------------------------
+
+    async def _phone_loop(self, home: Home, scope: anyio.CancelScope) -> None:
+        key = str(home.endpoint)
+        gave_up = False
+        with scope:
+            try:
+                gave_up = await self._phone(home)
+            finally:
+                if self._phone_scopes.get(key) is scope:
+                    del self._phone_scopes[key]
+        if gave_up and not self.listen and not self._phone_scopes:
+            raise NetworkError(
+                f"no listener at {home.endpoint} took this server within {home.deadline:g} s "
+                "(--deadline); start 'paraconnect listen' there, or give a longer deadline"
+            )
+
+    async def _phone(self, home: Home) -> bool:
+        """Dial `home` until a listener takes us; returns True if the deadline passed, False
+        when a listener sent us elsewhere."""
+        backoff = Backoff(home)
+        since = anyio.current_time()
+        deadline = f", for at most {home.deadline:g} s" if home.deadline else ""
+        log.info("phoning home to %s every %g s%s", home.endpoint, home.interval, deadline)
+        while True:
+            if home.deadline is not None and anyio.current_time() - since > home.deadline:
+                log.error(
+                    "no listener at %s took this server within %g s: stopped phoning there",
+                    home.endpoint,
+                    home.deadline,
+                )
+                return True
+            refused = False
+            try:
+                sock = await connect_endpoint(home.endpoint, timeout=max(home.interval, 5.0))
+                conn, _hello = await self.side.establish(
+                    sock, server_side=False, purpose=Purpose.CONTROL
+                )
+            except TrustError as exc:
+                refused = True
+                log.warning("the listener at %s refused this server: %s", home.endpoint, exc)
+            except ParaconnectError as exc:
+                log.info("phone home to %s: %s", home.endpoint, exc)
+            else:
+                backoff.reset()
+                log.info("phoned home to %s: taken by %s", home.endpoint, conn.peer.label)
+                if await self._home_control(conn, home):
+                    return False
+                log.warning("the listener at %s went away; phoning again", home.endpoint)
+                since = anyio.current_time()
+            await anyio.sleep(backoff.next_delay(refused))
+
+    async def _home_control(self, conn: ByteStream, home: Home) -> bool:
+        """Serve a listener's control channel; True when it sent us elsewhere."""
+        tg = self._running()
+        try:
+            await write_frame(conn, self._info())
+            while True:
+                msg = await read_message(conn)
+                if msg is None:
+                    return False
+                kind = msg.get("type")
+                if kind == "open":
+                    channel = msg.get("channel")
+                    if isinstance(channel, str) and 0 < len(channel) <= 64:
+                        tg.start_soon(self._open_channel, home, channel, conn.peer.label)
+                elif kind == "phone_home":
+                    try:
+                        new = Home.from_message(msg)
+                        check_insecure(self.level, [new.endpoint], self.insecure)
+                    except ParaconnectError as exc:
+                        await write_frame(conn, {"type": "error", "reason": str(exc)})
+                        continue
+                    await write_frame(conn, {"type": "ok"})
+                    if str(new.endpoint) == str(home.endpoint):
+                        continue
+                    log.info("%s sends this server to %s", conn.peer.label, new.endpoint)
+                    self.phone(new)
+                    return True
+                elif kind == "ping":
+                    await write_frame(conn, {"type": "pong"})
+        except ParaconnectError as exc:
+            log.warning("control channel to %s failed: %s", home.endpoint, exc)
+            return False
+        finally:
+            with anyio.CancelScope(shield=True):
+                await conn.aclose()
+
+    async def _open_channel(self, home: Home, channel: str, label: str) -> None:
+        with guard(str(home.endpoint)):
+            try:
+                sock = await connect_endpoint(home.endpoint)
+                conn, _hello = await self.side.establish(
+                    sock, server_side=False, purpose=Purpose.DATA, channel=channel
+                )
+            except ParaconnectError as exc:
+                log.warning("data channel to %s (%s) failed: %s", home.endpoint, label, exc)
+                return
+            await self._data(conn, str(home.endpoint))

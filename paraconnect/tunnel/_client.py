@@ -1,0 +1,450 @@
+"""The client side: a local plaintext endpoint that only this user can reach, tunnelled to an
+agent over mutual TLS.
+
+`Connector` (``paraconnect connect``, forward): keeps a control channel to the agent (opened
+first, so a refusal is reported before anything listens locally) and dials one TLS data
+connection per local connection.
+
+`ReverseListener` (``paraconnect listen``, reverse): accepts agents phoning home; each local
+connection asks the newest agent, over its control channel, to dial back a data connection
+for a random channel token.
+
+Both can, when they leave, tell the agent where to phone next (`request_phone_home`).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import secrets
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import anyio
+import anyio.abc
+
+from ..errors import ConfigError, NetworkError, ParaconnectError, ProtocolError
+from ..pki import Credentials, Role, SecurityLevel, Store
+from ._agent import check_insecure
+from ._hello import Hello, Purpose, read_message, write_frame
+from ._leg import (
+    Endpoint,
+    bind_listener,
+    bound_endpoint,
+    check_same_user,
+    connect_endpoint,
+    parse_endpoint,
+)
+from ._phonehome import Home
+from ._relay import relay
+from ._secure import HANDSHAKE_TIMEOUT, Side
+from ._stream import ByteStream
+from ._util import accept_loop, single_error
+
+__all__ = ["AgentLink", "Connector", "ReverseListener"]
+
+log = logging.getLogger("paraconnect.tunnel")
+
+AGENT_WAIT = 30.0
+CHANNEL_TIMEOUT = 15.0
+
+
+def _ep(value: Endpoint | str, option: str) -> Endpoint:
+    return value if isinstance(value, Endpoint) else parse_endpoint(value, option)
+
+
+def _local_ep(value: Endpoint | str) -> Endpoint:
+    ep = _ep(value, "--local")
+    if not ep.is_loopback:
+        raise ConfigError(
+            f"--local {ep} is not a loopback address: the plaintext endpoint must stay on this "
+            "machine (use 127.0.0.1:PORT, [::1]:PORT or unix:PATH)"
+        )
+    return ep
+
+
+class _Control:
+    """One control channel: a single reader task hands replies to whoever waits for them."""
+
+    def __init__(self, conn: ByteStream, hello: Hello) -> None:
+        self.conn = conn
+        self.hello = hello
+        self.closed = anyio.Event()
+        self._lock = anyio.Lock()
+        self._replies: list[dict[str, object]] = []
+        self._reply = anyio.Event()
+
+    async def read_loop(
+        self, on_message: Callable[[dict[str, object]], None] | None = None
+    ) -> None:
+        try:
+            while True:
+                msg = await read_message(self.conn)
+                if msg is None:
+                    return
+                if msg.get("type") in ("ok", "error", "pong"):
+                    self._replies.append(msg)
+                    self._reply.set()
+                elif on_message is not None:
+                    on_message(msg)
+        except ParaconnectError as exc:
+            log.warning("control channel with %s failed: %s", self.conn.peer.label, exc)
+        finally:
+            self.closed.set()
+            self._reply.set()
+            with anyio.CancelScope(shield=True):
+                await self.conn.aclose()
+
+    async def send(self, msg: dict[str, object]) -> None:
+        async with self._lock:
+            await write_frame(self.conn, msg)
+
+    async def request(self, msg: dict[str, object], timeout: float = 10.0) -> dict[str, object]:  # noqa: ASYNC109
+        async with self._lock:
+            self._replies.clear()
+            self._reply = anyio.Event()
+            await write_frame(self.conn, msg)
+            with anyio.move_on_after(timeout):
+                await self._reply.wait()
+        if not self._replies:
+            raise NetworkError(
+                f"{self.conn.peer.label} did not answer a {msg.get('type')!r} request"
+            )
+        reply = self._replies.pop(0)
+        if reply.get("type") == "error":
+            raise ProtocolError(
+                f"{self.conn.peer.label} refused the request: {reply.get('reason')}"
+            )
+        return reply
+
+    async def aclose(self) -> None:
+        await self.conn.aclose()
+
+
+async def _read_info(conn: ByteStream, timeout: float) -> int | None:  # noqa: ASYNC109
+    """The agent's first control message: its server id and the program's connect id."""
+    try:
+        with anyio.fail_after(timeout):
+            msg = await read_message(conn)
+    except TimeoutError:
+        raise NetworkError(f"{conn.peer.label} sent no server info after the hello") from None
+    if msg is None or msg.get("type") != "info":
+        raise ProtocolError(f"{conn.peer.label} did not start the control channel with its info")
+    connect_id = msg.get("connect_id")
+    if connect_id is not None and type(connect_id) is not int:
+        raise ProtocolError(f"{conn.peer.label} sent a bad connect id")
+    return connect_id
+
+
+class Connector:
+    """Forward: a local endpoint whose connections are tunnelled to an agent's --listen."""
+
+    def __init__(
+        self,
+        creds: Credentials,
+        remote: Endpoint | str,
+        local: Endpoint | str,
+        *,
+        server_id: str = "",
+        level: SecurityLevel | str | None = None,
+        insecure: bool = False,
+        unique_id: str | None = None,
+        store: Store | None = None,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
+    ) -> None:
+        self.side = Side(
+            creds,
+            Role.CLIENT,
+            level=level,
+            unique_id=unique_id,
+            store=store,
+            handshake_timeout=handshake_timeout,
+        )
+        self.remote = _ep(remote, "HOST:PORT")
+        self.local = _local_ep(local)
+        self.expect_server_id = server_id or None
+        self.insecure = insecure
+        self.address: Endpoint | None = None
+        self.agent: Hello | None = None
+        self.connect_id: int | None = None  # the program's --connect-id, if it takes one
+        self._control: _Control | None = None
+
+    async def _dial(self, purpose: Purpose) -> tuple[ByteStream, Hello]:
+        sock = await connect_endpoint(self.remote)
+        return await self.side.establish(
+            sock, server_side=False, purpose=purpose, expect_server_id=self.expect_server_id
+        )
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[Endpoint] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        check_insecure(self.side.level, [self.remote], self.insecure)
+        conn, hello = await self._dial(Purpose.CONTROL)
+        self.agent = hello
+        try:
+            self.connect_id = await _read_info(conn, self.side.hello_timeout)
+        except BaseException:
+            await conn.aclose()
+            raise
+        self._control = _Control(conn, hello)
+        log.info("connected to %s at %s", conn.peer.label, self.remote)
+        lsock: socket.socket | None = None
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._watch_control, self._control)
+                lsock = bind_listener(self.local)
+                self.address = bound_endpoint(lsock, self.local)
+                log.info("local endpoint %s leads to %s", self.address, self.remote)
+                same_user = functools.partial(check_same_user, where=str(self.address))
+                tg.start_soon(accept_loop, lsock, tg, self._forward, str(self.address), same_user)
+                task_status.started(self.address)
+        except BaseExceptionGroup as group:
+            raise single_error(group) from None
+        finally:
+            if lsock is not None:
+                lsock.close()
+
+    async def _watch_control(self, control: _Control) -> None:
+        await control.read_loop()
+        log.warning(
+            "the agent at %s closed the control channel (stopped or restarted?); local "
+            "connections are still tried, but it can no longer be asked to phone home",
+            self.remote,
+        )
+
+    async def _forward(self, local: socket.socket, where: str) -> None:
+        try:
+            await self._tunnel(local, where)
+        finally:
+            local.close()  # idempotent: the relay closes both ends itself
+
+    async def _tunnel(self, local: socket.socket, where: str) -> None:
+        try:
+            conn, _hello = await self._dial(Purpose.DATA)
+        except ParaconnectError as exc:
+            log.warning("local connection from %s: cannot reach %s: %s", where, self.remote, exc)
+            local.close()
+            return
+        label = conn.peer.label
+        log.info("local connection from %s tunnelled to %s at %s", where, label, self.remote)
+        try:
+            result = await relay(conn, local)
+        except ParaconnectError as exc:
+            log.warning("tunnel to %s for %s failed: %s", label, where, exc)
+            return
+        log.info(
+            "tunnel to %s for %s closed: %d bytes in, %d out (%s)",
+            label,
+            where,
+            result.bytes_to_plain,
+            result.bytes_to_peer,
+            result.reason,
+        )
+
+    async def request_phone_home(self, home: Home) -> None:
+        """Ask the agent to phone `home` from now on (we are leaving); waits for its ok."""
+        if self._control is None or self._control.closed.is_set():
+            raise NetworkError(f"no control channel to the agent at {self.remote}")
+        check_insecure(self.side.level, [home.endpoint], self.insecure)
+        await self._control.request(home.to_message())
+        log.info("asked %s to phone home to %s", self._control.conn.peer.label, home.endpoint)
+
+
+@dataclass(eq=False)
+class AgentLink:
+    """An agent that phoned home and holds a control channel here."""
+
+    peer_label: str
+    hello: Hello
+    where: str
+    control: _Control
+    connect_id: int | None = None
+    since: float = field(default_factory=anyio.current_time)
+
+
+class ReverseListener:
+    """Reverse: accept agents phoning home on `listen`, expose the newest on `local`."""
+
+    def __init__(
+        self,
+        creds: Credentials,
+        listen: Endpoint | str,
+        local: Endpoint | str,
+        *,
+        level: SecurityLevel | str | None = None,
+        insecure: bool = False,
+        unique_id: str | None = None,
+        store: Store | None = None,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        agent_wait: float = AGENT_WAIT,
+        on_agent: Callable[[AgentLink], None] | None = None,
+    ) -> None:
+        self.side = Side(
+            creds,
+            Role.CLIENT,
+            level=level,
+            unique_id=unique_id,
+            store=store,
+            handshake_timeout=handshake_timeout,
+        )
+        self.listen = _ep(listen, "HOST:PORT")
+        self.local = _local_ep(local)
+        self.insecure = insecure
+        self.agent_wait = agent_wait
+        self.on_agent = on_agent
+        self.address: Endpoint | None = None
+        self.local_address: Endpoint | None = None
+        self.agents: list[AgentLink] = []
+        self._agent_changed = anyio.Event()
+        self._pending: dict[str, tuple[anyio.Event, list[ByteStream]]] = {}
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    async def run(
+        self,
+        *,
+        task_status: anyio.abc.TaskStatus[tuple[Endpoint, Endpoint]] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        check_insecure(self.side.level, [self.listen], self.insecure)
+        sockets: list[socket.socket] = []
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                tls_sock = bind_listener(self.listen)
+                sockets.append(tls_sock)
+                self.address = bound_endpoint(tls_sock, self.listen)
+                local_sock = bind_listener(self.local)
+                sockets.append(local_sock)
+                self.local_address = bound_endpoint(local_sock, self.local)
+                log.info(
+                    "listening for servers phoning home on %s (session %s…, level %s); "
+                    "local endpoint %s",
+                    self.address,
+                    self.side.session_id[:8],
+                    self.side.level.value,
+                    self.local_address,
+                )
+                tg.start_soon(accept_loop, tls_sock, tg, self._incoming, str(self.address))
+                where = str(self.local_address)
+                same_user = functools.partial(check_same_user, where=where)
+                tg.start_soon(accept_loop, local_sock, tg, self._forward, where, same_user)
+                task_status.started((self.address, self.local_address))
+        except BaseExceptionGroup as group:
+            raise single_error(group) from None
+        finally:
+            self._tg = None
+            for sock in sockets:
+                sock.close()
+
+    async def wait_for_agent(self, timeout: float | None = None) -> AgentLink:  # noqa: ASYNC109
+        with anyio.fail_after(timeout):
+            while not self.agents:
+                await self._agent_changed.wait()
+        return self.agents[-1]
+
+    async def _incoming(self, sock: socket.socket, where: str) -> None:
+        try:
+            conn, hello = await self.side.establish(sock, server_side=True)
+        except ParaconnectError as exc:
+            log.warning("refused connection from %s: %s", where, exc)
+            return
+        if hello.purpose is Purpose.DATA:
+            pending = self._pending.get(hello.channel or "")
+            if pending is None or pending[1]:
+                log.warning(
+                    "data connection from %s at %s for no open channel", conn.peer.label, where
+                )
+                await conn.aclose()
+                return
+            pending[1].append(conn)
+            pending[0].set()
+            return
+        await self._agent(conn, hello, where)
+
+    def _changed(self) -> None:
+        self._agent_changed.set()
+        self._agent_changed = anyio.Event()
+
+    async def _agent(self, conn: ByteStream, hello: Hello, where: str) -> None:
+        try:
+            connect_id = await _read_info(conn, self.side.hello_timeout)
+        except BaseException:
+            await conn.aclose()
+            raise
+        link = AgentLink(conn.peer.label, hello, where, _Control(conn, hello), connect_id)
+        log.info("%s (id %r) phoned home from %s", link.peer_label, hello.server_id, where)
+        self.agents.append(link)
+        self._changed()
+        if self.on_agent is not None:
+            self.on_agent(link)
+        try:
+            await link.control.read_loop()
+        finally:
+            self.agents.remove(link)
+            self._changed()
+            log.info("%s (id %r) at %s disconnected", link.peer_label, hello.server_id, where)
+
+    async def _forward(self, local: socket.socket, where: str) -> None:
+        slot: list[ByteStream] = []
+        try:
+            await self._tunnel(local, where, slot)
+        finally:
+            local.close()  # idempotent: the relay closes both ends itself
+            with anyio.CancelScope(shield=True):
+                for conn in slot:
+                    await conn.aclose()
+
+    async def _tunnel(self, local: socket.socket, where: str, slot: list[ByteStream]) -> None:
+        try:
+            link = await self.wait_for_agent(self.agent_wait)
+        except TimeoutError:
+            log.warning(
+                "local connection from %s: no server phoned home within %g s; closed",
+                where,
+                self.agent_wait,
+            )
+            local.close()
+            return
+        channel = secrets.token_hex(16)
+        event = anyio.Event()
+        self._pending[channel] = (event, slot)
+        try:
+            await link.control.send({"type": "open", "channel": channel})
+            with anyio.move_on_after(CHANNEL_TIMEOUT):
+                await event.wait()
+        except ParaconnectError as exc:
+            log.warning("local connection from %s: %s", where, exc)
+        finally:
+            del self._pending[channel]
+        if not slot:
+            log.warning(
+                "local connection from %s: server %r did not open a data channel; closed",
+                where,
+                link.hello.server_id,
+            )
+            local.close()
+            return
+        conn = slot[0]
+        log.info("local connection from %s tunnelled to %s", where, link.peer_label)
+        try:
+            result = await relay(conn, local)
+        except ParaconnectError as exc:
+            log.warning("tunnel to %s for %s failed: %s", link.peer_label, where, exc)
+            return
+        log.info(
+            "tunnel to %s for %s closed: %d bytes in, %d out (%s)",
+            link.peer_label,
+            where,
+            result.bytes_to_plain,
+            result.bytes_to_peer,
+            result.reason,
+        )
+
+    async def request_phone_home(
+        self, home: Home, agents: Sequence[AgentLink] | None = None
+    ) -> None:
+        """Send every connected agent (or those given) to phone `home` instead of here."""
+        check_insecure(self.side.level, [home.endpoint], self.insecure)
+        for link in list(agents if agents is not None else self.agents):
+            await link.control.request(home.to_message())
+            log.info("asked %s to phone home to %s", link.peer_label, home.endpoint)

@@ -1,0 +1,266 @@
+"""The hello: a short, versioned exchange right after the TLS handshake.
+
+Each frame is a 4-byte big-endian length and a JSON object of at most 16 KiB.  Both sides send
+their hello, both check the other's against what TLS proved (`check_peer`), and both answer
+``{"v": 1, "ok": true}`` or ``{"v": 1, "ok": false, "reason": ...}``.  Under TLS 1.3 a refused
+client learns of it only on its first read; the round trip makes that read happen here, so a
+dialler reports success only once the other side has said yes.
+
+The same framing carries control messages (phone home, open a data channel) afterwards.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+import anyio
+
+from ..errors import NetworkError, ProtocolError, TrustError
+from ..pki import Role, SecurityLevel
+from ..tls import check_peer
+from ._stream import ByteStream
+
+__all__ = [
+    "HELLO_TIMEOUT",
+    "MAX_FRAME",
+    "VERSION",
+    "Hello",
+    "Purpose",
+    "decode_payload",
+    "encode_frame",
+    "exchange_hello",
+    "frame_length",
+    "parse_frame",
+    "read_frame",
+    "read_message",
+    "write_frame",
+]
+
+VERSION = 1
+MAX_FRAME = 16 * 1024
+HELLO_TIMEOUT = 10.0
+_HEADER = struct.Struct(">I")
+_MAX_TEXT = 256
+
+
+class Purpose(enum.StrEnum):
+    CONTROL = "control"
+    DATA = "data"
+
+
+def encode_frame(obj: Mapping[str, Any]) -> bytes:
+    payload = json.dumps(obj, separators=(",", ":"), ensure_ascii=True).encode()
+    if len(payload) > MAX_FRAME:
+        raise ProtocolError(f"a frame of {len(payload)} bytes exceeds the {MAX_FRAME}-byte limit")
+    return _HEADER.pack(len(payload)) + payload
+
+
+def frame_length(header: bytes) -> int:
+    if len(header) != _HEADER.size:
+        raise ProtocolError(f"truncated frame header ({len(header)} of 4 bytes)")
+    (length,) = _HEADER.unpack(header)
+    if length > MAX_FRAME:
+        raise ProtocolError(
+            f"the peer announced a {length}-byte frame, over the {MAX_FRAME}-byte limit: "
+            "it does not speak paraconnect's protocol"
+        )
+    return int(length)
+
+
+def decode_payload(payload: bytes) -> dict[str, Any]:
+    try:
+        obj = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise ProtocolError("the peer sent a frame that is not JSON") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError("the peer sent a frame that is not a JSON object")
+    version = obj.get("v")
+    if type(version) is not int:
+        raise ProtocolError("the peer's frame carries no protocol version")
+    if version != VERSION:
+        raise ProtocolError(
+            f"the peer speaks protocol version {version}, this side speaks {VERSION}; "
+            "run the same paraconnect release on both ends"
+        )
+    return obj
+
+
+def parse_frame(data: bytes) -> dict[str, Any]:
+    """Parse exactly one whole frame (for tests and for buffers already read)."""
+    length = frame_length(data[: _HEADER.size])
+    payload = data[_HEADER.size :]
+    if len(payload) != length:
+        raise ProtocolError(
+            f"frame length mismatch: header says {length} bytes, {len(payload)} followed"
+        )
+    return decode_payload(payload)
+
+
+async def read_frame(conn: ByteStream) -> dict[str, Any]:
+    try:
+        header = await conn.recv_exactly(_HEADER.size)
+        payload = await conn.recv_exactly(frame_length(header))
+    except NetworkError as exc:
+        raise ProtocolError(f"the connection ended in the middle of a frame ({exc})") from exc
+    return decode_payload(payload)
+
+
+async def read_message(conn: ByteStream) -> dict[str, Any] | None:
+    """A control message, or None when the peer closed cleanly between messages."""
+    first = await conn.recv(_HEADER.size)
+    if not first:
+        return None
+    try:
+        header = first + (
+            await conn.recv_exactly(_HEADER.size - len(first)) if len(first) < 4 else b""
+        )
+        payload = await conn.recv_exactly(frame_length(header))
+    except NetworkError as exc:
+        raise ProtocolError(f"the connection ended in the middle of a message ({exc})") from exc
+    return decode_payload(payload)
+
+
+async def write_frame(conn: ByteStream, obj: Mapping[str, Any]) -> None:
+    await conn.send(encode_frame({"v": VERSION, **obj}))
+
+
+def _text(obj: Mapping[str, Any], key: str, *, optional: bool = False) -> str | None:
+    value = obj.get(key)
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or len(value) > _MAX_TEXT:
+        raise ProtocolError(f"the peer's hello has no valid {key!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    session: str
+    role: Role
+    server_id: str
+    purpose: Purpose
+    unique_id: str | None = None
+    channel: str | None = None  # which pending data channel this connection answers (reverse)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "v": VERSION,
+            "session": self.session,
+            "role": self.role.value,
+            "server_id": self.server_id,
+            "purpose": self.purpose.value,
+        }
+        if self.unique_id is not None:
+            out["unique_id"] = self.unique_id
+        if self.channel is not None:
+            out["channel"] = self.channel
+        return out
+
+    @classmethod
+    def from_dict(cls, obj: Mapping[str, Any]) -> Hello:
+        if obj.get("v") != VERSION:
+            raise ProtocolError(f"unsupported hello version {obj.get('v')!r}")
+        try:
+            role = Role(_text(obj, "role") or "")
+            purpose = Purpose(_text(obj, "purpose") or "")
+        except ValueError:
+            raise ProtocolError("the peer's hello names an unknown role or purpose") from None
+        return cls(
+            session=_text(obj, "session") or "",
+            role=role,
+            server_id=_text(obj, "server_id") or "",
+            purpose=purpose,
+            unique_id=_text(obj, "unique_id", optional=True),
+            channel=_text(obj, "channel", optional=True),
+        )
+
+
+def _check(
+    conn: ByteStream, theirs: Hello, *, level: SecurityLevel, session_id: str, our_role: Role
+) -> None:
+    if level is not SecurityLevel.NONE and theirs.session != session_id:
+        raise TrustError(f"the peer's hello names session {theirs.session[:8]}…, not ours")
+    if level is SecurityLevel.MUTUAL:
+        if theirs.unique_id is None:
+            raise TrustError("the peer's hello carries no unique ID (level mutual needs one)")
+        ident = conn.peer.identity
+        if ident is not None and ident.role is not Role.NODE and ident.role is not theirs.role:
+            raise TrustError(
+                f"the peer acts as {theirs.role.value} with a {ident.role.value} certificate "
+                f"({ident.name!r}); at level mutual a certificate acts only in its own role"
+            )
+    check_peer(
+        conn.peer,
+        level=level,
+        session_id=session_id,
+        our_role=our_role,
+        claimed_unique_id=theirs.unique_id if level is SecurityLevel.MUTUAL else None,
+    )
+
+
+async def _linger(conn: ByteStream) -> None:
+    """Let the refusal reach the peer before the caller closes: closing with unread data
+    resets the connection, and a reset can discard the refusal before the peer reads it."""
+    with anyio.move_on_after(1.0):
+        try:
+            await conn.send_eof()
+            while await conn.recv():
+                pass
+        except NetworkError:
+            pass
+
+
+async def exchange_hello(
+    conn: ByteStream,
+    ours: Hello,
+    *,
+    initiator: bool,
+    level: SecurityLevel,
+    session_id: str,
+    expect_server_id: str | None = None,
+    timeout: float = HELLO_TIMEOUT,  # noqa: ASYNC109 - one budget for the whole exchange
+) -> Hello:
+    """The dialler (`initiator`) speaks first; the acceptor answers with its own hello, for the
+    same purpose and channel.  Then both check and exchange verdicts.  Returns the peer's
+    hello, or raises TrustError (either side refused), ProtocolError or NetworkError."""
+    where = conn.peer.label
+    try:
+        with anyio.fail_after(timeout):
+            if initiator:
+                await write_frame(conn, ours.to_dict())
+                theirs = Hello.from_dict(await read_frame(conn))
+            else:
+                theirs = Hello.from_dict(await read_frame(conn))
+                ours = replace(ours, purpose=theirs.purpose, channel=theirs.channel)
+                await write_frame(conn, ours.to_dict())
+            refusal: str | None = None
+            try:
+                _check(conn, theirs, level=level, session_id=session_id, our_role=ours.role)
+                if expect_server_id and theirs.server_id != expect_server_id:
+                    raise TrustError(
+                        f"the peer is server {theirs.server_id!r}, not {expect_server_id!r}"
+                    )
+            except TrustError as exc:
+                refusal = str(exc)
+            if refusal is not None:
+                await write_frame(conn, {"ok": False, "reason": refusal})
+                await _linger(conn)
+                raise TrustError(f"refused {where}: {refusal}")
+            await write_frame(conn, {"ok": True})
+            verdict = await read_frame(conn)
+    except TimeoutError:
+        raise NetworkError(
+            f"{where} did not complete the hello within {timeout:g} s; is it a paraconnect "
+            "peer of the same release?"
+        ) from None
+    if verdict.get("ok") is not True:
+        reason = verdict.get("reason")
+        raise TrustError(
+            f"{where} refused this side: {reason if isinstance(reason, str) else 'no reason'}"
+        )
+    return theirs

@@ -1,0 +1,76 @@
+"""Relay one tunnel connection to its plaintext socket, whatever the security level.
+
+TLS connections go through the fast splice (``_splice``); at level ``none`` the connection is a
+`PlainConnection` and a plain two-way pump does (clear text is a test and loopback mode only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from dataclasses import dataclass
+
+import anyio
+
+from ._stream import ByteStream, PlainConnection
+
+__all__ = ["RelayResult", "relay"]
+
+_CHUNK = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class RelayResult:
+    bytes_to_plain: int
+    bytes_to_peer: int
+    reason: str
+
+
+async def _pump_plain(conn: PlainConnection, plain: socket.socket) -> RelayResult:
+    loop = asyncio.get_running_loop()
+    counts = [0, 0]
+    reasons: list[str] = []
+
+    async def one_way(src: socket.socket, dst: socket.socket, index: int, name: str) -> None:
+        try:
+            while True:
+                data = await loop.sock_recv(src, _CHUNK)
+                if not data:
+                    with contextlib.suppress(OSError):
+                        dst.shutdown(socket.SHUT_WR)
+                    reasons.append(f"{name} closed")
+                    return
+                await loop.sock_sendall(dst, data)
+                counts[index] += len(data)
+        except OSError as exc:
+            reasons.append(f"{name}: {exc.strerror or exc}")
+            tg.cancel_scope.cancel()
+
+    plain.setblocking(False)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(one_way, conn.sock, plain, 0, "peer")
+        tg.start_soon(one_way, plain, conn.sock, 1, "local side")
+    return RelayResult(counts[0], counts[1], ", ".join(reasons) or "closed")
+
+
+async def relay(conn: ByteStream, plain: socket.socket, *, preamble: bytes = b"") -> RelayResult:
+    """Copy both ways until both directions end; half-close is forwarded.  `preamble` goes to
+    the plain side first (a PROXY protocol header)."""
+    try:
+        if isinstance(conn, PlainConnection):
+            if preamble:
+                plain.setblocking(False)
+                await asyncio.get_running_loop().sock_sendall(plain, preamble)
+            return await _pump_plain(conn, plain)
+        from ._splice import splice
+        from ._tlsconn import TLSConnection
+
+        if not isinstance(conn, TLSConnection):
+            raise TypeError(f"cannot relay a {type(conn).__name__}")
+        result = await splice(conn, plain, initial_to_plain=preamble)
+        return RelayResult(result.bytes_a_to_b, result.bytes_b_to_a, result.reason)
+    finally:
+        with anyio.CancelScope(shield=True):
+            plain.close()
+            await conn.aclose()

@@ -1,0 +1,110 @@
+"""Small helpers shared by the agent and the client side."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from ..errors import ParaconnectError
+
+__all__ = ["Handler", "accept_loop", "describe_addr", "guard", "single_error"]
+
+Handler = Callable[[socket.socket, str], Coroutine[Any, Any, None]]
+
+log = logging.getLogger("paraconnect.tunnel")
+
+
+def describe_addr(addr: object) -> str:
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        host, port = addr[0], addr[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(addr) or "a local socket"
+
+
+def peer_addr(sock: socket.socket) -> str:
+    try:
+        return describe_addr(sock.getpeername())
+    except OSError:
+        return "an unknown address"
+
+
+@contextlib.contextmanager
+def guard(where: str) -> Iterator[None]:
+    """Contain one connection's failure: a listener survives any one bad peer.  Paraconnect
+    errors are logged in one line; anything else is a bug, logged with its traceback."""
+    try:
+        yield
+    except ParaconnectError as exc:
+        log.warning("connection with %s failed: %s", where, exc)
+    except Exception:
+        log.exception("connection with %s failed unexpectedly (a bug: please report it)", where)
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        out: list[BaseException] = []
+        for sub in exc.exceptions:
+            out += _leaves(sub)
+        return out
+    return [exc]
+
+
+def single_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one paraconnect error inside a task group's exception group, when there is exactly
+    one; else the group itself.  Lets callers catch ParaconnectError as documented."""
+    leaves = _leaves(group)
+    ours = [e for e in leaves if isinstance(e, ParaconnectError)]
+    if len(ours) == 1 and all(isinstance(e, ParaconnectError | KeyboardInterrupt) for e in leaves):
+        return ours[0]
+    if len(leaves) == 1:
+        return leaves[0]
+    return group
+
+
+async def accept_loop(
+    lsock: socket.socket,
+    tg: anyio.abc.TaskGroup,
+    handle: Handler,
+    where: str,
+    check: Callable[[socket.socket], object] | None = None,
+) -> None:
+    """Accept connections for ever, each handled in its own task of `tg`, one bad peer never
+    stopping the loop.  `check` may refuse a connection (raise a ParaconnectError) before any
+    task is spent on it.  A task cancelled before it ever ran never sees its socket: those are
+    closed here, so no descriptor is left behind when the listener stops."""
+    from ._leg import accept
+
+    unclaimed: set[socket.socket] = set()
+
+    async def claim(sock: socket.socket, peer: str) -> None:
+        unclaimed.discard(sock)
+        with guard(peer):
+            await handle(sock, peer)
+
+    try:
+        while True:
+            try:
+                sock, addr = await accept(lsock)
+            except OSError as exc:
+                # Out of file descriptors and the like: say so, breathe, keep serving.
+                log.warning("accepting on %s failed: %s; retrying", where, exc)
+                await anyio.sleep(0.1)
+                continue
+            if check is not None:
+                try:
+                    check(sock)
+                except ParaconnectError as exc:
+                    log.warning("%s", exc)
+                    sock.close()
+                    continue
+            unclaimed.add(sock)
+            tg.start_soon(claim, sock, describe_addr(addr))
+    finally:
+        for sock in unclaimed:
+            sock.close()
