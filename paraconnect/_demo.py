@@ -1,124 +1,143 @@
-"""`paraconnect demo`: a session, its certificates, and a real TLS peer that nobody here wrote.
+"""`paraconnect demo`: the main job on the embedded default, from the command line.
 
-Until the tunnel and the Jupyter layers land, the demo walks the credential path: create a
-session, issue a server and a client certificate, let Debian's `openssl s_server` require and
-verify the client certificate against the session CA and its CRL, connect with paraconnect's own
-TLS client, then revoke the client and show the same connection refused.
+A session, the built-in renderer launched behind an agent that phones home over mutual TLS,
+and a picture of a dataset rendered on the "remote" side and fetched through the tunnel. Every
+part is a real process: `paraconnect listen` (the scientist's side), `paraconnect serve
+--phone-home` (the render node's side, holding only its own PEM credentials), and the renderer
+on a private Unix socket behind the agent. The Jupyter issue wraps the same path in a notebook.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
-import socket
-import ssl
+import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import IO, Any
 
-from .errors import ConfigError, NetworkError, ParaconnectError
+from .errors import ConfigError, NetworkError
 
 __all__ = ["run"]
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+_PARACONNECT = [sys.executable, "-m", "paraconnect.cli"]
 
 
-def _start_s_server(out: Path, port: int) -> subprocess.Popen[bytes]:
-    if shutil.which("openssl") is None:
-        raise ConfigError("the demo needs the openssl command; run 'make system-deps'")
-    # fmt: off
-    cmd = [
-        "openssl", "s_server", "-quiet", "-www", "-tls1_3", "-no_ticket",
-        "-accept", f"127.0.0.1:{port}",
-        "-cert", str(out / "render-node.crt"), "-key", str(out / "render-node.key"),
-        "-CAfile", str(out / "ca.crt"), "-Verify", "1", "-verify_return_error",
-        "-crl_check", "-CRL", str(out / "crl.pem"),
-    ]
-    # fmt: on
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
-            raise NetworkError(f"openssl s_server exited at start: {err.splitlines()[:1]}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise NetworkError("openssl s_server did not start listening within 10 s")
+class _Command:
+    """A `paraconnect ... --json` process: waits for its JSON events, stops it on exit."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.name = f"paraconnect {args[0]}"
+        self.log_path = log
+        self._log: IO[str] = open(log, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [*_PARACONNECT, *args],
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            env=env,
+        )
+
+    def event(self, name: str, timeout: float) -> dict[str, Any]:
+        if self.proc.stdout is None:  # pragma: no cover - Popen was given stdout=PIPE
+            raise NetworkError(f"{self.name} has no output to read")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            try:
+                data: dict[str, Any] = json.loads(line)
+            except ValueError:
+                continue
+            if data.get("event") == name:
+                return data
+        tail = self.log_path.read_text().strip().splitlines()[-3:]
+        raise NetworkError(f"{self.name} did not report {name!r}: " + " | ".join(tail))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
 
 
-def _fetch(client_dir: Path, port: int) -> str:
-    from .pki import load_credentials
-    from .tls import client_context, peer_identity
-
-    ctx = client_context(load_credentials(client_dir))
-    with (
-        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
-        ctx.wrap_socket(raw) as tls,
-    ):
-        peer = peer_identity(tls)
-        print(f"   TLS {peer.tls_version} {peer.cipher}; the server proved: {peer.label}")
-        tls.sendall(b"GET / HTTP/1.0\r\n\r\n")
-        chunks = []
-        while chunk := tls.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks).decode(errors="replace")
-
-
-def run(keep: bool = False) -> int:
+def run(keep: bool = False, out: str | None = None, dataset: str = "wavelet") -> int:
     from .pki import Store
+
+    try:
+        from .render import RenderClient
+    except ImportError as exc:
+        raise ConfigError(
+            f"the demo needs the built-in renderer: pip install 'paraconnect[render]' ({exc})"
+        ) from None
 
     home = Path(tempfile.mkdtemp(prefix="paraconnect-demo-"))
     os.chmod(home, 0o700)
+    picture = Path(out or "paraconnect-demo.png").absolute()
+    env = {**os.environ, "PARACONNECT_HOME": str(home)}
     store = Store(home)
-    proc: subprocess.Popen[bytes] | None = None
+    commands: list[_Command] = []
     try:
-        print(f"1. paraconnect session create demo        (data in {home})")
+        uid = store.unique_id().value
+        print(f"1. paraconnect session create demo   (level mutual; data in {home})")
         session = store.create_session("demo")
         print(f"   session CA sha256 {session.ca_fingerprint[:47]}…")
-        print("2. paraconnect issue server render-node --out …; issue client scientist --out …")
-        server_dir, client_dir = home / "server", home / "client"
-        session.issue("server", "render-node", out=server_dir)
-        session.issue("client", "scientist", out=client_dir)
-        port = _free_port()
-        print(f"3. openssl s_server on 127.0.0.1:{port}: requires a client certificate of the")
-        print("   session, checks it against the session CA and its revocation list")
-        proc = _start_s_server(server_dir, port)
-        page = _fetch(client_dir, port)
-        seen = [ln for ln in page.splitlines() if "subject=" in ln or "Protocol" in ln]
-        print("   openssl s_server verified the client: " + "; ".join(s.strip() for s in seen[:3]))
-        print("4. paraconnect revoke scientist --session demo")
-        session.revoke("scientist", reason="key-compromise")
-        proc.terminate()
-        proc.wait()
-        shutil.copy(session.crl_path, server_dir / "crl.pem")
-        proc = _start_s_server(server_dir, port)
-        try:
-            _fetch(client_dir, port)
-        except ssl.SSLError as exc:
-            alert = (exc.reason or str(exc)).lower().replace("sslv3_alert_", "").replace("_", " ")
-            print(f"   the same client is now refused by openssl: TLS alert '{alert}'")
-        except (OSError, ParaconnectError) as exc:
-            print(f"   the same client is now refused by openssl: {exc}")
-        else:
-            print("   UNEXPECTED: the revoked client was accepted")
-            return 1
-        print("done: a per-session CA, certificates verified by an independent TLS peer,")
-        print("      and revocation enforced. Next: 'paraconnect serve' / 'connect' (tunnel).")
+        print("2. credentials: a node certificate for this machine (the scientist's side), and")
+        print("   a server certificate written to a directory for the render node")
+        session.issue("node", "laptop")
+        remote = home / "render-node"
+        session.issue("server", "render-node", unique_id=uid, out=remote)
+
+        print("3. paraconnect listen: waits for servers that phone home, exposes them locally")
+        listen = _Command(
+            ["listen", "127.0.0.1:0", "--creds", "demo", "--local", "127.0.0.1:0", "--json"],
+            env,
+            home / "listen.log",
+        )
+        commands.append(listen)
+        ready = listen.event("ready", 30)
+        print(f"   listening on {ready['listen']}, local endpoint {ready['local']}")
+
+        print("4. paraconnect serve --phone-home: the built-in renderer on a private Unix socket,")
+        print("   the agent dialling home over mutual TLS")
+        serve = _Command(
+            ["serve", "--creds", str(remote), "--phone-home", str(ready["listen"]),
+             "--interval", "1", "--json", "--",
+             sys.executable, "-m", "paraconnect.render", "--unix", "{unix}"],
+            env,
+            home / "serve.log",
+        )  # fmt: skip
+        commands.append(serve)
+        server = listen.event("server", 60)
+        print(f"   the server phoned home: {server.get('peer', server)}")
+
+        host, _, port = str(ready["local"]).rpartition(":")
+        t0 = time.perf_counter()
+        with RenderClient(host.strip("[]"), int(port), timeout=60) as client:
+            facts = client.load(dataset)
+            client.camera(azimuth=30, elevation=20)
+            frame = client.save_png(picture)
+        elapsed = (time.perf_counter() - t0) * 1000
+        print(f"5. rendered {dataset!r} on the render node, {frame.width}x{frame.height} PNG, "
+              f"{len(frame.data)} bytes through the tunnel in {elapsed:.0f} ms")  # fmt: skip
+        if isinstance(facts, dict) and facts:
+            summary = ", ".join(f"{k} {v}" for k, v in list(facts.items())[:3])
+            print(f"   dataset: {summary}")
+        print(f"   picture: {picture}")
+        print("done: a session, a server that phoned home, and a picture through mutual TLS.")
         return 0
     finally:
-        if proc is not None:
-            proc.kill()
-            proc.wait()
+        for command in reversed(commands):
+            command.stop()
         if keep:
             print(f"kept {home}")
         else:

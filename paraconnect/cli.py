@@ -136,8 +136,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_json(p)
     p.set_defaults(func=pki.unique_id)
 
-    p = sub.add_parser("demo", help="run the demo")
+    p = sub.add_parser(
+        "demo",
+        help="a session, the built-in renderer phoning home, a picture through the tunnel",
+    )
     p.add_argument("--keep", action="store_true", help="keep the demo's data directory")
+    p.add_argument(
+        "--out", metavar="FILE.png", help="where to write the picture (./paraconnect-demo.png)"
+    )
+    p.add_argument("--dataset", default="wavelet", help="wavelet, sphere or cone")
     p.set_defaults(func=_demo)
 
     from . import cli_tunnel
@@ -149,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _demo(args: argparse.Namespace) -> int:
     from ._demo import run
 
-    return run(keep=args.keep)
+    return run(keep=args.keep, out=args.out, dataset=args.dataset)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

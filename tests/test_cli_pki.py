@@ -131,11 +131,3 @@ def test_unique_id_command(cli: Any) -> None:
     res = cli("unique-id", "--json")
     data = json.loads(res.stdout)
     assert len(data["unique_id"]) == 32 and data["source"]
-
-
-def test_demo_runs(cli: Any) -> None:
-    res = cli("demo")
-    assert res.returncode == 0, res
-    assert "openssl s_server verified the client" in res.stdout
-    assert "the same client is now refused by openssl" in res.stdout
-    assert "certificate revoked" in res.stdout
