@@ -150,6 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
     from . import cli_tunnel
 
     cli_tunnel.add_parsers(sub)
+    from . import cli_debug
+
+    cli_debug.add_parsers(sub)
+    from . import cli_policy
+
+    cli_policy.add_parsers(sub)
     return parser
 
 

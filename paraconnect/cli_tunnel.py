@@ -89,6 +89,7 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         "(--listen, forward) or dial them (--phone-home, reverse).",
     )
     _common(p, "server")
+    _add_status_option(p)
     p.add_argument(
         "--listen",
         action="append",
@@ -282,8 +283,10 @@ def _serve(args: argparse.Namespace) -> int:
 
         async with anyio.create_task_group() as tg:
             addresses = await tg.start(agent.run)
+            status = await _start_status(args, tg)
             _ready(
                 args,
+                **status,
                 listen=[str(a) for a in addresses],
                 phone_home=[str(h.endpoint) for h in agent.homes],
                 program=str(program.endpoint or "per connection") if program else args.target,
@@ -300,6 +303,33 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"paraconnect: {exc}", file=sys.stderr)
             return 0
         raise
+
+
+# -- serve --status: the tunnel metrics over HTTP, on loopback ---------------------------
+
+
+def _add_status_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--status",
+        metavar="HOST:PORT",
+        help="serve the tunnel metrics over plain HTTP on this loopback address: /metrics "
+        "(Prometheus text) and /status (JSON); port 0 picks one (in the ready event)",
+    )
+
+
+async def _start_status(args: argparse.Namespace, tg: Any) -> dict[str, str]:
+    """Start the status endpoint if asked; the ready event then names its address."""
+    if not getattr(args, "status", None):
+        return {}
+    from .tunnel import parse_endpoint
+    from .tunnel._status import serve_status
+
+    ep = parse_endpoint(args.status, "--status")
+    if ep.path is not None:
+        raise ConfigError("--status takes HOST:PORT on loopback, not a unix socket")
+    port = await tg.start(serve_status, ep.host, ep.port)
+    host = f"[{ep.host}]" if ":" in ep.host else ep.host
+    return {"status": f"http://{host}:{port}/metrics"}
 
 
 # -- connect / listen --------------------------------------------------------------------

@@ -9,6 +9,7 @@ want=(
     procps coreutils util-linux                     # ps -ww, timeout, setsid, nsenter
     libegl1 libgl1-mesa-dri                         # VTK's offscreen EGL rendering (Mesa)
     paraview python3-paraview xvfb xauth            # pvserver / pvpython through the tunnel
+    iproute2 nftables                               # network namespaces as hosts, firewalls
 )
 missing=()
 for pkg in "${want[@]}"; do

@@ -1,6 +1,8 @@
 """Tunnels: the agent (serve), the client side (connect, listen), phone home, the hello
-protocol, the private leg, and the TLS Pool call for Python programs."""
+protocol, the private leg, the TLS Pool call for Python programs, accounting of every
+connection attempt, and the status metrics."""
 
+from ._accounting import Accounting, Attempt, ConnRecord, Summary, parse_since, summarize
 from ._agent import Agent, Target
 from ._client import AgentLink, Connector, ReverseListener
 from ._hello import MAX_FRAME, VERSION, Hello, Purpose
@@ -8,20 +10,26 @@ from ._leg import Endpoint, check_same_user, parse_endpoint, peer_uid
 from ._perconn import PerConnection, peer_environment
 from ._phonehome import Backoff, Home
 from ._program import Program, ProgramExited, Restart
-from ._secure import Side, secure
+from ._secure import Side, Tracked, secure
+from ._status import METRICS, Metrics, render_json, render_prometheus
 from ._stream import ByteStream
 
 __all__ = [
     "MAX_FRAME",
+    "METRICS",
     "VERSION",
+    "Accounting",
     "Agent",
     "AgentLink",
+    "Attempt",
     "Backoff",
     "ByteStream",
+    "ConnRecord",
     "Connector",
     "Endpoint",
     "Hello",
     "Home",
+    "Metrics",
     "PerConnection",
     "Program",
     "ProgramExited",
@@ -29,10 +37,16 @@ __all__ = [
     "Restart",
     "ReverseListener",
     "Side",
+    "Summary",
     "Target",
+    "Tracked",
     "check_same_user",
     "parse_endpoint",
+    "parse_since",
     "peer_environment",
     "peer_uid",
+    "render_json",
+    "render_prometheus",
     "secure",
+    "summarize",
 ]

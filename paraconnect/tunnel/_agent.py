@@ -16,6 +16,9 @@ where noted):
   ``ping`` → ``pong``;
 * listener → agent (reverse): ``open {channel}`` (dial back a data connection whose hello
   carries that channel token); ``phone_home {...}`` → ok/error, then the agent moves there.
+* client or listener → agent: ``crl {pem}``, the session owner's current revocation list
+  (no answer): applied if the session CA signed it and it is newer, kept beside credentials
+  that are a directory of PEM files, and open connections now refused are closed.
 
 A bad peer costs only its own connection: it is logged and closed, the agent keeps serving.
 """
@@ -34,6 +37,7 @@ import anyio.abc
 from ..errors import ConfigError, NetworkError, ParaconnectError, TrustError
 from ..pki import Credentials, Role, SecurityLevel, Store
 from ..tls import PeerIdentity
+from ._accounting import Accounting
 from ._hello import Purpose, read_message, write_frame
 from ._leg import (
     Endpoint,
@@ -48,13 +52,15 @@ from ._phonehome import Backoff, Home
 from ._program import Program
 from ._proxyproto import proxy_header
 from ._relay import relay
-from ._secure import HANDSHAKE_TIMEOUT, Side
+from ._secure import HANDSHAKE_TIMEOUT, Side, Tracked
 from ._stream import ByteStream
 from ._util import accept_loop, guard, single_error
 
 __all__ = ["Agent", "Target", "check_insecure"]
 
 log = logging.getLogger("paraconnect.tunnel")
+
+MAX_CRL_PARTS = 64  # frames of one pushed revocation list (12 KiB each: thousands of entries)
 
 
 class Target(Protocol):
@@ -118,6 +124,7 @@ class Agent:
         unique_id: str | None = None,
         store: Store | None = None,
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        accounting: Accounting | bool = True,
         proxy_protocol: bool = False,
     ) -> None:
         if (program is None) == (target is None):
@@ -132,6 +139,7 @@ class Agent:
             unique_id=unique_id,
             store=store,
             handshake_timeout=handshake_timeout,
+            accounting=accounting,
         )
         self.program = program
         if program is not None:
@@ -159,6 +167,7 @@ class Agent:
         check_insecure(self.level, self.listen + [h.endpoint for h in self.homes], self.insecure)
         sockets: list[socket.socket] = []
         try:
+            self.side.open_accounting()
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 if self.program is not None:
@@ -178,6 +187,7 @@ class Agent:
                     tg.start_soon(accept_loop, lsock, tg, self._incoming, str(bound))
                 for home in self.homes:
                     self.phone(home)
+                tg.start_soon(self.side.watch)
                 task_status.started(list(self.addresses))
         except BaseExceptionGroup as group:
             raise single_error(group) from None
@@ -185,6 +195,7 @@ class Agent:
             self._tg = None
             for lsock in sockets:
                 lsock.close()
+            self.side.close()
 
     def _running(self) -> anyio.abc.TaskGroup:
         if self._tg is None:
@@ -210,12 +221,34 @@ class Agent:
         except ParaconnectError as exc:
             log.warning("refused connection from %s: %s", where, exc)
             return
-        if hello.purpose is Purpose.DATA:
-            await self._data(conn, where)
-        else:
-            await self._client_control(conn, where)
+        with self.side.track(conn, hello, where) as tracked:
+            if hello.purpose is Purpose.DATA:
+                await self._data(conn, where, tracked)
+            else:
+                await self._client_control(conn, where)
 
-    async def _data(self, conn: ByteStream, where: str) -> None:
+    def _crl_message(self, msg: dict[str, object], source: str, parts: list[str]) -> None:
+        """One part of the owner's revocation list; the whole list is checked and applied."""
+        pem, part, total = msg.get("pem"), msg.get("part", 0), msg.get("parts", 1)
+        if (
+            not isinstance(pem, str)
+            or type(part) is not int
+            or type(total) is not int
+            or not 0 <= part < total <= MAX_CRL_PARTS
+            or part != len(parts)
+        ):
+            parts.clear()
+            log.warning("%s sent a malformed revocation list message; ignored", source)
+            return
+        parts.append(pem)
+        if len(parts) == total:
+            text = "".join(parts)
+            parts.clear()
+            self.side.accept_crl(text, source)
+
+    async def _data(self, conn: ByteStream, where: str, tracked: Tracked) -> None:
+        from ._splice import SpliceResult
+
         label = conn.peer.label
         try:
             leg = await self.target.connect(conn.peer, where)
@@ -229,10 +262,13 @@ class Agent:
         log.info("data connection from %s at %s: relaying to the program", label, where)
         try:
             preamble = proxy_header(conn.peer, conn.sock) if self.proxy_protocol else b""
-            result = await relay(conn, leg, preamble=preamble)
+            tracked.live = SpliceResult()
+            result = await relay(conn, leg, preamble=preamble, live=tracked.live)
         except ParaconnectError as exc:
+            tracked.reason = f"failed: {exc}"
             log.warning("data connection from %s at %s failed: %s", label, where, exc)
             return
+        tracked.reason = result.reason
         log.info(
             "data connection from %s at %s closed: %d bytes in, %d out (%s)",
             label,
@@ -250,6 +286,7 @@ class Agent:
     async def _client_control(self, conn: ByteStream, where: str) -> None:
         label = conn.peer.label
         log.info("control connection from %s at %s", label, where)
+        crl_parts: list[str] = []
         try:
             await write_frame(conn, self._info())
             while True:
@@ -269,6 +306,8 @@ class Agent:
                     self.phone(home)
                 elif kind == "ping":
                     await write_frame(conn, {"type": "pong"})
+                elif kind == "crl":
+                    self._crl_message(msg, f"{label} at {where}", crl_parts)
                 else:
                     await write_frame(conn, {"type": "error", "reason": f"unknown {kind!r}"})
         except ParaconnectError as exc:
@@ -313,7 +352,7 @@ class Agent:
             refused = False
             try:
                 sock = await connect_endpoint(home.endpoint, timeout=max(home.interval, 5.0))
-                conn, _hello = await self.side.establish(
+                conn, hello = await self.side.establish(
                     sock, server_side=False, purpose=Purpose.CONTROL
                 )
             except TrustError as exc:
@@ -324,7 +363,10 @@ class Agent:
             else:
                 backoff.reset()
                 log.info("phoned home to %s: taken by %s", home.endpoint, conn.peer.label)
-                if await self._home_control(conn, home):
+                moved = False
+                with self.side.track(conn, hello, str(home.endpoint)):
+                    moved = await self._home_control(conn, home)
+                if moved:
                     return False
                 log.warning("the listener at %s went away; phoning again", home.endpoint)
                 since = anyio.current_time()
@@ -333,6 +375,7 @@ class Agent:
     async def _home_control(self, conn: ByteStream, home: Home) -> bool:
         """Serve a listener's control channel; True when it sent us elsewhere."""
         tg = self._running()
+        crl_parts: list[str] = []
         try:
             await write_frame(conn, self._info())
             while True:
@@ -359,6 +402,8 @@ class Agent:
                     return True
                 elif kind == "ping":
                     await write_frame(conn, {"type": "pong"})
+                elif kind == "crl":
+                    self._crl_message(msg, f"{conn.peer.label} at {home.endpoint}", crl_parts)
         except ParaconnectError as exc:
             log.warning("control channel to %s failed: %s", home.endpoint, exc)
             return False
@@ -370,10 +415,12 @@ class Agent:
         with guard(str(home.endpoint)):
             try:
                 sock = await connect_endpoint(home.endpoint)
-                conn, _hello = await self.side.establish(
+                conn, hello = await self.side.establish(
                     sock, server_side=False, purpose=Purpose.DATA, channel=channel
                 )
             except ParaconnectError as exc:
                 log.warning("data channel to %s (%s) failed: %s", home.endpoint, label, exc)
                 return
-            await self._data(conn, str(home.endpoint))
+            where = str(home.endpoint)
+            with self.side.track(conn, hello, where) as tracked:
+                await self._data(conn, where, tracked)

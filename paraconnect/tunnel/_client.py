@@ -10,6 +10,10 @@ connection asks the newest agent, over its control channel, to dial back a data 
 for a random channel token.
 
 Both can, when they leave, tell the agent where to phone next (`request_phone_home`).
+
+Both hold the session (its revocation list): when the list changes, they push it to their
+agents on the control channels (``crl {pem}``), and at every new control channel too, so an
+agent on another host learns of a revocation without a restart.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import anyio.abc
 
 from ..errors import ConfigError, NetworkError, ParaconnectError, ProtocolError
 from ..pki import Credentials, Role, SecurityLevel, Store
+from ._accounting import Accounting
 from ._agent import check_insecure
 from ._hello import Hello, Purpose, read_message, write_frame
 from ._leg import (
@@ -47,6 +52,7 @@ __all__ = ["AgentLink", "Connector", "ReverseListener"]
 log = logging.getLogger("paraconnect.tunnel")
 
 AGENT_WAIT = 30.0
+CRL_PART = 12 * 1024  # characters of PEM per control frame
 CHANNEL_TIMEOUT = 15.0
 
 
@@ -121,6 +127,51 @@ class _Control:
     async def aclose(self) -> None:
         await self.conn.aclose()
 
+    async def push_crl(self, side: Side) -> None:
+        """Send our revocation list to the agent on this channel (it checks the signature)."""
+        pem = side.crl_pem()
+        if pem is None or self.closed.is_set():
+            return
+        # A long list spans several frames (each at most MAX_FRAME), sent back to back.
+        parts = [pem[i : i + CRL_PART] for i in range(0, len(pem), CRL_PART)]
+        try:
+            async with self._lock:
+                for index, part in enumerate(parts):
+                    await write_frame(
+                        self.conn,
+                        {"type": "crl", "pem": part, "part": index, "parts": len(parts)},
+                    )
+        except ParaconnectError as exc:
+            log.warning("could not send the revocation list to %s: %s", self.conn.peer.label, exc)
+        else:
+            log.debug("revocation list sent to %s", self.conn.peer.label)
+
+
+async def _relay_tracked(
+    side: Side, conn: ByteStream, hello: Hello, local: socket.socket, where: str
+) -> None:
+    """Relay a data connection under the side's registry and accounting."""
+    from ._splice import SpliceResult
+
+    label = conn.peer.label
+    with side.track(conn, hello, where) as tracked:
+        tracked.live = SpliceResult()
+        try:
+            result = await relay(conn, local, live=tracked.live)
+        except ParaconnectError as exc:
+            tracked.reason = f"failed: {exc}"
+            log.warning("tunnel to %s for %s failed: %s", label, where, exc)
+            return
+        tracked.reason = result.reason
+        log.info(
+            "tunnel to %s for %s closed: %d bytes in, %d out (%s)",
+            label,
+            where,
+            result.bytes_to_plain,
+            result.bytes_to_peer,
+            result.reason,
+        )
+
 
 async def _read_info(conn: ByteStream, timeout: float) -> int | None:  # noqa: ASYNC109
     """The agent's first control message: its server id and the program's connect id."""
@@ -152,6 +203,7 @@ class Connector:
         unique_id: str | None = None,
         store: Store | None = None,
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        accounting: Accounting | bool = True,
     ) -> None:
         self.side = Side(
             creds,
@@ -160,6 +212,7 @@ class Connector:
             unique_id=unique_id,
             store=store,
             handshake_timeout=handshake_timeout,
+            accounting=accounting,
         )
         self.remote = _ep(remote, "HOST:PORT")
         self.local = _local_ep(local)
@@ -179,7 +232,14 @@ class Connector:
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[Endpoint] = anyio.TASK_STATUS_IGNORED
     ) -> None:
+        try:
+            await self._run(task_status)
+        finally:
+            self.side.close()  # the accounting database, also after a refusal
+
+    async def _run(self, task_status: anyio.abc.TaskStatus[Endpoint]) -> None:
         check_insecure(self.side.level, [self.remote], self.insecure)
+        self.side.open_accounting()
         conn, hello = await self._dial(Purpose.CONTROL)
         self.agent = hello
         try:
@@ -193,6 +253,7 @@ class Connector:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._watch_control, self._control)
+                tg.start_soon(self.side.watch, self._push_crl)
                 lsock = bind_listener(self.local)
                 self.address = bound_endpoint(lsock, self.local)
                 log.info("local endpoint %s leads to %s", self.address, self.remote)
@@ -205,8 +266,15 @@ class Connector:
             if lsock is not None:
                 lsock.close()
 
+    async def _push_crl(self) -> None:
+        if self._control is not None:
+            await self._control.push_crl(self.side)
+
     async def _watch_control(self, control: _Control) -> None:
-        await control.read_loop()
+        with self.side.track(control.conn, control.hello, str(self.remote)):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(control.push_crl, self.side)
+                await control.read_loop()
         log.warning(
             "the agent at %s closed the control channel (stopped or restarted?); local "
             "connections are still tried, but it can no longer be asked to phone home",
@@ -221,26 +289,14 @@ class Connector:
 
     async def _tunnel(self, local: socket.socket, where: str) -> None:
         try:
-            conn, _hello = await self._dial(Purpose.DATA)
+            conn, hello = await self._dial(Purpose.DATA)
         except ParaconnectError as exc:
             log.warning("local connection from %s: cannot reach %s: %s", where, self.remote, exc)
             local.close()
             return
         label = conn.peer.label
         log.info("local connection from %s tunnelled to %s at %s", where, label, self.remote)
-        try:
-            result = await relay(conn, local)
-        except ParaconnectError as exc:
-            log.warning("tunnel to %s for %s failed: %s", label, where, exc)
-            return
-        log.info(
-            "tunnel to %s for %s closed: %d bytes in, %d out (%s)",
-            label,
-            where,
-            result.bytes_to_plain,
-            result.bytes_to_peer,
-            result.reason,
-        )
+        await _relay_tracked(self.side, conn, hello, local, str(self.remote))
 
     async def request_phone_home(self, home: Home) -> None:
         """Ask the agent to phone `home` from now on (we are leaving); waits for its ok."""
@@ -277,6 +333,7 @@ class ReverseListener:
         unique_id: str | None = None,
         store: Store | None = None,
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        accounting: Accounting | bool = True,
         agent_wait: float = AGENT_WAIT,
         on_agent: Callable[[AgentLink], None] | None = None,
     ) -> None:
@@ -287,6 +344,7 @@ class ReverseListener:
             unique_id=unique_id,
             store=store,
             handshake_timeout=handshake_timeout,
+            accounting=accounting,
         )
         self.listen = _ep(listen, "HOST:PORT")
         self.local = _local_ep(local)
@@ -297,7 +355,7 @@ class ReverseListener:
         self.local_address: Endpoint | None = None
         self.agents: list[AgentLink] = []
         self._agent_changed = anyio.Event()
-        self._pending: dict[str, tuple[anyio.Event, list[ByteStream]]] = {}
+        self._pending: dict[str, tuple[anyio.Event, list[tuple[ByteStream, Hello]]]] = {}
         self._tg: anyio.abc.TaskGroup | None = None
 
     async def run(
@@ -308,6 +366,7 @@ class ReverseListener:
         check_insecure(self.side.level, [self.listen], self.insecure)
         sockets: list[socket.socket] = []
         try:
+            self.side.open_accounting()
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 tls_sock = bind_listener(self.listen)
@@ -328,6 +387,7 @@ class ReverseListener:
                 where = str(self.local_address)
                 same_user = functools.partial(check_same_user, where=where)
                 tg.start_soon(accept_loop, local_sock, tg, self._forward, where, same_user)
+                tg.start_soon(self.side.watch, self._push_crl)
                 task_status.started((self.address, self.local_address))
         except BaseExceptionGroup as group:
             raise single_error(group) from None
@@ -335,6 +395,11 @@ class ReverseListener:
             self._tg = None
             for sock in sockets:
                 sock.close()
+            self.side.close()
+
+    async def _push_crl(self) -> None:
+        for link in list(self.agents):
+            await link.control.push_crl(self.side)
 
     async def wait_for_agent(self, timeout: float | None = None) -> AgentLink:  # noqa: ASYNC109
         with anyio.fail_after(timeout):
@@ -356,7 +421,7 @@ class ReverseListener:
                 )
                 await conn.aclose()
                 return
-            pending[1].append(conn)
+            pending[1].append((conn, hello))
             pending[0].set()
             return
         await self._agent(conn, hello, where)
@@ -378,23 +443,28 @@ class ReverseListener:
         if self.on_agent is not None:
             self.on_agent(link)
         try:
-            await link.control.read_loop()
+            with self.side.track(conn, hello, where):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(link.control.push_crl, self.side)
+                    await link.control.read_loop()
         finally:
             self.agents.remove(link)
             self._changed()
             log.info("%s (id %r) at %s disconnected", link.peer_label, hello.server_id, where)
 
     async def _forward(self, local: socket.socket, where: str) -> None:
-        slot: list[ByteStream] = []
+        slot: list[tuple[ByteStream, Hello]] = []
         try:
             await self._tunnel(local, where, slot)
         finally:
             local.close()  # idempotent: the relay closes both ends itself
             with anyio.CancelScope(shield=True):
-                for conn in slot:
+                for conn, _hello in slot:
                     await conn.aclose()
 
-    async def _tunnel(self, local: socket.socket, where: str, slot: list[ByteStream]) -> None:
+    async def _tunnel(
+        self, local: socket.socket, where: str, slot: list[tuple[ByteStream, Hello]]
+    ) -> None:
         try:
             link = await self.wait_for_agent(self.agent_wait)
         except TimeoutError:
@@ -424,21 +494,9 @@ class ReverseListener:
             )
             local.close()
             return
-        conn = slot[0]
+        conn, hello = slot[0]
         log.info("local connection from %s tunnelled to %s", where, link.peer_label)
-        try:
-            result = await relay(conn, local)
-        except ParaconnectError as exc:
-            log.warning("tunnel to %s for %s failed: %s", link.peer_label, where, exc)
-            return
-        log.info(
-            "tunnel to %s for %s closed: %d bytes in, %d out (%s)",
-            link.peer_label,
-            where,
-            result.bytes_to_plain,
-            result.bytes_to_peer,
-            result.reason,
-        )
+        await _relay_tracked(self.side, conn, hello, local, link.where)
 
     async def request_phone_home(
         self, home: Home, agents: Sequence[AgentLink] | None = None

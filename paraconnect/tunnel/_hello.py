@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 import json
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -22,7 +22,7 @@ import anyio
 
 from ..errors import NetworkError, ProtocolError, TrustError
 from ..pki import Role, SecurityLevel
-from ..tls import check_peer
+from ..tls import PeerIdentity, check_peer
 from ._stream import ByteStream
 
 __all__ = [
@@ -224,10 +224,12 @@ async def exchange_hello(
     session_id: str,
     expect_server_id: str | None = None,
     timeout: float = HELLO_TIMEOUT,  # noqa: ASYNC109 - one budget for the whole exchange
+    check: Callable[[PeerIdentity, Hello], None] | None = None,
 ) -> Hello:
     """The dialler (`initiator`) speaks first; the acceptor answers with its own hello, for the
     same purpose and channel.  Then both check and exchange verdicts.  Returns the peer's
-    hello, or raises TrustError (either side refused), ProtocolError or NetworkError."""
+    hello, or raises TrustError (either side refused), ProtocolError or NetworkError.
+    `check` (the policy) may refuse the peer with a TrustError; its reason goes to the peer."""
     where = conn.peer.label
     try:
         with anyio.fail_after(timeout):
@@ -245,6 +247,8 @@ async def exchange_hello(
                     raise TrustError(
                         f"the peer is server {theirs.server_id!r}, not {expect_server_id!r}"
                     )
+                if check is not None:
+                    check(conn.peer, theirs)
             except TrustError as exc:
                 refusal = str(exc)
             if refusal is not None:

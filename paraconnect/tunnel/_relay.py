@@ -10,10 +10,14 @@ import asyncio
 import contextlib
 import socket
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import anyio
 
 from ._stream import ByteStream, PlainConnection
+
+if TYPE_CHECKING:
+    from ._splice import SpliceResult
 
 __all__ = ["RelayResult", "relay"]
 
@@ -27,9 +31,28 @@ class RelayResult:
     reason: str
 
 
-async def _pump_plain(conn: PlainConnection, plain: socket.socket) -> RelayResult:
+class _Counts:
+    """The plain pump's counters, in the shape of SpliceResult's (for live readers)."""
+
+    def __init__(self, live: SpliceResult | None) -> None:
+        self.live = live
+        self.counts = [0, 0]
+
+    def add(self, index: int, n: int) -> None:
+        self.counts[index] += n
+        if self.live is not None:
+            if index == 0:
+                self.live.bytes_a_to_b += n
+            else:
+                self.live.bytes_b_to_a += n
+
+
+async def _pump_plain(
+    conn: PlainConnection, plain: socket.socket, live: SpliceResult | None
+) -> RelayResult:
     loop = asyncio.get_running_loop()
-    counts = [0, 0]
+    counter = _Counts(live)
+    counts = counter.counts
     reasons: list[str] = []
 
     async def one_way(src: socket.socket, dst: socket.socket, index: int, name: str) -> None:
@@ -42,7 +65,7 @@ async def _pump_plain(conn: PlainConnection, plain: socket.socket) -> RelayResul
                     reasons.append(f"{name} closed")
                     return
                 await loop.sock_sendall(dst, data)
-                counts[index] += len(data)
+                counter.add(index, len(data))
         except OSError as exc:
             reasons.append(f"{name}: {exc.strerror or exc}")
             tg.cancel_scope.cancel()
@@ -54,21 +77,33 @@ async def _pump_plain(conn: PlainConnection, plain: socket.socket) -> RelayResul
     return RelayResult(counts[0], counts[1], ", ".join(reasons) or "closed")
 
 
-async def relay(conn: ByteStream, plain: socket.socket, *, preamble: bytes = b"") -> RelayResult:
+async def relay(
+    conn: ByteStream,
+    plain: socket.socket,
+    *,
+    preamble: bytes = b"",
+    live: SpliceResult | None = None,
+) -> RelayResult:
     """Copy both ways until both directions end; half-close is forwarded.  `preamble` goes to
-    the plain side first (a PROXY protocol header)."""
+    the plain side first (a PROXY protocol header).  `live` receives the byte counts while the
+    relay runs (and keeps them, with the reason, if it is cancelled)."""
     try:
         if isinstance(conn, PlainConnection):
             if preamble:
                 plain.setblocking(False)
                 await asyncio.get_running_loop().sock_sendall(plain, preamble)
-            return await _pump_plain(conn, plain)
+            try:
+                return await _pump_plain(conn, plain, live)
+            except BaseException:
+                if live is not None and not live.reason:
+                    live.reason = "cancelled"
+                raise
         from ._splice import splice
         from ._tlsconn import TLSConnection
 
         if not isinstance(conn, TLSConnection):
             raise TypeError(f"cannot relay a {type(conn).__name__}")
-        result = await splice(conn, plain, initial_to_plain=preamble)
+        result = await splice(conn, plain, initial_to_plain=preamble, result=live)
         return RelayResult(result.bytes_a_to_b, result.bytes_b_to_a, result.reason)
     finally:
         with anyio.CancelScope(shield=True):

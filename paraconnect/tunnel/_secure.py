@@ -1,8 +1,14 @@
 """The TLS Pool call: hand over a connected socket, get back a stream and the proven peer.
 
 `Side` holds what one end needs for every connection (credentials, level, acting role, unique
-ID, SSL contexts) and checks its own credentials once, before any peer sees them.  `secure()`
-is the one-shot form for Python programs.
+ID, SSL contexts, the policy in force) and checks its own credentials once, before any peer
+sees them.  `secure()` is the one-shot form for Python programs.
+
+A side also keeps the registry of its open connections (`Tracked`, each with the identity TLS
+proved and a cancel scope), an accounting record for every attempt, and the process metrics.
+When its revocation list or policy changes (a file change seen by `refresh`, cheap enough for
+every handshake and polled by `watch`, or a CRL pushed over a control channel), every open
+connection is checked again and the ones now refused are closed, with the reason logged.
 """
 
 from __future__ import annotations
@@ -12,19 +18,123 @@ import logging
 import os
 import socket
 import ssl
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING
 
-from ..errors import ConfigError, CredentialError, ParaconnectError
-from ..pki import Credentials, Role, SecurityLevel, Store, load_crl
-from ..tls import ANONYMOUS, PeerIdentity, client_context, server_context
+import anyio
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from ..errors import ConfigError, CredentialError, ParaconnectError, StorageError, TrustError
+from ..pki import (
+    Credentials,
+    Identity,
+    Role,
+    SecurityLevel,
+    Store,
+    crl_number,
+    load_crl,
+    policy_path,
+    verify_crl,
+    write_crl_beside,
+)
+from ..tls import ANONYMOUS, PeerIdentity, PolicyWatcher, client_context, server_context
+from ._accounting import Accounting, Attempt
 from ._hello import HELLO_TIMEOUT, Hello, Purpose, exchange_hello
+from ._status import METRICS, Metrics, classify_failure
 from ._stream import ByteStream, PlainConnection
+from ._util import peer_addr
 
-__all__ = ["HANDSHAKE_TIMEOUT", "Side", "secure"]
+if TYPE_CHECKING:
+    from ._splice import SpliceResult
+
+__all__ = ["HANDSHAKE_TIMEOUT", "Side", "Tracked", "identity_label", "secure"]
 
 log = logging.getLogger("paraconnect.tunnel")
 
+_PEM = Encoding.PEM
+
 HANDSHAKE_TIMEOUT = 10.0
+
+
+WATCH_INTERVAL = 0.25  # how often a running side looks at its CRL and policy files
+PROGRESS_INTERVAL = 2.0  # how often open connections' byte counts reach the accounting
+
+
+def identity_label(ident: Identity | None) -> str | None:
+    if ident is None:
+        return None
+    node = f" on {ident.unique_id}" if ident.unique_id else ""
+    return f"{ident.role.value} {ident.name!r}{node}"
+
+
+_Stamp = tuple[int, int, int] | None
+
+
+def _stamp_of(path: Path | None) -> _Stamp:
+    if path is None:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_ino, st.st_size)
+
+
+class Tracked:
+    """One open tunnel connection: who is on the other end, and how to close it.
+
+    Use as a context manager around the connection's work: its cancel scope is what a
+    revocation cancels, and leaving it completes the accounting record."""
+
+    __slots__ = ("closed_by", "conn", "hello", "kind", "live", "reason", "row", "scope", "side",
+                 "started", "where")  # fmt: skip
+
+    def __init__(self, side: Side, conn: ByteStream, hello: Hello, where: str) -> None:
+        self.side = side
+        self.conn = conn
+        self.hello = hello
+        self.kind = hello.purpose.value
+        self.where = where
+        self.scope = anyio.CancelScope()
+        self.started = time.time()
+        self.live: SpliceResult | None = None  # the relay's live counters (data connections)
+        self.row: int | None = None
+        self.closed_by: str | None = None
+        self.reason = "closed"
+
+    @property
+    def peer(self) -> PeerIdentity:
+        return self.conn.peer
+
+    def byte_counts(self) -> tuple[int, int]:
+        """(from the peer, to the peer): payload for data connections, messages for control."""
+        if self.live is not None:
+            return self.live.bytes_a_to_b, self.live.bytes_b_to_a
+        return getattr(self.conn, "bytes_in", 0), getattr(self.conn, "bytes_out", 0)
+
+    def close(self, why: str) -> None:
+        """Close it now (from the event loop's thread): the work inside is cancelled."""
+        if self.closed_by is None:
+            self.closed_by = why
+        self.scope.cancel()
+
+    def __enter__(self) -> Tracked:
+        self.scope.__enter__()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        try:
+            return bool(self.scope.__exit__(exc_type, exc, tb))
+        finally:
+            self.side._untrack(self)
 
 
 def _acting_role(role: Role | str) -> Role:
@@ -48,7 +158,12 @@ class Side:
         store: Store | None = None,
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
         hello_timeout: float = HELLO_TIMEOUT,
+        accounting: Accounting | bool = True,
+        metrics: Metrics | None = None,
     ) -> None:
+        """`accounting`: True (default) for the data directory's database, opened on the
+        first connection and closed by `close()`; False for none; or an `Accounting` the
+        caller owns.  `metrics`: the process-wide `METRICS` unless another is given."""
         self.creds = creds
         self.role = _acting_role(role)
         self.level = SecurityLevel.parse(level) if level is not None else creds.level
@@ -56,10 +171,28 @@ class Side:
         self.handshake_timeout = handshake_timeout
         self.hello_timeout = min(hello_timeout, max(handshake_timeout, 1.0))
         self.unique_id = unique_id or (store or Store()).unique_id().value
-        self._check_own()
+        self._store = store
         self._crl_path = self._find_crl()
-        self._crl_stamp = self._stamp()
+        self._crl_stamp: _Stamp = None
         self._contexts: dict[bool, ssl.SSLContext] = {}
+        # The list on disk now, not the one read with the credentials (maybe long ago).
+        self._refresh_crl()
+        self._check_own()
+        # The policy lives beside the revocation list (the session directory, or the directory
+        # of PEM files); a bundle has neither.  A malformed one stops the start here.
+        self.policy = PolicyWatcher(
+            policy_path(self._crl_path) if self._crl_path is not None else None
+        )
+        self.open: set[Tracked] = set()
+        self.metrics = metrics or METRICS
+        self._accounting_wanted = accounting
+        self._accounting: Accounting | None = (
+            accounting if isinstance(accounting, Accounting) else None
+        )
+        self._accounting_failed = False
+        # A CRL file change seen later sets it False: `watch` then pushes the list to agents.
+        self._crl_pushed = True
+        self.local_identity = identity_label(creds.identity) or "anonymous"
 
     @property
     def session_id(self) -> str:
@@ -94,33 +227,231 @@ class Side:
     def _find_crl(self) -> Path | None:
         return self.creds.crl_path
 
-    def _stamp(self) -> int | None:
-        if self._crl_path is None:
-            return None
-        try:
-            return os.stat(self._crl_path).st_mtime_ns
-        except OSError:
-            return None
+    def _stamp(self) -> _Stamp:
+        return _stamp_of(self._crl_path)
 
-    def _refresh(self) -> None:
+    def _refresh_crl(self) -> bool:
         stamp = self._stamp()
         if stamp == self._crl_stamp or self._crl_path is None or stamp is None:
-            return
+            return False
         self._crl_stamp = stamp
         try:
             crl = load_crl(self._crl_path, self.creds.ca_cert)
         except ParaconnectError as exc:
             # A broken list never weakens a running side: the previous one stays in force.
             log.error("%s; keeping the previous revocation list", exc)
-            return
+            return False
         if crl is None:
-            return
+            return False
+        old = self.creds.crl
+        if old is not None and crl.public_bytes(_PEM) == old.public_bytes(_PEM):
+            return False
+        if old is not None and crl_number(crl) < crl_number(old):
+            log.error(
+                "%s holds revocation list number %d, older than the one in force (%d): "
+                "refused (a list never goes back); restore the newest crl.pem",
+                self._crl_path,
+                crl_number(crl),
+                crl_number(old),
+            )
+            return False
         self.creds = dataclasses.replace(self.creds, crl=crl)
         self._contexts.clear()
+        self._crl_pushed = False
         log.info("revocation list %s changed: reloaded", self._crl_path)
+        return True
+
+    def refresh(self) -> bool:
+        """Look at the CRL and policy files (two stats); on a change, reload and close the
+        open connections the new ones refuse.  True when something changed."""
+        changed = self._refresh_crl()
+        changed = self.policy.refresh() or changed
+        if changed:
+            self.recheck()
+        return changed
+
+    def refusal(self, peer: PeerIdentity) -> str | None:
+        """Why this side would refuse `peer` now (revoked, or denied by policy), or None."""
+        if self.level is SecurityLevel.NONE or peer.identity is None:
+            return None
+        crl = self.creds.crl
+        if crl is not None and peer.serial is not None:
+            entry = crl.get_revoked_certificate_by_serial_number(peer.serial)
+            if entry is not None:
+                return (
+                    f"{peer.label} (serial {peer.serial:x}) was revoked at "
+                    f"{entry.revocation_date_utc:%Y-%m-%d %H:%M:%S} UTC"
+                )
+        return self.policy.refusal(peer)
+
+    def recheck(self) -> list[Tracked]:
+        """Close every open connection this side would now refuse; returns them."""
+        closed = []
+        for tracked in list(self.open):
+            why = self.refusal(tracked.peer)
+            if why is not None:
+                log.warning(
+                    "closing the %s connection with %s at %s: %s",
+                    tracked.kind,
+                    tracked.peer.label,
+                    tracked.where,
+                    why,
+                )
+                tracked.close(why)
+                closed.append(tracked)
+        return closed
+
+    def accept_crl(self, data: bytes | str, source: str) -> bool:
+        """A revocation list pushed by the session owner (over a control channel): applied if
+        the session CA signed it and it is newer than ours, written beside credentials that
+        are a directory of PEM files, then open connections are checked again.  Returns True
+        when applied; a list signed by another CA or an older one is refused (logged), and
+        the current one stays in force."""
+        try:
+            crl = verify_crl(data, self.creds.ca_cert, source)
+        except ParaconnectError as exc:
+            log.error("%s", exc)
+            return False
+        current = self.creds.crl
+        if current is not None:
+            ours, theirs = crl_number(current), crl_number(crl)
+            if theirs < ours:
+                # A stale copy (a friend's imported session), or a replay: never a rollback.
+                log.info(
+                    "the revocation list from %s is older (number %d) than the one in force "
+                    "(%d); refused, the current one stays in force",
+                    source,
+                    theirs,
+                    ours,
+                )
+                return False
+            if theirs == ours:
+                return False
+        path = self._crl_path
+        if path is not None and not (path.parent / "session.json").exists():
+            try:
+                write_crl_beside(path, crl)
+                self._crl_stamp = self._stamp()
+            except StorageError as exc:
+                log.error("cannot keep the revocation list from %s: %s", source, exc)
+        self.creds = dataclasses.replace(self.creds, crl=crl)
+        self._contexts.clear()
+        log.info("revocation list %d from %s applied", crl_number(crl), source)
+        self.recheck()
+        return True
+
+    def crl_pem(self) -> str | None:
+        crl = self.creds.crl
+        return None if crl is None else crl.public_bytes(_PEM).decode()
+
+    # -- accounting and the registry of open connections -----------------------------------
+
+    @property
+    def accounting(self) -> Accounting | None:
+        if self._accounting is None and self._accounting_wanted and not self._accounting_failed:
+            try:
+                self._accounting = Accounting.in_home((self._store or Store()).home)
+            except StorageError as exc:
+                self._accounting_failed = True
+                log.error("%s; connections are NOT being accounted", exc)
+        return self._accounting
+
+    def open_accounting(self) -> Accounting | None:
+        """Open the accounting now (a starting agent or client: rows that a killed
+        predecessor left open are marked lost at once, not at the first connection)."""
+        return self.accounting
+
+    def close(self) -> None:
+        """Release the accounting database (reopened on the next connection)."""
+        if self._accounting is not None and self._accounting_wanted is True:
+            self._accounting.close()
+            self._accounting = None
+
+    def _attempt(self, kind: str, where: str, peer: PeerIdentity | None, server_id: str) -> Attempt:
+        ident = peer.identity if peer is not None else None
+        return Attempt(
+            session=self.session_id,
+            server_id=server_id,
+            kind=kind,
+            side=self.role.value,
+            local_identity=self.local_identity,
+            remote_address=where,
+            remote_identity=identity_label(ident),
+            remote_role=ident.role.value if ident else None,
+            remote_name=ident.name if ident else None,
+            remote_serial=format(peer.serial, "x") if peer and peer.serial is not None else None,
+            remote_unique_id=ident.unique_id if ident else None,
+        )
+
+    def _account(self, call: Callable[[Accounting], object]) -> object:
+        acc = self.accounting
+        if acc is None:
+            return None
+        try:
+            return call(acc)
+        except Exception as exc:  # sqlite3.Error, OSError: accounting never stops a tunnel
+            log.error("accounting %s failed: %s", acc.path, exc)
+            return None
+
+    def track(self, conn: ByteStream, hello: Hello, where: str) -> Tracked:
+        """Register an established connection (and start its accounting record).  Use the
+        result as a context manager around the connection's work."""
+        tracked = Tracked(self, conn, hello, where)
+        server_id = hello.server_id if self.role is Role.CLIENT else self.server_id
+        attempt = self._attempt(tracked.kind, where, conn.peer, server_id)
+        row = self._account(lambda acc: acc.start(attempt, tracked.started))
+        tracked.row = row if isinstance(row, int) else None
+        self.open.add(tracked)
+        self.metrics.opened(tracked)
+        # A change between the handshake and now is caught here.
+        why = self.refusal(conn.peer)
+        if why is not None:
+            tracked.close(why)
+        return tracked
+
+    def _untrack(self, tracked: Tracked) -> None:
+        self.open.discard(tracked)
+        self.metrics.closed(tracked)
+        if tracked.row is None:
+            return
+        bytes_in, bytes_out = tracked.byte_counts()
+        reason = (
+            f"closed by this side: {tracked.closed_by}" if tracked.closed_by else tracked.reason
+        )
+        row = tracked.row
+        self._account(
+            lambda acc: acc.finish(row, bytes_in=bytes_in, bytes_out=bytes_out, reason=reason)
+        )
+
+    def _progress(self) -> None:
+        rows = [(t.row, *t.byte_counts()) for t in self.open if t.row is not None]
+        if rows:
+            self._account(lambda acc: acc.progress(rows))
+
+    async def watch(
+        self,
+        on_crl_change: Callable[[], Awaitable[None]] | None = None,
+        *,
+        interval: float = WATCH_INTERVAL,
+    ) -> None:
+        """Run while the side serves: notice CRL and policy changes (and close what they now
+        refuse) within `interval`, keep open rows' byte counts current in the accounting,
+        and call `on_crl_change` (the owner pushes the new list to its agents)."""
+        last_progress = time.monotonic()
+        while True:
+            await anyio.sleep(interval)
+            self.refresh()
+            if not self._crl_pushed:
+                self._crl_pushed = True
+                if on_crl_change is not None:
+                    await on_crl_change()
+            now = time.monotonic()
+            if now - last_progress >= PROGRESS_INTERVAL:
+                last_progress = now
+                self._progress()
 
     def context(self, server_side: bool) -> ssl.SSLContext:
-        self._refresh()
+        self.refresh()
         ctx = self._contexts.get(server_side)
         if ctx is None:
             ctx = server_context(self.creds) if server_side else client_context(self.creds)
@@ -146,8 +477,14 @@ class Side:
         channel: str | None = None,
         expect_server_id: str | None = None,
     ) -> tuple[ByteStream, Hello]:
-        """Handshake (unless level none) and hello. Closes the socket on failure."""
+        """Handshake (unless level none) and hello, with the policy checked on the peer.
+        Closes the socket on failure.  Every failure is counted and accounted as a refused
+        attempt; a success is counted, and the caller tracks it (`track`)."""
         conn: ByteStream
+        started = time.time()
+        where = peer_addr(sock)
+        # The acceptor learns the purpose only from the hello.
+        kind = purpose.value if not server_side else "unknown"
         try:
             if self.level is SecurityLevel.NONE:
                 conn = PlainConnection(sock, ANONYMOUS)
@@ -160,9 +497,21 @@ class Side:
                     server_side=server_side,
                     timeout=self.handshake_timeout,
                 )
+        except ParaconnectError as exc:
+            sock.close()
+            self._failed(exc, kind, where, None, expect_server_id or self.server_id, started)
+            raise
         except BaseException:
             sock.close()
             raise
+        seen: list[Hello] = []
+
+        def check_policy(peer: PeerIdentity, hello: Hello) -> None:
+            seen.append(hello)
+            why = self.policy.refusal(peer) if self.level is not SecurityLevel.NONE else None
+            if why is not None:
+                raise TrustError(why)
+
         try:
             theirs = await exchange_hello(
                 conn,
@@ -172,11 +521,32 @@ class Side:
                 session_id=self.session_id,
                 expect_server_id=expect_server_id,
                 timeout=self.hello_timeout,
+                check=check_policy,
             )
+        except ParaconnectError as exc:
+            await conn.aclose()
+            peer = getattr(conn, "peer", None)
+            kind = seen[0].purpose.value if seen else kind
+            self._failed(exc, kind, where, peer, expect_server_id or self.server_id, started)
+            raise
         except BaseException:
             await conn.aclose()
             raise
+        self.metrics.handshake_ok()
         return conn, theirs
+
+    def _failed(
+        self,
+        exc: ParaconnectError,
+        kind: str,
+        where: str,
+        peer: PeerIdentity | None,
+        server_id: str,
+        started: float,
+    ) -> None:
+        self.metrics.handshake_failed(classify_failure(exc))
+        attempt = self._attempt(kind, where, peer, server_id)
+        self._account(lambda acc: acc.refused(attempt, str(exc), started))
 
 
 async def secure(
@@ -194,5 +564,9 @@ async def secure(
     send_eof, aclose) and the identity TLS proved; raises TrustError with the reason when
     either side refuses, NetworkError or ProtocolError otherwise.  Closes `sock` on failure."""
     side = Side(creds, role, level=level, server_id=server_id)
-    conn, _hello = await side.establish(sock, server_side=server_side, purpose=Purpose(purpose))
+    try:
+        # A refusal is accounted here; an accepted stream belongs to the caller from now on.
+        conn, _hello = await side.establish(sock, server_side=server_side, purpose=Purpose(purpose))
+    finally:
+        side.close()
     return conn, conn.peer

@@ -1,0 +1,154 @@
+"""``paraconnect debug client | server | creds``: a thin layer over `paraconnect.debug`.
+
+Prints each step as PASS/FAIL/WARN/SKIP with its reason and fix (or, with ``--json``, one JSON
+object with the same steps), and exits 0 when no step failed, 1 when one did.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .debug import Report
+
+__all__ = ["add_parsers"]
+
+
+def _creds_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--creds",
+        required=True,
+        metavar="C",
+        help="client credentials: a session name, a directory of PEM files or a PKCS#12 bundle",
+    )
+    _common(p)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--passphrase-file", metavar="FILE", help="passphrase of a bundle or key")
+    p.add_argument(
+        "--level",
+        choices=["none", "encrypt", "mutual"],
+        help="security level to check against (default: the session's)",
+    )
+    p.add_argument("--json", action="store_true", help="print the steps as JSON")
+
+
+def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    debug = subparsers.add_parser(
+        "debug",
+        help="explain, step by step, why a connection or credentials fail",
+        description="Walk the path to a peer step by step (name, address, TCP, what answers, "
+        "TLS, the peer's certificate, whether it accepts ours, paraconnect's hello) and say "
+        "what passed, what failed, why, and the fix. Exit 1 if a step failed.",
+    )
+    dsub = debug.add_subparsers(dest="debug_command", metavar="WHAT", required=True)
+    p = dsub.add_parser("client", help="try a connection to an agent as a client")
+    p.add_argument("address", metavar="HOST:PORT", help="the agent's --listen address")
+    _creds_options(p)
+    p.add_argument("--server-id", metavar="ID", help="the server id to expect")
+    p.add_argument(
+        "--timeout", type=float, default=5.0, metavar="S", help="seconds per step (default 5)"
+    )
+    p.set_defaults(func=_client)
+    p = dsub.add_parser(
+        "server", help="listen once (as 'paraconnect listen') and explain what arrives"
+    )
+    p.add_argument("address", metavar="HOST:PORT", help="where agents phone home")
+    _creds_options(p)
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="seconds to wait for a connection and for each step (default 60)",
+    )
+    p.set_defaults(func=_server)
+    p = dsub.add_parser("creds", help="check credentials offline")
+    p.add_argument("creds", metavar="C", help="a session name, a PEM directory or a bundle")
+    p.add_argument("--peer-ca", metavar="FILE", help="the peer's ca.crt: would it trust us?")
+    p.add_argument(
+        "--role", choices=["client", "server"], help="the role they must act in (default: any)"
+    )
+    _common(p)
+    p.set_defaults(func=_creds)
+
+
+def _passphrase(args: argparse.Namespace) -> bytes | None:
+    if not args.passphrase_file:
+        return None
+    try:
+        if args.passphrase_file == "-":  # noqa: S105 - "-" means stdin
+            return sys.stdin.buffer.readline().rstrip(b"\r\n")
+        return Path(args.passphrase_file).read_bytes().rstrip(b"\r\n")
+    except OSError as exc:
+        raise ConfigError(
+            f"--passphrase-file {args.passphrase_file}: {exc.strerror or exc}"
+        ) from None
+
+
+def _print(args: argparse.Namespace, report: Report) -> int:
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=1, default=str))
+    else:
+        print(report.render())
+    return 0 if report.passed else 1
+
+
+def _client(args: argparse.Namespace) -> int:
+    import anyio
+
+    from .debug import diagnose_client
+
+    async def main() -> Report:
+        return await diagnose_client(
+            args.address,
+            args.creds,
+            server_id=args.server_id,
+            timeout=args.timeout,
+            passphrase=_passphrase(args),
+            level=args.level,
+        )
+
+    return _print(args, anyio.run(main, backend="asyncio"))
+
+
+def _server(args: argparse.Namespace) -> int:
+    import anyio
+
+    from .debug import diagnose_server
+
+    def listening(port: int) -> None:
+        if not args.json:
+            print(f"listening on port {port}; waiting for one connection", file=sys.stderr)
+
+    async def main() -> Report:
+        return await diagnose_server(
+            args.address,
+            args.creds,
+            timeout=args.timeout,
+            passphrase=_passphrase(args),
+            level=args.level,
+            on_listening=listening,
+        )
+
+    return _print(args, anyio.run(main, backend="asyncio"))
+
+
+def _creds(args: argparse.Namespace) -> int:
+    from .debug import diagnose_creds
+
+    report = diagnose_creds(
+        args.creds,
+        peer_ca=args.peer_ca,
+        role=args.role,
+        passphrase=_passphrase(args),
+        level=args.level,
+    )
+    return _print(args, report)

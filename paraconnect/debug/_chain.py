@@ -1,0 +1,277 @@
+"""The peer's certificate against what we expect: our session CA, a role that may talk to us,
+a validity our clock agrees with, not revoked in our list, bound to a node at level mutual."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+
+from cryptography import x509
+
+from ..errors import ParaconnectError
+from ..pki import Credentials, Identity, Role, SecurityLevel, Store, cert_info, fingerprint
+from ._report import Report
+
+__all__ = ["ACCEPTS", "check_peer_cert", "crl_number_of", "freshest_crl", "human", "key_id"]
+
+# What may stand on the other end, by our acting role (the same table as paraconnect.tls).
+ACCEPTS: dict[Role, tuple[Role, ...]] = {
+    Role.SERVER: (Role.CLIENT, Role.NODE),
+    Role.CLIENT: (Role.SERVER, Role.NODE),
+}
+
+
+def human(delta: dt.timedelta) -> str:
+    seconds = int(abs(delta.total_seconds()))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min {seconds} s"
+
+
+def key_id(cert: x509.Certificate, issuer: bool) -> str | None:
+    try:
+        if issuer:
+            aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+            raw = aki.key_identifier
+        else:
+            raw = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+    except x509.ExtensionNotFound:
+        return None
+    return raw.hex(":").upper() if raw else None
+
+
+def _signed_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(ca)
+    except Exception:  # any failure means "not issued by it"
+        return False
+    return True
+
+
+def _reason_of(entry: x509.RevokedCertificate) -> str:
+    try:
+        return str(entry.extensions.get_extension_for_class(x509.CRLReason).value.reason.value)
+    except x509.ExtensionNotFound:
+        return "unspecified"
+
+
+def check_peer_cert(
+    report: Report,
+    cert: x509.Certificate,
+    creds: Credentials | None,
+    *,
+    level: SecurityLevel,
+    our_role: Role = Role.CLIENT,
+    store: Store | None = None,
+    now: dt.datetime | None = None,
+) -> None:
+    """Steps peer-ca, peer-role, peer-validity, peer-revoked, peer-unique-id."""
+    now = now or dt.datetime.now(dt.UTC)
+    info = cert_info(cert)
+    ident = Identity.of(cert)
+    desc = f"{ident.role.value} {ident.name!r}" if ident else f"subject {info.subject!r}"
+    common = {"peer_sha256": info.sha256, "peer_subject": info.subject}
+
+    # -- which CA signed it ----------------------------------------------------------------
+    theirs = ident.session_id if ident else None
+    issuer_key = key_id(cert, issuer=True)
+    if creds is None:
+        report.skip(
+            "peer-ca",
+            f"the peer is {desc}, issued by {info.issuer!r}; our own "
+            "credentials could not be loaded, so it cannot be compared",
+            **common,
+        )
+    elif _signed_by(cert, creds.ca_cert):
+        report.ok(
+            "peer-ca",
+            f"the peer is {desc}, signed by our session CA {_ca_name(creds.ca_cert)} "
+            f"(SHA256 {fingerprint(creds.ca_cert)[:23]}…)",
+            expected_ca_sha256=fingerprint(creds.ca_cert),
+            **common,
+        )
+    else:
+        ours = creds.identity.session_id
+        known = (store or _store()).find_session_by_id(theirs) if theirs else None
+        signer = f"{info.issuer!r}"
+        if theirs:
+            signer += f" (session {theirs[:8]}…"
+            signer += f", CA SHA256 {known.ca_fingerprint}" if known else ""
+            signer += f", CA key id {issuer_key}" if issuer_key and not known else ""
+            signer += ")"
+        where = f"; that is your session {known.name!r}" if known else ""
+        report.fail(
+            "peer-ca",
+            f"the peer's certificate ({desc}) was issued by {signer}{where}, not by our session "
+            f"CA {_ca_name(creds.ca_cert)} (session {ours[:8]}…, CA SHA256 "
+            f"{fingerprint(creds.ca_cert)}): the two ends belong to different sessions",
+            "use credentials of the same session on both ends: start the agent with a "
+            "certificate of our session, or dial with credentials of the peer's session"
+            + (f" (--creds {known.name})" if known else ""),
+            expected_ca_sha256=fingerprint(creds.ca_cert),
+            expected_session=ours,
+            peer_session=theirs,
+            peer_ca_key_id=issuer_key,
+            peer_ca_sha256=known.ca_fingerprint if known else None,
+            **common,
+        )
+
+    # -- role ------------------------------------------------------------------------------
+    if ident is None:
+        report.fail(
+            "peer-role",
+            "the peer's certificate carries no paraconnect identity (no paraconnect:// URI): "
+            "it is not a paraconnect agent's certificate",
+            "dial the agent's --listen address, not another TLS service",
+        )
+    elif level is not SecurityLevel.MUTUAL:
+        report.ok(
+            "peer-role",
+            f"the peer is a {ident.role.value}; level {level.value} accepts "
+            "any role of the session",
+        )
+    elif ident.role in ACCEPTS[our_role]:
+        report.ok(
+            "peer-role",
+            f"the peer is a {ident.role.value}: it may talk to a {our_role.value} at level mutual",
+        )
+    else:
+        wanted = " or ".join(r.value for r in ACCEPTS[our_role])
+        report.fail(
+            "peer-role",
+            f"the peer presents a {ident.role.value} certificate ({ident.name!r}) where a "
+            f"{wanted} is expected: at level mutual a {ident.role.value} cannot talk to a "
+            f"{our_role.value}",
+            f"start the agent with a {wanted} certificate ('paraconnect issue server NAME "
+            "--session S')",
+        )
+
+    # -- validity against our clock ---------------------------------------------------------
+    nb, na = info.not_before, info.not_after
+    clock = {"now": now.isoformat(), "not_before": nb.isoformat(), "not_after": na.isoformat()}
+    if now < nb:
+        report.fail(
+            "peer-validity",
+            f"the peer's certificate is not valid until {nb:%Y-%m-%d %H:%M:%S} UTC, "
+            f"{human(nb - now)} ahead of this machine's clock ({now:%Y-%m-%d %H:%M:%S} UTC): "
+            "one of the two clocks is wrong (or it was issued with a date in the future)",
+            "check time synchronisation on both machines (timedatectl, chronyc tracking), "
+            "then issue the peer a new certificate if the clocks agree",
+            clock_difference_s=int((nb - now).total_seconds()),
+            **clock,
+        )
+    elif now >= na:
+        report.fail(
+            "peer-validity",
+            f"the peer's certificate expired at {na:%Y-%m-%d %H:%M:%S} UTC, {human(now - na)} "
+            f"ago by this machine's clock ({now:%Y-%m-%d %H:%M:%S} UTC)",
+            "issue the agent a new certificate ('paraconnect issue server NAME --session S') "
+            "and restart it; if the date looks wrong, check this machine's clock",
+            clock_difference_s=-int((now - na).total_seconds()),
+            **clock,
+        )
+    elif na - now < dt.timedelta(hours=24):
+        report.warn(
+            "peer-validity",
+            f"the peer's certificate expires in {human(na - now)} ({na:%Y-%m-%d %H:%M} UTC)",
+            "issue the agent a new certificate soon",
+            **clock,
+        )
+    else:
+        report.ok(
+            "peer-validity",
+            f"the peer's certificate is valid until "
+            f"{na:%Y-%m-%d %H:%M} UTC ({human(na - now)} left)",
+            **clock,
+        )
+
+    # -- revoked in our list ----------------------------------------------------------------
+    crl = freshest_crl(creds, store)
+    if creds is None:
+        report.skip("peer-revoked", "no credentials, no revocation list to check against")
+    elif crl is None:
+        report.ok(
+            "peer-revoked",
+            "our session has no revocation list (nothing revoked), or these credentials carry none",
+        )
+    else:
+        entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
+        if entry is None:
+            report.ok(
+                "peer-revoked",
+                f"not in our revocation list ({len(list(crl))} revoked certificate(s))",
+            )
+        else:
+            report.fail(
+                "peer-revoked",
+                f"the peer's certificate {desc} (serial {info.serial_hex}) was REVOKED at "
+                f"{entry.revocation_date_utc:%Y-%m-%d %H:%M} UTC, reason "
+                f"{_reason_of(entry)}, in our session's revocation list",
+                "issue the agent a new certificate and restart it with that one",
+                revoked_at=entry.revocation_date_utc.isoformat(),
+                revocation_reason=_reason_of(entry),
+            )
+
+    # -- unique ID vs CN ------------------------------------------------------------------
+    if level is not SecurityLevel.MUTUAL:
+        report.skip(
+            "peer-unique-id", f"level {level.value}: certificates need not be bound to a node"
+        )
+    elif ident is None:
+        report.skip("peer-unique-id", "no paraconnect identity to check")
+    else:
+        cn = cert.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)
+        cn_text = str(cn[0].value) if cn else None
+        if ident.unique_id and cn_text == ident.unique_id:
+            report.ok(
+                "peer-unique-id",
+                f"the peer's certificate is bound to node {ident.unique_id!r} (CN = unique ID)",
+            )
+        else:
+            report.fail(
+                "peer-unique-id",
+                f"the peer's certificate {ident.name!r} is not bound to a node (CN "
+                f"{cn_text!r}, unique ID {ident.unique_id!r}); level mutual needs a "
+                "certificate issued with the node's unique ID",
+                "issue the agent's certificate on its node with --unique-id $(paraconnect "
+                "unique-id) there, or use level encrypt",
+            )
+
+
+def _ca_name(ca: x509.Certificate) -> str:
+    ident = Identity.of(ca)
+    return repr(ident.name) if ident else repr(ca.subject.rfc4514_string())
+
+
+def _store() -> Store:
+    return Store()
+
+
+def freshest_crl(
+    creds: Credentials | None, store: Store | None
+) -> x509.CertificateRevocationList | None:
+    """The freshest revocation list we hold for our session: the session's own if this store
+    has it (it may be newer than a copy beside PEM files), else the one in the credentials."""
+    if creds is None:
+        return None
+    crl = creds.crl
+    # A broken store must not hide the credentials' own list.
+    with contextlib.suppress(ParaconnectError, OSError, ValueError):
+        session = (store or _store()).find_session_by_id(creds.identity.session_id)
+        if session is not None:
+            own = session.crl()
+            if own is not None and (crl is None or crl_number_of(own) >= crl_number_of(crl)):
+                crl = own
+    return crl
+
+
+def crl_number_of(crl: x509.CertificateRevocationList) -> int:
+    try:
+        return int(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
+    except x509.ExtensionNotFound:
+        return 0

@@ -1,0 +1,261 @@
+"""`paraconnect debug server`: listen once (as `paraconnect listen` does for agents phoning
+home) and explain what arrives."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from pathlib import Path
+
+from cryptography import x509
+
+from ..errors import ConfigError, ParaconnectError
+from ..pki import Credentials, Passphrase, Role, SecurityLevel, Store
+from ..tls import peer_identity, server_context
+from ..tunnel import parse_endpoint
+from ..tunnel._hello import Hello, Purpose, exchange_hello
+from ..tunnel._tlsconn import TLSConnection
+from ._chain import check_peer_cert
+from ._client import ssl_reason
+from ._creds import check_creds
+from ._explain import alert_words, explain, verify_words
+from ._net import address_class, bind_once, resolve
+from ._probe import classify, tls_probe
+from ._report import Report
+
+__all__ = ["diagnose_server"]
+
+
+def _label(addr: object) -> str:
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        return f"[{addr[0]}]:{addr[1]}" if ":" in str(addr[0]) else f"{addr[0]}:{addr[1]}"
+    return str(addr)
+
+
+async def diagnose_server(
+    address: str,
+    creds: str | Path | Credentials,
+    *,
+    timeout: float = 30.0,  # noqa: ASYNC109 - a budget per step, applied inside
+    passphrase: Passphrase | None = None,
+    level: SecurityLevel | str | None = None,
+    unique_id: str | None = None,
+    store: Store | None = None,
+    on_listening: object = None,
+) -> Report:
+    """Listen on `address`, take the first connection, and explain it.  `on_listening`, if
+    callable, is called with the bound port once the socket listens (for tests and UIs)."""
+    report = Report("server", address)
+    try:
+        ep = parse_endpoint(address, "HOST:PORT")
+    except ConfigError as exc:
+        report.fail("resolve", str(exc), "write HOST:PORT, or [IPv6]:PORT")
+        return report
+    if ep.path is not None:
+        report.fail("resolve", "debug server listens on TCP (HOST:PORT)", "give HOST:PORT")
+        return report
+    store = store or Store()
+    ours = check_creds(
+        report,
+        creds,
+        role=Role.CLIENT,
+        passphrase=passphrase,
+        store=store,
+        unique_id=unique_id,
+        level=SecurityLevel.parse(level) if level else None,
+    )
+    lvl = SecurityLevel.parse(level) if level else (ours.level if ours else SecurityLevel.MUTUAL)
+    addresses = await resolve(report, ep.host, ep.port, passive=True)
+    if not addresses:
+        return report
+    lsock = bind_once(report, addresses)
+    if lsock is None:
+        return report
+    loop = asyncio.get_running_loop()
+    try:
+        if callable(on_listening):
+            on_listening(lsock.getsockname()[1])
+        try:
+            async with asyncio.timeout(timeout):
+                sock, peer = await loop.sock_accept(lsock)
+        except TimeoutError:
+            report.fail(
+                "arrival",
+                f"nobody connected within {timeout:g} s",
+                f"is the agent phoning home to this address (--phone-home "
+                f"{ep.host}:{lsock.getsockname()[1]})? can its machine reach this one (a "
+                "firewall here may drop it)? run 'paraconnect debug client' from there",
+            )
+            return report
+    finally:
+        lsock.close()
+    where = _label(peer)
+    report.ok(
+        "arrival",
+        f"a connection arrived from {where} ({address_class(str(peer[0]))} address)",
+        peer=where,
+    )
+    try:
+        await _what_arrives(report, sock, where, ours, lvl, timeout, store, unique_id)
+    finally:
+        sock.close()
+    return report
+
+
+async def _what_arrives(
+    report: Report,
+    sock: socket.socket,
+    where: str,
+    ours: Credentials | None,
+    lvl: SecurityLevel,
+    timeout: float,  # noqa: ASYNC109
+    store: Store,
+    unique_id: str | None,
+) -> None:
+    if ours is not None:
+        ctx = server_context(ours)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    else:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    probe = await tls_probe(sock, ctx, server_side=True, timeout=timeout)
+    if probe.outcome == "silence":
+        report.fail(
+            "answer",
+            f"silence: {where} connected but sent nothing within {timeout:g} s; it waits for "
+            "us to speak first (a plain TCP client or a port scanner?), where an agent would "
+            "send a TLS ClientHello at once",
+            "check what connects here; an agent phones home with 'paraconnect serve "
+            "--phone-home HOST:PORT'",
+            kind="silence",
+        )
+        return
+    if probe.outcome in ("closed", "reset"):
+        report.fail(
+            "answer",
+            f"{where} connected and closed again without sending anything",
+            "check the connecting program's log",
+            kind=probe.outcome,
+        )
+        return
+    kind, what = classify(probe.raw)
+    if kind != "tls":
+        fix = {
+            "paraview": "a ParaView client connects here in clear text: point it at the local "
+            "endpoint of 'paraconnect listen' (--local), and let the agent phone home here",
+            "http-request": "a web client connects here: this port is for agents phoning home",
+        }.get(kind, "only paraconnect agents (TLS) should connect here")
+        report.fail(
+            "answer",
+            f"not TLS: what arrived looks like {what}",
+            fix,
+            kind=kind,
+            first_bytes=probe.raw[:64].hex(),
+        )
+        return
+    report.ok("answer", "a TLS ClientHello arrived", kind="tls")
+    if ours is None:
+        report.skip("tls", "not tried: our credentials cannot be used (see above)")
+        return
+    if probe.outcome == "tls-error":
+        _refused(report, probe.error)
+        return
+    assert probe.sslobj is not None and probe.bio_in is not None and probe.bio_out is not None  # noqa: S101
+    sslobj = probe.sslobj
+    version, cipher = sslobj.version(), (sslobj.cipher() or ("?",))[0]
+    if version != "TLSv1.3":
+        report.fail(
+            "tls",
+            f"the peer offers only {version}; paraconnect needs TLS 1.3",
+            "upgrade the peer; only paraconnect agents should connect here",
+        )
+        return
+    report.ok(
+        "tls",
+        f"TLS 1.3 agreed, cipher {cipher}; the peer's certificate verified "
+        "against our session CA and revocation list",
+        version=version,
+        cipher=cipher,
+    )
+    der = sslobj.getpeercert(binary_form=True)
+    if der:
+        check_peer_cert(
+            report,
+            x509.load_der_x509_certificate(der),
+            ours,
+            level=lvl,
+            our_role=Role.CLIENT,
+            store=store,
+        )
+    conn = TLSConnection(sock, sslobj, probe.bio_in, probe.bio_out, asyncio.get_running_loop())
+    conn.peer = peer_identity(sslobj)
+    here = unique_id or store.unique_id().value
+    hello = Hello(
+        ours.identity.session_id,
+        Role.CLIENT,
+        "",
+        Purpose.CONTROL,
+        unique_id=here if lvl is SecurityLevel.MUTUAL else None,
+    )
+    try:
+        theirs = await exchange_hello(
+            conn,
+            hello,
+            initiator=False,
+            level=lvl,
+            session_id=ours.identity.session_id,
+            timeout=timeout,
+        )
+    except ParaconnectError as exc:
+        text = str(exc)
+        side = "the peer refused us" if "refused this side" in text else "we refuse the peer"
+        report.fail("hello", f"paraconnect's hello failed ({side}): {text}", explain(exc))
+        await conn.aclose()
+        return
+    await conn.aclose()
+    label = f"server {theirs.server_id!r}" if theirs.server_id else "the peer"
+    report.ok(
+        "hello",
+        f"{label} ({theirs.role.value}, purpose {theirs.purpose.value}) "
+        "completed paraconnect's hello; both sides said yes",
+        server_id=theirs.server_id,
+    )
+
+
+def _refused(report: Report, error: BaseException | None) -> None:
+    if isinstance(error, ssl.SSLCertVerificationError):
+        what, fix = verify_words(error.verify_code)
+        report.ok("tls", "TLS handshake reached the peer's certificate")
+        report.fail(
+            "peer-ca" if error.verify_code in (2, 18, 19, 20, 21, 7) else "peer-cert",
+            f"we refuse the peer: its certificate {what}",
+            fix,
+            verify_code=error.verify_code,
+        )
+        return
+    reason = ssl_reason(error) if error else None
+    words = alert_words(reason or "")
+    if reason in ("UNSUPPORTED_PROTOCOL", "WRONG_SSL_VERSION", "TLSV1_ALERT_PROTOCOL_VERSION"):
+        report.fail(
+            "tls",
+            "the peer does not offer TLS 1.3 (nor 1.2)",
+            "only paraconnect agents should connect here",
+            alert=reason,
+        )
+    elif reason in ("PEER_DID_NOT_RETURN_A_CERTIFICATE", "TLSV13_ALERT_CERTIFICATE_REQUIRED"):
+        report.fail(
+            "peer-cert",
+            "the peer sent no certificate",
+            "the agent must phone home with credentials of this session",
+        )
+    elif words:
+        report.fail(
+            "accepted",
+            f"the peer refused our certificate (TLS alert {reason}): {words[0]} (an agent "
+            "phoning home checks our certificate before it sends its own)",
+            words[1],
+            alert=reason,
+        )
+    else:
+        detail = (reason or str(error)).lower().replace("_", " ")
+        report.fail("tls", f"the TLS handshake failed: {detail}", "check the peer's log")
