@@ -307,7 +307,10 @@ async def connect_endpoint(ep: Endpoint, timeout: float = 10.0) -> socket.socket
         raise NetworkError(f"connecting to {ep} timed out after {timeout:g} s") from None
     except OSError as exc:
         sock.close()
-        raise NetworkError(f"cannot connect to {ep}: {exc.strerror or exc}") from exc
+        # asyncio's connect error carries "Connect call failed (...)" as its text: name the
+        # errno itself ("Connection refused") so that users and `debug` can tell causes apart.
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise NetworkError(f"cannot connect to {ep}: {reason}") from exc
     except BaseException:
         sock.close()  # cancelled
         raise

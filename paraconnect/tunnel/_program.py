@@ -27,6 +27,7 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -53,6 +54,23 @@ STABLE_AFTER = 60.0  # a program that ran this long before failing starts a fres
 # Without /proc (not Linux) the listener's owner cannot be checked: readiness is then probed by
 # connecting, which costs a single-client program (pvserver) its one client: prefer {unix}.
 _HAVE_PROC = os.path.exists("/proc/net/tcp")
+
+# The program runs in a session of its own (so that a stop reaches all its processes), which
+# also cuts it loose from the agent: if the agent is killed with SIGKILL, nothing would stop it.
+# A few lines of Python before exec ask Linux to send it SIGTERM when the agent dies
+# (PR_SET_PDEATHSIG = 1, kept across exec), and give up if the agent is already gone.
+_PARENT_DEATH_SIGNAL = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)\n"
+    "if os.getppid() != int(sys.argv[1]): sys.exit(1)\n"
+    "os.execvp(sys.argv[2], sys.argv[2:])\n"
+)
+
+
+def _tied_to_us(argv: list[str]) -> list[str]:
+    if not os.path.exists("/proc/self"):  # not Linux: no parent-death signal to ask for
+        return argv
+    return [sys.executable, "-c", _PARENT_DEATH_SIGNAL, str(os.getpid()), *argv]
 _POLL = 0.02
 
 
@@ -214,7 +232,7 @@ class Program:
                 log.info("starting %s on private leg %s", " ".join(argv), ep)
                 try:
                     proc = await anyio.open_process(
-                        argv,
+                        _tied_to_us(argv),
                         stdin=subprocess.DEVNULL,
                         stdout=2,  # keep our stdout for the ready line; logs share stderr
                         stderr=None,
