@@ -71,6 +71,8 @@ def _tied_to_us(argv: list[str]) -> list[str]:
     if not os.path.exists("/proc/self"):  # not Linux: no parent-death signal to ask for
         return argv
     return [sys.executable, "-c", _PARENT_DEATH_SIGNAL, str(os.getpid()), *argv]
+
+
 _POLL = 0.02
 
 
