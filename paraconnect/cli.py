@@ -156,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     from . import cli_policy
 
     cli_policy.add_parsers(sub)
+    from . import cli_servers
+
+    cli_servers.add_parsers(sub)
     return parser
 
 

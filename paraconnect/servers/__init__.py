@@ -14,18 +14,31 @@ under Slurm; follow its state, read its logs, stop it, and re-attach after a res
     job = reattach(saved)               # ... after a restart
     await job.stop(grace=10)            # SIGTERM, SIGKILL after 10 s (scancel for Slurm)
 
+Server kinds (``build_kind``: pvserver, builtin, command), the supervisor (one state machine per
+server, events with reasons, restart policy, wall time, stop) and its SQLite registry, and
+enrolment (``enroll`` / ``EnrollServer``: an agent's key never leaves its host) live here too;
+the hub (``paraconnect.hub``) ties them to the tunnel.
+
 Every launcher runs the command under the same small sh wrapper (see ``_posix``), which records
 its exit code in the job's 0700 directory, enforces the wall-time limit with ``timeout``, and
 takes what the command left behind with it when it ends.
 """
 
+from ._enroll import DEFAULT_TOKEN_TTL, EnrollServer, enroll, issue_token
+from ._kinds import KINDS, ServerKind, build_kind
 from ._launch import Job, JobState, JobStatus, Launcher, LaunchSpec, reattach
 from ._local import LocalJob, LocalLauncher
+from ._registry import FINAL_STATES, ServerRecord, ServerRegistry, ServerState
 from ._slurm import SlurmJob, SlurmLauncher
 from ._slurm_options import SlurmOptions
 from ._ssh import SshJob, SshLauncher
+from ._supervisor import RestartPolicy, ServerEvent, Supervisor
 
 __all__ = [
+    "DEFAULT_TOKEN_TTL",
+    "FINAL_STATES",
+    "KINDS",
+    "EnrollServer",
     "Job",
     "JobState",
     "JobStatus",
@@ -33,10 +46,20 @@ __all__ = [
     "Launcher",
     "LocalJob",
     "LocalLauncher",
+    "RestartPolicy",
+    "ServerEvent",
+    "ServerKind",
+    "ServerRecord",
+    "ServerRegistry",
+    "ServerState",
     "SlurmJob",
     "SlurmLauncher",
     "SlurmOptions",
     "SshJob",
     "SshLauncher",
+    "Supervisor",
+    "build_kind",
+    "enroll",
+    "issue_token",
     "reattach",
 ]

@@ -1,0 +1,1 @@
+"""The hub's implementation; the public names are in :mod:`paraconnect.hub`."""

@@ -1,0 +1,225 @@
+"""The hub's side of the tunnel: one TLS port per session where agents phone home, routed by
+server id, and one local plaintext endpoint per server (127.0.0.1, same user only).
+
+Unlike ``paraconnect listen`` (which exposes the newest agent on one local endpoint), the hub
+knows which servers it launched: an agent is taken only if its certificate names a server of
+the registry that is not finished (and, where recorded, has the very certificate issued or
+signed for it); each local endpoint leads to its own server.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import secrets
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import anyio
+import anyio.abc
+
+from ..errors import ParaconnectError
+from ..pki import Credentials, Role, SecurityLevel
+from ..tls import PeerIdentity
+
+# The tunnel's building blocks; they are not in paraconnect.tunnel's __all__ yet (see the
+# hub's notes): the control channel, the info read, the listener helpers and the relay.
+from ..tunnel._client import CHANNEL_TIMEOUT, _Control, _read_info
+from ..tunnel._hello import Hello, Purpose
+from ..tunnel._leg import Endpoint, bind_listener, bound_endpoint, check_same_user
+from ..tunnel._relay import relay
+from ..tunnel._secure import Side
+from ..tunnel._stream import ByteStream
+from ..tunnel._util import accept_loop
+
+__all__ = ["AgentAccepted", "SessionAgents"]
+
+log = logging.getLogger("paraconnect.hub")
+
+# (server_id, peer) -> None to take the agent, or the reason to refuse it.
+Admit = Callable[[str, PeerIdentity], str | None]
+
+
+@dataclass(eq=False)
+class AgentAccepted:
+    server_id: str
+    peer: PeerIdentity
+    where: str
+    control: _Control
+    connect_id: int | None
+
+
+class SessionAgents:
+    """Accept agents of one session on `listen`; open per-server local endpoints."""
+
+    def __init__(
+        self,
+        creds: Credentials,
+        listen: Endpoint,
+        *,
+        admit: Admit,
+        on_agent: Callable[[AgentAccepted], None],
+        on_gone: Callable[[AgentAccepted], None],
+        handshake_timeout: float = 10.0,
+    ) -> None:
+        self.side = Side(creds, Role.CLIENT, handshake_timeout=handshake_timeout)
+        self.listen = listen
+        self.admit = admit
+        self.on_agent = on_agent
+        self.on_gone = on_gone
+        self.address: Endpoint | None = None
+        self.agents: dict[str, AgentAccepted] = {}
+        self._changed = anyio.Event()
+        self._pending: dict[str, tuple[str, anyio.Event, list[ByteStream]]] = {}
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._locals: dict[str, tuple[socket.socket, anyio.CancelScope]] = {}
+
+    @property
+    def level(self) -> SecurityLevel:
+        return self.side.level
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[Endpoint] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        sock = bind_listener(self.listen)
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                self.address = bound_endpoint(sock, self.listen)
+                log.info(
+                    "hub: agents of session %s… phone home to %s",
+                    self.side.session_id[:8],
+                    self.address,
+                )
+                tg.start_soon(accept_loop, sock, tg, self._incoming, str(self.address))
+                task_status.started(self.address)
+        finally:
+            self._tg = None
+            sock.close()
+            for lsock, _scope in self._locals.values():
+                lsock.close()
+
+    # -- agents ---------------------------------------------------------------------------
+
+    async def _incoming(self, sock: socket.socket, where: str) -> None:
+        try:
+            conn, hello = await self.side.establish(sock, server_side=True)
+        except ParaconnectError as exc:
+            log.warning("hub: refused connection from %s: %s", where, exc)
+            return
+        if hello.purpose is Purpose.DATA:
+            await self._data(conn, hello, where)
+        else:
+            await self._agent(conn, hello, where)
+
+    async def _data(self, conn: ByteStream, hello: Hello, where: str) -> None:
+        pending = self._pending.get(hello.channel or "")
+        if pending is None or pending[2] or pending[0] != hello.server_id:
+            log.warning("hub: data connection from %s at %s for no open channel", where, where)
+            await conn.aclose()
+            return
+        pending[2].append(conn)
+        pending[1].set()
+
+    async def _agent(self, conn: ByteStream, hello: Hello, where: str) -> None:
+        server_id = hello.server_id
+        refusal = self.admit(server_id, conn.peer)
+        if refusal is not None:
+            log.warning("hub: refused %s at %s: %s", conn.peer.label, where, refusal)
+            await conn.aclose()
+            return
+        try:
+            connect_id = await _read_info(conn, self.side.hello_timeout)
+        except BaseException:
+            await conn.aclose()
+            raise
+        link = AgentAccepted(server_id, conn.peer, where, _Control(conn, hello), connect_id)
+        old = self.agents.get(server_id)
+        self.agents[server_id] = link
+        self._changed.set()
+        self._changed = anyio.Event()
+        if old is not None:
+            await old.control.aclose()
+        self.on_agent(link)
+        try:
+            await link.control.read_loop()
+        finally:
+            if self.agents.get(server_id) is link:
+                del self.agents[server_id]
+                self.on_gone(link)
+
+    # -- local endpoints ------------------------------------------------------------------
+
+    def open_local(self, server_id: str, local: Endpoint) -> Endpoint:
+        """Bind `local` (loopback) for `server_id`; each connection is tunnelled to it."""
+        if self._tg is None:
+            raise RuntimeError("the hub's agent listener is not running")
+        lsock = bind_listener(local)
+        address = bound_endpoint(lsock, local)
+        scope = anyio.CancelScope()
+        self._locals[server_id] = (lsock, scope)
+        tg = self._tg
+        same_user = functools.partial(check_same_user, where=str(address))
+        handler = functools.partial(self.forward, server_id)
+
+        async def serve() -> None:
+            with scope:
+                async with anyio.create_task_group() as inner:
+                    await accept_loop(lsock, inner, handler, str(address), same_user)
+
+        tg.start_soon(serve)
+        return address
+
+    def close_local(self, server_id: str) -> None:
+        entry = self._locals.pop(server_id, None)
+        if entry is not None:
+            entry[1].cancel()
+            entry[0].close()
+
+    async def wait_agent(self, server_id: str, timeout: float) -> AgentAccepted | None:  # noqa: ASYNC109
+        with anyio.move_on_after(timeout):
+            while server_id not in self.agents:
+                await self._changed.wait()
+        return self.agents.get(server_id)
+
+    async def forward(self, server_id: str, local: socket.socket, where: str) -> None:
+        """Tunnel one local socket (accepted here, or dialled by the hub) to `server_id`."""
+        slot: list[ByteStream] = []
+        try:
+            link = await self.wait_agent(server_id, 30.0)
+            if link is None:
+                log.warning("hub: %s: server %s has not phoned home; closed", where, server_id)
+                return
+            channel = secrets.token_hex(16)
+            event = anyio.Event()
+            self._pending[channel] = (server_id, event, slot)
+            try:
+                await link.control.send({"type": "open", "channel": channel})
+                with anyio.move_on_after(CHANNEL_TIMEOUT):
+                    await event.wait()
+            except ParaconnectError as exc:
+                log.warning("hub: local connection from %s: %s", where, exc)
+            finally:
+                del self._pending[channel]
+            if not slot:
+                log.warning("hub: server %s opened no data channel for %s", server_id, where)
+                return
+            try:
+                result = await relay(slot[0], local)
+            except ParaconnectError as exc:
+                log.warning("hub: tunnel to %s for %s failed: %s", server_id, where, exc)
+                return
+            log.info(
+                "hub: tunnel to %s for %s closed: %d bytes in, %d out (%s)",
+                server_id,
+                where,
+                result.bytes_to_plain,
+                result.bytes_to_peer,
+                result.reason,
+            )
+        finally:
+            local.close()
+            with anyio.CancelScope(shield=True):
+                for conn in slot:
+                    await conn.aclose()

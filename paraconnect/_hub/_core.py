@@ -1,0 +1,511 @@
+"""The hub: sessions, the agents' phone-home ports, per-server local endpoints, launchers, the
+supervisor and its registry, on one event loop of its own.
+
+Async API (on the hub's loop): :meth:`Hub.launch`, :meth:`Hub.servers`, :meth:`Hub.server`,
+:meth:`Hub.logs`, :meth:`Hub.stop`, :meth:`Hub.events`.  From other threads (Jupyter, a
+notebook): :meth:`Hub.start_in_thread` then :meth:`Hub.call` (anyio's blocking portal; the same
+code, no second copy), :meth:`Hub.subscribe` for events, :meth:`Hub.stop_thread`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+import anyio.from_thread
+
+from .._fs import ensure_private_dir
+from ..errors import ConfigError, NetworkError, ParaconnectError
+from ..pki import Credentials, Role, SecurityLevel, Session, Store, load_credentials
+from ..servers import Job, Launcher, LaunchSpec, LocalLauncher, SlurmLauncher, SshLauncher
+from ..servers._enroll import DEFAULT_TOKEN_TTL, EnrollServer, issue_token
+from ..servers._kinds import ServerKind, build_kind
+from ..servers._registry import ServerRecord, ServerRegistry, ServerState
+from ..servers._supervisor import ServerEvent, Supervisor
+from ..tls import PeerIdentity
+from ..tunnel import Connector, Endpoint, check_same_user, parse_endpoint
+from ..tunnel._leg import connect_endpoint
+from ._agents import AgentAccepted, SessionAgents
+
+__all__ = ["Hub", "ServerInfo", "make_launcher"]
+
+log = logging.getLogger("paraconnect.hub")
+
+TOKEN_ENV = "PARACONNECT_ENROLL_TOKEN"  # noqa: S105 - the name of a variable
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """What a client needs to use a server, and where it stands."""
+
+    id: str
+    kind: str
+    session: str
+    mode: str
+    launcher: str
+    state: str
+    reason: str
+    local: str | None  # 127.0.0.1:PORT: point pvpython / RenderClient here
+    connect_id: int | None  # pvserver's --connect-id, for the client
+    host: str | None
+    job_id: str | None
+    note: str
+    last_phone_home: float | None
+    restarts: int
+
+    @property
+    def local_port(self) -> int | None:
+        return int(self.local.rsplit(":", 1)[1]) if self.local else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def make_launcher(name: str, options: Mapping[str, Any] | None = None) -> Launcher:
+    """A launcher by name: ``local``; ``ssh`` (option host, port, user, identity_file,
+    config_file); ``slurm`` (job_root, slurm_conf, and SlurmOptions keys)."""
+    opts = dict(options or {})
+    if name == "local":
+        return LocalLauncher(opts.get("run_root"))
+    if name == "ssh":
+        host = opts.pop("host", None)
+        if not isinstance(host, str) or not host:
+            raise ConfigError("the ssh launcher needs --host HOST (a name or an ssh config alias)")
+        return SshLauncher(host, **opts)
+    if name == "slurm":
+        job_root = opts.pop("job_root", None)
+        conf = opts.pop("slurm_conf", None)
+        return SlurmLauncher(job_root, opts or None, slurm_conf=conf)
+    raise ConfigError(f"unknown launcher {name!r}; choose local, ssh or slurm")
+
+
+class Hub:
+    """One hub per user data directory."""
+
+    def __init__(
+        self,
+        home: Path | str | None = None,
+        *,
+        listen: str = "127.0.0.1:0",
+        advertise: str | None = None,
+        connect_timeout: float = 300.0,
+        readopt_grace: float = 120.0,
+        poll: float = 0.5,
+        enroll_listen: str | None = None,
+    ) -> None:
+        self.store = Store(Path(home) if home is not None else None)
+        self.home = self.store.home
+        self.listen_host, _, port = listen.rpartition(":")
+        self.listen_port = int(port)
+        self.advertise = advertise
+        self.registry = ServerRegistry(self.home / "servers.sqlite3")
+        self.supervisor = Supervisor(
+            self.registry,
+            poll=poll,
+            connect_timeout=connect_timeout,
+            readopt_grace=readopt_grace,
+            relaunch=self._relaunch,
+            on_ready=self._on_ready,
+        )
+        ehost, _, eport = (enroll_listen or f"{self.listen_host}:0").rpartition(":")
+        self._enroll_sessions: dict[str, tuple[Session, Credentials]] = {}
+        self.enroller = EnrollServer(self.registry, self._enroll_sessions, (ehost, int(eport)))
+        self._sessions: dict[str, SessionAgents] = {}
+        self._session_lock = anyio.Lock()
+        self._locals: dict[str, str] = {}
+        self._connect_ids: dict[str, int | None] = {}
+        self._connectors: dict[str, anyio.CancelScope] = {}
+        self._launchers: dict[str, Launcher] = {}
+        self._specs: dict[str, LaunchSpec] = {}
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._portal_cm: Any = None
+        self._portal: anyio.from_thread.BlockingPortal | None = None
+        self.started = anyio.Event()
+
+    # -- running --------------------------------------------------------------------------
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[Hub] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Serve until cancelled.  Servers left running by a previous hub are re-adopted."""
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                await tg.start(self.supervisor.run)
+                await tg.start(self.enroller.run)
+                sessions = {rec.session for rec in self.registry.live()}
+                for name in sorted(sessions):
+                    await self._session(name)
+                for rec in self.registry.live():
+                    await self._readopt(rec)
+                self.started.set()
+                task_status.started(self)
+        finally:
+            self._tg = None
+            self.registry.close()
+
+    def _running(self) -> anyio.abc.TaskGroup:
+        if self._tg is None:
+            raise ConfigError(
+                "the hub is not running; start it with Hub.run() or start_in_thread()"
+            )
+        return self._tg
+
+    def start_in_thread(self) -> Hub:
+        """Run the hub on an event loop thread of its own; returns once it serves."""
+        self._portal_cm = anyio.from_thread.start_blocking_portal(backend="asyncio")
+        self._portal = self._portal_cm.__enter__()
+        try:
+            self._portal.start_task_soon(self.run)
+            self._portal.call(self.started.wait)
+        except BaseException:
+            self.stop_thread()
+            raise
+        return self
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run the async method `fn` (e.g. ``hub.launch``) on the hub's loop and wait for it."""
+        if self._portal is None:
+            raise ConfigError("the hub runs no thread of its own; use start_in_thread() first")
+        return self._portal.call(fn, *args)
+
+    def stop_thread(self) -> None:
+        """Stop the hub's loop thread.  Launched servers keep running and phone home again."""
+        portal, cm = self._portal, self._portal_cm
+        self._portal = self._portal_cm = None
+        if portal is None:
+            return
+        with contextlib.suppress(Exception):
+            portal.call(self._cancel)
+        cm.__exit__(None, None, None)
+
+    async def _cancel(self) -> None:
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    def _creds(self, session: str) -> Credentials:
+        uid = self.store.unique_id().value
+        sess = self.store.open_session(session)
+        if sess.credentials_record(Role.CLIENT, uid) is None:
+            sess.issue(Role.CLIENT, "hub", unique_id=uid)
+        return load_credentials(session, role=Role.CLIENT, store=self.store, unique_id=uid)
+
+    async def _session(self, session: str) -> SessionAgents:
+        async with self._session_lock:
+            agents = self._sessions.get(session)
+            if agents is not None:
+                return agents
+            saved = self.registry.listener(session)
+            host, port = saved if saved else (self.listen_host, self.listen_port)
+            creds = self._creds(session)
+            agents = SessionAgents(
+                creds,
+                Endpoint(host, port),
+                admit=self._admit,
+                on_agent=self._agent_came,
+                on_gone=self._agent_left,
+            )
+            address = await self._running().start(agents.run)
+            self.registry.set_listener(session, address.host, address.port)
+            self._sessions[session] = agents
+            self._enroll_sessions[session] = (self.store.open_session(session), creds)
+            return agents
+
+    @property
+    def sessions(self) -> list[str]:
+        """Sessions with a phone-home listener in this hub."""
+        return sorted(self._sessions)
+
+    async def open_session(self, session: str) -> str:
+        """Start the phone-home listener of `session` now; returns the address agents dial."""
+        await self._session(session)
+        return self.phone_home_address(session)
+
+    def phone_home_address(self, session: str) -> str:
+        agents = self._sessions.get(session)
+        if agents is None or agents.address is None:
+            raise ConfigError(f"session {session!r} has no phone-home listener in this hub")
+        host = self.advertise or agents.address.host
+        if host in ("0.0.0.0", "::"):  # noqa: S104 - a bind address, not one to dial
+            host = socket.getfqdn()
+        return f"{host}:{agents.address.port}"
+
+    def enroll_address(self, session: str) -> str:
+        """Where agents of `session` enrol (the phone-home host, the enrolment port)."""
+        if self.enroller.address is None:
+            raise ConfigError("the hub's enrolment endpoint is not running")
+        host = self.phone_home_address(session).rpartition(":")[0]
+        return f"{host}:{self.enroller.address[1]}"
+
+    def _admit(self, server_id: str, peer: PeerIdentity) -> str | None:
+        rec = self.registry.get(server_id)
+        if rec is None:
+            return f"server id {server_id!r} was not launched by this hub"
+        if rec.final:
+            return f"server {server_id} is {rec.state} ({rec.reason})"
+        ident = peer.identity
+        if ident is not None:
+            if ident.role is not Role.SERVER or ident.name != server_id:
+                return f"its certificate names {ident.role.value} {ident.name!r}, not {server_id}"
+            if rec.cert_sha256 and peer.sha256 and peer.sha256 != rec.cert_sha256:
+                return f"its certificate is not the one issued for {server_id}"
+        return None
+
+    def _agent_came(self, link: AgentAccepted) -> None:
+        self._connect_ids[link.server_id] = link.connect_id
+        self.supervisor.phoned_home(link.server_id, f"phoned home from {link.where}")
+
+    def _agent_left(self, link: AgentAccepted) -> None:
+        self.supervisor.hung_up(link.server_id, "control channel closed; it phones home again")
+
+    async def _readopt(self, rec: ServerRecord) -> None:
+        agents = self._sessions[rec.session]
+        if rec.mode == "reverse":
+            self._locals[rec.id] = str(agents.open_local(rec.id, Endpoint("127.0.0.1", 0)))
+        self.supervisor.adopt(rec)
+
+    # -- launching ------------------------------------------------------------------------
+
+    def _agent_argv(
+        self, server_id: str, kind: ServerKind, mode: str, session: str, creds: list[str],
+        options: Mapping[str, Any],
+    ) -> list[str]:  # fmt: skip
+        python = str(options.get("python") or sys.executable)
+        argv = [python, "-m", "paraconnect.cli", "serve", *creds, "--json"]
+        argv += ["--server-id", server_id, "--restart", kind.restart]
+        argv += ["--ready-timeout", f"{kind.ready_timeout:g}"]
+        if mode == "reverse":
+            argv += ["--phone-home", self.phone_home_address(session)]
+            argv += ["--interval", f"{float(options.get('interval', 1.0)):g}"]
+        else:
+            argv += ["--listen", str(options.get("forward_listen", "127.0.0.1:0"))]
+        return [*argv, "--", *kind.program]
+
+    async def launch(
+        self,
+        kind: str,
+        launcher: Launcher | str = "local",
+        session: str = "default",
+        mode: str = "reverse",
+        options: Mapping[str, Any] | None = None,
+        command: Sequence[str] = (),
+        launcher_options: Mapping[str, Any] | None = None,
+    ) -> ServerInfo:
+        """Launch a `kind` server with `launcher` in `session`; returns at once (state
+        ``submitted``): follow it with :meth:`events` or :meth:`wait`."""
+        opts = dict(options or {})
+        if mode not in ("reverse", "forward"):
+            raise ConfigError(f"mode {mode!r}: choose reverse or forward")
+        the_kind = build_kind(kind, opts, command)
+        if isinstance(launcher, str):
+            launcher = make_launcher(launcher, launcher_options)
+        try:
+            sess = self.store.open_session(session)
+        except ParaconnectError:
+            if session != "default":
+                raise
+            sess = self.store.create_session(session)
+        agents = await self._session(sess.name)
+        server_id = f"{kind}-{secrets.token_hex(4)}"
+        how = opts.get("credentials", "enroll")
+        if how not in ("enroll", "bundle"):
+            raise ConfigError(f"option credentials {how!r}: choose enroll or bundle")
+        env: dict[str, str] = {}
+        cert_sha256 = None
+        if how == "bundle":
+            # Shipped credentials: the key is made here and must reach the agent's host (a
+            # shared file system); enrolment is what keeps keys on their hosts.
+            creds_dir = ensure_private_dir(self.home / "servers" / server_id)
+            issued = sess.issue(
+                Role.SERVER, server_id, unique_id=self.store.unique_id().value,
+                days=float(opts.get("days", 7)), out=creds_dir,
+            )  # fmt: skip
+            cert_sha256 = issued.record.sha256
+            creds = ["--creds", str(creds_dir)]
+        else:
+            creds = [
+                "--enroll", self.enroll_address(sess.name), "--ca-sha256", sess.ca_fingerprint,
+                "--token-env", TOKEN_ENV, "--creds-dir", str(opts.get("creds_dir", "creds")),
+            ]  # fmt: skip
+        walltime = opts.get("walltime")
+        now = time.time()
+        self.supervisor.add(
+            ServerRecord(
+                id=server_id, kind=kind, session=sess.name, mode=mode,
+                launcher=launcher.name, state=ServerState.SUBMITTED,
+                reason=f"launching with the {launcher.name} launcher",
+                created=now, updated=now, cert_sha256=cert_sha256, options=opts,
+            )
+        )  # fmt: skip
+        if how == "enroll":
+            ttl = float(opts.get("token_ttl", DEFAULT_TOKEN_TTL))
+            env[TOKEN_ENV] = issue_token(self.registry, server_id, sess.name, ttl)
+        spec = LaunchSpec(
+            self._agent_argv(server_id, the_kind, mode, sess.name, creds, opts),
+            env=env,
+            name=kind,
+            walltime=float(walltime) if walltime else None,
+            grace=float(opts.get("grace", 10.0)),
+            options=dict(opts.get("launcher_spec_options", {})),
+        )
+        self._launchers[server_id] = launcher
+        self._specs[server_id] = spec
+        if mode == "reverse":
+            self._locals[server_id] = str(agents.open_local(server_id, Endpoint("127.0.0.1", 0)))
+        try:
+            job = await launcher.submit(spec)
+        except ParaconnectError as exc:
+            self.supervisor.transition(server_id, ServerState.FAILED, f"launch failed: {exc}")
+            raise
+        self.supervisor.transition(
+            server_id, ServerState.SUBMITTED, f"job {job.id} submitted to {launcher.name}"
+        )
+        self.supervisor.supervise(server_id, job)
+        return self.server(server_id)
+
+    async def _relaunch(self, server_id: str) -> Job:
+        launcher, spec = self._launchers.get(server_id), self._specs.get(server_id)
+        if launcher is None or spec is None:
+            raise ConfigError(f"server {server_id} was launched by another hub; launch it anew")
+        return await launcher.submit(spec)
+
+    async def _on_ready(self, server_id: str, ready: dict[str, Any]) -> None:
+        rec = self.registry.get(server_id)
+        if rec is None or rec.mode != "forward":
+            return
+        listen = ready.get("listen") or []
+        if not listen:
+            raise ConfigError(f"the agent of {server_id} reported no --listen address")
+        remote = parse_endpoint(str(listen[0]), "listen")
+        job = self.supervisor.jobs.get(server_id)
+        host = str(rec.options.get("forward_host") or remote.host)
+        if host in ("0.0.0.0", "::") and job is not None:  # noqa: S104
+            host = job.host
+        connector = Connector(
+            self._creds(rec.session),
+            Endpoint(host, remote.port),
+            "127.0.0.1:0",
+            server_id=server_id,
+            unique_id=self.store.unique_id().value,
+        )
+        scope = anyio.CancelScope()
+        self._connectors[server_id] = scope
+        started = anyio.Event()
+
+        async def run(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+            with scope:
+                try:
+                    async with anyio.create_task_group() as tg:
+                        local = await tg.start(connector.run)
+                        self._locals[server_id] = str(local)
+                        self._connect_ids[server_id] = connector.connect_id
+                        started.set()
+                        task_status.started()
+                except ParaconnectError as exc:
+                    if not started.is_set():
+                        raise
+                    self.supervisor.hung_up(server_id, f"connection to its agent failed: {exc}")
+
+        await self._running().start(run)
+        self.supervisor.phoned_home(server_id, f"connected to its agent at {host}:{remote.port}")
+
+    # -- queries and control --------------------------------------------------------------
+
+    def server(self, server_id: str) -> ServerInfo:
+        rec = self.registry.get(server_id)
+        if rec is None:
+            raise ConfigError(f"no server {server_id!r}; see 'paraconnect servers list'")
+        job = rec.job or {}
+        kind = build_kind(rec.kind, rec.options, ["x", "{port}"]) if rec.kind != "command" else None
+        return ServerInfo(
+            id=rec.id, kind=rec.kind, session=rec.session, mode=rec.mode,
+            launcher=rec.launcher, state=rec.state, reason=rec.reason,
+            local=self._locals.get(rec.id) if not rec.final else None,
+            connect_id=self._connect_ids.get(rec.id), host=job.get("host"),
+            job_id=job.get("id"), note=kind.note if kind else "",
+            last_phone_home=rec.last_phone_home, restarts=rec.restarts,
+        )  # fmt: skip
+
+    async def dial_client(self, server_id: str, port: int, timeout: float = 60.0) -> None:  # noqa: ASYNC109
+        """Connect a local client that ACCEPTS (pvpython's ReverseConnect on 127.0.0.1:port)
+        to the server: for pvserver --pv-reverse, whose handshake needs the client to be the
+        accepting end.  Retries until the client listens; returns once connected."""
+        rec = self.registry.get(server_id)
+        if rec is None:
+            raise ConfigError(f"no server {server_id!r}; see 'paraconnect servers list'")
+        agents = self._sessions.get(rec.session)
+        if agents is None or rec.mode != "reverse":
+            raise ConfigError(f"server {server_id} is not a reverse server of this hub")
+        where = f"127.0.0.1:{port}"
+        sock: socket.socket | None = None
+        with anyio.move_on_after(timeout):
+            while sock is None:
+                try:
+                    sock = await connect_endpoint(Endpoint("127.0.0.1", port), timeout=5.0)
+                except ParaconnectError:
+                    await anyio.sleep(0.2)
+        if sock is None:
+            raise NetworkError(
+                f"nothing listened on {where} within {timeout:g} s; start pvpython with "
+                f"simple.ReverseConnect('{port}') first"
+            )
+        try:
+            check_same_user(sock, where)
+        except ParaconnectError:
+            sock.close()
+            raise
+        self._running().start_soon(agents.forward, server_id, sock, where)
+
+    async def servers(self) -> list[ServerInfo]:
+        return [self.server(rec.id) for rec in self.registry.all()]
+
+    async def info(self, server_id: str) -> ServerInfo:
+        return self.server(server_id)
+
+    async def logs(self, server_id: str, tail: int | None = 100) -> str:
+        return await self.supervisor.logs(server_id, tail)
+
+    async def stop(self, server_id: str, grace: float = 10.0) -> ServerInfo:
+        rec = await self.supervisor.stop(server_id, grace)
+        scope = self._connectors.pop(server_id, None)
+        if scope is not None:
+            scope.cancel()
+        agents = self._sessions.get(rec.session)
+        if agents is not None:
+            agents.close_local(server_id)
+        return self.server(server_id)
+
+    async def wait(
+        self,
+        server_id: str,
+        state: str = ServerState.CONNECTED,
+        timeout: float | None = 60.0,  # noqa: ASYNC109
+    ) -> ServerInfo:
+        """Wait for `state` (or a final state); TimeoutError after `timeout` seconds."""
+        await self.supervisor.wait_for(server_id, {state}, timeout)
+        return self.server(server_id)
+
+    @contextlib.asynccontextmanager
+    async def events(self) -> AsyncIterator[AsyncIterator[ServerEvent]]:
+        """``async with hub.events() as stream: async for event in stream: ...``"""
+        async with self.supervisor.events() as stream:
+            yield stream
+
+    def subscribe(self, callback: Callable[[ServerEvent], None]) -> Callable[[], None]:
+        """Call `callback` on the hub's loop thread for every event; returns unsubscribe."""
+        return self.supervisor.subscribe(callback)
+
+    def session_level(self, session: str) -> SecurityLevel:
+        return self.store.open_session(session).level

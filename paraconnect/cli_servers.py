@@ -1,0 +1,304 @@
+"""``paraconnect hub | launch | servers``: run a hub without Jupyter, and talk to it.
+
+``paraconnect hub`` serves until SIGINT/SIGTERM and writes ``$PARACONNECT_HOME/run/hub.json``;
+``launch`` and ``servers`` find it there and use its control socket (length-prefixed JSON on a
+Unix socket in a 0700 directory).  Servers keep running when the hub stops; the next hub
+re-adopts those that phone home again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = ["add_parsers"]
+
+
+def _json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser(
+        "hub",
+        help="run the hub (without Jupyter): phone-home listeners, launched servers, registry",
+    )
+    p.add_argument(
+        "--listen",
+        default="127.0.0.1:0",
+        metavar="HOST:PORT",
+        help="where agents phone home (default 127.0.0.1:0: a free loopback port)",
+    )
+    p.add_argument(
+        "--advertise", metavar="HOST", help="the host name agents should dial (NAT, login nodes)"
+    )
+    p.add_argument(
+        "--session",
+        action="append",
+        default=[],
+        metavar="S",
+        help="open this session's listener at start (repeatable)",
+    )
+    p.add_argument(
+        "--readopt-grace",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="seconds a server of a previous hub has to phone home again (default 120)",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="log debugging detail")
+    _json(p)
+    p.set_defaults(func=_hub)
+
+    p = subparsers.add_parser(
+        "launch",
+        help="launch a server through the running hub",
+        description="Launch a pvserver, the built-in renderer or any TCP program (kind "
+        "command, its command line after '--', with {port}) and supervise it.",
+    )
+    p.add_argument("kind", choices=["pvserver", "builtin", "command"])
+    # Everything after the kind: options, then '--' and the command (split in _launch, since
+    # argparse cannot mix a positional kind, options and a trailing command line).
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="options, then -- COMMAND ARGS...")
+    p.set_defaults(parser=p)
+    p.set_defaults(func=_launch)
+
+    p = subparsers.add_parser("servers", help="list, show, tail, dial or stop launched servers")
+    ssub = p.add_subparsers(dest="servers_command", metavar="ACTION", required=True)
+    q = ssub.add_parser("list", help="every server the hub knows")
+    _json(q)
+    q.set_defaults(func=_list)
+    for name, what in (("show", "one server"), ("logs", "its agent's and program's log")):
+        q = ssub.add_parser(name, help=what)
+        q.add_argument("id")
+        if name == "logs":
+            q.add_argument("--tail", type=int, default=100, metavar="N")
+        _json(q)
+        q.set_defaults(func=_show if name == "show" else _logs)
+    q = ssub.add_parser(
+        "dial", help="connect a client that accepts (pvpython ReverseConnect) to the server"
+    )
+    q.add_argument("id")
+    q.add_argument("port", type=int, help="the client's listening port on 127.0.0.1")
+    q.add_argument("--timeout", type=float, default=60.0, metavar="S")
+    _json(q)
+    q.set_defaults(func=_dial)
+    q = ssub.add_parser("stop", help="stop it: graceful, then kill (scancel under Slurm)")
+    q.add_argument("id")
+    q.add_argument("--grace", type=float, default=10.0, metavar="S")
+    _json(q)
+    q.set_defaults(func=_stop)
+
+
+def _launch_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--launcher", choices=["local", "ssh", "slurm"], default="local")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--reverse",
+        dest="mode",
+        action="store_const",
+        const="reverse",
+        help="the agent phones home to the hub (default)",
+    )
+    mode.add_argument(
+        "--forward",
+        dest="mode",
+        action="store_const",
+        const="forward",
+        help="the agent listens; the hub dials it",
+    )
+    p.set_defaults(mode="reverse")
+    p.add_argument("--session", default="default", metavar="S")
+    p.add_argument("--walltime", type=float, metavar="S", help="wall-time limit in seconds")
+    p.add_argument(
+        "--restart-policy",
+        choices=["never", "on-failure"],
+        default="never",
+        help="relaunch the agent's job when it fails (default never)",
+    )
+    p.add_argument("--restart-limit", type=int, default=3, metavar="N")
+    p.add_argument("--python", metavar="PATH", help="Python with paraconnect on the remote host")
+    p.add_argument("--ranks", type=int, metavar="N", help="pvserver: MPI ranks (mpiexec -n N)")
+    p.add_argument("--xvfb", choices=["auto", "always", "never"], help="pvserver: X server")
+    p.add_argument(
+        "--pv-reverse",
+        action="store_true",
+        help="pvserver, hardened: it dials out to a loopback bridge, so nothing listens on the "
+        "remote host; the client must accept (pvpython ReverseConnect) and 'servers dial' it",
+    )
+    p.add_argument("--size", metavar="WxH", help="builtin: default frame size")
+    p.add_argument(
+        "--probe",
+        choices=["port", "log", "http"],
+        help="command: ready when it listens (port, default), logs --log-regex, or answers "
+        "GET --http-path",
+    )
+    p.add_argument("--log-regex", metavar="REGEX", help="command: readiness log line")
+    p.add_argument("--http-path", metavar="PATH", help="command: readiness HTTP path")
+    p.add_argument("--host", help="ssh: host name or ssh config alias")
+    p.add_argument("--ssh-port", type=int, metavar="N")
+    p.add_argument("--user")
+    p.add_argument("--identity-file", metavar="FILE")
+    p.add_argument("--ssh-config", metavar="FILE")
+    p.add_argument("--slurm-conf", metavar="FILE")
+    p.add_argument("--partition")
+    p.add_argument("--account")
+    p.add_argument("--gpus", type=int)
+    p.add_argument("--time", metavar="T", help="slurm: time limit (minutes, HH:MM:SS)")
+    p.add_argument("--wait", action="store_true", help="wait until the server is connected")
+    p.add_argument("--timeout", type=float, default=120.0, metavar="S", help="for --wait")
+    _json(p)
+
+
+def _client() -> Any:
+    from .hub import HubClient
+
+    return HubClient()
+
+
+def _print_info(info: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(info))
+        return
+    for key in ("id", "kind", "state", "reason", "launcher", "host", "job_id", "mode", "local"):
+        print(f"{key:10} {info.get(key)}")
+    if info.get("connect_id"):
+        print(f"{'connect_id':10} {info['connect_id']}")
+    if info.get("note"):
+        print(f"{'note':10} {info['note']}")
+
+
+def _launch(outer: argparse.Namespace) -> int:
+    rest = list(outer.rest)
+    command: list[str] = []
+    if "--" in rest:
+        at = rest.index("--")
+        rest, command = rest[:at], rest[at + 1 :]
+    parser = argparse.ArgumentParser(prog=f"{outer.parser.prog} {outer.kind}")
+    _launch_options(parser)
+    args = parser.parse_args(rest)
+    args.kind = outer.kind
+    if command and args.kind != "command":
+        raise ConfigError(f"kind {args.kind} takes no command after '--'; use kind command")
+    options: dict[str, Any] = {
+        "restart_policy": args.restart_policy,
+        "restart_limit": args.restart_limit,
+    }
+    if args.pv_reverse:
+        if args.kind != "pvserver":
+            raise ConfigError("--pv-reverse is an option of the pvserver kind")
+        options["pv_reverse"] = True
+    for key in ("walltime", "python", "ranks", "xvfb", "size", "probe", "log_regex", "http_path"):
+        if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
+    lopts: dict[str, Any] = {}
+    if args.launcher == "ssh":
+        lopts = {"host": args.host, "port": args.ssh_port, "user": args.user}
+        lopts |= {"identity_file": args.identity_file, "config_file": args.ssh_config}
+    elif args.launcher == "slurm":
+        lopts = {"slurm_conf": args.slurm_conf, "partition": args.partition}
+        lopts |= {"account": args.account, "gpus": args.gpus, "time": args.time}
+    lopts = {k: v for k, v in lopts.items() if v is not None}
+    with _client() as hub:
+        info = hub.request(
+            "launch",
+            kind=args.kind,
+            launcher=args.launcher,
+            session=args.session,
+            mode=args.mode,
+            options=options,
+            command=command,
+            launcher_options=lopts,
+        )
+        if args.wait:
+            info = hub.request("wait", id=info["id"], timeout=args.timeout)
+    _print_info(info, args.json)
+    return 0 if info["state"] != "failed" else 1
+
+
+def _list(args: argparse.Namespace) -> int:
+    with _client() as hub:
+        infos = hub.request("servers")
+    if args.json:
+        print(json.dumps(infos))
+        return 0
+    print(f"{'ID':20} {'KIND':9} {'STATE':10} {'LAUNCHER':8} {'LOCAL':22} REASON")
+    for i in infos:
+        local = i.get("local") or "-"
+        print(
+            f"{i['id']:20} {i['kind']:9} {i['state']:10} {i['launcher']:8} {local:22} {i['reason']}"
+        )
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    with _client() as hub:
+        _print_info(hub.request("server", id=args.id), args.json)
+    return 0
+
+
+def _logs(args: argparse.Namespace) -> int:
+    with _client() as hub:
+        text = hub.request("logs", id=args.id, tail=args.tail)
+    print(json.dumps({"id": args.id, "logs": text}) if args.json else text, end="")
+    if not args.json and text and not text.endswith("\n"):
+        print()
+    return 0
+
+
+def _dial(args: argparse.Namespace) -> int:
+    with _client() as hub:
+        info = hub.request("dial", id=args.id, port=args.port, timeout=args.timeout)
+    _print_info(info, args.json)
+    return 0
+
+
+def _stop(args: argparse.Namespace) -> int:
+    with _client() as hub:
+        _print_info(hub.request("stop", id=args.id, grace=args.grace), args.json)
+    return 0
+
+
+def _hub(args: argparse.Namespace) -> int:
+    import logging
+    import signal
+
+    import anyio
+
+    from .hub import Hub, serve_control
+    from .tunnel._util import single_error
+
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s paraconnect %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    hub = Hub(listen=args.listen, advertise=args.advertise, readopt_grace=args.readopt_grace)
+
+    async def main() -> int:
+        async with anyio.create_task_group() as tg:
+            await tg.start(hub.run)
+            addresses = {s: await hub.open_session(s) for s in args.session}
+            control = await tg.start(serve_control, hub)
+            fields = {"control": str(control), "phone_home": addresses, "at": time.time()}
+            if args.json:
+                print(json.dumps({"event": "ready", **fields}), flush=True)
+            else:
+                print(f"ready: control {control}, phone home {addresses}", flush=True)
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    break
+            tg.cancel_scope.cancel()
+        return 0
+
+    try:
+        result: int = anyio.run(main, backend="asyncio")
+    except BaseExceptionGroup as group:
+        raise single_error(group) from None
+    return result

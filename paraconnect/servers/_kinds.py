@@ -1,0 +1,156 @@
+"""Server kinds: what program the agent runs on its private leg, and how.
+
+- ``builtin``: paraconnect's own renderer, ``python -m paraconnect.render --unix {unix}`` (or
+  ``--fd {fd}``).
+- ``pvserver``: ParaView's server on a loopback port with a random ``--connect-id``,
+  ``--no-mpi`` unless ranks are asked for (then ``mpiexec -n N pvserver``), under its own Xvfb
+  (``-displayfd -noreset``) when the remote host has no DISPLAY.  pvserver exits when its client
+  leaves: the agent restarts it (``--restart always``) and the user is told that ParaView state
+  is not kept between clients.
+- ``pvserver`` with ``pv_reverse``: hardened; pvserver ``--rc`` dials a loopback bridge
+  (``_kinds_pvrc``) so nothing listens on the remote host; the client pvpython must accept
+  (``ReverseConnect``), and the hub dials it.  Trade-off: no listening socket on the remote host
+  at all, but the client side must use ReverseConnect and ask the hub to dial it, and the
+  standard ``Connect(host, port)`` workflow of ParaView's GUI does not apply.
+- ``command``: any TCP program whose command line holds ``{port}`` (or ``{unix}``/``{fd}``);
+  ready when it listens there (probe ``port``), or when its output matches ``log_regex`` (probe
+  ``log``) or ``GET http_path`` answers (probe ``http``), through the ``_kinds_probe`` wrapper.
+
+A kind only builds command lines; the hub wraps them in ``paraconnect serve``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ConfigError
+
+__all__ = ["KINDS", "ServerKind", "build_kind"]
+
+KINDS = ("builtin", "pvserver", "command")
+
+PVSERVER_NOTE = (
+    "pvserver ends when its client leaves; the agent then starts a fresh one for the next "
+    "client: ParaView state (loaded data, pipelines) is NOT kept between clients"
+)
+
+PV_REVERSE_NOTE = (
+    "hardened (--pv-reverse): pvserver dials out to a loopback bridge, nothing listens on the "
+    "remote host; start pvpython with simple.ReverseConnect(PORT) (it must accept) and have "
+    "the hub dial it: 'paraconnect servers dial ID PORT' or hub.dial_client(ID, PORT)"
+)
+
+
+@dataclass(frozen=True)
+class ServerKind:
+    """The program behind one agent: its command line (with the agent's placeholders), the
+    agent's restart policy for it, and a note for the user."""
+
+    name: str
+    program: tuple[str, ...]
+    restart: str = "no"
+    ready_timeout: float = 60.0
+    note: str = ""
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _python(options: Mapping[str, Any]) -> str:
+    python = options.get("python") or sys.executable
+    if not isinstance(python, str):
+        raise ConfigError("option python must be the path of a Python with paraconnect installed")
+    return python
+
+
+def _int(options: Mapping[str, Any], key: str, default: int | None) -> int | None:
+    value = options.get(key, default)
+    if value is None:
+        return None
+    if type(value) is not int or value < 1:
+        raise ConfigError(f"option {key} must be a positive whole number, not {value!r}")
+    return value
+
+
+def build_kind(
+    kind: str, options: Mapping[str, Any] | None = None, command: Sequence[str] = ()
+) -> ServerKind:
+    """The `kind` with its options (see each kind); `command` is the program for ``command``."""
+    opts = dict(options or {})
+    if kind == "builtin":
+        leg = opts.get("leg", "unix")
+        if leg not in ("unix", "fd"):
+            raise ConfigError(f"option leg {leg!r} of the builtin kind: choose unix or fd")
+        argv = [_python(opts), "-m", "paraconnect.render", f"--{leg}", "{" + leg + "}"]
+        size = opts.get("size")
+        if size is not None:
+            argv += ["--size", str(size)]
+        return ServerKind("builtin", tuple(argv), restart="on-failure", options=opts)
+    if kind == "pvserver":
+        ranks = _int(opts, "ranks", None)
+        pvserver = str(opts.get("pvserver", "pvserver"))
+        argv = [pvserver, "--sp={port}", "--connect-id={connect_id}"]
+        if ranks is None:
+            argv.append("--no-mpi")
+        else:
+            argv = [str(opts.get("mpiexec", "mpiexec")), "-n", str(ranks), *argv]
+        reverse = bool(opts.get("pv_reverse", False))
+        if reverse:
+            # Hardened: pvserver dials a loopback port of our bridge; nothing listens on the
+            # host's network (see _kinds_pvrc).
+            argv = [a for a in argv if not a.startswith("--sp=")]
+            at = argv.index(pvserver) + 1
+            argv[at:at] = ["--rc", "--client-host=127.0.0.1", "--server-port={rc_port}"]
+        xvfb = opts.get("xvfb", "auto")
+        if xvfb not in ("auto", "always", "never"):
+            raise ConfigError(f"option xvfb {xvfb!r}: choose auto, always or never")
+        if xvfb != "never":
+            wrapper = [_python(opts), "-m", "paraconnect.servers._xvfb"]
+            if xvfb == "always":
+                wrapper.append("--always")
+            argv = [*wrapper, "--", *argv]
+        if reverse:
+            bridge = [_python(opts), "-m", "paraconnect.servers._kinds_pvrc", "--unix", "{unix}"]
+            return ServerKind(
+                "pvserver",
+                (*bridge, "--", *argv),
+                restart="on-failure",
+                note=PVSERVER_NOTE + "; " + PV_REVERSE_NOTE,
+                options=opts,
+            )
+        program = tuple(argv)
+        return ServerKind("pvserver", program, restart="always", note=PVSERVER_NOTE, options=opts)
+    if kind == "command":
+        argv = list(command)
+        if not argv:
+            raise ConfigError(
+                "the command kind needs the program after '--', e.g. -- python3 -m http.server "
+                "--bind 127.0.0.1 {port}"
+            )
+        joined = " ".join(argv)
+        if sum(p in joined for p in ("{port}", "{unix}", "{fd}")) != 1:
+            raise ConfigError(
+                f"command {joined!r}: put exactly one of {{port}}, {{unix}} or {{fd}} where the "
+                "program listens (the agent gives it a private leg there)"
+            )
+        probe = opts.get("probe", "port")
+        if probe not in ("port", "log", "http"):
+            raise ConfigError(f"probe {probe!r}: choose port, log (with log_regex) or http")
+        if probe != "port":
+            # Ready only once the probe passed: the wrapper opens the agent's leg then.
+            if "{port}" not in joined:
+                raise ConfigError(f"probe {probe} needs the program to listen on {{port}}")
+            target = opts.get("log_regex") if probe == "log" else opts.get("http_path", "/")
+            if not isinstance(target, str) or not target:
+                raise ConfigError("probe log needs option log_regex (a regular expression)")
+            flag = "--log" if probe == "log" else "--http"
+            wrapper = [
+                *(_python(opts), "-m", "paraconnect.servers._kinds_probe", "--unix", "{unix}"),
+                *(flag, target, "--timeout", str(opts.get("probe_timeout", 60))),
+            ]
+            argv = [*wrapper, "--", *(a.replace("{port}", "{inner_port}") for a in argv)]
+        restart = str(opts.get("restart", "no"))
+        program = tuple(argv)
+        return ServerKind("command", program, restart=restart, options=opts)
+    raise ConfigError(f"unknown server kind {kind!r}; choose one of {', '.join(KINDS)}")

@@ -1,0 +1,131 @@
+"""Enrolment: the agent makes its key on its own side and gets its certificate from the hub
+with a one-time token; the token works once, expires, is bound to one server id, and is stored
+only hashed; the agent refuses a hub whose CA is not the pinned one."""
+
+from __future__ import annotations
+
+import stat
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from paraconnect.errors import TrustError
+from paraconnect.pki import Role, Session, Store, load_credentials
+from paraconnect.servers._enroll import EnrollServer, enroll, issue_token
+from paraconnect.servers._registry import ServerRecord, ServerRegistry
+
+from .conftest import PARACONNECT
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def registry(home: Path) -> ServerRegistry:
+    reg = ServerRegistry(home / "servers.sqlite3")
+    now = time.time()
+    for sid in ("srv-a", "srv-b"):
+        reg.add(
+            ServerRecord(sid, "builtin", "lab", "reverse", "local", "submitted", "test", now, now)
+        )
+    return reg
+
+
+@pytest.fixture
+async def hub_addr(store: Store, session: Session, registry: ServerRegistry) -> AsyncIterator[str]:
+    uid = store.unique_id().value
+    session.issue(Role.CLIENT, "hub", unique_id=uid)
+    creds = load_credentials("lab", role=Role.CLIENT, store=store, unique_id=uid)
+    server = EnrollServer(registry, {"lab": (session, creds)})
+    async with anyio.create_task_group() as tg:
+        host, port = await tg.start(server.run)
+        yield f"{host}:{port}"
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_token_works_once_and_the_key_stays_here(
+    hub_addr: str, session: Session, registry: ServerRegistry, store: Store, tmp_path: Path
+) -> None:
+    token = issue_token(registry, "srv-a", "lab")
+    out = tmp_path / "remote" / "creds"
+    uid = store.unique_id().value
+    await enroll(hub_addr, session.ca_fingerprint, token, "srv-a", out, uid)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o700
+    assert stat.S_IMODE((out / "srv-a.key").stat().st_mode) == 0o600
+    creds = load_credentials(out)
+    assert creds.identity.name == "srv-a" and creds.identity.role is Role.SERVER
+    assert creds.identity.unique_id == uid and creds.identity.session_id == session.id
+    rec = registry.get("srv-a")
+    assert rec is not None and rec.cert_sha256 == session.records()[-1].sha256
+    assert not session.records()[-1].key_kept  # recorded, revocable, no key at the hub
+    # Only the token's hash is stored.
+    assert token.encode() not in (registry.path).read_bytes()
+    with pytest.raises(TrustError, match="already used"):
+        await enroll(hub_addr, session.ca_fingerprint, token, "srv-a", tmp_path / "again", uid)
+    assert not (tmp_path / "again").exists()
+
+
+@pytest.mark.anyio
+async def test_token_expires(
+    hub_addr: str, session: Session, registry: ServerRegistry, tmp_path: Path
+) -> None:
+    token = issue_token(registry, "srv-a", "lab", ttl=-1)
+    with pytest.raises(TrustError, match="expired"):
+        await enroll(hub_addr, session.ca_fingerprint, token, "srv-a", tmp_path / "c")
+
+
+@pytest.mark.anyio
+async def test_token_is_bound_to_its_server(
+    hub_addr: str, session: Session, registry: ServerRegistry, tmp_path: Path
+) -> None:
+    token = issue_token(registry, "srv-a", "lab")
+    with pytest.raises(TrustError, match="bound to another server, not srv-b"):
+        await enroll(hub_addr, session.ca_fingerprint, token, "srv-b", tmp_path / "c")
+    with pytest.raises(TrustError, match="unknown enrolment token"):
+        await enroll(hub_addr, session.ca_fingerprint, "made-up", "srv-a", tmp_path / "c")
+
+
+@pytest.mark.anyio
+async def test_agent_refuses_a_hub_with_another_ca(
+    hub_addr: str, store: Store, session: Session, registry: ServerRegistry, tmp_path: Path
+) -> None:
+    other = store.create_session("elsewhere")
+    token = issue_token(registry, "srv-a", "lab")
+    with pytest.raises(TrustError, match="not the pinned"):
+        await enroll(hub_addr, other.ca_fingerprint, token, "srv-a", tmp_path / "c")
+    assert not (tmp_path / "c").exists()
+    # The agent refused before sending its token: it still works with the right CA.
+    await enroll(hub_addr, session.ca_fingerprint, token, "srv-a", tmp_path / "c")
+    assert (tmp_path / "c" / "srv-a.key").exists()
+
+
+@pytest.mark.anyio
+async def test_serve_enroll_cli_reads_the_token_file_and_refuses_a_wrong_ca(
+    hub_addr: str, store: Store, registry: ServerRegistry, tmp_path: Path
+) -> None:
+    other = store.create_session("elsewhere")
+    token_file = tmp_path / "token"
+    token_file.write_text(issue_token(registry, "srv-a", "lab") + "\n")
+    argv = [PARACONNECT, "serve", "--enroll", hub_addr, "--ca-sha256", other.ca_fingerprint,
+            "--token-file", str(token_file), "--server-id", "srv-a",
+            "--creds-dir", str(tmp_path / "c"), "--phone-home", "127.0.0.1:9", "--",
+            "true", "{port}"]  # fmt: skip
+    result = await anyio.run_process(argv, check=False)
+    err = result.stderr.decode()
+    assert result.returncode == 1
+    assert err.startswith("paraconnect: error: the hub at") and "not the pinned" in err
+    assert len(err.strip().splitlines()) == 1
+    assert token_file.read_text().strip() not in err  # the token is never echoed
+
+
+def test_serve_without_creds_or_enroll_is_a_config_error(cli: object) -> None:
+    r = cli("serve", "--listen", "127.0.0.1:0", "--", "true", "{port}")  # type: ignore[operator]
+    assert r.returncode == 1 and "give --creds C, or --enroll HOST:PORT" in r.stderr
