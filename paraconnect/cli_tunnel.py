@@ -54,6 +54,14 @@ def _common(p: argparse.ArgumentParser, role: str) -> None:
         help="drop a peer that has not completed TLS and the hello within S s (default 10)",
     )
     p.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="on SIGTERM/SIGINT, take no new connections and let open streams finish for up "
+        "to S s before exiting (default 30; 0 cuts them at once)",
+    )
+    p.add_argument(
         "--json",
         action="store_true",
         help="print events as JSON lines on stdout: 'ready' once listening (and, for "
@@ -187,18 +195,10 @@ def _setup_logging(args: argparse.Namespace) -> None:
 
 
 def _load(args: argparse.Namespace, role: Role) -> Credentials:
-    from pathlib import Path
-
+    from ._cli_pki import read_passphrase
     from .pki import load_credentials
 
-    passphrase = None
-    if args.passphrase_file:
-        try:
-            passphrase = Path(args.passphrase_file).read_bytes().rstrip(b"\r\n")
-        except OSError as exc:
-            raise ConfigError(
-                f"--passphrase-file {args.passphrase_file}: {exc.strerror or exc}"
-            ) from None
+    passphrase = read_passphrase("--passphrase-file", args.passphrase_file)
     return load_credentials(args.creds, role=role, passphrase=passphrase)
 
 
@@ -230,6 +230,21 @@ async def _until_signal(on_exit: Any = None) -> None:
             break
     if on_exit is not None:
         await on_exit()
+
+
+async def _drain(side: Any, grace: float) -> None:
+    """After a stop signal: refuse new connections, let open data streams finish (bounded)."""
+    import logging
+
+    log = logging.getLogger("paraconnect.tunnel")
+    streams = side.data_open()
+    if streams and grace > 0:
+        log.warning("stop signal: draining %d open stream(s), up to %g s", streams, grace)
+    left = await side.drain(grace)
+    if left:
+        log.warning("stop signal: cutting %d stream(s) still open after %g s", left, grace)
+    else:
+        log.info("stop signal: no open streams; exiting")
 
 
 def _run(main: Any) -> int:
@@ -295,6 +310,7 @@ def _serve(args: argparse.Namespace) -> int:
                 level=agent.level.value,
             )
             await _until_signal()
+            await _drain(agent.side, args.drain_timeout)
             tg.cancel_scope.cancel()
         return 0
 
@@ -437,6 +453,7 @@ def _connect(args: argparse.Namespace) -> int:
                 connect_id=connector.connect_id,
             )
             await _until_signal(on_exit)
+            await _drain(connector.side, args.drain_timeout)
             tg.cancel_scope.cancel()
         return 0
 
@@ -487,6 +504,7 @@ def _listen(args: argparse.Namespace) -> int:
             address, local = await tg.start(listener.run)
             _ready(args, listen=str(address), local=str(local))
             await _until_signal(on_exit)
+            await _drain(listener.side, args.drain_timeout)
             tg.cancel_scope.cancel()
         return 0
 

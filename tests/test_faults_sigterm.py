@@ -29,12 +29,6 @@ def _reacted(proc: NsProc) -> None:
         time.sleep(0.05)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not implemented: on SIGTERM serve/listen cancel their task group at once "
-    "(paraconnect/cli_tunnel.py _serve/_listen: tg.cancel_scope.cancel() right after "
-    "_until_signal), cutting open streams",
-)
 @pytest.mark.parametrize("who", ["serve", "listen"])
 def test_sigterm_drains_open_streams(hosts: Hosts, who: str) -> None:
     pki = hosts.pki()

@@ -197,6 +197,22 @@ def test_invalid_names_are_refused(store: Store) -> None:
         session.issue("admin", "x")
 
 
+def test_credentials_from_session_prefer_this_node(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A newer certificate issued for another node (to be copied there) must not shadow this
+    node's own one: at level mutual it would be refused as a copied certificate."""
+    monkeypatch.setenv("PARACONNECT_UNIQUE_ID", "here")
+    session = store.create_session("lab")
+    session.issue("node", "mine")
+    session.issue("client", "for-elsewhere", unique_id="elsewhere")
+    assert load_credentials("lab", role="client", store=store).identity.name == "mine"
+    assert (
+        load_credentials("lab", role="client", store=store, unique_id="elsewhere").identity.name
+        == "for-elsewhere"
+    )
+
+
 def test_credentials_from_session_prefer_the_role(store: Store) -> None:
     session = store.create_session("lab")
     session.issue("server", "srv")

@@ -74,6 +74,7 @@ async def test_cli_reverse_over_ipv6(pki: Pki, procs: object) -> None:
 async def test_cli_friend_with_a_bundle(pki: Pki, procs: object, home: Path) -> None:
     share(pki.session, "bob", home / "bob.p12", PASS, unique_id="bob-laptop")
     (home / "pass").write_bytes(PASS + b"\n")
+    (home / "pass").chmod(0o600)  # passphrase files others can read are refused
     agent = _serve(procs, "--listen", "127.0.0.1:0")
     [addr] = agent.ready()["listen"]  # type: ignore[misc]
     bob = procs(  # type: ignore[operator]

@@ -187,7 +187,14 @@ def load_credentials(
     store = store or Store()
     session = store.open_session(str(spec))
     wanted = Role.parse(role) if role else Role.NODE
-    rec = session.credentials_record(wanted, unique_id)
+    if unique_id is not None:
+        rec = session.credentials_record(wanted, unique_id)
+    else:
+        # This node's own certificate first: a newer one issued for another node (to be copied
+        # there) must not shadow it, or level mutual would refuse us as a copied certificate.
+        rec = session.credentials_record(
+            wanted, store.unique_id().value
+        ) or session.credentials_record(wanted, None)
     if rec is None:
         raise CredentialError(
             f"session {session.name!r} holds no valid {wanted.value} certificate with its key; "

@@ -27,7 +27,14 @@ from typing import TYPE_CHECKING
 import anyio
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from ..errors import ConfigError, CredentialError, ParaconnectError, StorageError, TrustError
+from ..errors import (
+    ConfigError,
+    CredentialError,
+    NetworkError,
+    ParaconnectError,
+    StorageError,
+    TrustError,
+)
 from ..pki import (
     Credentials,
     Identity,
@@ -184,6 +191,8 @@ class Side:
             policy_path(self._crl_path) if self._crl_path is not None else None
         )
         self.open: set[Tracked] = set()
+        self.draining = False  # a stop signal came: no new connections, open ones finish
+        self._drained: anyio.Event | None = None
         self.metrics = metrics or METRICS
         self._accounting_wanted = accounting
         self._accounting: Accounting | None = (
@@ -361,6 +370,19 @@ class Side:
         predecessor left open are marked lost at once, not at the first connection)."""
         return self.accounting
 
+    def data_open(self) -> int:
+        return sum(1 for t in self.open if t.kind == "data")
+
+    async def drain(self, grace: float) -> int:
+        """Take no new connections and wait, up to `grace` s, for the open data streams to
+        end; returns how many are still open (the caller then cuts them)."""
+        self.draining = True
+        self._drained = anyio.Event()
+        if self.data_open():
+            with anyio.move_on_after(grace):
+                await self._drained.wait()
+        return self.data_open()
+
     def close(self) -> None:
         """Release the accounting database (reopened on the next connection)."""
         if self._accounting is not None and self._accounting_wanted is True:
@@ -411,6 +433,8 @@ class Side:
 
     def _untrack(self, tracked: Tracked) -> None:
         self.open.discard(tracked)
+        if self._drained is not None and not self.data_open():
+            self._drained.set()
         self.metrics.closed(tracked)
         if tracked.row is None:
             return
@@ -483,6 +507,9 @@ class Side:
         conn: ByteStream
         started = time.time()
         where = peer_addr(sock)
+        if self.draining:
+            sock.close()
+            raise NetworkError(f"not taking the connection from {where}: shutting down")
         # The acceptor learns the purpose only from the hello.
         kind = purpose.value if not server_side else "unknown"
         try:
