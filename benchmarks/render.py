@@ -158,25 +158,78 @@ def make_scene(w: int, h: int, triangles: int, backend: str, msaa: int) -> Scene
     return scene
 
 
+class _Tunnel:
+    """The renderer behind the real tunnel: `paraconnect listen` and `paraconnect serve
+    --phone-home` (mutual TLS, level mutual) as subprocesses, as in the demo. The client then
+    talks to the listener's local endpoint."""
+
+    def __init__(self, command: list[str], env: dict[str, str]) -> None:
+        import tempfile
+
+        from paraconnect._demo import _Command  # the demo's process wrapper
+        from paraconnect.pki import Store
+
+        self.home = Path(tempfile.mkdtemp(prefix="pc-render-bench-"))
+        env = {**env, "PARACONNECT_HOME": str(self.home)}
+        store = Store(self.home)
+        session = store.create_session("bench")
+        session.issue("node", "client")
+        remote = self.home / "remote"
+        session.issue("server", "render", unique_id=store.unique_id().value, out=remote)
+        listen_args = ["listen", "127.0.0.1:0", "--creds", "bench", "--local", "127.0.0.1:0"]
+        self.listen = _Command([*listen_args, "--json", "-q"], env, self.home / "listen.log")
+        ready = self.listen.event("ready", 60)
+        self.serve = _Command(
+            ["serve", "--creds", str(remote), "--phone-home", str(ready["listen"]),
+             "--interval", "0.5", "--json", "-q", "--", *command],
+            env,
+            self.home / "serve.log",
+        )  # fmt: skip
+        self.listen.event("server", 120)
+        self.port = int(str(ready["local"]).rsplit(":", 1)[1])
+
+    def close(self) -> None:
+        import shutil
+
+        self.serve.stop()
+        self.listen.stop()
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
 def end_to_end(
-    args: argparse.Namespace, w: int, h: int, seconds: float, rounds: int, reference: Method
+    args: argparse.Namespace,
+    w: int,
+    h: int,
+    seconds: float,
+    rounds: int,
+    reference: Method,
+    tunnel: bool = False,
 ) -> dict[str, float]:
     """Stream from a server subprocess, in rounds that take turns with the in-process reference
-    (so the ratio compares like with like on a busy machine)."""
+    (so the ratio compares like with like on a busy machine); with `tunnel`, through a real
+    listen/serve pair over mutual TLS."""
     from paraconnect.render import RenderClient
 
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    command = [sys.executable, "-m", "paraconnect.render", "--port", "0"]
-    command += ["--backend", args.backend, "--msaa", str(args.msaa)]
-    command += ["--encoders", str(args.encoders)]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
+    options = ["--backend", args.backend, "--msaa", str(args.msaa)]
+    options += ["--encoders", str(args.encoders)]
     q = args.quality
+    proc: subprocess.Popen[str] | None = None
+    via: _Tunnel | None = None
+    if tunnel:
+        via = _Tunnel([sys.executable, "-m", "paraconnect.render", "--unix", "{unix}", *options],
+                      env)  # fmt: skip
+        port = via.port
+    else:
+        command = [sys.executable, "-m", "paraconnect.render", "--port", "0", *options]
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if "listening on" not in line:
-            raise SystemExit(f"the render server did not start: {line!r}")
-        port = int(line.rsplit(":", 1)[1])
+        if proc is not None:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            if "listening on" not in line:
+                raise SystemExit(f"the render server did not start: {line!r}")
+            port = int(line.rsplit(":", 1)[1])
         with RenderClient(port=port, timeout=60) as client:
             client.resize(w, h)
             client.load("sphere", triangles=args.triangles)
@@ -210,8 +263,11 @@ def end_to_end(
                 rates.append(n / (time.perf_counter() - t0))
                 client.stop()
     finally:
-        proc.terminate()
-        proc.wait(10)
+        if proc is not None:
+            proc.terminate()
+            proc.wait(10)
+        if via is not None:
+            via.close()
     return {
         "fps": statistics.median(rates),
         "ref_fps": statistics.median(ref_rates),
@@ -246,6 +302,11 @@ def main() -> None:
         "--msaa", type=int, default=0, help="MSAA samples, both paths (VTK's default: 8)"
     )
     p.add_argument("--no-tcp", action="store_true", help="skip the end-to-end part")
+    p.add_argument(
+        "--tunnel",
+        action="store_true",
+        help="also stream through a real paraconnect listen / serve --phone-home pair",
+    )
     args = p.parse_args()
     w, h = (int(v) for v in args.size.lower().split("x"))
     seconds = args.seconds or (1.5 if args.quick else 6.0)
@@ -277,9 +338,12 @@ def main() -> None:
         for m in methods
     ]
     e2e: dict[str, float] | None = None
+    via_tunnel: dict[str, float] | None = None
     if not args.no_tcp:
         try:
             e2e = end_to_end(args, w, h, seconds, rounds, methods[0])
+            if args.tunnel:
+                via_tunnel = end_to_end(args, w, h, seconds, rounds, methods[0], tunnel=True)
         except ImportError as exc:
             print(f"(end-to-end part skipped: {exc})")
     for m in methods:
@@ -292,6 +356,16 @@ def main() -> None:
                 e2e["fps"],
                 e2e["ref_fps"],
                 f"{e2e['bytes'] / 1024:.0f} KiB/frame (ref in these rounds: {e2e['ref_fps']:.1f})",
+            )
+        )
+    if via_tunnel is not None:
+        rows.append(
+            (
+                "paraconnect end to end, through the mutual-TLS tunnel",
+                via_tunnel["fps"],
+                via_tunnel["ref_fps"],
+                f"{via_tunnel['bytes'] / 1024:.0f} KiB/frame "
+                f"(ref in these rounds: {via_tunnel['ref_fps']:.1f})",
             )
         )
     print()
@@ -307,6 +381,12 @@ def main() -> None:
         print(
             f"request/response (camera + render round trip):   median "
             f"{e2e['rtt_median']:.1f} ms, p99 {e2e['rtt_p99']:.1f} ms"
+        )
+    if via_tunnel is not None:
+        print(
+            f"through the tunnel: stream latency median {via_tunnel['latency_median']:.1f} ms, "
+            f"p99 {via_tunnel['latency_p99']:.1f} ms; request/response median "
+            f"{via_tunnel['rtt_median']:.1f} ms, p99 {via_tunnel['rtt_p99']:.1f} ms"
         )
     sys.stdout.flush()
 
