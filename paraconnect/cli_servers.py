@@ -45,6 +45,12 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         help="open this session's listener at start (repeatable)",
     )
     p.add_argument(
+        "--status",
+        metavar="HOST:PORT",
+        help="serve the hub's metrics over plain HTTP on this loopback address: /metrics "
+        "(Prometheus text) and /status (JSON); port 0 picks one (in the ready event)",
+    )
+    p.add_argument(
         "--readopt-grace",
         type=float,
         default=120.0,
@@ -264,6 +270,19 @@ def _stop(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _serve_status(tg: Any, address: str) -> str:
+    """The tunnel metrics (connections, handshakes, bytes, servers by state) over HTTP."""
+    from .tunnel import parse_endpoint
+    from .tunnel._status import serve_status
+
+    ep = parse_endpoint(address, "--status")
+    if ep.path is not None:
+        raise ConfigError("--status takes HOST:PORT on loopback, not a unix socket")
+    port = await tg.start(serve_status, ep.host, ep.port)
+    host = f"[{ep.host}]" if ":" in ep.host else ep.host
+    return f"http://{host}:{port}/metrics"
+
+
 def _hub(args: argparse.Namespace) -> int:
     import logging
     import signal
@@ -287,6 +306,8 @@ def _hub(args: argparse.Namespace) -> int:
             addresses = {s: await hub.open_session(s) for s in args.session}
             control = await tg.start(serve_control, hub)
             fields = {"control": str(control), "phone_home": addresses, "at": time.time()}
+            if args.status:
+                fields["status"] = await _serve_status(tg, args.status)
             if args.json:
                 print(json.dumps({"event": "ready", **fields}), flush=True)
             else:

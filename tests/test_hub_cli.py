@@ -9,6 +9,7 @@ import signal
 import stat
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,12 +29,13 @@ ECHO = [sys.executable, str(Path(__file__).with_name("helpers_echo.py")), "--por
 def hub_proc(home: Path, session: Session) -> Iterator[subprocess.Popen[str]]:
     env = {**os.environ, "PARACONNECT_HOME": str(home)}
     proc = subprocess.Popen(
-        [PARACONNECT, "hub", "--json", "--session", "lab"],
+        [PARACONNECT, "hub", "--json", "--session", "lab", "--status", "127.0.0.1:0"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     assert proc.stdout is not None
     line = proc.stdout.readline()
     assert '"event": "ready"' in line, line + proc.stderr.read() if proc.stderr else ""
+    proc.status_url = json.loads(line)["status"]  # type: ignore[attr-defined]
     try:
         yield proc
     finally:
@@ -54,6 +56,12 @@ def test_launch_list_show_logs_stop(
     assert info["state"] == "connected" and info["kind"] == "command"
     port = int(info["local"].rsplit(":", 1)[1])
     assert echo(port, b"via the cli") == b"via the cli"
+    # The hub's status endpoint: the server by state, its control connection, the data bytes.
+    with urllib.request.urlopen(hub_proc.status_url, timeout=10) as response:  # type: ignore[attr-defined]  # noqa: S310
+        metrics = response.read().decode()
+    assert 'paraconnect_servers{state="connected"} 1' in metrics, metrics
+    assert 'paraconnect_connections_open{kind="control"} 1' in metrics, metrics
+    assert 'paraconnect_connections_total{kind="data"} 1' in metrics, metrics
     r = run("servers", "list", "--json")  # type: ignore[operator]
     assert [s["id"] for s in json.loads(r.stdout)] == [info["id"]]
     r = run("servers", "list")  # type: ignore[operator]

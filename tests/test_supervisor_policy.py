@@ -36,6 +36,28 @@ def echo(port: int, payload: bytes) -> bytes:
     return out
 
 
+def test_revoking_a_server_cuts_its_open_tunnel_at_the_hub(home: Path, session: Session) -> None:
+    """Issue 4 at the hub: revoking an agent's certificate closes its open connections there
+    (the hub re-checks what it holds when the session's CRL changes)."""
+    with running_hub(home) as (hub, _events):
+        info = hub.call(hub.launch, "command", "local", "lab", "reverse", {}, ECHO)
+        info = hub.call(hub.wait, info.id)
+        assert info.state == "connected"
+        with socket.create_connection(("127.0.0.1", info.local_port), timeout=30) as s:
+            s.sendall(b"echo\nbefore")
+            got = b""
+            while len(got) < 6:
+                got += s.recv(100)
+            assert got == b"before"  # the tunnel works, and stays open
+            [revoked] = session.revoke(info.id, reason="key_compromise")
+            assert revoked.name == info.id
+            s.settimeout(15)  # a bound for the test, not a speed requirement
+            rest = b""
+            while chunk := s.recv(100):  # a cut tunnel ends in EOF or a reset
+                rest += chunk
+            assert rest == b""
+
+
 def test_command_kind_echo_through_the_hub(home: Path, session: Session) -> None:
     with running_hub(home) as (hub, _events):
         info = hub.call(hub.launch, "command", "local", "lab", "reverse", {}, ECHO)

@@ -30,6 +30,7 @@ from ..tunnel._hello import Hello, Purpose
 from ..tunnel._leg import Endpoint, bind_listener, bound_endpoint, check_same_user
 from ..tunnel._relay import relay
 from ..tunnel._secure import Side
+from ..tunnel._splice import SpliceResult
 from ..tunnel._stream import ByteStream
 from ..tunnel._util import accept_loop
 
@@ -71,7 +72,7 @@ class SessionAgents:
         self.address: Endpoint | None = None
         self.agents: dict[str, AgentAccepted] = {}
         self._changed = anyio.Event()
-        self._pending: dict[str, tuple[str, anyio.Event, list[ByteStream]]] = {}
+        self._pending: dict[str, tuple[str, anyio.Event, list[tuple[ByteStream, Hello, str]]]] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         self._locals: dict[str, tuple[socket.socket, anyio.CancelScope]] = {}
 
@@ -93,12 +94,19 @@ class SessionAgents:
                     self.address,
                 )
                 tg.start_soon(accept_loop, sock, tg, self._incoming, str(self.address))
+                # A changed CRL or policy closes refused connections and reaches the agents.
+                tg.start_soon(self.side.watch, self._push_crl)
                 task_status.started(self.address)
         finally:
             self._tg = None
             sock.close()
             for lsock, _scope in self._locals.values():
                 lsock.close()
+            self.side.close()
+
+    async def _push_crl(self) -> None:
+        for link in list(self.agents.values()):
+            await link.control.push_crl(self.side)
 
     # -- agents ---------------------------------------------------------------------------
 
@@ -119,7 +127,7 @@ class SessionAgents:
             log.warning("hub: data connection from %s at %s for no open channel", where, where)
             await conn.aclose()
             return
-        pending[2].append(conn)
+        pending[2].append((conn, hello, where))
         pending[1].set()
 
     async def _agent(self, conn: ByteStream, hello: Hello, where: str) -> None:
@@ -143,7 +151,10 @@ class SessionAgents:
             await old.control.aclose()
         self.on_agent(link)
         try:
-            await link.control.read_loop()
+            with self.side.track(conn, hello, where):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(link.control.push_crl, self.side)
+                    await link.control.read_loop()
         finally:
             if self.agents.get(server_id) is link:
                 del self.agents[server_id]
@@ -185,7 +196,7 @@ class SessionAgents:
 
     async def forward(self, server_id: str, local: socket.socket, where: str) -> None:
         """Tunnel one local socket (accepted here, or dialled by the hub) to `server_id`."""
-        slot: list[ByteStream] = []
+        slot: list[tuple[ByteStream, Hello, str]] = []
         try:
             link = await self.wait_agent(server_id, 30.0)
             if link is None:
@@ -205,11 +216,16 @@ class SessionAgents:
             if not slot:
                 log.warning("hub: server %s opened no data channel for %s", server_id, where)
                 return
-            try:
-                result = await relay(slot[0], local)
-            except ParaconnectError as exc:
-                log.warning("hub: tunnel to %s for %s failed: %s", server_id, where, exc)
-                return
+            conn, hello, agent_where = slot[0]
+            with self.side.track(conn, hello, agent_where) as tracked:
+                tracked.live = SpliceResult()
+                try:
+                    result = await relay(conn, local, live=tracked.live)
+                except ParaconnectError as exc:
+                    tracked.reason = f"failed: {exc}"
+                    log.warning("hub: tunnel to %s for %s failed: %s", server_id, where, exc)
+                    return
+                tracked.reason = result.reason
             log.info(
                 "hub: tunnel to %s for %s closed: %d bytes in, %d out (%s)",
                 server_id,
@@ -221,5 +237,5 @@ class SessionAgents:
         finally:
             local.close()
             with anyio.CancelScope(shield=True):
-                for conn in slot:
+                for conn, _hello, _where in slot:
                     await conn.aclose()

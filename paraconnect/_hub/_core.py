@@ -15,6 +15,7 @@ import secrets
 import socket
 import sys
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ from ..servers._supervisor import ServerEvent, Supervisor
 from ..tls import PeerIdentity
 from ..tunnel import Connector, Endpoint, check_same_user, parse_endpoint
 from ..tunnel._leg import connect_endpoint
+from ..tunnel._status import METRICS
 from ._agents import AgentAccepted, SessionAgents
 
 __all__ = ["Hub", "ServerInfo", "make_launcher"]
@@ -109,6 +111,8 @@ class Hub:
         self.listen_port = int(port)
         self.advertise = advertise
         self.registry = ServerRegistry(self.home / "servers.sqlite3")
+        # The status endpoint's "servers by state" comes from the registry.
+        METRICS.servers_from(self._servers_by_state)
         self.supervisor = Supervisor(
             self.registry,
             poll=poll,
@@ -152,6 +156,7 @@ class Hub:
                 task_status.started(self)
         finally:
             self._tg = None
+            METRICS.servers_from(None, only_if=self._servers_by_state)
             self.registry.close()
 
     def _running(self) -> anyio.abc.TaskGroup:
@@ -467,6 +472,9 @@ class Hub:
             sock.close()
             raise
         self._running().start_soon(agents.forward, server_id, sock, where)
+
+    def _servers_by_state(self) -> dict[str, int]:
+        return dict(Counter(str(rec.state) for rec in self.registry.all()))
 
     async def servers(self) -> list[ServerInfo]:
         return [self.server(rec.id) for rec in self.registry.all()]

@@ -98,9 +98,17 @@ class Metrics:
                 self.closed_bytes_in += bytes_in
                 self.closed_bytes_out += bytes_out
 
-    def servers_from(self, provider: Callable[[], Mapping[str, int]] | None) -> None:
-        """Where the count of servers by state comes from (the supervisor's registry)."""
-        self._servers = provider
+    def servers_from(
+        self,
+        provider: Callable[[], Mapping[str, int]] | None,
+        *,
+        only_if: Callable[[], Mapping[str, int]] | None = None,
+    ) -> None:
+        """Where the count of servers by state comes from (the supervisor's registry).
+        With `only_if`, change it only while that one is in place (a stopping hub removes
+        its own provider, not a newer hub's)."""
+        if only_if is None or self._servers == only_if:
+            self._servers = provider
 
     # -- rendered ------------------------------------------------------------------------
 
