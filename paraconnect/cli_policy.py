@@ -139,38 +139,18 @@ def _print(session: Session, policy: Policy, args: argparse.Namespace) -> None:
 
 
 def _add(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from .pki import update_policy
+    from .pki import add_rule
 
     session = _session(args.session)
-    rule = _rule(args, args.action)
-
-    def change(current: Policy) -> Policy:
-        rules = list(current.rules)
-        if args.position is None:
-            rules.append(rule)
-        else:
-            if not 1 <= args.position <= len(rules) + 1:
-                raise ConfigError(
-                    f"--position {args.position} is outside 1..{len(rules) + 1}; see "
-                    f"'paraconnect policy show --session {session.name}'"
-                )
-            rules.insert(args.position - 1, rule)
-        return replace(current, rules=tuple(rules))
-
-    _print(session, update_policy(session, change), args)
+    _print(session, add_rule(session, _rule(args, args.action), args.position), args)
     return 0
 
 
 def _default(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from .pki import update_policy
+    from .pki import set_default
 
     session = _session(args.session)
-    policy = update_policy(session, lambda current: replace(current, default=args.verdict))
-    _print(session, policy, args)
+    _print(session, set_default(session, args.verdict), args)
     return 0
 
 
@@ -183,10 +163,8 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _remove(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
     from ._fs import fsync_dir, locked
-    from .pki import Policy, policy_path, update_policy
+    from .pki import Policy, policy_path, remove_rule
 
     session = _session(args.session)
     given = any(v is not None for v in (args.role, args.name, args.serial, args.unique_id))
@@ -203,24 +181,8 @@ def _remove(args: argparse.Namespace) -> int:
             "--serial, --unique-id), or --all"
         )
 
-    def change(current: Policy) -> Policy:
-        rules = list(current.rules)
-        if args.index is not None:
-            if not 1 <= args.index <= len(rules):
-                raise ConfigError(f"the policy has no rule number {args.index}")
-            del rules[args.index - 1]
-        else:
-            wanted = _rule(args, "allow").criteria
-            kept = [r for r in rules if r.criteria != wanted]
-            if len(kept) == len(rules):
-                raise ConfigError(
-                    "no rule has exactly those fields; see "
-                    f"'paraconnect policy show --session {session.name}'"
-                )
-            rules = kept
-        return replace(current, rules=tuple(rules))
-
-    _print(session, update_policy(session, change), args)
+    criteria = None if args.index is not None else _rule(args, "allow").criteria
+    _print(session, remove_rule(session, index=args.index, criteria=criteria), args)
     return 0
 
 

@@ -3,6 +3,7 @@ limit, the wall-time limit, and the command kind (an echo server) end to end."""
 
 from __future__ import annotations
 
+import functools
 import http.client
 import os
 import socket
@@ -56,6 +57,23 @@ def test_revoking_a_server_cuts_its_open_tunnel_at_the_hub(home: Path, session: 
             while chunk := s.recv(100):  # a cut tunnel ends in EOF or a reset
                 rest += chunk
             assert rest == b""
+
+
+def test_a_deny_through_the_hub_api_cuts_that_server_only(home: Path, session: Session) -> None:
+    """The hub's policy API (what the Jupyter extension calls): a deny by name applies live to
+    that server's open tunnel; the other server keeps working."""
+    with running_hub(home) as (hub, _events):
+        infos = [hub.call(hub.launch, "command", "local", "lab", "reverse", {}, ECHO) for _ in "ab"]
+        a, b = (hub.call(hub.wait, info.id) for info in infos)
+        with socket.create_connection(("127.0.0.1", a.local_port), timeout=30) as s:
+            s.sendall(b"echo\nx")
+            assert s.recv(10) == b"x"
+            policy = hub.call(functools.partial(hub.policy_rule, "lab", "deny", name=a.id))
+            assert policy["rules"] == [{"action": "deny", "name": a.id}]
+            s.settimeout(15)  # a bound for the test, not a speed requirement
+            assert s.recv(10) == b""  # cut
+        assert echo(b.local_port, b"still here") == b"still here"
+        assert hub.call(hub.policy_remove, "lab", 1)["rules"] == []
 
 
 def test_command_kind_echo_through_the_hub(home: Path, session: Session) -> None:

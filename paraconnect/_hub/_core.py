@@ -482,6 +482,46 @@ class Hub:
     async def info(self, server_id: str) -> ServerInfo:
         return self.server(server_id)
 
+    # -- policy (live: the listeners re-read it and close what it now refuses) -------------
+
+    async def policy(self, session: str) -> dict[str, Any]:
+        """The session's policy, with its warnings (lock-out, unknown identities)."""
+        from ..pki import load_policy, policy_path, policy_warnings
+
+        s = self.store.open_session(session)
+        policy = load_policy(policy_path(s))
+        return {**policy.as_dict(), "warnings": policy_warnings(s, policy)}
+
+    async def policy_rule(
+        self,
+        session: str,
+        action: str,
+        *,
+        position: int | None = None,
+        role: str | None = None,
+        name: str | None = None,
+        serial: str | None = None,
+        unique_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Add an allow/deny rule (at `position`, 1-based; default last)."""
+        from ..pki import Rule, add_rule
+
+        rule = Rule.make(action, role=role, name=name, serial=serial, unique_id=unique_id)
+        add_rule(self.store.open_session(session), rule, position)
+        return await self.policy(session)
+
+    async def policy_remove(self, session: str, index: int) -> dict[str, Any]:
+        from ..pki import remove_rule
+
+        remove_rule(self.store.open_session(session), index=index)
+        return await self.policy(session)
+
+    async def policy_default(self, session: str, verdict: str) -> dict[str, Any]:
+        from ..pki import set_default
+
+        set_default(self.store.open_session(session), verdict)
+        return await self.policy(session)
+
     async def logs(self, server_id: str, tail: int | None = 100) -> str:
         return await self.supervisor.logs(server_id, tail)
 

@@ -217,6 +217,56 @@ def update_policy(session: Session, change: Callable[[Policy], Policy]) -> Polic
     return replace(new, source=str(path))
 
 
+def add_rule(session: Session, rule: Rule, position: int | None = None) -> Policy:
+    """Insert `rule` at `position` (1-based; default: last) of the session's policy."""
+
+    def change(current: Policy) -> Policy:
+        rules = list(current.rules)
+        if position is None:
+            rules.append(rule)
+        elif 1 <= position <= len(rules) + 1:
+            rules.insert(position - 1, rule)
+        else:
+            raise ConfigError(
+                f"position {position} is outside 1..{len(rules) + 1}; see "
+                f"'paraconnect policy show --session {session.name}'"
+            )
+        return replace(current, rules=tuple(rules))
+
+    return update_policy(session, change)
+
+
+def remove_rule(
+    session: Session, *, index: int | None = None, criteria: dict[str, str] | None = None
+) -> Policy:
+    """Remove rule number `index` (1-based), or every rule with exactly these `criteria`."""
+
+    def change(current: Policy) -> Policy:
+        rules = list(current.rules)
+        if index is not None:
+            if not 1 <= index <= len(rules):
+                raise ConfigError(f"the policy has no rule number {index}")
+            del rules[index - 1]
+        else:
+            kept = [r for r in rules if r.criteria != (criteria or {})]
+            if len(kept) == len(rules):
+                raise ConfigError(
+                    "no rule has exactly those fields; see "
+                    f"'paraconnect policy show --session {session.name}'"
+                )
+            rules = kept
+        return replace(current, rules=tuple(rules))
+
+    return update_policy(session, change)
+
+
+def set_default(session: Session, verdict: str) -> Policy:
+    """What happens when no rule matches: allow or deny."""
+    if verdict not in _ACTIONS:
+        raise ConfigError(f"the policy default is allow or deny, not {verdict!r}")
+    return update_policy(session, lambda current: replace(current, default=verdict))
+
+
 def policy_warnings(session: Session, policy: Policy, *, unique_id: str | None = None) -> list[str]:
     """What a user should hear before relying on `policy`: rules naming identities this
     session never issued, and a policy that refuses the owner's own certificates."""
