@@ -509,24 +509,3 @@ def _listen(args: argparse.Namespace) -> int:
         return 0
 
     return _run(main)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m paraconnect.cli_tunnel``: these commands alone, with the main CLI's error
-    convention (one line, exit 1), for use before or without ``paraconnect.cli``."""
-    parser = argparse.ArgumentParser(prog="paraconnect")
-    add_parsers(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
-    args = parser.parse_args(argv)
-    try:
-        result: int = args.func(args)
-    except ParaconnectError as exc:
-        print(f"paraconnect: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("paraconnect: interrupted", file=sys.stderr)
-        return 130
-    return result
-
-
-if __name__ == "__main__":
-    sys.exit(main())

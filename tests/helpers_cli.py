@@ -15,20 +15,7 @@ from pathlib import Path
 
 import pytest
 
-
-def _commands() -> list[str]:
-    """The installed command once the main CLI carries the tunnel commands, else this module's
-    own entry point."""
-    installed = str(Path(sys.executable).with_name("paraconnect"))
-    probe = subprocess.run(
-        [installed, "serve", "--help"], capture_output=True, timeout=30, check=False
-    )
-    if probe.returncode == 0:
-        return [installed]
-    return [sys.executable, "-m", "paraconnect.cli_tunnel"]
-
-
-PARACONNECT = _commands()
+PARACONNECT = [str(Path(sys.executable).with_name("paraconnect"))]
 
 
 class Proc:

@@ -223,7 +223,7 @@ async def test_integrity_large_tiny_writes_and_full_duplex(pki: Pki) -> None:
 async def test_descriptor_exhaustion_recovers(pki: Pki, home: Path, tmp_path: Path) -> None:
     log = open(tmp_path / "agent.log", "w")  # noqa: SIM115, ASYNC230 - closed below
     cmd = [
-        "prlimit", "--nofile=40:40", sys.executable, "-m", "paraconnect.cli_tunnel", "serve",
+        "prlimit", "--nofile=40:40", sys.executable, "-m", "paraconnect.cli", "serve",
         "--creds", "lab", "--listen", "127.0.0.1:0", "--json", "--handshake-timeout", "30",
         "--", sys.executable, ECHO, "--port", "{port}",
     ]  # fmt: skip

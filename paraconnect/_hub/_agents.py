@@ -25,12 +25,10 @@ from ..tls import PeerIdentity
 
 # The tunnel's building blocks; they are not in paraconnect.tunnel's __all__ yet (see the
 # hub's notes): the control channel, the info read, the listener helpers and the relay.
-from ..tunnel._client import CHANNEL_TIMEOUT, _Control, _read_info
+from ..tunnel._client import CHANNEL_TIMEOUT, _Control, _read_info, _relay_tracked
 from ..tunnel._hello import Hello, Purpose
 from ..tunnel._leg import Endpoint, bind_listener, bound_endpoint, check_same_user
-from ..tunnel._relay import relay
 from ..tunnel._secure import Side
-from ..tunnel._splice import SpliceResult
 from ..tunnel._stream import ByteStream
 from ..tunnel._util import accept_loop
 
@@ -217,23 +215,7 @@ class SessionAgents:
                 log.warning("hub: server %s opened no data channel for %s", server_id, where)
                 return
             conn, hello, agent_where = slot[0]
-            with self.side.track(conn, hello, agent_where) as tracked:
-                tracked.live = SpliceResult()
-                try:
-                    result = await relay(conn, local, live=tracked.live)
-                except ParaconnectError as exc:
-                    tracked.reason = f"failed: {exc}"
-                    log.warning("hub: tunnel to %s for %s failed: %s", server_id, where, exc)
-                    return
-                tracked.reason = result.reason
-            log.info(
-                "hub: tunnel to %s for %s closed: %d bytes in, %d out (%s)",
-                server_id,
-                where,
-                result.bytes_to_plain,
-                result.bytes_to_peer,
-                result.reason,
-            )
+            await _relay_tracked(self.side, conn, hello, local, agent_where)
         finally:
             local.close()
             with anyio.CancelScope(shield=True):
