@@ -41,7 +41,9 @@ def raw(key_type: KeyType) -> None:
     ca_key = generate_key(key_type)
     ca = build_ca(ca_key, "0" * 32, "bench", 30)
     for role in (Role.SERVER, Role.CLIENT):
-        build_leaf(ca_key, ca, generate_key(key_type), Identity("0" * 32, role, "x"), 7)
+        build_leaf(
+            ca_key, ca, generate_key(key_type).public_key(), Identity("0" * 32, role, "x"), 7
+        )
 
 
 def main() -> None:

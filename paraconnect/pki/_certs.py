@@ -21,7 +21,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .._fs import read_public
 from ..errors import ConfigError, CredentialError, TrustError
-from ._keys import KeyType, PrivateKey, key_type_of, signing_hash
+from ._keys import KeyType, PrivateKey, PublicKey, key_type_of, signing_hash
 from ._names import check_name, check_unique_id
 
 __all__ = [
@@ -189,7 +189,7 @@ def session_level_of(ca_cert: x509.Certificate) -> str | None:
 def build_leaf(
     ca_key: PrivateKey,
     ca_cert: x509.Certificate,
-    key: PrivateKey,
+    public_key: PublicKey,
     identity: Identity,
     days: float,
     now: dt.datetime | None = None,
@@ -205,12 +205,12 @@ def build_leaf(
         ]
     )
     ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    rsa = key_type_of(key) is KeyType.RSA_3072
+    rsa = key_type_of(public_key) is KeyType.RSA_3072
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
+        .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - CLOCK_SKEW)
         .not_valid_after(not_after)
@@ -236,7 +236,7 @@ def build_leaf(
             ),
             critical=False,
         )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
         )

@@ -16,6 +16,7 @@ __all__ = [
     "KeyType",
     "Passphrase",
     "PrivateKey",
+    "PublicKey",
     "dump_private_key",
     "generate_key",
     "key_type_of",
@@ -25,6 +26,7 @@ __all__ = [
 ]
 
 PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
+PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | rsa.RSAPublicKey
 # A passphrase is given, never asked for: bytes, str, or a callback returning either.
 Passphrase = bytes | str | Callable[[], bytes | str]
 

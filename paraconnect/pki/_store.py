@@ -324,7 +324,7 @@ class Session:
         ktype = KeyType.parse(key_type) if key_type else self.key_type
         key = generate_key(ktype)
         identity = Identity(self.id, role, name, unique_id)
-        cert = build_leaf(ca_key, ca_cert, key, identity, days, now=now)
+        cert = build_leaf(ca_key, ca_cert, key.public_key(), identity, days, now=now)
         serial = format(cert.serial_number, "x")
         record = Record(
             serial=serial,

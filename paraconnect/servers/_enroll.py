@@ -42,11 +42,11 @@ from anyio.streams.tls import TLSAttribute, TLSStream
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import NameOID
 
 from .._fs import ensure_private_dir, write_atomic
 from ..errors import ConfigError, NetworkError, ProtocolError, TrustError
-from ..pki import Credentials, Identity, Role, Session, fingerprint
+from ..pki import Credentials, Identity, Role, Session, build_leaf, fingerprint
 from ._registry import ServerRegistry
 
 __all__ = ["DEFAULT_TOKEN_TTL", "EnrollServer", "enroll", "issue_token"]
@@ -55,7 +55,6 @@ log = logging.getLogger("paraconnect.servers")
 
 DEFAULT_TOKEN_TTL = 600.0
 MAX_MESSAGE = 64 * 1024
-CLOCK_SKEW = dt.timedelta(minutes=5)
 _LEN = struct.Struct("!I")
 
 
@@ -123,7 +122,7 @@ def _sign(
     session: Session, csr: x509.CertificateSigningRequest, server_id: str, unique_id: str | None,
     days: float,
 ) -> x509.Certificate:  # fmt: skip
-    """The server certificate for a CSR's public key, as Session.issue would make it."""
+    """The server certificate for a CSR's public key, built as Session.issue builds one."""
     ca_cert = session.ca_cert
     ca_key = session.load_ca_key()
     now = dt.datetime.now(dt.UTC)
@@ -134,59 +133,7 @@ def _sign(
 
         if not isinstance(public, ed25519.Ed25519PublicKey):
             raise ProtocolError("the CSR holds a key type paraconnect does not use")
-    ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(
-            x509.Name(
-                [
-                    x509.NameAttribute(NameOID.COMMON_NAME, unique_id or server_id),
-                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "paraconnect"),
-                    x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, Role.SERVER.value),
-                ]
-            )
-        )
-        .issuer_name(ca_cert.subject)
-        .public_key(public)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - CLOCK_SKEW)
-        .not_valid_after(min(now + dt.timedelta(days=days), ca_cert.not_valid_after_utc))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=isinstance(public, rsa.RSAPublicKey),
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
-        )
-        .add_extension(
-            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(identity.uri())]),
-            critical=False,
-        )
-    )
-    algorithm = (
-        None
-        if not isinstance(ca_key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey)
-        else hashes.SHA256()
-    )
-    cert = builder.sign(ca_key, algorithm)
+    cert = build_leaf(ca_key, ca_cert, public, identity, days, now=now)
     # Recorded like any issued certificate (no key kept), so 'paraconnect revoke' finds it.
     from ..pki._store import Record
 
