@@ -11,7 +11,7 @@ from cryptography import x509
 from ._fs import read_private, read_public
 from .errors import CredentialError, ParaconnectError
 from .pki import Store, cert_info, check_validity, parse_pem_certificates, read_bundle
-from .pki._certs import parse_pem_crl, signed_by
+from .pki._certs import parse_pem_crl, revocation_reason, signed_by
 from .pki._keys import key_type_of, load_private_key
 
 __all__ = ["describe_file"]
@@ -39,11 +39,7 @@ def _describe_cert(
         if not info.is_ca:
             entry = session.revocation_of(cert.serial_number)
             if entry is not None:
-                try:
-                    reason = entry.extensions.get_extension_for_class(x509.CRLReason).value
-                    why = reason.reason.name
-                except x509.ExtensionNotFound:
-                    why = "unspecified"
+                why = revocation_reason(entry).name
                 out["revoked"] = f"yes, at {entry.revocation_date_utc:%Y-%m-%d %H:%M} UTC ({why})"
             elif session.crl_path.exists():
                 out["revoked"] = "no"

@@ -9,7 +9,16 @@ import datetime as dt
 from cryptography import x509
 
 from ..errors import ParaconnectError
-from ..pki import Credentials, Identity, Role, SecurityLevel, Store, cert_info, fingerprint
+from ..pki import (
+    Credentials,
+    Identity,
+    Role,
+    SecurityLevel,
+    Store,
+    cert_info,
+    fingerprint,
+    revocation_reason,
+)
 from ._report import Report
 
 __all__ = ["ACCEPTS", "check_peer_cert", "crl_number_of", "freshest_crl", "human", "key_id"]
@@ -54,10 +63,7 @@ def _signed_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
 
 
 def _reason_of(entry: x509.RevokedCertificate) -> str:
-    try:
-        return str(entry.extensions.get_extension_for_class(x509.CRLReason).value.reason.value)
-    except x509.ExtensionNotFound:
-        return "unspecified"
+    return str(revocation_reason(entry).value)
 
 
 def check_peer_cert(

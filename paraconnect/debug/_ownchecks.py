@@ -12,7 +12,14 @@ from pathlib import Path
 from cryptography import x509
 
 from ..errors import ParaconnectError
-from ..pki import Identity, SecurityLevel, Store, fingerprint, parse_pem_certificates
+from ..pki import (
+    Identity,
+    SecurityLevel,
+    Store,
+    fingerprint,
+    parse_pem_certificates,
+    revocation_reason,
+)
 from ._chain import crl_number_of, human
 from ._report import Report
 
@@ -111,11 +118,7 @@ def crl_steps(
     if crl is not None:
         entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
         if entry is not None:
-            try:
-                reason = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
-                why = str(reason.value)
-            except x509.ExtensionNotFound:
-                why = "unspecified"
+            why = str(revocation_reason(entry).value)
             report.fail(
                 "revoked",
                 f"this certificate ({ident.name!r}, serial {cert.serial_number:x}) was REVOKED "

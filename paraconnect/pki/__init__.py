@@ -21,6 +21,7 @@ if TYPE_CHECKING:
         fingerprint,
         load_crl,
         parse_pem_certificates,
+        revocation_reason,
     )
     from ._creds import Credentials, check_key_matches, check_validity, load_credentials
     from ._keys import KeyType, Passphrase
@@ -65,6 +66,7 @@ _WHERE = {
     "fingerprint": "_certs",
     "load_crl": "_certs",
     "parse_pem_certificates": "_certs",
+    "revocation_reason": "_certs",
     "Credentials": "_creds",
     "check_key_matches": "_creds",
     "check_validity": "_creds",
@@ -134,6 +136,7 @@ __all__ = [
     "policy_warnings",
     "read_bundle",
     "remove_rule",
+    "revocation_reason",
     "save_policy",
     "set_default",
     "share",

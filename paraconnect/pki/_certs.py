@@ -41,6 +41,7 @@ __all__ = [
     "parse_pem_certificates",
     "parse_pem_crl",
     "pem",
+    "revocation_reason",
     "session_level_of",
     "signed_by",
 ]
@@ -253,6 +254,14 @@ class RevokedEntry:
     serial: int
     when: dt.datetime
     reason: x509.ReasonFlags
+
+
+def revocation_reason(entry: x509.RevokedCertificate) -> x509.ReasonFlags:
+    """Why a CRL entry was revoked (`unspecified` when the entry does not say)."""
+    try:
+        return entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
+    except x509.ExtensionNotFound:
+        return x509.ReasonFlags.unspecified
 
 
 def build_crl(

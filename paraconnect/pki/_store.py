@@ -42,6 +42,7 @@ from ._certs import (
     load_crl,
     parse_pem_certificates,
     pem,
+    revocation_reason,
     session_level_of,
 )
 from ._keys import (
@@ -213,14 +214,9 @@ class Session:
         crl = self.crl()
         if crl is not None:
             for entry in crl:
-                try:
-                    reason = entry.extensions.get_extension_for_class(x509.CRLReason).value
-                    reason_name = reason.reason.name
-                except x509.ExtensionNotFound:
-                    reason_name = "unspecified"
                 revoked[format(entry.serial_number, "x")] = (
                     entry.revocation_date_utc.isoformat(),
-                    reason_name,
+                    revocation_reason(entry).name,
                 )
         out: list[Record] = []
         if not self.issued_dir.is_dir():
@@ -413,19 +409,13 @@ class Session:
             if not fresh:
                 return []
             crl = self.crl()
-            entries = []
+            entries: list[RevokedEntry] = []
             number = 1
             if crl is not None:
-                for old in crl:
-                    try:
-                        old_reason = old.extensions.get_extension_for_class(
-                            x509.CRLReason
-                        ).value.reason
-                    except x509.ExtensionNotFound:
-                        old_reason = x509.ReasonFlags.unspecified
-                    entries.append(
-                        RevokedEntry(old.serial_number, old.revocation_date_utc, old_reason)
-                    )
+                entries = [
+                    RevokedEntry(old.serial_number, old.revocation_date_utc, revocation_reason(old))
+                    for old in crl
+                ]
                 try:
                     number = (
                         crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number + 1
