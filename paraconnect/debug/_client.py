@@ -9,15 +9,15 @@ from pathlib import Path
 
 from cryptography import x509
 
-from ..errors import ConfigError, NetworkError, ParaconnectError, ProtocolError, TrustError
+from ..errors import NetworkError, ParaconnectError, ProtocolError, TrustError
 from ..pki import Credentials, Passphrase, Role, SecurityLevel, Store
 from ..tls import ANONYMOUS, client_context, peer_identity
-from ..tunnel import Side, parse_endpoint
+from ..tunnel import Side
 from ..tunnel._hello import Hello, Purpose, exchange_hello, read_message
 from ..tunnel._stream import ByteStream, PlainConnection
 from ..tunnel._tlsconn import TLSConnection
 from ._chain import check_peer_cert
-from ._creds import check_creds
+from ._creds import begin
 from ._explain import alert_words, explain
 from ._net import Address, connect_tcp, resolve
 from ._probe import TLSProbe, classify, http_probe, http_server_header, paraview_probe, tls_probe
@@ -200,25 +200,19 @@ async def diagnose_client(
 ) -> Report:
     """Dial `address` (HOST:PORT) as `paraconnect connect` would, and explain each step."""
     report = Report("client", address)
-    try:
-        ep = parse_endpoint(address, "HOST:PORT")
-    except ConfigError as exc:
-        report.fail("resolve", str(exc), "write HOST:PORT, or [IPv6]:PORT")
-        return report
-    if ep.path is not None:
-        report.fail("resolve", "debug client dials TCP addresses (HOST:PORT)", "give HOST:PORT")
-        return report
-    store = store or Store()
-    ours = check_creds(
+    start = begin(
         report,
+        address,
         creds,
-        role=Role.CLIENT,
-        passphrase=passphrase,
-        store=store,
-        unique_id=unique_id,
-        level=SecurityLevel.parse(level) if level else None,
+        "debug client dials TCP addresses (HOST:PORT)",
+        passphrase,
+        store,
+        unique_id,
+        level,
     )
-    lvl = SecurityLevel.parse(level) if level else (ours.level if ours else SecurityLevel.MUTUAL)
+    if start is None:
+        return report
+    ep, store, ours, lvl = start
     addresses = await resolve(report, ep.host, ep.port)
     if not addresses:
         return report

@@ -14,7 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from ..errors import ParaconnectError
+from ..errors import ConfigError, ParaconnectError
 from ..pki import (
     Credentials,
     Identity,
@@ -27,6 +27,7 @@ from ..pki import (
     load_crl,
     parse_pem_certificates,
 )
+from ..tunnel import Endpoint, parse_endpoint
 from ._chain import freshest_crl
 from ._ownchecks import (
     crl_steps,
@@ -416,3 +417,39 @@ def _our_crl_from(
         Credentials(p.ca, p.cert, None, p.crl, ident, p.source),  # type: ignore[arg-type]
         store,
     )
+
+
+def begin(
+    report: Report,
+    address: str,
+    creds: str | Path | Credentials,
+    tcp_only: str,
+    passphrase: Passphrase | None,
+    store: Store | None,
+    unique_id: str | None,
+    level: SecurityLevel | str | None,
+) -> tuple[Endpoint, Store, Credentials | None, SecurityLevel] | None:
+    """What `debug client` and `debug server` both do first: read the TCP address, check our
+    own credentials (as a client: the side that verifies the agent), and settle the level.
+    None when the address is unusable (the report says why)."""
+    try:
+        ep = parse_endpoint(address, "HOST:PORT")
+    except ConfigError as exc:
+        report.fail("resolve", str(exc), "write HOST:PORT, or [IPv6]:PORT")
+        return None
+    if ep.path is not None:
+        report.fail("resolve", tcp_only, "give HOST:PORT")
+        return None
+    store = store or Store()
+    wanted = SecurityLevel.parse(level) if level else None
+    ours = check_creds(
+        report,
+        creds,
+        role=Role.CLIENT,
+        passphrase=passphrase,
+        store=store,
+        unique_id=unique_id,
+        level=wanted,
+    )
+    lvl = wanted or (ours.level if ours else SecurityLevel.MUTUAL)
+    return ep, store, ours, lvl

@@ -10,15 +10,14 @@ from pathlib import Path
 
 from cryptography import x509
 
-from ..errors import ConfigError, ParaconnectError
+from ..errors import ParaconnectError
 from ..pki import Credentials, Passphrase, Role, SecurityLevel, Store
 from ..tls import peer_identity, server_context
-from ..tunnel import parse_endpoint
 from ..tunnel._hello import Hello, Purpose, exchange_hello
 from ..tunnel._tlsconn import TLSConnection
 from ._chain import check_peer_cert
 from ._client import ssl_reason
-from ._creds import check_creds
+from ._creds import begin
 from ._explain import alert_words, explain, verify_words
 from ._net import address_class, bind_once, resolve
 from ._probe import classify, tls_probe
@@ -47,25 +46,19 @@ async def diagnose_server(
     """Listen on `address`, take the first connection, and explain it.  `on_listening`, if
     callable, is called with the bound port once the socket listens (for tests and UIs)."""
     report = Report("server", address)
-    try:
-        ep = parse_endpoint(address, "HOST:PORT")
-    except ConfigError as exc:
-        report.fail("resolve", str(exc), "write HOST:PORT, or [IPv6]:PORT")
-        return report
-    if ep.path is not None:
-        report.fail("resolve", "debug server listens on TCP (HOST:PORT)", "give HOST:PORT")
-        return report
-    store = store or Store()
-    ours = check_creds(
+    start = begin(
         report,
+        address,
         creds,
-        role=Role.CLIENT,
-        passphrase=passphrase,
-        store=store,
-        unique_id=unique_id,
-        level=SecurityLevel.parse(level) if level else None,
+        "debug server listens on TCP (HOST:PORT)",
+        passphrase,
+        store,
+        unique_id,
+        level,
     )
-    lvl = SecurityLevel.parse(level) if level else (ours.level if ours else SecurityLevel.MUTUAL)
+    if start is None:
+        return report
+    ep, store, ours, lvl = start
     addresses = await resolve(report, ep.host, ep.port, passive=True)
     if not addresses:
         return report
