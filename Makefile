@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,render]'
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,render,jupyter]'
 	touch $@
 
 system-deps:

@@ -16,13 +16,18 @@ from .test_render_image import REFERENCE, known_scene
 
 
 class Events:
-    """Every event a hub published (callbacks run on the hub's thread)."""
+    """Every event a hub published (callbacks run on the hub's thread): server state changes
+    in `seen`, everything (phone home, connections, refusals, credentials) in `all`."""
 
     def __init__(self) -> None:
         self.seen: list[ServerEvent] = []
+        self.all: list[dict[str, object]] = []
 
-    def __call__(self, event: ServerEvent) -> None:
-        self.seen.append(event)
+    def __call__(self, event: dict[str, object]) -> None:
+        self.all.append(event)
+        if event["event"] == "server":
+            fields = {k: v for k, v in event.items() if k != "event"}
+            self.seen.append(ServerEvent(**fields))  # type: ignore[arg-type]
 
     def states(self, server_id: str) -> list[str]:
         out: list[str] = []

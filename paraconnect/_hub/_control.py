@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.abc
 
-from .. import errors
 from .._fs import ensure_private_dir, read_public, write_atomic
-from ..errors import ConfigError, NetworkError, ParaconnectError, ProtocolError
+from ..errors import ConfigError, ParaconnectError, ProtocolError
 from ..pki import default_home
+from ._client import HubClient
+from ._ops import dispatch
 
 if TYPE_CHECKING:
     from ._core import Hub
@@ -64,42 +65,11 @@ def _frame(obj: dict[str, Any]) -> bytes:
 
 
 async def _dispatch(hub: Hub, req: dict[str, Any]) -> Any:
-    op = req.get("op")
-    sid = str(req.get("id", ""))
-    if op == "launch":
-        info = await hub.launch(
-            str(req["kind"]),
-            str(req.get("launcher", "local")),
-            str(req.get("session", "default")),
-            str(req.get("mode", "reverse")),
-            req.get("options") or {},
-            list(req.get("command") or []),
-            req.get("launcher_options") or {},
-        )
-        return info.as_dict()
-    if op == "servers":
-        return [i.as_dict() for i in await hub.servers()]
-    if op == "server":
-        return hub.server(sid).as_dict()
-    if op == "logs":
-        tail = req.get("tail", 100)
-        return await hub.logs(sid, tail if isinstance(tail, int) else None)
-    if op == "stop":
-        return (await hub.stop(sid, float(req.get("grace", 10.0)))).as_dict()
-    if op == "dial":
-        await hub.dial_client(sid, int(req["port"]), float(req.get("timeout", 60.0)))
-        return hub.server(sid).as_dict()
-    if op == "wait":
-        timeout = req.get("timeout", 60.0)
-        try:
-            info = await hub.wait(sid, str(req.get("state", "connected")), float(timeout))
-        except TimeoutError:
-            raise NetworkError(
-                f"server {sid} did not reach state {req.get('state', 'connected')} within "
-                f"{timeout} s; see 'paraconnect servers logs {sid}'"
-            ) from None
-        return info.as_dict()
-    raise ProtocolError(f"unknown control request {op!r}")
+    fields = dict(req)
+    name = fields.pop("op", None)
+    if not isinstance(name, str):
+        raise ProtocolError("a control request needs an 'op' (see docs/hub-api.md)")
+    return await dispatch(hub, name, fields)
 
 
 async def _serve_one(hub: Hub, stream: anyio.abc.SocketStream) -> None:
@@ -152,10 +122,12 @@ async def serve_control(
     listener = await anyio.create_unix_listener(path, mode=0o600)
     try:
         sessions = {name: hub.phone_home_address(name) for name in hub.sessions}
+        publisher = hub.events_publisher
+        events = publisher.address if publisher is not None else None
         write_atomic(
             info_path,
             json.dumps({"pid": os.getpid(), "control": str(path), "home": str(hub.home),
-                        "phone_home": sessions}).encode(),
+                        "phone_home": sessions, "events": events}).encode(),
             mode=0o600,
         )  # fmt: skip
         async with listener, anyio.create_task_group() as tg:
@@ -181,53 +153,3 @@ def find_hub(home: Path | None = None) -> Path:
         raise ConfigError(
             f"no hub runs for {rdir.parent}; start one with 'paraconnect hub' (or in Jupyter)"
         ) from None
-
-
-class HubClient:
-    """A blocking client of a running hub's control socket (for the CLI and scripts)."""
-
-    def __init__(self, home: Path | None = None, timeout: float = 120.0) -> None:
-        path = find_hub(home)
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._sock.settimeout(timeout)
-        try:
-            self._sock.connect(str(path))
-        except OSError as exc:
-            self._sock.close()
-            raise NetworkError(
-                f"cannot reach the hub's control socket {path}: {exc.strerror or exc}; "
-                "is 'paraconnect hub' still running?"
-            ) from None
-
-    def close(self) -> None:
-        self._sock.close()
-
-    def __enter__(self) -> HubClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def request(self, op: str, **fields: Any) -> Any:
-        try:
-            self._sock.sendall(_frame({"op": op, **fields}))
-            head = self._recv(4)
-            (size,) = _LEN.unpack(head)
-            reply = json.loads(self._recv(size))
-        except (OSError, ValueError) as exc:
-            raise NetworkError(f"the hub's control socket failed during {op!r}: {exc}") from None
-        if not reply.get("ok"):
-            cls = getattr(errors, str(reply.get("category")), ParaconnectError)
-            if not (isinstance(cls, type) and issubclass(cls, ParaconnectError)):
-                cls = ParaconnectError
-            raise cls(str(reply.get("error")))
-        return reply.get("result")
-
-    def _recv(self, size: int) -> bytes:
-        data = b""
-        while len(data) < size:
-            chunk = self._sock.recv(size - len(data))
-            if not chunk:
-                raise NetworkError("the hub closed its control socket")
-            data += chunk
-        return data

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
+import shlex
 import socket
 import sys
 import time
@@ -36,14 +37,17 @@ from ..servers._supervisor import ServerEvent, Supervisor
 from ..tls import PeerIdentity
 from ..tunnel import Connector, Endpoint, check_same_user, parse_endpoint
 from ..tunnel._leg import connect_endpoint
+from ..tunnel._secure import identity_label
 from ..tunnel._status import METRICS
 from ._agents import AgentAccepted, SessionAgents
+from ._events import EventPublisher
 
 __all__ = ["Hub", "ServerInfo", "make_launcher"]
 
 log = logging.getLogger("paraconnect.hub")
 
 TOKEN_ENV = "PARACONNECT_ENROLL_TOKEN"  # noqa: S105 - the name of a variable
+MANUAL = "manual"  # the launcher name of agents started by hand (Hub.agent_command)
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,11 @@ class ServerInfo:
     note: str
     last_phone_home: float | None
     restarts: int
+    created: float
+    updated: float
+    attempts: int  # phone-home connections taken since this hub started
+    peer: str | None  # the identity its agent proved
+    where: str | None  # the address its agent phoned home from
 
     @property
     def local_port(self) -> int | None:
@@ -135,6 +144,11 @@ class Hub:
         self._portal_cm: Any = None
         self._portal: anyio.from_thread.BlockingPortal | None = None
         self.started = anyio.Event()
+        self._subscribers: list[Callable[[dict[str, Any]], None]] = []
+        self._links: dict[str, AgentAccepted] = {}
+        self._attempts: Counter[str] = Counter()
+        self.events_publisher: EventPublisher | None = None
+        self.supervisor.subscribe(lambda ev: self.publish(ev.as_dict()))
 
     # -- running --------------------------------------------------------------------------
 
@@ -142,6 +156,8 @@ class Hub:
         self, *, task_status: anyio.abc.TaskStatus[Hub] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         """Serve until cancelled.  Servers left running by a previous hub are re-adopted."""
+        rdir = ensure_private_dir(self.home / "run")
+        self.events_publisher = EventPublisher(rdir / "events.ipc")
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
@@ -156,6 +172,7 @@ class Hub:
                 task_status.started(self)
         finally:
             self._tg = None
+            self.events_publisher.close()
             METRICS.servers_from(None, only_if=self._servers_by_state)
             self.registry.close()
 
@@ -222,11 +239,18 @@ class Hub:
                 on_agent=self._agent_came,
                 on_gone=self._agent_left,
             )
+            agents.side.observers.append(self._observe)
             address = await self._running().start(agents.run)
             self.registry.set_listener(session, address.host, address.port)
             self._sessions[session] = agents
             self._enroll_sessions[session] = (self.store.open_session(session), creds)
             return agents
+
+    def session_agents(self, session: str) -> SessionAgents:
+        agents = self._sessions.get(session)
+        if agents is None:
+            raise ConfigError(f"session {session!r} has no phone-home listener in this hub")
+        return agents
 
     @property
     def sessions(self) -> list[str]:
@@ -270,15 +294,56 @@ class Hub:
 
     def _agent_came(self, link: AgentAccepted) -> None:
         self._connect_ids[link.server_id] = link.connect_id
+        self._links[link.server_id] = link
+        self._attempts[link.server_id] += 1
+        rec = self.registry.get(link.server_id)
+        self.publish({
+            "event": "phone_home", "server_id": link.server_id,
+            "session": rec.session if rec else None, "where": link.where,
+            "peer": identity_label(link.peer.identity),
+            "attempts": self._attempts[link.server_id], "at": time.time(),
+        })  # fmt: skip
         self.supervisor.phoned_home(link.server_id, f"phoned home from {link.where}")
 
     def _agent_left(self, link: AgentAccepted) -> None:
+        if self._links.get(link.server_id) is link:
+            del self._links[link.server_id]
+        rec = self.registry.get(link.server_id)
+        self.publish({
+            "event": "hung_up", "server_id": link.server_id,
+            "session": rec.session if rec else None, "where": link.where, "at": time.time(),
+        })  # fmt: skip
         self.supervisor.hung_up(link.server_id, "control channel closed; it phones home again")
+
+    # -- events ---------------------------------------------------------------------------
+
+    def publish(self, event: dict[str, Any]) -> None:
+        """Tell every subscriber, and the ZeroMQ socket, of `event` (on the hub's loop)."""
+        for callback in list(self._subscribers):
+            try:
+                callback(event)
+            except Exception:  # a broken subscriber never stops the hub
+                log.exception("a hub event subscriber failed")
+        if self.events_publisher is not None:
+            self.events_publisher.publish(event)
+
+    def _observe(self, event: dict[str, Any], exc: BaseException | None) -> None:
+        if exc is not None:
+            from ..debug import explain  # the debugger's one line for a refusal
+
+            event = {**event, "explain": explain(exc)}
+        self.publish(event)
 
     async def _readopt(self, rec: ServerRecord) -> None:
         agents = self._sessions[rec.session]
         if rec.mode == "reverse":
             self._locals[rec.id] = str(agents.open_local(rec.id, Endpoint("127.0.0.1", 0)))
+        if rec.launcher == MANUAL:
+            # Started by hand: no job to re-attach; it is awaited until it phones home.
+            self.supervisor.transition(
+                rec.id, ServerState.IDLE, "hub restarted; waiting for it to phone home again"
+            )
+            return
         self.supervisor.adopt(rec)
 
     # -- launching ------------------------------------------------------------------------
@@ -311,11 +376,72 @@ class Hub:
         """Launch a `kind` server with `launcher` in `session`; returns at once (state
         ``submitted``): follow it with :meth:`events` or :meth:`wait`."""
         opts = dict(options or {})
+        if isinstance(launcher, str):
+            launcher = make_launcher(launcher, launcher_options)
+        server_id, the_kind, creds, env = await self._new_server(
+            kind, launcher.name, session, mode, opts, command
+        )
+        rec = self.registry.get(server_id)
+        assert rec is not None  # noqa: S101 - just added
+        walltime = opts.get("walltime")
+        spec = LaunchSpec(
+            self._agent_argv(server_id, the_kind, mode, rec.session, creds, opts),
+            env=env,
+            name=kind,
+            walltime=float(walltime) if walltime else None,
+            grace=float(opts.get("grace", 10.0)),
+            options=dict(opts.get("launcher_spec_options", {})),
+        )
+        self._launchers[server_id] = launcher
+        self._specs[server_id] = spec
+        try:
+            job = await launcher.submit(spec)
+        except ParaconnectError as exc:
+            self.supervisor.transition(server_id, ServerState.FAILED, f"launch failed: {exc}")
+            raise
+        self.supervisor.transition(
+            server_id, ServerState.SUBMITTED, f"job {job.id} submitted to {launcher.name}"
+        )
+        self.supervisor.supervise(server_id, job)
+        return self.server(server_id)
+
+    async def agent_command(
+        self,
+        kind: str,
+        session: str = "default",
+        options: Mapping[str, Any] | None = None,
+        command: Sequence[str] = (),
+    ) -> dict[str, Any]:
+        """Register a reverse `kind` server that someone starts by hand on a remote host, and
+        return the shell line that does it: the agent makes its key there, enrols with a
+        one-time token (valid `token_ttl` seconds, default 15 minutes) and phones home."""
+        opts = dict(options or {})
+        opts["credentials"] = "enroll"
+        server_id, the_kind, creds, env = await self._new_server(
+            kind, MANUAL, session, "reverse", opts, command
+        )
+        rec = self.registry.get(server_id)
+        assert rec is not None  # noqa: S101 - just added
+        argv = self._agent_argv(server_id, the_kind, "reverse", rec.session, creds, opts)
+        # On the remote host: paraconnect from PATH, the program as the kind names it.
+        argv = ["paraconnect", *argv[argv.index("serve") :]]
+        line = f"{TOKEN_ENV}={shlex.quote(env[TOKEN_ENV])} {shlex.join(argv)}"
+        self.supervisor.transition(
+            server_id, ServerState.SUBMITTED, "waiting for it to be started by hand and phone home"
+        )
+        ttl = float(opts.get("token_ttl", DEFAULT_TOKEN_TTL))
+        return {"server": self.server(server_id).as_dict(), "command": line,
+                "expires": time.time() + ttl}  # fmt: skip
+
+    async def _new_server(
+        self, kind: str, launcher: str, session: str, mode: str, opts: dict[str, Any],
+        command: Sequence[str],
+    ) -> tuple[str, ServerKind, list[str], dict[str, str]]:  # fmt: skip
+        """Record a new server: its id, kind, credentials arguments for the agent and the
+        environment (the enrolment token) it needs; its local endpoint opens now."""
         if mode not in ("reverse", "forward"):
             raise ConfigError(f"mode {mode!r}: choose reverse or forward")
         the_kind = build_kind(kind, opts, command)
-        if isinstance(launcher, str):
-            launcher = make_launcher(launcher, launcher_options)
         try:
             sess = self.store.open_session(session)
         except ParaconnectError:
@@ -344,41 +470,21 @@ class Hub:
                 "--enroll", self.enroll_address(sess.name), "--ca-sha256", sess.ca_fingerprint,
                 "--token-env", TOKEN_ENV, "--creds-dir", str(opts.get("creds_dir", "creds")),
             ]  # fmt: skip
-        walltime = opts.get("walltime")
         now = time.time()
         self.supervisor.add(
             ServerRecord(
                 id=server_id, kind=kind, session=sess.name, mode=mode,
-                launcher=launcher.name, state=ServerState.SUBMITTED,
-                reason=f"launching with the {launcher.name} launcher",
+                launcher=launcher, state=ServerState.SUBMITTED,
+                reason=f"launching with the {launcher} launcher",
                 created=now, updated=now, cert_sha256=cert_sha256, options=opts,
             )
         )  # fmt: skip
         if how == "enroll":
             ttl = float(opts.get("token_ttl", DEFAULT_TOKEN_TTL))
             env[TOKEN_ENV] = issue_token(self.registry, server_id, sess.name, ttl)
-        spec = LaunchSpec(
-            self._agent_argv(server_id, the_kind, mode, sess.name, creds, opts),
-            env=env,
-            name=kind,
-            walltime=float(walltime) if walltime else None,
-            grace=float(opts.get("grace", 10.0)),
-            options=dict(opts.get("launcher_spec_options", {})),
-        )
-        self._launchers[server_id] = launcher
-        self._specs[server_id] = spec
         if mode == "reverse":
             self._locals[server_id] = str(agents.open_local(server_id, Endpoint("127.0.0.1", 0)))
-        try:
-            job = await launcher.submit(spec)
-        except ParaconnectError as exc:
-            self.supervisor.transition(server_id, ServerState.FAILED, f"launch failed: {exc}")
-            raise
-        self.supervisor.transition(
-            server_id, ServerState.SUBMITTED, f"job {job.id} submitted to {launcher.name}"
-        )
-        self.supervisor.supervise(server_id, job)
-        return self.server(server_id)
+        return server_id, the_kind, creds, env
 
     async def _relaunch(self, server_id: str) -> Job:
         launcher, spec = self._launchers.get(server_id), self._specs.get(server_id)
@@ -405,6 +511,7 @@ class Hub:
             server_id=server_id,
             unique_id=self.store.unique_id().value,
         )
+        connector.side.observers.append(self._observe)
         scope = anyio.CancelScope()
         self._connectors[server_id] = scope
         started = anyio.Event()
@@ -434,6 +541,7 @@ class Hub:
             raise ConfigError(f"no server {server_id!r}; see 'paraconnect servers list'")
         job = rec.job or {}
         kind = build_kind(rec.kind, rec.options, ["x", "{port}"]) if rec.kind != "command" else None
+        link = self._links.get(rec.id)
         return ServerInfo(
             id=rec.id, kind=rec.kind, session=rec.session, mode=rec.mode,
             launcher=rec.launcher, state=rec.state, reason=rec.reason,
@@ -441,6 +549,9 @@ class Hub:
             connect_id=self._connect_ids.get(rec.id), host=job.get("host"),
             job_id=job.get("id"), note=kind.note if kind else "",
             last_phone_home=rec.last_phone_home, restarts=rec.restarts,
+            created=rec.created, updated=rec.updated, attempts=self._attempts[rec.id],
+            peer=identity_label(link.peer.identity) if link else None,
+            where=link.where if link else None,
         )  # fmt: skip
 
     async def dial_client(self, server_id: str, port: int, timeout: float = 60.0) -> None:  # noqa: ASYNC109
@@ -551,9 +662,12 @@ class Hub:
         async with self.supervisor.events() as stream:
             yield stream
 
-    def subscribe(self, callback: Callable[[ServerEvent], None]) -> Callable[[], None]:
-        """Call `callback` on the hub's loop thread for every event; returns unsubscribe."""
-        return self.supervisor.subscribe(callback)
+    def subscribe(self, callback: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
+        """Call `callback` on the hub's loop thread with every event (a JSON-able dict, see
+        docs/hub-api.md: server, phone_home, hung_up, connection, refused, credentials);
+        returns the unsubscribe function."""
+        self._subscribers.append(callback)
+        return lambda: self._subscribers.remove(callback)
 
     def session_level(self, session: str) -> SecurityLevel:
         return self.store.open_session(session).level

@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -202,6 +202,10 @@ class Side:
         # A CRL file change seen later sets it False: `watch` then pushes the list to agents.
         self._crl_pushed = True
         self.local_identity = identity_label(creds.identity) or "anonymous"
+        # Who is told of connections opened, closed and refused (the hub's live events).
+        # Called on the side's loop with a JSON-able dict and, for a refusal, the error; a
+        # failing observer never stops a tunnel.
+        self.observers: list[Callable[[dict[str, Any], BaseException | None], None]] = []
 
     @property
     def session_id(self) -> str:
@@ -425,6 +429,7 @@ class Side:
         tracked.row = row if isinstance(row, int) else None
         self.open.add(tracked)
         self.metrics.opened(tracked)
+        self._tell(tracked, "open")
         # A change between the handshake and now is caught here.
         why = self.refusal(conn.peer)
         if why is not None:
@@ -436,12 +441,13 @@ class Side:
         if self._drained is not None and not self.data_open():
             self._drained.set()
         self.metrics.closed(tracked)
-        if tracked.row is None:
-            return
         bytes_in, bytes_out = tracked.byte_counts()
         reason = (
             f"closed by this side: {tracked.closed_by}" if tracked.closed_by else tracked.reason
         )
+        self._tell(tracked, "closed", bytes_in=bytes_in, bytes_out=bytes_out, reason=reason)
+        if tracked.row is None:
+            return
         row = tracked.row
         self._account(
             lambda acc: acc.finish(row, bytes_in=bytes_in, bytes_out=bytes_out, reason=reason)
@@ -574,6 +580,29 @@ class Side:
         self.metrics.handshake_failed(classify_failure(exc))
         attempt = self._attempt(kind, where, peer, server_id)
         self._account(lambda acc: acc.refused(attempt, str(exc), started))
+        self._notify({
+            "event": "refused", "session": self.session_id, "server_id": server_id,
+            "kind": kind, "where": where, "peer": attempt.remote_identity,
+            "reason": str(exc), "at": time.time(),
+        }, exc)  # fmt: skip
+
+    def _tell(self, tracked: Tracked, state: str, **extra: object) -> None:
+        if not self.observers:
+            return
+        hello = tracked.hello
+        self._notify({
+            "event": "connection", "state": state, "session": self.session_id,
+            "server_id": hello.server_id or self.server_id, "kind": tracked.kind,
+            "peer": identity_label(tracked.peer.identity), "where": tracked.where,
+            "at": time.time(), **extra,
+        })  # fmt: skip
+
+    def _notify(self, event: dict[str, Any], exc: BaseException | None = None) -> None:
+        for observer in list(self.observers):
+            try:
+                observer(event, exc)
+            except Exception:  # an observer's bug never stops a tunnel
+                log.exception("a connection observer failed")
 
 
 async def secure(
