@@ -3,7 +3,6 @@ limit, the wall-time limit, and the command kind (an echo server) end to end."""
 
 from __future__ import annotations
 
-import functools
 import http.client
 import os
 import socket
@@ -15,6 +14,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from paraconnect._hub._ops import call_in_thread
 from paraconnect.errors import ConfigError
 from paraconnect.hub import Hub
 from paraconnect.pki import Session
@@ -68,12 +68,13 @@ def test_a_deny_through_the_hub_api_cuts_that_server_only(home: Path, session: S
         with socket.create_connection(("127.0.0.1", a.local_port), timeout=30) as s:
             s.sendall(b"echo\nx")
             assert s.recv(10) == b"x"
-            policy = hub.call(functools.partial(hub.policy_rule, "lab", "deny", name=a.id))
+            policy = call_in_thread(hub, "policy_rule", {"session": "lab", "action": "deny",
+                                                         "name": a.id})  # fmt: skip
             assert policy["rules"] == [{"action": "deny", "name": a.id}]
             s.settimeout(15)  # a bound for the test, not a speed requirement
             assert s.recv(10) == b""  # cut
         assert echo(b.local_port, b"still here") == b"still here"
-        assert hub.call(hub.policy_remove, "lab", 1)["rules"] == []
+        assert call_in_thread(hub, "policy_remove", {"session": "lab", "index": 1})["rules"] == []
 
 
 def test_command_kind_echo_through_the_hub(home: Path, session: Session) -> None:

@@ -18,7 +18,6 @@ import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ import anyio.from_thread
 from .._fs import ensure_private_dir
 from ..errors import ConfigError, NetworkError, ParaconnectError
 from ..pki import Credentials, Role, SecurityLevel, Session, Store, load_credentials
-from ..servers import Job, Launcher, LaunchSpec, LocalLauncher, SlurmLauncher, SshLauncher
+from ..servers import Job, Launcher, LaunchSpec
 from ..servers._enroll import DEFAULT_TOKEN_TTL, EnrollServer, issue_token
 from ..servers._kinds import ServerKind, build_kind
 from ..servers._registry import ServerRecord, ServerRegistry, ServerState
@@ -41,6 +40,7 @@ from ..tunnel._secure import identity_label
 from ..tunnel._status import METRICS
 from ._agents import AgentAccepted, SessionAgents
 from ._events import EventPublisher
+from ._info import ServerInfo, make_launcher
 
 __all__ = ["Hub", "ServerInfo", "make_launcher"]
 
@@ -48,56 +48,6 @@ log = logging.getLogger("paraconnect.hub")
 
 TOKEN_ENV = "PARACONNECT_ENROLL_TOKEN"  # noqa: S105 - the name of a variable
 MANUAL = "manual"  # the launcher name of agents started by hand (Hub.agent_command)
-
-
-@dataclass(frozen=True)
-class ServerInfo:
-    """What a client needs to use a server, and where it stands."""
-
-    id: str
-    kind: str
-    session: str
-    mode: str
-    launcher: str
-    state: str
-    reason: str
-    local: str | None  # 127.0.0.1:PORT: point pvpython / RenderClient here
-    connect_id: int | None  # pvserver's --connect-id, for the client
-    host: str | None
-    job_id: str | None
-    note: str
-    last_phone_home: float | None
-    restarts: int
-    created: float
-    updated: float
-    attempts: int  # phone-home connections taken since this hub started
-    peer: str | None  # the identity its agent proved
-    where: str | None  # the address its agent phoned home from
-
-    @property
-    def local_port(self) -> int | None:
-        return int(self.local.rsplit(":", 1)[1]) if self.local else None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
-
-
-def make_launcher(name: str, options: Mapping[str, Any] | None = None) -> Launcher:
-    """A launcher by name: ``local``; ``ssh`` (option host, port, user, identity_file,
-    config_file); ``slurm`` (job_root, slurm_conf, and SlurmOptions keys)."""
-    opts = dict(options or {})
-    if name == "local":
-        return LocalLauncher(opts.get("run_root"))
-    if name == "ssh":
-        host = opts.pop("host", None)
-        if not isinstance(host, str) or not host:
-            raise ConfigError("the ssh launcher needs --host HOST (a name or an ssh config alias)")
-        return SshLauncher(host, **opts)
-    if name == "slurm":
-        job_root = opts.pop("job_root", None)
-        conf = opts.pop("slurm_conf", None)
-        return SlurmLauncher(job_root, opts or None, slurm_conf=conf)
-    raise ConfigError(f"unknown launcher {name!r}; choose local, ssh or slurm")
 
 
 class Hub:
@@ -592,46 +542,6 @@ class Hub:
 
     async def info(self, server_id: str) -> ServerInfo:
         return self.server(server_id)
-
-    # -- policy (live: the listeners re-read it and close what it now refuses) -------------
-
-    async def policy(self, session: str) -> dict[str, Any]:
-        """The session's policy, with its warnings (lock-out, unknown identities)."""
-        from ..pki import load_policy, policy_path, policy_warnings
-
-        s = self.store.open_session(session)
-        policy = load_policy(policy_path(s))
-        return {**policy.as_dict(), "warnings": policy_warnings(s, policy)}
-
-    async def policy_rule(
-        self,
-        session: str,
-        action: str,
-        *,
-        position: int | None = None,
-        role: str | None = None,
-        name: str | None = None,
-        serial: str | None = None,
-        unique_id: str | None = None,
-    ) -> dict[str, Any]:
-        """Add an allow/deny rule (at `position`, 1-based; default last)."""
-        from ..pki import Rule, add_rule
-
-        rule = Rule.make(action, role=role, name=name, serial=serial, unique_id=unique_id)
-        add_rule(self.store.open_session(session), rule, position)
-        return await self.policy(session)
-
-    async def policy_remove(self, session: str, index: int) -> dict[str, Any]:
-        from ..pki import remove_rule
-
-        remove_rule(self.store.open_session(session), index=index)
-        return await self.policy(session)
-
-    async def policy_default(self, session: str, verdict: str) -> dict[str, Any]:
-        from ..pki import set_default
-
-        set_default(self.store.open_session(session), verdict)
-        return await self.policy(session)
 
     async def logs(self, server_id: str, tail: int | None = 100) -> str:
         return await self.supervisor.logs(server_id, tail)

@@ -234,42 +234,57 @@ async def _revoke(hub: Hub, fields: Mapping[str, Any]) -> Any:
 # -- policy -------------------------------------------------------------------------------------
 
 
+def _policy_of(hub: Hub, session: str) -> dict[str, Any]:
+    """The session's policy with its warnings (lock-out, unknown identities).  Listeners
+    re-read it within a second and close what it now refuses: no restart."""
+    from ..pki import load_policy, policy_path, policy_warnings
+
+    sess = hub.store.open_session(session)
+    policy = load_policy(policy_path(sess))
+    return {**policy.as_dict(), "warnings": policy_warnings(sess, policy)}
+
+
 @op("policy")
 async def _policy(hub: Hub, fields: Mapping[str, Any]) -> Any:
-    return await hub.policy(_str(fields, "session"))
+    return _policy_of(hub, _str(fields, "session"))
 
 
 @op("policy_rule")
 async def _policy_rule(hub: Hub, fields: Mapping[str, Any]) -> Any:
+    from ..pki import Rule, add_rule
+
     session = _str(fields, "session")
     position = fields.get("position")
-    result = await hub.policy_rule(
-        session,
+    rule = Rule.make(
         _str(fields, "action"),
-        position=int(position) if position not in (None, "") else None,
         role=_opt_str(fields, "role"),
         name=_opt_str(fields, "name"),
         serial=_opt_str(fields, "serial"),
         unique_id=_opt_str(fields, "unique_id"),
     )
+    add_rule(hub.store.open_session(session), rule, int(position) if position else None)
     _changed(hub, session, "policy")
-    return result
+    return _policy_of(hub, session)
 
 
 @op("policy_remove")
 async def _policy_remove(hub: Hub, fields: Mapping[str, Any]) -> Any:
+    from ..pki import remove_rule
+
     session = _str(fields, "session")
-    result = await hub.policy_remove(session, int(_num(fields, "index", 0)))
+    remove_rule(hub.store.open_session(session), index=int(_num(fields, "index", 0)))
     _changed(hub, session, "policy")
-    return result
+    return _policy_of(hub, session)
 
 
 @op("policy_default")
 async def _policy_default(hub: Hub, fields: Mapping[str, Any]) -> Any:
+    from ..pki import set_default
+
     session = _str(fields, "session")
-    result = await hub.policy_default(session, _str(fields, "verdict"))
+    set_default(hub.store.open_session(session), _str(fields, "verdict"))
     _changed(hub, session, "policy")
-    return result
+    return _policy_of(hub, session)
 
 
 # -- servers ----------------------------------------------------------------------------------

@@ -1,0 +1,62 @@
+"""What the hub tells about a server (:class:`ServerInfo`), and launchers by name."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ConfigError
+from ..servers import Launcher, LocalLauncher, SlurmLauncher, SshLauncher
+
+__all__ = ["ServerInfo", "make_launcher"]
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """What a client needs to use a server, and where it stands."""
+
+    id: str
+    kind: str
+    session: str
+    mode: str
+    launcher: str
+    state: str
+    reason: str
+    local: str | None  # 127.0.0.1:PORT: point pvpython / RenderClient here
+    connect_id: int | None  # pvserver's --connect-id, for the client
+    host: str | None
+    job_id: str | None
+    note: str
+    last_phone_home: float | None
+    restarts: int
+    created: float
+    updated: float
+    attempts: int  # phone-home connections taken since this hub started
+    peer: str | None  # the identity its agent proved
+    where: str | None  # the address its agent phoned home from
+
+    @property
+    def local_port(self) -> int | None:
+        return int(self.local.rsplit(":", 1)[1]) if self.local else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def make_launcher(name: str, options: Mapping[str, Any] | None = None) -> Launcher:
+    """A launcher by name: ``local``; ``ssh`` (option host, port, user, identity_file,
+    config_file); ``slurm`` (job_root, slurm_conf, and SlurmOptions keys)."""
+    opts = dict(options or {})
+    if name == "local":
+        return LocalLauncher(opts.get("run_root"))
+    if name == "ssh":
+        host = opts.pop("host", None)
+        if not isinstance(host, str) or not host:
+            raise ConfigError("the ssh launcher needs --host HOST (a name or an ssh config alias)")
+        return SshLauncher(host, **opts)
+    if name == "slurm":
+        job_root = opts.pop("job_root", None)
+        conf = opts.pop("slurm_conf", None)
+        return SlurmLauncher(job_root, opts or None, slurm_conf=conf)
+    raise ConfigError(f"unknown launcher {name!r}; choose local, ssh or slurm")
