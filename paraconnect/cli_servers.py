@@ -102,7 +102,13 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
 
 
 def _launch_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--launcher", choices=["local", "ssh", "slurm"], default="local")
+    p.add_argument(
+        "--launcher",
+        choices=["local", "ssh", "slurm", "manual"],
+        default="local",
+        help="manual: print the shell line that starts the agent by hand on a remote host (it "
+        "enrols with a one-time token and phones home); nothing is started here",
+    )
     mode = p.add_mutually_exclusive_group()
     mode.add_argument(
         "--reverse",
@@ -210,6 +216,21 @@ def _launch(outer: argparse.Namespace) -> int:
         lopts = {"slurm_conf": args.slurm_conf, "partition": args.partition}
         lopts |= {"account": args.account, "gpus": args.gpus, "time": args.time}
     lopts = {k: v for k, v in lopts.items() if v is not None}
+    if args.launcher == "manual":
+        if args.mode != "reverse":
+            raise ConfigError("an agent started by hand phones home: drop --forward")
+        with _client() as hub:
+            got = hub.request(
+                "agent_command", kind=args.kind, session=args.session, options=options,
+                command=command,
+            )  # fmt: skip
+        if args.json:
+            print(json.dumps(got))
+        else:
+            expires = time.strftime("%H:%M", time.localtime(got["expires"]))
+            print(f"# server {got['server']['id']}: run this on the remote host before {expires}")
+            print(got["command"])
+        return 0
     with _client() as hub:
         info = hub.request(
             "launch",
