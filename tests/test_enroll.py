@@ -11,9 +11,14 @@ from pathlib import Path
 
 import anyio
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
 
-from paraconnect.errors import TrustError
-from paraconnect.pki import Role, Session, Store, load_credentials
+from paraconnect.errors import ProtocolError, TrustError
+from paraconnect.pki import Credentials, Role, Session, Store, load_credentials
 from paraconnect.servers._enroll import EnrollServer, enroll, issue_token
 from paraconnect.servers._registry import ServerRecord, ServerRegistry
 
@@ -129,3 +134,34 @@ async def test_serve_enroll_cli_reads_the_token_file_and_refuses_a_wrong_ca(
 def test_serve_without_creds_or_enroll_is_a_config_error(cli: object) -> None:
     r = cli("serve", "--listen", "127.0.0.1:0", "--", "true", "{port}")  # type: ignore[operator]
     assert r.returncode == 1 and "give --creds C, or --enroll HOST:PORT" in r.stderr
+
+
+def test_a_malformed_csr_does_not_use_up_the_token(
+    session: Session, registry: ServerRegistry, store: Store
+) -> None:
+    """The hub checks the request before it spends the token: a broken CSR (a bug, a torn
+    write) gets a clear error, and the agent may still enrol with the same token."""
+    server = EnrollServer(registry, {"lab": (session, load_credentials_for_hub(store, session))})
+    token = issue_token(registry, "srv-a", "lab")
+    req = {"type": "enroll", "version": 1, "server_id": "srv-a", "token": token}
+    with pytest.raises(ProtocolError, match="not a PEM certificate request"):
+        server._answer(session, {**req, "csr": "garbage"})
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "srv-a")]))
+        .sign(key, hashes.SHA256())
+    )
+    reply = server._answer(session, {**req, "csr": csr.public_bytes(Encoding.PEM).decode()})
+    cert = x509.load_pem_x509_certificate(reply["cert"].encode())
+    assert cert.public_key().public_numbers() == key.public_key().public_numbers()
+    [rec] = [r for r in session.records() if r.name == "srv-a"]
+    assert rec.role == "server" and not rec.key_kept and rec.key_type == "enrolled"
+    with pytest.raises(TrustError, match="already used"):
+        server._answer(session, {**req, "csr": csr.public_bytes(Encoding.PEM).decode()})
+
+
+def load_credentials_for_hub(store: Store, session: Session) -> Credentials:
+    uid = store.unique_id().value
+    session.issue(Role.CLIENT, "hub", unique_id=uid)
+    return load_credentials("lab", role=Role.CLIENT, store=store, unique_id=uid)

@@ -49,6 +49,7 @@ from ._keys import (
     KeyType,
     Passphrase,
     PrivateKey,
+    PublicKey,
     dump_private_key,
     generate_key,
     key_type_of,
@@ -299,6 +300,44 @@ class Session:
         A `node` certificate is bound to a unique ID (this machine's unless one is given);
         a `server` or `client` certificate is bound only if `unique_id` is given.
         """
+        ktype = KeyType.parse(key_type) if key_type else self.key_type
+        key = generate_key(ktype)
+        record, cert, cert_path, key_path = self._certify(
+            role, name, key.public_key(), ktype.value, unique_id=unique_id, days=days,
+            for_friend=for_friend, key=key if keep_key and out is None else None,
+            passphrase=passphrase, now=now,
+        )  # fmt: skip
+        files: dict[str, Path] = {}
+        if out is not None:
+            files = self.export(out, name, cert, key)
+        return Issued(record, cert, key, cert_path, key_path, files)
+
+    def certify(
+        self,
+        role: Role | str,
+        name: str,
+        public_key: PublicKey,
+        *,
+        unique_id: str | None = None,
+        days: float = DEFAULT_LEAF_DAYS,
+        passphrase: Passphrase | None = None,
+        now: dt.datetime | None = None,
+    ) -> tuple[Record, x509.Certificate]:
+        """Certify a key made elsewhere (an agent's enrolment CSR): recorded like any issued
+        certificate, without a key, so that revocation finds it."""
+        record, cert, _path, _key = self._certify(
+            role, name, public_key, "enrolled", unique_id=unique_id, days=days,
+            for_friend=None, key=None, passphrase=passphrase, now=now,
+        )  # fmt: skip
+        return record, cert
+
+    def _certify(
+        self, role: Role | str, name: str, public_key: PublicKey, key_type: str, *,
+        unique_id: str | None, days: float, for_friend: str | None, key: PrivateKey | None,
+        passphrase: Passphrase | None, now: dt.datetime | None,
+    ) -> tuple[Record, x509.Certificate, Path, Path | None]:  # fmt: skip
+        """Check, sign and record one certificate (and `key`, if it is to be kept), all its
+        files or none, under the session's lock."""
         role = Role.parse(role)
         if role is Role.SESSION:
             raise ConfigError("the session certificate is made by 'session create', not issued")
@@ -317,33 +356,31 @@ class Session:
                 f"session {self.name!r} expired at {ca_cert.not_valid_after_utc:%Y-%m-%d %H:%M} "
                 "UTC; create a new session"
             )
-        ktype = KeyType.parse(key_type) if key_type else self.key_type
-        key = generate_key(ktype)
         identity = Identity(self.id, role, name, unique_id)
-        cert = build_leaf(ca_key, ca_cert, key.public_key(), identity, days, now=now)
+        cert = build_leaf(ca_key, ca_cert, public_key, identity, days, now=now)
         serial = format(cert.serial_number, "x")
         record = Record(
             serial=serial,
             name=name,
             role=role.value,
             unique_id=unique_id,
-            key_type=ktype.value,
+            key_type=key_type,
             not_before=cert.not_valid_before_utc.isoformat(),
             not_after=cert.not_valid_after_utc.isoformat(),
             issued_at=now.isoformat(),
             for_friend=for_friend,
             sha256=fingerprint(cert),
-            key_kept=keep_key and out is None,
+            key_kept=key is not None,
         )
         cert_path = self.issued_dir / f"{serial}.crt"
-        key_path = self.issued_dir / f"{serial}.key" if record.key_kept else None
+        key_path = self.issued_dir / f"{serial}.key" if key is not None else None
         written: list[Path] = []
         with self._lock():
             ensure_private_dir(self.issued_dir)
             try:
                 for path, data, mode in (
                     (cert_path, pem(cert), 0o644),
-                    (key_path, dump_private_key(key), 0o600),
+                    (key_path, dump_private_key(key) if key is not None else b"", 0o600),
                     (
                         self.issued_dir / f"{serial}.json",
                         json.dumps(record.as_dict(), indent=1).encode(),
@@ -360,10 +397,7 @@ class Session:
                 for path in written:
                     path.unlink(missing_ok=True)
                 raise
-        files: dict[str, Path] = {}
-        if out is not None:
-            files = self.export(out, name, cert, key)
-        return Issued(record, cert, key, cert_path, key_path, files)
+        return record, cert, cert_path, key_path
 
     def export(
         self, out: Path, name: str, cert: x509.Certificate, key: PrivateKey

@@ -22,7 +22,6 @@ hub → agent ``{"type": "ca", "ca": PEM}``; agent → hub ``{"type": "enroll", 
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import hmac
 import json
@@ -41,12 +40,12 @@ import anyio.abc
 from anyio.streams.tls import TLSAttribute, TLSStream
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
 from .._fs import ensure_private_dir, write_atomic
 from ..errors import ConfigError, NetworkError, ProtocolError, TrustError
-from ..pki import Credentials, Identity, Role, Session, build_leaf, fingerprint
+from ..pki import Credentials, Role, Session, fingerprint
 from ._registry import ServerRegistry
 
 __all__ = ["DEFAULT_TOKEN_TTL", "EnrollServer", "enroll", "issue_token"]
@@ -122,39 +121,14 @@ def _sign(
     session: Session, csr: x509.CertificateSigningRequest, server_id: str, unique_id: str | None,
     days: float,
 ) -> x509.Certificate:  # fmt: skip
-    """The server certificate for a CSR's public key, built as Session.issue builds one."""
-    ca_cert = session.ca_cert
-    ca_key = session.load_ca_key()
-    now = dt.datetime.now(dt.UTC)
-    identity = Identity(session.id, Role.SERVER, server_id, unique_id)
+    """The server certificate for a CSR's public key, recorded in the session (no key kept) so
+    that 'paraconnect revoke' finds it."""
     public = csr.public_key()
-    if not isinstance(public, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
-        from cryptography.hazmat.primitives.asymmetric import ed25519
-
-        if not isinstance(public, ed25519.Ed25519PublicKey):
-            raise ProtocolError("the CSR holds a key type paraconnect does not use")
-    cert = build_leaf(ca_key, ca_cert, public, identity, days, now=now)
-    # Recorded like any issued certificate (no key kept), so 'paraconnect revoke' finds it.
-    from ..pki._store import Record
-
-    serial = format(cert.serial_number, "x")
-    record = Record(
-        serial=serial, name=server_id, role=Role.SERVER.value, unique_id=unique_id,
-        key_type="enrolled", not_before=cert.not_valid_before_utc.isoformat(),
-        not_after=cert.not_valid_after_utc.isoformat(), issued_at=now.isoformat(),
-        for_friend=None, sha256=fingerprint(cert), key_kept=False,
-    )  # fmt: skip
-    ensure_private_dir(session.issued_dir)
-    write_atomic(
-        session.issued_dir / f"{serial}.crt",
-        cert.public_bytes(serialization.Encoding.PEM),
-        mode=0o644,
-    )
-    write_atomic(
-        session.issued_dir / f"{serial}.json",
-        json.dumps(record.as_dict(), indent=1).encode(),
-        mode=0o644,
-    )
+    if not isinstance(
+        public, ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
+    ):
+        raise ProtocolError("the CSR holds a key type paraconnect does not use")
+    _record, cert = session.certify(Role.SERVER, server_id, public, unique_id=unique_id, days=days)
     return cert
 
 
@@ -260,6 +234,15 @@ class EnrollServer:
         if not all(isinstance(v, str) and v for v in (server_id, token, csr_pem)):
             raise ProtocolError("an enrolment request needs server_id, token and csr")
         assert isinstance(server_id, str) and isinstance(token, str) and isinstance(csr_pem, str)  # noqa: S101
+        # A malformed request must not use up the token: the agent may retry with a good one.
+        try:
+            csr = x509.load_pem_x509_csr(csr_pem.encode())
+        except ValueError:
+            raise ProtocolError(
+                f"the CSR of {server_id} is not a PEM certificate request"
+            ) from None
+        if not csr.is_signature_valid:
+            raise TrustError(f"the CSR of {server_id} is not signed by its own key")
         found = self.registry.use_token(_digest(token), time.time())
         if found is None:
             raise TrustError(f"unknown enrolment token for server {server_id}")
@@ -275,14 +258,6 @@ class EnrollServer:
         rec = self.registry.get(server_id)
         if rec is None or rec.final:
             raise TrustError(f"server {server_id} is not waiting for enrolment")
-        try:
-            csr = x509.load_pem_x509_csr(csr_pem.encode())
-        except ValueError:
-            raise ProtocolError(
-                f"the CSR of {server_id} is not a PEM certificate request"
-            ) from None
-        if not csr.is_signature_valid:
-            raise TrustError(f"the CSR of {server_id} is not signed by its own key")
         cert = _sign(
             session, csr, server_id, unique_id if isinstance(unique_id, str) else None, self.days
         )
