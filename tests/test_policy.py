@@ -20,6 +20,7 @@ from paraconnect.pki import (
     policy_path,
     policy_warnings,
     save_policy,
+    sign_policy,
     update_policy,
 )
 from paraconnect.tunnel import Agent, Connector, Endpoint, Program
@@ -347,3 +348,40 @@ async def test_reverse_a_revoked_server_loses_its_open_connections_at_the_listen
     closing = [r.getMessage() for r in caplog.records if "closing the" in r.getMessage()]
     assert any("control connection with server 'srv'" in m and "revoked" in m for m in closing)
     assert any("data connection with server 'srv'" in m for m in closing)
+
+
+async def test_the_owners_policy_reaches_an_agent_holding_its_own_credentials(
+    pki: Pki, home: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An agent on a remote node has only its PEM files, not the session's policy.json: the
+    owner's side pushes its policy, signed with the session key, over the control channel; a
+    deny made at the owner then cuts a friend who dials the agent directly.  A policy signed by
+    another CA, or an older one (a replay), is refused."""
+    out = tmp_path / "node7"
+    pki.session.issue("server", "node7", unique_id=pki.uid, out=out)
+    bob = pki.friend("bob", home, unique_id=BOB_NODE)
+    async with anyio.create_task_group() as tg:
+        agent = Agent(load_credentials(out), program=Program(echo_command()),
+                      listen=["127.0.0.1:0"])  # fmt: skip
+        [addr] = await tg.start(agent.run)
+        await tg.start(Connector(pki.client, addr, "127.0.0.1:0").run)  # the owner
+        stream = await _open_echo(
+            await tg.start(Connector(bob, addr, "127.0.0.1:0", unique_id=BOB_NODE).run)
+        )
+        _deny(pki, name="bob")  # at the owner only
+        with anyio.fail_after(10):  # a bound that stops the test, not a timing assertion
+            assert await _closed_by_far_end(stream)
+        await stream.aclose()
+        kept = load_policy(out / "policy.json")  # beside the agent's credentials
+        assert [r.describe() for r in kept.rules] == ["deny name 'bob'"]
+        with anyio.fail_after(20), pytest.raises(TrustError, match="denied by the policy"):
+            await Connector(bob, addr, "127.0.0.1:0", unique_id=BOB_NODE).run()
+
+        other = make_pki(tmp_path / "elsewhere", "other")
+        forged = sign_policy(Policy(), other.session.load_ca_key(), 1 << 62)
+        assert agent.side.accept_policy(forged, "a forger") is False
+        assert any("not signed by the session CA" in r.getMessage() for r in caplog.records)
+        older = sign_policy(Policy(), pki.session.load_ca_key(), 1)
+        assert agent.side.accept_policy(older, "a replaying peer") is False
+        assert agent.side.policy.policy.rules == kept.rules
+        tg.cancel_scope.cancel()

@@ -93,7 +93,7 @@ class SessionAgents:
                 )
                 tg.start_soon(accept_loop, sock, tg, self._incoming, str(self.address))
                 # A changed CRL or policy closes refused connections and reaches the agents.
-                tg.start_soon(self.side.watch, self._push_crl)
+                tg.start_soon(self.side.watch, self._push_trust)
                 task_status.started(self.address)
         finally:
             self._tg = None
@@ -102,9 +102,9 @@ class SessionAgents:
                 lsock.close()
             self.side.close()
 
-    async def _push_crl(self) -> None:
+    async def _push_trust(self) -> None:
         for link in list(self.agents.values()):
-            await link.control.push_crl(self.side)
+            await link.control.push_trust(self.side)
 
     # -- agents ---------------------------------------------------------------------------
 
@@ -151,7 +151,7 @@ class SessionAgents:
         try:
             with self.side.track(conn, hello, where):
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(link.control.push_crl, self.side)
+                    tg.start_soon(link.control.push_trust, self.side)
                     await link.control.read_loop()
         finally:
             if self.agents.get(server_id) is link:

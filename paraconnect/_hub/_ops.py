@@ -193,8 +193,9 @@ async def _friend_issue(hub: Hub, fields: Mapping[str, Any]) -> Any:
     tmp = sess.path / "bundles" / f".{friend}.{os.getpid()}.p12"
     try:
         issued = share(
-            sess, friend, tmp, passphrase.encode(), days=_num(fields, "days", DEFAULT_LEAF_DAYS)
-        )
+            sess, friend, tmp, passphrase.encode(), days=_num(fields, "days", DEFAULT_LEAF_DAYS),
+            unique_id=_opt_str(fields, "unique_id"),  # the friend's node, at level mutual
+        )  # fmt: skip
         path = _bundle_path(sess, issued.record.serial)
         os.replace(tmp, path)
     finally:

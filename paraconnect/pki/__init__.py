@@ -37,8 +37,10 @@ if TYPE_CHECKING:
         remove_rule,
         save_policy,
         set_default,
+        sign_policy,
         update_policy,
         verify_crl,
+        verify_policy,
         write_crl_beside,
     )
     from ._store import (
@@ -85,7 +87,9 @@ _WHERE = {
     "policy_warnings": "_policy",
     "save_policy": "_policy",
     "update_policy": "_policy",
+    "sign_policy": "_policy",
     "verify_crl": "_policy",
+    "verify_policy": "_policy",
     "write_crl_beside": "_policy",
     "DEFAULT_CA_DAYS": "_store",
     "DEFAULT_LEAF_DAYS": "_store",
@@ -140,8 +144,10 @@ __all__ = [
     "save_policy",
     "set_default",
     "share",
+    "sign_policy",
     "update_policy",
     "verify_crl",
+    "verify_policy",
     "write_crl_beside",
 ]
 

@@ -6,9 +6,9 @@ import enum
 from collections.abc import Callable
 from pathlib import Path
 
-from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
 from ..errors import ConfigError, CredentialError
 
@@ -22,7 +22,9 @@ __all__ = [
     "key_type_of",
     "load_private_key",
     "resolve_passphrase",
+    "sign_data",
     "signing_hash",
+    "verify_data",
 ]
 
 PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
@@ -70,6 +72,36 @@ def key_type_of(key: object) -> KeyType:
 def signing_hash(key: PrivateKey) -> hashes.SHA256 | None:
     # Ed25519 signs the message itself; the others sign a SHA-256 digest.
     return None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+
+
+def sign_data(key: PrivateKey, data: bytes) -> bytes:
+    """A signature over `data` as certificates are signed: ECDSA or RSA-PSS over SHA-256, or
+    Ed25519 over the data itself."""
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return key.sign(data)
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return key.sign(data, ec.ECDSA(hashes.SHA256()))
+    pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.DIGEST_LENGTH)
+    return key.sign(data, pss, hashes.SHA256())
+
+
+def verify_data(public: object, signature: bytes, data: bytes) -> bool:
+    """Whether `signature` (from :func:`sign_data`) over `data` is by `public`'s key."""
+    try:
+        if isinstance(public, ed25519.Ed25519PublicKey):
+            public.verify(signature, data)
+        elif isinstance(public, ec.EllipticCurvePublicKey):
+            public.verify(signature, data, ec.ECDSA(hashes.SHA256()))
+        elif isinstance(public, rsa.RSAPublicKey):
+            pss = padding.PSS(
+                mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.DIGEST_LENGTH
+            )
+            public.verify(signature, data, pss, hashes.SHA256())
+        else:
+            return False
+    except InvalidSignature:
+        return False
+    return True
 
 
 def resolve_passphrase(passphrase: Passphrase | None) -> bytes | None:

@@ -14,6 +14,7 @@ keeps the policy it had (see ``paraconnect.tls.PolicyWatcher``).  Writing is ato
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from cryptography import x509
 from .._fs import locked, read_public, write_atomic
 from ..errors import ConfigError, CredentialError, TrustError
 from ._certs import Role, parse_pem_crl
+from ._keys import PrivateKey, sign_data, verify_data
 from ._store import Session, Store
 
 __all__ = [
@@ -36,8 +38,10 @@ __all__ = [
     "policy_path",
     "policy_warnings",
     "save_policy",
+    "sign_policy",
     "update_policy",
     "verify_crl",
+    "verify_policy",
     "write_crl_beside",
 ]
 
@@ -338,3 +342,36 @@ def verify_crl(
             "and the current one stays in force"
         )
     return crl
+
+
+def sign_policy(policy: Policy, ca_key: PrivateKey, number: int) -> str:
+    """The policy as the session owner hands it to agents: JSON with a version `number` (a
+    newer policy has a larger one) and the session key's signature over both."""
+    body = {"policy": policy.as_dict(), "number": number}
+    signed = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    return json.dumps({**body, "signature": base64.b64encode(sign_data(ca_key, signed)).decode()})
+
+
+def verify_policy(text: str, ca: x509.Certificate, source: object) -> tuple[Policy, int]:
+    """A policy from :func:`sign_policy` that arrived from `source`, checked: signed by the
+    session CA `ca`.  TrustError (and nothing applied) otherwise."""
+
+    def refused(why: str) -> TrustError:
+        return TrustError(
+            f"the policy from {source} {why}; it was refused and the current one stays in force"
+        )
+
+    try:
+        obj = json.loads(text)
+        body = {"policy": obj["policy"], "number": int(obj["number"])}
+        signature = base64.b64decode(obj["signature"], validate=True)
+    except (ValueError, KeyError, TypeError):
+        raise refused("is malformed") from None
+    signed = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    if not verify_data(ca.public_key(), signature, signed):
+        raise refused("is not signed by the session CA")
+    try:
+        policy = Policy.parse(json.dumps(body["policy"]).encode(), source)
+    except ConfigError as exc:
+        raise refused(f"is not a policy ({exc})") from None
+    return policy, int(body["number"])

@@ -62,6 +62,18 @@ class PolicyWatcher:
                 # At start there is no previous policy to keep: a broken file stops the start.
                 self.policy = load_policy(path)
 
+    @property
+    def stamp(self) -> _Stamp:
+        """The file's (mtime_ns, inode, size) when last read; None if there was none."""
+        return self._stamp
+
+    def apply(self, policy: Policy) -> None:
+        """Put `policy` in force now (one pushed by the session owner), and take the file as
+        read: a copy written beside it must not count as a second change."""
+        self.policy = policy
+        if self.path is not None:
+            self._stamp = _stamp(self.path)
+
     def refresh(self) -> bool:
         """Reload if the file changed; True when the policy in force changed."""
         if self.path is None:

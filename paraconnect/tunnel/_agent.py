@@ -16,7 +16,8 @@ where noted):
   ``ping`` → ``pong``;
 * listener → agent (reverse): ``open {channel}`` (dial back a data connection whose hello
   carries that channel token); ``phone_home {...}`` → ok/error, then the agent moves there.
-* client or listener → agent: ``crl {pem}``, the session owner's current revocation list
+* client or listener → agent: ``crl {pem}``, the session owner's current revocation list;
+  ``policy {signed}``, the owner's policy signed with the session key (pki.sign_policy)
   (no answer): applied if the session CA signed it and it is newer, kept beside credentials
   that are a directory of PEM files, and open connections now refused are closed.
 
@@ -246,6 +247,14 @@ class Agent:
             parts.clear()
             self.side.accept_crl(text, source)
 
+    def _policy_message(self, msg: dict[str, object], source: str) -> None:
+        """The owner's signed policy: checked (signature, newer) and applied live."""
+        signed = msg.get("signed")
+        if not isinstance(signed, str):
+            log.warning("%s sent a malformed policy message; ignored", source)
+            return
+        self.side.accept_policy(signed, source)
+
     async def _data(self, conn: ByteStream, where: str, tracked: Tracked) -> None:
         from ._splice import SpliceResult
 
@@ -308,6 +317,8 @@ class Agent:
                     await write_frame(conn, {"type": "pong"})
                 elif kind == "crl":
                     self._crl_message(msg, f"{label} at {where}", crl_parts)
+                elif kind == "policy":
+                    self._policy_message(msg, f"{label} at {where}")
                 else:
                     await write_frame(conn, {"type": "error", "reason": f"unknown {kind!r}"})
         except ParaconnectError as exc:
@@ -404,6 +415,8 @@ class Agent:
                     await write_frame(conn, {"type": "pong"})
                 elif kind == "crl":
                     self._crl_message(msg, f"{conn.peer.label} at {home.endpoint}", crl_parts)
+                elif kind == "policy":
+                    self._policy_message(msg, f"{conn.peer.label} at {home.endpoint}")
         except ParaconnectError as exc:
             log.warning("control channel to %s failed: %s", home.endpoint, exc)
             return False

@@ -127,10 +127,15 @@ class _Control:
     async def aclose(self) -> None:
         await self.conn.aclose()
 
-    async def push_crl(self, side: Side) -> None:
-        """Send our revocation list to the agent on this channel (it checks the signature)."""
+    async def push_trust(self, side: Side) -> None:
+        """Send our revocation list, and our policy where we own the session, to the agent on
+        this channel (it checks both signatures, and never goes back to an older one)."""
+        if self.closed.is_set():
+            return
+        policy = side.signed_policy()
         pem = side.crl_pem()
-        if pem is None or self.closed.is_set():
+        if pem is None:
+            await self._push_policy(policy)
             return
         # A long list spans several frames (each at most MAX_FRAME), sent back to back.
         parts = [pem[i : i + CRL_PART] for i in range(0, len(pem), CRL_PART)]
@@ -143,8 +148,17 @@ class _Control:
                     )
         except ParaconnectError as exc:
             log.warning("could not send the revocation list to %s: %s", self.conn.peer.label, exc)
-        else:
-            log.debug("revocation list sent to %s", self.conn.peer.label)
+            return
+        log.debug("revocation list sent to %s", self.conn.peer.label)
+        await self._push_policy(policy)
+
+    async def _push_policy(self, policy: str | None) -> None:
+        if policy is None or self.closed.is_set():
+            return
+        try:
+            await self.send({"type": "policy", "signed": policy})
+        except ParaconnectError as exc:
+            log.warning("could not send the policy to %s: %s", self.conn.peer.label, exc)
 
 
 async def _relay_tracked(
@@ -253,7 +267,7 @@ class Connector:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._watch_control, self._control)
-                tg.start_soon(self.side.watch, self._push_crl)
+                tg.start_soon(self.side.watch, self._push_trust)
                 lsock = bind_listener(self.local)
                 self.address = bound_endpoint(lsock, self.local)
                 log.info("local endpoint %s leads to %s", self.address, self.remote)
@@ -266,14 +280,14 @@ class Connector:
             if lsock is not None:
                 lsock.close()
 
-    async def _push_crl(self) -> None:
+    async def _push_trust(self) -> None:
         if self._control is not None:
-            await self._control.push_crl(self.side)
+            await self._control.push_trust(self.side)
 
     async def _watch_control(self, control: _Control) -> None:
         with self.side.track(control.conn, control.hello, str(self.remote)):
             async with anyio.create_task_group() as tg:
-                tg.start_soon(control.push_crl, self.side)
+                tg.start_soon(control.push_trust, self.side)
                 await control.read_loop()
         log.warning(
             "the agent at %s closed the control channel (stopped or restarted?); local "
@@ -387,7 +401,7 @@ class ReverseListener:
                 where = str(self.local_address)
                 same_user = functools.partial(check_same_user, where=where)
                 tg.start_soon(accept_loop, local_sock, tg, self._forward, where, same_user)
-                tg.start_soon(self.side.watch, self._push_crl)
+                tg.start_soon(self.side.watch, self._push_trust)
                 task_status.started((self.address, self.local_address))
         except BaseExceptionGroup as group:
             raise single_error(group) from None
@@ -397,9 +411,9 @@ class ReverseListener:
                 sock.close()
             self.side.close()
 
-    async def _push_crl(self) -> None:
+    async def _push_trust(self) -> None:
         for link in list(self.agents):
-            await link.control.push_crl(self.side)
+            await link.control.push_trust(self.side)
 
     async def wait_for_agent(self, timeout: float | None = None) -> AgentLink:  # noqa: ASYNC109
         with anyio.fail_after(timeout):
@@ -445,7 +459,7 @@ class ReverseListener:
         try:
             with self.side.track(conn, hello, where):
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(link.control.push_crl, self.side)
+                    tg.start_soon(link.control.push_trust, self.side)
                     await link.control.read_loop()
         finally:
             self.agents.remove(link)

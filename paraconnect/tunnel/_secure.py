@@ -40,11 +40,15 @@ from ..pki import (
     Identity,
     Role,
     SecurityLevel,
+    Session,
     Store,
     crl_number,
     load_crl,
     policy_path,
+    save_policy,
+    sign_policy,
     verify_crl,
+    verify_policy,
     write_crl_beside,
 )
 from ..tls import ANONYMOUS, PeerIdentity, PolicyWatcher, client_context, server_context
@@ -200,7 +204,9 @@ class Side:
         )
         self._accounting_failed = False
         # A CRL file change seen later sets it False: `watch` then pushes the list to agents.
-        self._crl_pushed = True
+        self._trust_pushed = True
+        self._signed_policy: tuple[object, str] | None = None
+        self._policy_number = 0  # of the newest policy an owner pushed here
         self.local_identity = identity_label(creds.identity) or "anonymous"
         # Who is told of connections opened, closed and refused (the hub's live events).
         # Called on the side's loop with a JSON-able dict and, for a refusal, the error; a
@@ -270,7 +276,7 @@ class Side:
             return False
         self.creds = dataclasses.replace(self.creds, crl=crl)
         self._contexts.clear()
-        self._crl_pushed = False
+        self._trust_pushed = False
         log.info("revocation list %s changed: reloaded", self._crl_path)
         return True
 
@@ -278,7 +284,9 @@ class Side:
         """Look at the CRL and policy files (two stats); on a change, reload and close the
         open connections the new ones refuse.  True when something changed."""
         changed = self._refresh_crl()
-        changed = self.policy.refresh() or changed
+        if self.policy.refresh():
+            changed = True
+            self._trust_pushed = False  # agents follow the owner's policy too
         if changed:
             self.recheck()
         return changed
@@ -350,6 +358,53 @@ class Side:
         self.creds = dataclasses.replace(self.creds, crl=crl)
         self._contexts.clear()
         log.info("revocation list %d from %s applied", crl_number(crl), source)
+        self.recheck()
+        return True
+
+    def signed_policy(self) -> str | None:
+        """The policy in force, signed with the session key, for agents to follow; None
+        unless this side is the session's owner (its credentials are a session directory
+        with an unencrypted session key).  Numbered by the policy file's change time, so
+        that an agent never goes back to an older one."""
+        path = self.policy.path
+        if path is None or not (path.parent / "session.json").exists():
+            return None
+        stamp = self.policy.stamp
+        if self._signed_policy is not None and self._signed_policy[0] == stamp:
+            return self._signed_policy[1]
+        try:
+            session = Session(path.parent)
+            if not session.owner or session.ca_key_encrypted:
+                return None
+            key = session.load_ca_key()
+        except ParaconnectError as exc:
+            log.warning("cannot sign the policy for agents: %s", exc)
+            return None
+        text = sign_policy(self.policy.policy, key, stamp[0] if stamp else 0)
+        self._signed_policy = (stamp, text)
+        return text
+
+    def accept_policy(self, text: str, source: str) -> bool:
+        """A policy pushed by the session owner: applied if the session CA signed it and it is
+        newer than the last one applied, kept beside credentials that are a directory of PEM
+        files, then open connections are checked again.  True when applied."""
+        try:
+            policy, number = verify_policy(text, self.creds.ca_cert, source)
+        except ParaconnectError as exc:
+            log.error("%s", exc)
+            return False
+        if number <= self._policy_number:
+            return False
+        self._policy_number = number
+        path = self.policy.path
+        if path is not None and not (path.parent / "session.json").exists():
+            try:
+                save_policy(path, policy)
+            except StorageError as exc:
+                log.error("cannot keep the policy from %s: %s", source, exc)
+        self.policy.apply(policy)
+        log.info("policy %d from %s applied: %d rule(s), default %s", number, source,
+                 len(policy.rules), policy.default)  # fmt: skip
         self.recheck()
         return True
 
@@ -471,8 +526,8 @@ class Side:
         while True:
             await anyio.sleep(interval)
             self.refresh()
-            if not self._crl_pushed:
-                self._crl_pushed = True
+            if not self._trust_pushed:
+                self._trust_pushed = True
                 if on_crl_change is not None:
                     await on_crl_change()
             now = time.monotonic()
