@@ -31,7 +31,7 @@ from ..pki import Credentials, Role, SecurityLevel, Session, Store, load_credent
 from ..servers import Job, Launcher, LaunchSpec
 from ..servers._enroll import DEFAULT_TOKEN_TTL, EnrollServer, issue_token
 from ..servers._kinds import ServerKind, build_kind
-from ..servers._registry import ServerRecord, ServerRegistry, ServerState
+from ..servers._registry import FINAL_STATES, ServerRecord, ServerRegistry, ServerState
 from ..servers._supervisor import ServerEvent, Supervisor
 from ..tls import PeerIdentity
 from ..tunnel import Connector, Endpoint, check_same_user, parse_endpoint
@@ -98,7 +98,7 @@ class Hub:
         self._links: dict[str, AgentAccepted] = {}
         self._attempts: Counter[str] = Counter()
         self.events_publisher: EventPublisher | None = None
-        self.supervisor.subscribe(lambda ev: self.publish(ev.as_dict()))
+        self.supervisor.subscribe(self._server_event)
 
     # -- running --------------------------------------------------------------------------
 
@@ -277,6 +277,14 @@ class Hub:
         if self.events_publisher is not None:
             self.events_publisher.publish(event)
 
+    def _server_event(self, event: ServerEvent) -> None:
+        if event.state in FINAL_STATES:
+            # Nothing to dial any more: a forward server's connector would redial for ever.
+            scope = self._connectors.pop(event.server_id, None)
+            if scope is not None:
+                scope.cancel()
+        self.publish(event.as_dict())
+
     def _observe(self, event: dict[str, Any], exc: BaseException | None) -> None:
         if exc is not None:
             from ..debug import explain  # the debugger's one line for a refusal
@@ -454,14 +462,26 @@ class Hub:
         host = str(rec.options.get("forward_host") or remote.host)
         if host in ("0.0.0.0", "::") and job is not None:  # noqa: S104
             host = job.host
+
+        def control(up: bool, why: str) -> None:
+            self._connect_ids[server_id] = connector.connect_id
+            if up:
+                self.supervisor.phoned_home(server_id, why)
+            else:
+                self.supervisor.hung_up(server_id, f"{why}; dialling it again")
+
         connector = Connector(
             self._creds(rec.session),
             Endpoint(host, remote.port),
             "127.0.0.1:0",
             server_id=server_id,
             unique_id=self.store.unique_id().value,
+            on_control=control,
         )
         connector.side.observers.append(self._observe)
+        old = self._connectors.pop(server_id, None)
+        if old is not None:  # a restarted agent listens elsewhere: stop dialling the old one
+            old.cancel()
         scope = anyio.CancelScope()
         self._connectors[server_id] = scope
         started = anyio.Event()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import random
 import secrets
 import socket
 from collections.abc import Callable, Sequence
@@ -54,6 +55,7 @@ log = logging.getLogger("paraconnect.tunnel")
 AGENT_WAIT = 30.0
 CRL_PART = 12 * 1024  # characters of PEM per control frame
 CHANNEL_TIMEOUT = 15.0
+REDIAL_MAX = 30.0  # the longest pause between attempts to reopen a lost control channel
 
 
 def _ep(value: Endpoint | str, option: str) -> Endpoint:
@@ -218,7 +220,11 @@ class Connector:
         store: Store | None = None,
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
         accounting: Accounting | bool = True,
+        on_control: Callable[[bool, str], None] | None = None,
     ) -> None:
+        """`on_control(up, why)` hears when the agent's control channel is lost (the agent
+        stopped, restarted, or the network broke) and when it is reopened."""
+        self.on_control = on_control
         self.side = Side(
             creds,
             Role.CLIENT,
@@ -285,15 +291,46 @@ class Connector:
             await self._control.push_trust(self.side)
 
     async def _watch_control(self, control: _Control) -> None:
-        with self.side.track(control.conn, control.hello, str(self.remote)):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(control.push_trust, self.side)
-                await control.read_loop()
-        log.warning(
-            "the agent at %s closed the control channel (stopped or restarted?); local "
-            "connections are still tried, but it can no longer be asked to phone home",
-            self.remote,
-        )
+        """Hold the control channel; when it is lost, dial again (backing off) until the
+        agent answers, so that a restarted agent is followed and can be asked to phone home."""
+        while True:
+            with self.side.track(control.conn, control.hello, str(self.remote)):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(control.push_trust, self.side)
+                    await control.read_loop()
+            why = f"the agent at {self.remote} closed the control channel (stopped or restarted?)"
+            log.warning("%s; dialling it again", why)
+            self._tell(False, why)
+            control = await self._redial()
+            self._control = control
+            log.info("control channel to %s at %s reopened", control.conn.peer.label, self.remote)
+            self._tell(True, f"control channel to {self.remote} reopened")
+
+    async def _redial(self) -> _Control:
+        pause = 0.5
+        while True:
+            await anyio.sleep(pause * random.uniform(0.8, 1.2))  # noqa: S311 - jitter
+            try:
+                conn, hello = await self._dial(Purpose.CONTROL)
+            except ParaconnectError as exc:
+                log.debug("the agent at %s does not answer yet: %s", self.remote, exc)
+                pause = min(pause * 2, REDIAL_MAX)
+                continue
+            try:
+                self.connect_id = await _read_info(conn, self.side.hello_timeout)
+            except ParaconnectError as exc:
+                await conn.aclose()
+                log.debug("the agent at %s sent no info: %s", self.remote, exc)
+                continue
+            self.agent = hello
+            return _Control(conn, hello)
+
+    def _tell(self, up: bool, why: str) -> None:
+        if self.on_control is not None:
+            try:
+                self.on_control(up, why)
+            except Exception:  # the owner's bug never stops the tunnel
+                log.exception("a control-channel observer failed")
 
     async def _forward(self, local: socket.socket, where: str) -> None:
         try:
