@@ -12,6 +12,7 @@ __all__ = [
     "ConfigError",
     "CredentialError",
     "NetworkError",
+    "NotFoundError",
     "ParaconnectError",
     "ProtocolError",
     "StorageError",
@@ -41,6 +42,10 @@ class ProtocolError(ParaconnectError):
 
 class ConfigError(ParaconnectError):
     """An option, name or configuration value is invalid."""
+
+
+class NotFoundError(ConfigError):
+    """The session, server or certificate named does not exist (REST answers 404)."""
 
 
 class StorageError(ParaconnectError):

@@ -9,6 +9,7 @@ code, no second copy), :meth:`Hub.subscribe` for events, :meth:`Hub.stop_thread`
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import logging
 import secrets
@@ -26,7 +27,7 @@ import anyio.abc
 import anyio.from_thread
 
 from .._fs import ensure_private_dir
-from ..errors import ConfigError, NetworkError, ParaconnectError
+from ..errors import ConfigError, NetworkError, NotFoundError, ParaconnectError
 from ..pki import Credentials, Role, SecurityLevel, Session, Store, load_credentials
 from ..servers import Job, Launcher, LaunchSpec
 from ..servers._enroll import DEFAULT_TOKEN_TTL, EnrollServer, issue_token
@@ -147,9 +148,23 @@ class Hub:
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run the async method `fn` (e.g. ``hub.launch``) on the hub's loop and wait for it."""
-        if self._portal is None:
+        return self.submit(fn, *args).result()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+        """Start the async `fn` on the hub's loop from another thread, without waiting: an
+        asyncio caller awaits ``asyncio.wrap_future(hub.submit(...))``."""
+        portal = self._portal
+        if portal is None:
             raise ConfigError("the hub runs no thread of its own; use start_in_thread() first")
-        return self._portal.call(fn, *args)
+        try:
+            return portal.start_task_soon(fn, *args)
+        except RuntimeError as exc:  # the portal closed under us
+            raise ConfigError("the hub is stopping; try again once it runs") from exc
+
+    async def start_task(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a long-lived task (``fn(*args, task_status=...)``) in the hub's own task group,
+        so that it ends with the hub; returns what it reports as started."""
+        return await self._running().start(fn, *args)
 
     def stop_thread(self) -> None:
         """Stop the hub's loop thread.  Launched servers keep running and phone home again."""
@@ -508,7 +523,7 @@ class Hub:
     def server(self, server_id: str) -> ServerInfo:
         rec = self.registry.get(server_id)
         if rec is None:
-            raise ConfigError(f"no server {server_id!r}; see 'paraconnect servers list'")
+            raise NotFoundError(f"no server {server_id!r}; see 'paraconnect servers list'")
         job = rec.job or {}
         kind = build_kind(rec.kind, rec.options, ["x", "{port}"]) if rec.kind != "command" else None
         link = self._links.get(rec.id)
@@ -530,7 +545,7 @@ class Hub:
         accepting end.  Retries until the client listens; returns once connected."""
         rec = self.registry.get(server_id)
         if rec is None:
-            raise ConfigError(f"no server {server_id!r}; see 'paraconnect servers list'")
+            raise NotFoundError(f"no server {server_id!r}; see 'paraconnect servers list'")
         agents = self._sessions.get(rec.session)
         if agents is None or rec.mode != "reverse":
             raise ConfigError(f"server {server_id} is not a reverse server of this hub")

@@ -27,6 +27,7 @@ class EventPublisher:
         self.address: str | None = None
         self._sock: Any = None
         self._ctx: Any = None
+        self._path: Path | None = None
         try:
             import zmq
         except ImportError:
@@ -49,6 +50,7 @@ class EventPublisher:
             return
         path.chmod(0o600)
         self._sock = sock
+        self._path = path
         self.address = f"ipc://{path}"
 
     def publish(self, event: dict[str, Any]) -> None:
@@ -64,6 +66,10 @@ class EventPublisher:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+        if self._path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self._path.unlink()
+            self._path = None
         if self._ctx is not None:
             self._ctx.term()
             self._ctx = None

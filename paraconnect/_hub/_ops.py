@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._fs import ensure_private_dir, read_private
 from .._version import __version__
-from ..errors import ConfigError, NetworkError, ProtocolError
+from ..errors import ConfigError, NetworkError, NotFoundError, ProtocolError
 from ..pki import Record, Session
 
 if TYPE_CHECKING:
@@ -211,7 +211,7 @@ async def _friend_bundle(hub: Hub, fields: Mapping[str, Any]) -> Any:
     recs = [r for r in sess.records() if r.serial.lower() == serial.lower() and r.for_friend]
     path = _bundle_path(sess, serial)
     if not recs or not path.exists():
-        raise ConfigError(
+        raise NotFoundError(
             f"session {sess.name!r} keeps no friend bundle with serial {serial}; issue one with "
             "the friend_issue operation (or 'paraconnect share')"
         )

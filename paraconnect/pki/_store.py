@@ -28,7 +28,7 @@ import platformdirs
 from cryptography import x509
 
 from .._fs import ensure_private_dir, locked, read_private, read_public, write_atomic
-from ..errors import ConfigError, CredentialError, TrustError
+from ..errors import ConfigError, CredentialError, NotFoundError, TrustError
 from ._certs import (
     Identity,
     RevokedEntry,
@@ -552,7 +552,7 @@ class Store:
     def open_session(self, name: str) -> Session:
         path = self._session_path(name)
         if not (path / "session.json").exists():
-            raise ConfigError(
+            raise NotFoundError(
                 f"no session named {name!r} in {self.sessions_dir}; "
                 "create it with 'paraconnect session create' or list them with "
                 "'paraconnect session list'"

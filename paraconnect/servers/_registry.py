@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .._fs import ensure_private_dir
-from ..errors import ConfigError, StorageError
+from ..errors import ConfigError, NotFoundError, StorageError
 
 __all__ = ["FINAL_STATES", "ServerRecord", "ServerRegistry", "ServerState"]
 
@@ -207,10 +207,10 @@ class ServerRegistry:
         with self._tx() as db:
             cur = db.execute(f"UPDATE servers SET {cols} WHERE id = ?", (*values, server_id))  # noqa: S608 - column names are from the allow-list above
             if cur.rowcount != 1:
-                raise ConfigError(f"no server {server_id!r} in the registry {self.path}")
+                raise NotFoundError(f"no server {server_id!r} in the registry {self.path}")
         rec = self.get(server_id)
         if rec is None:  # removed under us by another process
-            raise ConfigError(f"no server {server_id!r} in the registry {self.path}")
+            raise NotFoundError(f"no server {server_id!r} in the registry {self.path}")
         return rec
 
     def get(self, server_id: str) -> ServerRecord | None:

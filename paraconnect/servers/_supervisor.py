@@ -30,7 +30,7 @@ import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectSendStream
 
-from ..errors import ConfigError, ParaconnectError
+from ..errors import ConfigError, NotFoundError, ParaconnectError
 from ._launch import Job, JobState, exit_reason, reattach
 from ._registry import FINAL_STATES, ServerRecord, ServerRegistry, ServerState
 
@@ -182,7 +182,7 @@ class Supervisor:
             while True:
                 rec = self.registry.get(server_id)
                 if rec is None:
-                    raise ConfigError(f"no server {server_id!r}; see 'paraconnect servers list'")
+                    raise NotFoundError(f"no server {server_id!r}; see 'paraconnect servers list'")
                 if rec.state in states or rec.final:
                     return rec
                 await self._changed.wait()
@@ -371,7 +371,7 @@ class Supervisor:
         """Stop the server: SIGTERM then SIGKILL after `grace` (scancel under Slurm)."""
         rec = self.registry.get(server_id)
         if rec is None:
-            raise ConfigError(f"no server {server_id!r}; see 'paraconnect servers list'")
+            raise NotFoundError(f"no server {server_id!r}; see 'paraconnect servers list'")
         if rec.final:
             return rec
         self._stopping.add(server_id)
@@ -395,7 +395,7 @@ class Supervisor:
     async def logs(self, server_id: str, tail: int | None = 100) -> str:
         rec = self.registry.get(server_id)
         if rec is None:
-            raise ConfigError(f"no server {server_id!r}; see 'paraconnect servers list'")
+            raise NotFoundError(f"no server {server_id!r}; see 'paraconnect servers list'")
         job = self.jobs.get(server_id)
         if job is None and rec.job is not None:
             job = reattach(rec.job)

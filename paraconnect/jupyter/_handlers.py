@@ -1,0 +1,326 @@
+"""REST routes under ``/paraconnect/api`` (docs/hub-api.md): each handler maps its path, query
+and body onto an operation's fields and awaits the operation on the hub's loop.
+
+Every method is ``@web.authenticated`` (token or cookie; an API handler answers 403, never a
+login redirect) and ``@authorized`` against the ``paraconnect`` resource, so a Jupyter
+authorizer can grant read or write on it.  tests/test_jupyter_rest.py requests every route of
+:data:`handlers` without credentials and fails if one answers anything but 403.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from typing import Any, NoReturn, cast
+
+from jupyter_server.auth.decorator import authorized
+from jupyter_server.base.handlers import APIHandler
+from tornado import web
+
+from ..errors import (
+    ConfigError,
+    NetworkError,
+    NotFoundError,
+    ParaconnectError,
+    ProtocolError,
+    TrustError,
+)
+from ..servers import FINAL_STATES
+from ._bridge import HubThread
+from ._config import Paraconnect
+from ._websocket import AUTH_RESOURCE, EventsHandler
+
+__all__ = ["API", "handlers", "status_for"]
+
+API = "/paraconnect/api"
+
+
+def status_for(exc: ParaconnectError) -> int:
+    """The HTTP status of a hub error (docs/hub-api.md)."""
+    if isinstance(exc, TrustError):
+        return 403
+    if isinstance(exc, NetworkError):
+        return 502
+    if isinstance(exc, NotFoundError):
+        return 404
+    return 400
+
+
+class _Handler(APIHandler):
+    auth_resource = AUTH_RESOURCE
+
+    @property
+    def hub(self) -> HubThread:
+        return cast(HubThread, self.settings["paraconnect_hub"])
+
+    @property
+    def conf(self) -> Paraconnect:
+        return self.hub.config
+
+    def body(self) -> dict[str, Any]:
+        """The JSON object sent, or {} for an empty body."""
+        if not self.request.body:
+            return {}
+        try:
+            data = json.loads(self.request.body)
+        except ValueError as exc:
+            self._fail(ProtocolError(f"the request body is not JSON: {exc}"))
+        if not isinstance(data, dict):
+            self._fail(ProtocolError("the request body must be a JSON object"))
+        return cast(dict[str, Any], data)
+
+    def query(self, name: str, kind: type[int] | type[float] | None = None) -> Any:
+        """Query argument `name` (None when absent), converted to `kind`; a number given as
+        text for a field that also takes words (``since=1h``) is sent as a number."""
+        value = self.get_query_argument(name, None)
+        if value in (None, ""):
+            return None
+        if kind is not None:
+            try:
+                return kind(value)
+            except ValueError:
+                self._fail(ConfigError(f"query argument {name}={value!r} must be a number"))
+        try:
+            return float(value)
+        except ValueError:
+            return value
+
+    def _fail(self, exc: ParaconnectError) -> NoReturn:
+        self.set_status(status_for(exc))
+        self.finish(json.dumps({"error": str(exc), "category": type(exc).__name__}))
+        raise web.Finish()
+
+    async def call(self, op: str, **fields: Any) -> Any:
+        """Run `op` on the hub; a hub error ends the request with its status and one line."""
+        try:
+            return await self.hub.op(op, {k: v for k, v in fields.items() if v is not None})
+        except ParaconnectError as exc:
+            if self.hub.hub is None:
+                self.set_status(503)  # the hub itself does not run: not the request's fault
+                self.finish(json.dumps({"error": str(exc), "category": type(exc).__name__}))
+                raise web.Finish() from exc
+            self._fail(exc)
+
+    async def answer(self, op: str, **fields: Any) -> None:
+        self.finish(json.dumps(await self.call(op, **fields)))
+
+    async def _check_limit(self) -> None:
+        """Refuse a new server while Paraconnect.max_servers are not stopped or failed."""
+        limit = self.conf.max_servers
+        if not limit:
+            return
+        # Counted before the launch: two racing launches may pass together, which a soft limit
+        # meant to keep one user from flooding a cluster can live with.
+        running = [s for s in await self.call("servers") if s["state"] not in FINAL_STATES]
+        if len(running) >= limit:
+            self._fail(
+                ConfigError(
+                    f"{len(running)} servers run, the limit of this Jupyter server "
+                    f"(Paraconnect.max_servers={limit}); stop one first"
+                )
+            )
+
+
+class HubHandler(_Handler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        info = await self.call("hub")
+        self.finish(json.dumps({**info, "jupyter": self.conf.public()}))
+
+
+class SessionsHandler(_Handler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        await self.answer("sessions")
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        fields = {"level": self.conf.default_level, **self.body()}
+        await self.answer("session_create", **fields)
+
+
+class SessionHandler(_Handler):
+    @web.authenticated
+    @authorized
+    async def get(self, session: str) -> None:
+        await self.answer("session", session=session)
+
+
+class SessionOpenHandler(_Handler):
+    @web.authenticated
+    @authorized
+    async def post(self, session: str) -> None:
+        await self.answer("session_open", session=session)
+
+
+class CertificatesHandler(_Handler):
+    @web.authenticated
+    @authorized
+    async def get(self, session: str) -> None:
+        await self.answer("certificates", session=session)
+
+
+class FriendsHandler(_Handler):
+    @web.authenticated
+    @authorized
+    async def get(self, session: str) -> None:
+        await self.answer("friends", session=session)
+
+    @web.authenticated
+    @authorized
+    async def post(self, session: str) -> None:
+        await self.answer("friend_issue", **{**self.body(), "session": session})
+
+
+class BundleHandler(_Handler):
+    @web.authenticated
+    @authorized
+    async def get(self, session: str, serial: str) -> None:
+        got = await self.call("friend_bundle", session=session, serial=serial)
+        # The name comes from the session and friend names: keep it header-safe.
+        filename = re.sub(r"[^A-Za-z0-9._-]", "_", str(got["filename"]))
+        self.set_header("Content-Disposition", f'attachment; filename="{filename}"')
+        self.set_header("Cache-Control", "no-store")
+        self.finish(base64.b64decode(got["data_b64"]), set_content_type="application/x-pkcs12")
+
+
+class RevokeHandler(_Handler):
+    @web.authenticated
+    @authorized
+    async def post(self, session: str) -> None:
+        await self.answer("revoke", **{**self.body(), "session": session})
+
+
+class PolicyHandler(_Handler):
+    @web.authenticated
+    @authorized
+    async def get(self, session: str) -> None:
+        await self.answer("policy", session=session)
+
+
+class PolicyRulesHandler(_Handler):
+    @web.authenticated
+    @authorized
+    async def post(self, session: str) -> None:
+        await self.answer("policy_rule", **{**self.body(), "session": session})
+
+
+class PolicyRuleHandler(_Handler):
+    @web.authenticated
+    @authorized
+    async def delete(self, session: str, index: str) -> None:
+        await self.answer("policy_remove", session=session, index=int(index))
+
+
+class PolicyDefaultHandler(_Handler):
+    @web.authenticated
+    @authorized
+    async def put(self, session: str) -> None:
+        await self.answer("policy_default", **{**self.body(), "session": session})
+
+
+class ServersHandler(_Handler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        await self.answer("servers")
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        fields = self.body()
+        await self._check_limit()
+        launcher = fields.get("launcher", "local")
+        lopts = fields.get("launcher_options") or {}
+        if not isinstance(lopts, dict):
+            self._fail(ConfigError("field 'launcher_options' must be an object"))
+        if launcher == "slurm":
+            fields["launcher_options"] = {**self.conf.slurm_defaults, **lopts}
+        allowed = self.conf.ssh_hosts
+        if launcher == "ssh" and allowed and lopts.get("host") not in allowed:
+            self._fail(
+                ConfigError(
+                    f"ssh host {lopts.get('host')!r} is not one this Jupyter server offers "
+                    f"({', '.join(allowed)}); see Paraconnect.ssh_hosts"
+                )
+            )
+        await self.answer("launch", **fields)
+
+
+class AgentCommandHandler(_Handler):
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        fields = self.body()
+        await self._check_limit()
+        await self.answer("agent_command", **fields)
+
+
+class ServerHandler(_Handler):
+    @web.authenticated
+    @authorized
+    async def get(self, server_id: str) -> None:
+        await self.answer("server", id=server_id)
+
+    @web.authenticated
+    @authorized
+    async def delete(self, server_id: str) -> None:
+        await self.answer("stop", id=server_id, grace=self.query("grace", float))
+
+
+class LogsHandler(_Handler):
+    @web.authenticated
+    @authorized
+    async def get(self, server_id: str) -> None:
+        await self.answer("logs", id=server_id, tail=self.query("tail", int))
+
+
+class ListenersHandler(_Handler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        await self.answer("listeners")
+
+
+class AccountingHandler(_Handler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        await self.answer(
+            "accounting",
+            session=self.get_query_argument("session", None) or None,
+            since=self.query("since"),
+            limit=self.query("limit", int),
+        )
+
+
+_S = r"(?P<session>[^/]+)"
+_ID = r"(?P<server_id>[^/]+)"
+
+# Paths relative to the server's base_url; order matters where patterns overlap
+# (/servers/agent-command before /servers/{id}).
+handlers: list[tuple[str, type[web.RequestHandler]]] = [
+    (rf"{API}/hub", HubHandler),
+    (rf"{API}/sessions", SessionsHandler),
+    (rf"{API}/sessions/{_S}", SessionHandler),
+    (rf"{API}/sessions/{_S}/open", SessionOpenHandler),
+    (rf"{API}/sessions/{_S}/certificates", CertificatesHandler),
+    (rf"{API}/sessions/{_S}/friends", FriendsHandler),
+    (rf"{API}/sessions/{_S}/friends/(?P<serial>[^/]+)/bundle", BundleHandler),
+    (rf"{API}/sessions/{_S}/revoke", RevokeHandler),
+    (rf"{API}/sessions/{_S}/policy", PolicyHandler),
+    (rf"{API}/sessions/{_S}/policy/rules", PolicyRulesHandler),
+    (rf"{API}/sessions/{_S}/policy/rules/(?P<index>[0-9]+)", PolicyRuleHandler),
+    (rf"{API}/sessions/{_S}/policy/default", PolicyDefaultHandler),
+    (rf"{API}/servers", ServersHandler),
+    (rf"{API}/servers/agent-command", AgentCommandHandler),
+    (rf"{API}/servers/{_ID}", ServerHandler),
+    (rf"{API}/servers/{_ID}/logs", LogsHandler),
+    (rf"{API}/listeners", ListenersHandler),
+    (rf"{API}/accounting", AccountingHandler),
+    (rf"{API}/events", EventsHandler),
+]
