@@ -212,3 +212,20 @@ def test_control_socket_speaks_the_same_operations(home: Path, session: Session)
             tg.cancel_scope.cancel()
 
     anyio.run(main)
+
+
+def test_a_peer_without_a_certificate_is_explained_as_such(home: Path, session: Session) -> None:
+    """openssl s_client (a peer nobody here wrote) with no certificate: the refusal's one line
+    says so, not "a firewall" (an SSLError's errno is OpenSSL's, not the system's)."""
+    with running_hub(home) as (hub, events):
+        where = op(hub, "session_open", session="lab")["phone_home"]
+        subprocess.run(
+            ["openssl", "s_client", "-connect", where, "-tls1_3", "-quiet"],
+            input=b"", capture_output=True, timeout=60, check=False,
+        )  # fmt: skip
+        pause = threading.Event()  # never set: a sleep that the test's timeout bounds
+        while not any(e["event"] == "refused" for e in events.all):
+            pause.wait(0.05)
+        refused = next(e for e in events.all if e["event"] == "refused")
+        assert refused["explain"].startswith("the peer sent no certificate"), refused
+        assert "firewall" not in refused["explain"]

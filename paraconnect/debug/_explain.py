@@ -190,7 +190,8 @@ def explain(exc: BaseException) -> str:
                 f"the name does not resolve ({cause.strerror}); fix: check the spelling, DNS "
                 "and VPN, or give the address itself"
             )
-        if isinstance(cause, OSError) and cause.errno is not None:
+        # An SSLError is an OSError whose errno is OpenSSL's error kind, not the system's.
+        if isinstance(cause, OSError) and not isinstance(cause, ssl.SSLError) and cause.errno:
             reason, fix = connect_words(cause.errno, "the peer")
             if cause.errno in (errno.EADDRINUSE,):
                 reason, fix = bind_words(cause.errno, "the address")
@@ -198,6 +199,11 @@ def explain(exc: BaseException) -> str:
     text = str(exc).lower()
     table: list[tuple[tuple[str, ...], str]] = [
         (("revoked",), "a certificate was revoked; fix: ask the session owner for a new one"),
+        (
+            ("sent no certificate",),
+            "the peer sent no certificate (not a paraconnect client, or one started without "
+            "credentials); fix: connect with credentials of this session (--creds)",
+        ),
         (
             ("copied certificate",),
             "the certificate was issued for another machine (its CN is another node's unique "
