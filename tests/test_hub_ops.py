@@ -113,6 +113,7 @@ def test_servers_connections_accounting_and_zmq_events(home: Path, session: Sess
             assert "phone_home" in kinds and "server" in kinds
             closed = next(e for e in seen if e["event"] == "connection" and e["state"] == "closed")
             assert closed["server_id"] == info["id"] and closed["kind"] == "data"
+            assert closed["session"] == "lab" and closed["peer"] == info["peer"]
             assert closed["bytes_in"] == 5 and closed["bytes_out"] == len(b"echo\nhello")
         finally:
             sub.close()
@@ -157,7 +158,8 @@ def test_a_refused_agent_is_an_event_with_the_debuggers_reason(
         while not any(e["event"] == "refused" for e in events.all):
             pause.wait(0.05)
         refused = next(e for e in events.all if e["event"] == "refused")
-        assert refused["session"] == hub.store.open_session("lab").id
+        assert refused["session"] == "lab"
+        assert refused["session_id"] == hub.store.open_session("lab").id
         assert "fix:" in refused["explain"]
 
 

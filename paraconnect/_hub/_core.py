@@ -301,6 +301,11 @@ class Hub:
         self.publish(event.as_dict())
 
     def _observe(self, event: dict[str, Any], exc: BaseException | None) -> None:
+        # The tunnel knows sessions by id; every hub event names them as users do.
+        session_id = str(event.get("session"))
+        name = next((n for n, a in self._sessions.items() if a.side.session_id == session_id),
+                    None)  # fmt: skip
+        event = {**event, "session": name or session_id, "session_id": session_id}
         if exc is not None:
             from ..debug import explain  # the debugger's one line for a refusal
 
