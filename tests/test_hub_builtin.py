@@ -109,6 +109,10 @@ def test_builtin_forward_the_hub_dials_the_agent(home: Path, session: Session) -
         assert info.local is None  # known once the hub has dialled the agent
         info = hub.call(hub.wait, info.id)
         assert info.state == "connected" and info.local, info
+        # What the hub dialled and what the agent proved, as for a server that phones home.
+        assert info.peer is not None and info.peer.startswith(f"server '{info.id}' on ")
+        assert info.where is not None and info.where.startswith("127.0.0.1:")
+        assert info.attempts == 1
         check_frame(info.local_port)
         assert events.states(info.id) == ["submitted", "starting", "waiting", "connected"]
 

@@ -35,12 +35,13 @@ from ..servers._kinds import ServerKind, build_kind
 from ..servers._registry import FINAL_STATES, ServerRecord, ServerRegistry, ServerState
 from ..servers._supervisor import ServerEvent, Supervisor
 from ..tls import PeerIdentity
-from ..tunnel import Connector, Endpoint, check_same_user, parse_endpoint
+from ..tunnel import Endpoint, check_same_user, parse_endpoint
 from ..tunnel._leg import connect_endpoint
 from ..tunnel._secure import identity_label
 from ..tunnel._status import METRICS
 from ._agents import AgentAccepted, SessionAgents
 from ._events import EventPublisher
+from ._forward import ForwardLinks
 from ._info import ServerInfo, make_launcher
 
 __all__ = ["Hub", "ServerInfo", "make_launcher"]
@@ -88,7 +89,10 @@ class Hub:
         self._session_lock = anyio.Lock()
         self._locals: dict[str, str] = {}
         self._connect_ids: dict[str, int | None] = {}
-        self._connectors: dict[str, anyio.CancelScope] = {}
+        self.forward = ForwardLinks(
+            lambda fn: self._running().start(fn), self._forward_up, self._forward_down,
+            self._observe,
+        )  # fmt: skip
         self._launchers: dict[str, Launcher] = {}
         self._specs: dict[str, LaunchSpec] = {}
         self._tg: anyio.abc.TaskGroup | None = None
@@ -295,9 +299,7 @@ class Hub:
     def _server_event(self, event: ServerEvent) -> None:
         if event.state in FINAL_STATES:
             # Nothing to dial any more: a forward server's connector would redial for ever.
-            scope = self._connectors.pop(event.server_id, None)
-            if scope is not None:
-                scope.cancel()
+            self.forward.cancel(event.server_id)
         self.publish(event.as_dict())
 
     def _observe(self, event: dict[str, Any], exc: BaseException | None) -> None:
@@ -483,45 +485,20 @@ class Hub:
         if host in ("0.0.0.0", "::") and job is not None:  # noqa: S104
             host = job.host
 
-        def control(up: bool, why: str) -> None:
-            self._connect_ids[server_id] = connector.connect_id
-            if up:
-                self.supervisor.phoned_home(server_id, why)
-            else:
-                self.supervisor.hung_up(server_id, f"{why}; dialling it again")
-
-        connector = Connector(
-            self._creds(rec.session),
-            Endpoint(host, remote.port),
-            "127.0.0.1:0",
-            server_id=server_id,
-            unique_id=self.store.unique_id().value,
-            on_control=control,
+        creds = self._creds(rec.session)
+        local = await self.forward.dial(
+            server_id, creds, Endpoint(host, remote.port), self.store.unique_id().value
         )
-        connector.side.observers.append(self._observe)
-        old = self._connectors.pop(server_id, None)
-        if old is not None:  # a restarted agent listens elsewhere: stop dialling the old one
-            old.cancel()
-        scope = anyio.CancelScope()
-        self._connectors[server_id] = scope
-        started = anyio.Event()
+        self._locals[server_id] = str(local)
+        self._forward_up(server_id, f"connected to its agent at {host}:{remote.port}")
 
-        async def run(*, task_status: anyio.abc.TaskStatus[None]) -> None:
-            with scope:
-                try:
-                    async with anyio.create_task_group() as tg:
-                        local = await tg.start(connector.run)
-                        self._locals[server_id] = str(local)
-                        self._connect_ids[server_id] = connector.connect_id
-                        started.set()
-                        task_status.started()
-                except ParaconnectError as exc:
-                    if not started.is_set():
-                        raise
-                    self.supervisor.hung_up(server_id, f"connection to its agent failed: {exc}")
+    def _forward_up(self, server_id: str, why: str) -> None:
+        self._connect_ids[server_id] = self.forward.connect_id(server_id)
+        self._attempts[server_id] += 1
+        self.supervisor.phoned_home(server_id, why)
 
-        await self._running().start(run)
-        self.supervisor.phoned_home(server_id, f"connected to its agent at {host}:{remote.port}")
+    def _forward_down(self, server_id: str, why: str) -> None:
+        self.supervisor.hung_up(server_id, f"{why}; dialling it again")
 
     # -- queries and control --------------------------------------------------------------
 
@@ -531,7 +508,7 @@ class Hub:
             raise NotFoundError(f"no server {server_id!r}; see 'paraconnect servers list'")
         job = rec.job or {}
         kind = build_kind(rec.kind, rec.options, ["x", "{port}"]) if rec.kind != "command" else None
-        link = self._links.get(rec.id)
+        peer, where = self._agent_of(rec.id)
         return ServerInfo(
             id=rec.id, kind=rec.kind, session=rec.session, mode=rec.mode,
             launcher=rec.launcher, state=rec.state, reason=rec.reason,
@@ -540,9 +517,16 @@ class Hub:
             job_id=job.get("id"), note=kind.note if kind else "",
             last_phone_home=rec.last_phone_home, restarts=rec.restarts,
             created=rec.created, updated=rec.updated, attempts=self._attempts[rec.id],
-            peer=identity_label(link.peer.identity) if link else None,
-            where=link.where if link else None,
+            peer=peer, where=where,
         )  # fmt: skip
+
+    def _agent_of(self, server_id: str) -> tuple[str | None, str | None]:
+        """The identity its agent proved and where it is, while its control channel is open:
+        a reverse agent phoned home from there; a forward one was dialled there."""
+        link = self._links.get(server_id)
+        if link is not None:
+            return identity_label(link.peer.identity), link.where
+        return self.forward.agent_of(server_id)
 
     async def dial_client(self, server_id: str, port: int, timeout: float = 60.0) -> None:  # noqa: ASYNC109
         """Connect a local client that ACCEPTS (pvpython's ReverseConnect on 127.0.0.1:port)
@@ -588,9 +572,7 @@ class Hub:
 
     async def stop(self, server_id: str, grace: float = 10.0) -> ServerInfo:
         rec = await self.supervisor.stop(server_id, grace)
-        scope = self._connectors.pop(server_id, None)
-        if scope is not None:
-            scope.cancel()
+        self.forward.cancel(server_id)
         agents = self._sessions.get(rec.session)
         if agents is not None:
             agents.close_local(server_id)

@@ -31,6 +31,7 @@ import anyio.abc
 
 from ..errors import ConfigError, NetworkError, ParaconnectError, ProtocolError
 from ..pki import Credentials, Role, SecurityLevel, Store
+from ..tls import PeerIdentity
 from ._accounting import Accounting
 from ._agent import check_insecure
 from ._hello import Hello, Purpose, read_message, write_frame
@@ -242,6 +243,14 @@ class Connector:
         self.agent: Hello | None = None
         self.connect_id: int | None = None  # the program's --connect-id, if it takes one
         self._control: _Control | None = None
+
+    @property
+    def agent_peer(self) -> PeerIdentity | None:
+        """What the agent proved on the control channel, while that channel is open."""
+        control = self._control
+        if control is None or control.closed.is_set():
+            return None
+        return control.conn.peer
 
     async def _dial(self, purpose: Purpose) -> tuple[ByteStream, Hello]:
         sock = await connect_endpoint(self.remote)
