@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -101,17 +102,26 @@ def test_servers_connections_accounting_and_zmq_events(home: Path, session: Sess
             info = op(hub, "wait", id=info["id"])
             assert info["state"] == "connected" and info["attempts"] == 1
             assert info["peer"].startswith(f"server '{info['id']}' on ")
+            assert info["streams"] == 0
+            with socket.create_connection(("127.0.0.1", int(info["local"].rsplit(":")[1]))) as s:
+                s.sendall(b"echo\nopen")
+                assert s.recv(4) == b"open"  # the data connection is open at the hub
+                assert op(hub, "server", id=info["id"])["streams"] == 1
             assert echo(int(info["local"].rsplit(":")[1]), b"hello") == b"hello"
 
             seen: list[dict[str, Any]] = []
-            while not any(e["event"] == "connection" and e["state"] == "closed" for e in seen):
+
+            def closed_echo(e: dict[str, Any]) -> bool:  # the second data connection, closed
+                return e["event"] == "connection" and e["state"] == "closed" and e["bytes_in"] == 5
+
+            while not any(closed_echo(e) for e in seen):
                 topic, body = sub.recv_multipart()
                 event = json.loads(body)
                 assert topic.decode() == event["event"]
                 seen.append(event)
             kinds = [e["event"] for e in seen]
             assert "phone_home" in kinds and "server" in kinds
-            closed = next(e for e in seen if e["event"] == "connection" and e["state"] == "closed")
+            closed = next(e for e in seen if closed_echo(e))
             assert closed["server_id"] == info["id"] and closed["kind"] == "data"
             assert closed["session"] == "lab" and closed["peer"] == info["peer"]
             assert closed["bytes_in"] == 5 and closed["bytes_out"] == len(b"echo\nhello")

@@ -517,8 +517,14 @@ class Hub:
             job_id=job.get("id"), note=kind.note if kind else "",
             last_phone_home=rec.last_phone_home, restarts=rec.restarts,
             created=rec.created, updated=rec.updated, attempts=self._attempts[rec.id],
-            peer=peer, where=where,
+            peer=peer, where=where, streams=self._streams(rec),
         )  # fmt: skip
+
+    def _streams(self, rec: ServerRecord) -> int:
+        agents = self._sessions.get(rec.session)
+        if rec.mode == "forward" or agents is None:
+            return self.forward.streams(rec.id)
+        return sum(1 for t in agents.side.open if t.kind == "data" and t.hello.server_id == rec.id)
 
     def _agent_of(self, server_id: str) -> tuple[str | None, str | None]:
         """The identity its agent proved and where it is, while its control channel is open:

@@ -85,6 +85,13 @@ class ForwardLinks:
         connector = self._connectors.get(server_id)
         return connector.connect_id if connector is not None else None
 
+    def streams(self, server_id: str) -> int:
+        """Data connections open through its connector now."""
+        connector = self._connectors.get(server_id)
+        if connector is None:
+            return 0
+        return sum(1 for t in connector.side.open if t.kind == "data")
+
     def agent_of(self, server_id: str) -> tuple[str | None, str | None]:
         """The identity the agent proved and its address, while its control channel is open."""
         connector = self._connectors.get(server_id)

@@ -35,6 +35,7 @@ class ServerInfo:
     attempts: int  # phone-home connections taken since this hub started
     peer: str | None  # the identity its agent proved
     where: str | None  # the address its agent phoned home from
+    streams: int  # data connections open through the hub now
 
     @property
     def local_port(self) -> int | None:
