@@ -15,7 +15,7 @@ system-deps:
 	@scripts/system-deps.sh
 
 demo: $(STAMP) system-deps
-	$(BIN)/paraconnect demo
+	$(BIN)/paraconnect demo --headless --out paraconnect-demo.png
 
 lint: $(STAMP)
 	$(BIN)/ruff check paraconnect tests benchmarks

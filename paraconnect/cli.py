@@ -139,12 +139,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "demo",
         help="a session, the built-in renderer phoning home, a picture through the tunnel",
+        description="Open the quickstart notebook in JupyterLab; --headless runs it without a "
+        "browser and writes the picture; --cli walks through the same with paraconnect commands.",
+    )
+    how = p.add_mutually_exclusive_group()
+    how.add_argument(
+        "--headless", action="store_true", help="run the notebook with nbclient, no browser"
+    )
+    how.add_argument(
+        "--cli", action="store_true", help="the same steps as real 'paraconnect' processes"
     )
     p.add_argument("--keep", action="store_true", help="keep the demo's data directory")
     p.add_argument(
         "--out", metavar="FILE.png", help="where to write the picture (./paraconnect-demo.png)"
     )
     p.add_argument("--dataset", default="wavelet", help="wavelet, sphere or cone")
+    p.add_argument(
+        "--dir", metavar="DIR", help="JupyterLab: the working directory (./paraconnect-demo)"
+    )
+    p.add_argument("--no-browser", action="store_true", help="JupyterLab: open no browser")
     p.set_defaults(func=_demo)
 
     from . import cli_tunnel
@@ -163,9 +176,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from ._demo import run
+    if args.cli:
+        from ._demo import run
 
-    return run(keep=args.keep, out=args.out, dataset=args.dataset)
+        return run(keep=args.keep, out=args.out, dataset=args.dataset)
+    from ._demo_lab import open_lab, run_headless
+
+    if args.headless:
+        return run_headless(args.out, args.dataset, args.keep)
+    return open_lab(args.dir, browser=not args.no_browser)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -61,6 +61,7 @@ class AsyncHubClient:
         self.home, self.timeout, self.control = home, timeout, control
         self._stream: anyio.abc.ByteStream | None = None
         self._lock = anyio.Lock()
+        self.broken = False  # the connection failed (not an op): connect again to go on
 
     async def __aenter__(self) -> AsyncHubClient:
         await self.connect()
@@ -105,14 +106,19 @@ class AsyncHubClient:
                     await self._stream.send(_frame({"op": op, **fields}))
                     reply = await _read(self._stream)
         except TimeoutError:
+            # A late reply would be read as the answer to the next request: start afresh.
+            self.broken = True
             raise NetworkError(
                 f"the hub did not answer {op!r} within {self.timeout:g} s; is it overloaded?"
             ) from None
         except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+            self.broken = True
             raise NetworkError(f"the hub's control socket failed during {op!r}: {exc}") from exc
         except ValueError as exc:
+            self.broken = True
             raise ProtocolError(f"the hub's reply to {op!r} is not JSON: {exc}") from exc
         if reply is None:
+            self.broken = True
             raise NetworkError(f"the hub closed its control socket during {op!r}")
         if not reply.get("ok"):
             raise _error(reply)
@@ -268,6 +274,9 @@ class HubEvents:
             wake = self._ctx.socket(zmq.PAIR)
             wake.connect(self._wake_addr)
             wake.send(b"")
+            if thread is threading.current_thread():
+                wake.close()  # lingers until the wake-up is delivered
+                return  # closed from a callback: the thread closes its sockets as it ends
             thread.join()
             wake.close(0)
         else:

@@ -1,0 +1,155 @@
+"""PhoneHomeWatcher: a live table of the servers that phone home, with accept and reject.
+
+Driven by the hub's ZeroMQ events on the subscriber's thread: a ``server``, ``phone_home`` or
+``hung_up`` event re-reads that one server (the ``server`` op) and redraws; nothing polls.
+Accept adds an ``allow`` policy rule for the server's certificate name at the top of the
+session's policy; reject adds a ``deny`` rule there (the listener closes what it now refuses,
+and refuses its next phone-home) and stops the server.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+import ipywidgets as w
+
+from ..api import Hub
+from ..errors import ParaconnectError
+from ._common import EventDriven, button, error_html, hub_of
+
+__all__ = ["PhoneHomeWatcher"]
+
+COLUMNS = ("", "id", "identity", "remote address", "state", "attempts", "last seen")
+_FINAL = {"stopped", "failed", "lost"}
+_NODE_ID = re.compile(r"\b([0-9a-f]{8})[0-9a-f]{24}\b")
+
+
+def _clock(stamp: float | None) -> str:
+    return dt.datetime.fromtimestamp(stamp, dt.UTC).strftime("%H:%M:%SZ") if stamp else "-"
+
+
+def _shorten_ids(text: str) -> str:
+    """Node unique IDs (32 hex digits) cut to 8, so the table fits beside a notebook."""
+    return _NODE_ID.sub(r"\1…", text)
+
+
+class PhoneHomeWatcher(w.VBox, EventDriven):  # type: ignore[misc]  # ipywidgets is untyped
+    """``PhoneHomeWatcher(session="cfd-run")`` (every session when None); ``.servers`` holds
+    the rows as ServerInfo dicts, ``.verdicts`` what accept/reject decided."""
+
+    def __init__(
+        self,
+        session: Any = None,
+        *,
+        hub: Hub | None = None,
+        home: Path | str | None = None,
+        show_final: bool = False,
+    ) -> None:
+        self.session = None if session is None else str(getattr(session, "name", session))
+        self.hub = hub_of(hub, home)
+        self.show_final = show_final
+        self.servers: dict[str, dict[str, Any]] = {}
+        self.verdicts: dict[str, str] = {}
+        self.buttons: dict[str, tuple[w.Button, w.Button]] = {}
+        self._lock = threading.RLock()
+        self.table = w.GridBox(
+            layout=w.Layout(grid_template_columns="repeat(7, max-content)", grid_gap="2px 12px")
+        )
+        self.message = w.HTML()
+        title = f"servers phoning home{f' to {self.session}' if self.session else ''}"
+        super().__init__([w.HTML(f"<b>{html.escape(title)}</b>"), self.table, self.message])
+        self._listen(self.hub, ("server", "phone_home", "hung_up"))
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Read every server again (at start; events keep the table current after)."""
+        try:
+            infos = self.hub.request("servers")
+        except ParaconnectError as exc:
+            self.message.value = error_html(exc)
+            return
+        with self._lock:
+            self.servers = {i["id"]: i for i in infos if self._wanted(i)}
+            self._draw()
+
+    def _wanted(self, info: dict[str, Any]) -> bool:
+        if self.session is not None and info.get("session") != self.session:
+            return False
+        return self.show_final or info.get("state") not in _FINAL
+
+    def _on_event(self, topic: str, event: dict[str, Any]) -> None:
+        sid = event.get("server_id")
+        if not sid:
+            return
+        try:
+            info = self.hub.request("server", id=sid)
+        except ParaconnectError:
+            return
+        with self._lock:
+            if self._wanted(info):
+                self.servers[sid] = info
+            elif self.session is None or info.get("session") == self.session:
+                self.servers.pop(sid, None)
+            self._draw()
+
+    def _draw(self) -> None:
+        cells: list[w.Widget] = [w.HTML(f"<b>{c}</b>") for c in COLUMNS]
+        buttons = {}
+        for sid, info in sorted(self.servers.items(), key=lambda kv: kv[1].get("created") or 0):
+            accept = button("accept", "success", f"allow {sid} in the session's policy")
+            reject = button("reject", "danger", f"deny {sid} and stop it")
+            accept.on_click(lambda _b, s=sid: self.accept(s))
+            reject.on_click(lambda _b, s=sid: self.reject(s))
+            verdict = self.verdicts.get(sid)
+            accept.disabled = verdict == "allow"
+            reject.disabled = verdict == "deny"
+            buttons[sid] = (accept, reject)
+            peer = str(info.get("peer") or "-")
+            row = (
+                sid, _shorten_ids(peer), info.get("where") or "-", info.get("state"),
+                info.get("attempts", 0), _clock(info.get("last_phone_home")),
+            )  # fmt: skip
+            cells.append(w.HBox([accept, reject]))
+            cells += [w.Label(str(v), tooltip=peer if i == 1 else None) for i, v in enumerate(row)]
+        self.buttons = buttons
+        self.table.children = cells
+        self._changed()
+
+    def _rule(self, server_id: str, action: str) -> None:
+        session = self.servers.get(server_id, {}).get("session") or self.session or "default"
+        self.hub.request(
+            "policy_rule", session=session, action=action, position=1, role="server",
+            name=server_id,
+        )  # fmt: skip
+        self.verdicts[server_id] = action
+
+    def accept(self, server_id: str) -> None:
+        """Allow this server's certificate in its session's policy (a rule on top)."""
+        try:
+            self._rule(server_id, "allow")
+        except ParaconnectError as exc:
+            self.message.value = error_html(exc)
+            return
+        self.message.value = f"accepted {html.escape(server_id)}"
+        with self._lock:
+            self._draw()
+
+    def reject(self, server_id: str) -> None:
+        """Deny this server's certificate (a rule on top) and stop the server."""
+        try:
+            self._rule(server_id, "deny")
+            self.hub.request("stop", id=server_id, grace=5)
+        except ParaconnectError as exc:
+            self.message.value = error_html(exc)
+            return
+        self.message.value = f"rejected {html.escape(server_id)}: denied and stopped"
+        self.refresh()
+
+    def close(self) -> None:
+        self._stop_listening()
+        super().close()

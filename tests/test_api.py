@@ -1,0 +1,120 @@
+"""The notebook API (paraconnect.api): sessions, servers launched reverse and forward, friend
+bundles; against a hub embedded in this process and against a `paraconnect hub` process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import paraconnect as pc
+from paraconnect.api import Hub
+from paraconnect.errors import ConfigError, NetworkError
+
+from .conftest import PARACONNECT
+from .helpers_hub import check_frame
+
+pytest.importorskip("vtk")
+pytest.importorskip("zmq")
+pytest_plugins = ["tests.helpers_api"]
+pytestmark = pytest.mark.timeout(90)
+
+
+def test_session_reverse_builtin_frame_logs_stop(
+    api_hub: Hub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    s = pc.Session("cfd-run", key_type="ed25519")
+    assert s.info["key_type"] == "ed25519" and s.info["phone_home"]
+    assert pc.Session("cfd-run").ca_sha256 == s.ca_sha256  # opened, not created again
+    srv = pc.connect_reverse(kind="builtin", launcher="local", session=s)
+    assert srv.wait_connected(timeout=60) is srv
+    printed = capsys.readouterr().out
+    # Each state change came from the hub's event feed, printed in the caller's thread.
+    for state in ("submitted", "starting", "connected"):
+        assert f"{srv.id}: {state} (" in printed, printed
+    assert srv.state == "connected" and srv.port and srv.local == f"127.0.0.1:{srv.port}"
+    check_frame(srv.port)
+    assert "paraconnect-render listening on" in srv.logs()
+    assert srv.stop(grace=5)["state"] == "stopped"
+    assert srv.local is None
+    with pytest.raises(NetworkError, match=f"server {srv.id} is stopped"):
+        srv.view()
+
+
+def test_forward_builtin_the_agent_listens_where_told(api_hub: Hub) -> None:
+    srv = pc.connect_forward("127.0.0.1:0", kind="builtin", session="lab")
+    srv.wait_connected(timeout=60, quiet=True)
+    info = srv.info
+    assert info["mode"] == "forward" and info["state"] == "connected"
+    check_frame(srv.port)  # type: ignore[arg-type]
+    srv.stop(grace=5)
+
+
+def test_readable_errors(api_hub: Hub) -> None:
+    with pytest.raises(ConfigError, match="connect_forward needs HOST:PORT"):
+        pc.connect_forward("node7", kind="builtin")
+    with pytest.raises(ConfigError, match="unknown server kind 'vnc'"):
+        pc.connect_reverse(kind="vnc")
+    srv = pc.connect_reverse(
+        kind="command",
+        command=[sys.executable, "-c", "raise SystemExit(3)", "{port}"],
+        session="lab",
+    )
+    with pytest.raises(NetworkError, match=rf"server {srv.id} is failed: .*logs"):
+        srv.wait_connected(timeout=60, quiet=True)
+    with pytest.raises(ConfigError, match="view\\(\\) shows the built-in renderer"):
+        srv.view()
+
+
+def test_share_bundle_and_revoke(api_hub: Hub, tmp_path: Path) -> None:
+    s = pc.Session("lab")
+    bundle = pc.share(s, "alice", passphrase="correct horse battery", days=2, out=tmp_path)
+    assert bundle.path == tmp_path / "lab-alice.p12" and bundle.path.read_bytes() == bundle.data
+    assert "download lab-alice.p12" in bundle._repr_html_()
+    [friend] = s.friends()
+    assert friend["serial"] == bundle.serial and friend["status"] == "valid"
+    s.revoke("alice")
+    assert [f["status"] for f in s.friends()] == ["revoked"]
+    # The friend's side: the bundle imports with the passphrase into a store of their own.
+    env = {**os.environ, "PARACONNECT_HOME": str(tmp_path / "alice")}
+    done = subprocess.run(
+        [PARACONNECT, "import", str(bundle.path), "--passphrase-file", "-"],
+        env=env, input="correct horse battery\n", capture_output=True, text=True,
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_script_uses_a_running_paraconnect_hub(home: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "PARACONNECT_HOME": str(home)}
+    hub = subprocess.Popen(
+        [PARACONNECT, "hub", "--json"], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert hub.stdout is not None
+        assert json.loads(hub.stdout.readline())["event"] == "ready"
+        script = (
+            "import paraconnect as pc\n"
+            "srv = pc.connect_reverse(kind='builtin', session=pc.Session('lab'))\n"
+            "srv.wait_connected(timeout=60, quiet=True)\n"
+            "hub = pc.connect_hub()\n"
+            "print('hub pid', hub.request('hub')['pid'], 'embedded', hub.embedded)\n"
+            "print(srv.stop(grace=5)['state'])\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True,
+            timeout=90, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert f"hub pid {hub.pid} embedded False" in done.stdout
+        assert done.stdout.endswith("stopped\n")
+        assert "started one inside this process" not in done.stderr
+    finally:
+        hub.terminate()
+        hub.wait(30)
+        if hub.stdout is not None:
+            hub.stdout.close()
