@@ -14,17 +14,26 @@ $(STAMP): pyproject.toml
 system-deps:
 	@scripts/system-deps.sh
 
-demo: $(STAMP) system-deps
+# The JupyterLab panel. pip's build hook builds it when missing (a fresh clone); this rebuilds it
+# when its sources change and reinstalls, since the editable install copies the built files.
+LABEXT := paraconnect/labextension/static/style.js
+$(LABEXT): $(wildcard labextension/src/*.ts labextension/style/*) labextension/package.json labextension/yarn.lock paraconnect/_version.py | $(STAMP)
+	cd labextension && PATH="$(CURDIR)/$(BIN):$$PATH" jlpm install && PATH="$(CURDIR)/$(BIN):$$PATH" jlpm build:prod
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
+	touch $@
+
+demo: $(STAMP) $(LABEXT) system-deps
 	$(BIN)/paraconnect demo --headless --out paraconnect-demo.png
 
 lint: $(STAMP)
 	$(BIN)/ruff check paraconnect tests benchmarks
 	$(BIN)/ruff format --check paraconnect tests benchmarks
+	cd labextension && PATH="$(CURDIR)/$(BIN):$$PATH" jlpm lint
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) system-deps
+pytest: $(STAMP) $(LABEXT) system-deps
 	$(BIN)/pytest
 
 test: lint typecheck pytest
@@ -35,3 +44,4 @@ bench: $(STAMP) system-deps
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf labextension/node_modules labextension/lib labextension/tsconfig.tsbuildinfo paraconnect/labextension

@@ -10,6 +10,7 @@ want=(
     libegl1 libgl1-mesa-dri                         # VTK's offscreen EGL rendering (Mesa)
     paraview python3-paraview xvfb xauth            # pvserver / pvpython through the tunnel
     iproute2 nftables                               # network namespaces as hosts, firewalls
+    chromium                                        # the JupyterLab panel's browser tests (Playwright)
 )
 missing=()
 for pkg in "${want[@]}"; do

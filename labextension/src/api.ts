@@ -1,0 +1,113 @@
+/** The shapes of the hub's answers and events (docs/hub-api.md). */
+
+export interface ISessionInfo {
+  name: string;
+  id: string;
+  level: string;
+  key_type: string;
+  owner: boolean | string;
+  created: string;
+  ca_sha256: string;
+  ca_not_after: string;
+  ca_key_encrypted: boolean;
+  phone_home: string | null;
+  enroll: string | null;
+}
+
+export interface ICert {
+  serial: string | number;
+  name: string;
+  role: string;
+  unique_id: string | null;
+  key_type: string;
+  not_before: string;
+  not_after: string;
+  issued_at: string;
+  for_friend: string | boolean | null; // the friend's name when issued for one
+  sha256: string;
+  key_kept: boolean;
+  revoked_at: string | null;
+  revoked_reason: string | null;
+  status: 'valid' | 'expired' | 'revoked';
+}
+
+export interface ISessionDetail extends ISessionInfo {
+  certificates: ICert[];
+}
+
+export interface IServerInfo {
+  id: string;
+  kind: string;
+  session: string;
+  mode: string;
+  launcher: string;
+  state: string;
+  reason: string;
+  local: string | null;
+  connect_id: number | null;
+  host: string | null;
+  job_id: string | null;
+  note: string;
+  last_phone_home: number | null;
+  restarts: number;
+  created: number;
+  updated: number;
+  attempts: number;
+  peer: string | null;
+  where: string | null;
+  streams: number;
+}
+
+export interface IFriendIssued {
+  certificate: ICert;
+  filename: string;
+}
+
+export interface IAgentCommand {
+  server: IServerInfo;
+  command: string;
+  expires: number | string;
+}
+
+/** One message of the events websocket. */
+export type HubEvent =
+  | {
+      event: 'server';
+      server_id: string;
+      state: string;
+      previous: string;
+      reason: string;
+      at: number;
+    }
+  | {
+      event: 'phone_home';
+      server_id: string;
+      session: string;
+      where: string;
+      peer: string;
+      attempts: number;
+      at: number;
+    }
+  | { event: 'hung_up'; server_id: string; session: string; where: string; at: number }
+  | {
+      event: 'connection';
+      session: string;
+      server_id: string;
+      peer: string;
+      where: string;
+      kind: string;
+      state: 'open' | 'closed';
+      bytes_in: number;
+      bytes_out: number;
+      at: number;
+    }
+  | {
+      event: 'refused';
+      session: string;
+      where: string;
+      peer: string | null;
+      reason: string;
+      explain?: string;
+      at: number;
+    }
+  | { event: 'credentials'; session: string; change: string; at: number };

@@ -1,0 +1,158 @@
+import { ISignal, Signal } from '@lumino/signaling';
+
+import { HubEvent, ICert, IServerInfo, ISessionDetail, ISessionInfo } from './api';
+import { eventsURL, requestAPI } from './request';
+import { EVENTS_ENDPOINT } from './tokens';
+
+/**
+ * Everything the panel shows. The hub is the only source of truth: on (re)load and whenever the
+ * events websocket (re)connects, the whole state is read again from REST, so servers started
+ * from a notebook or the command line show up and nothing is lost on page reload; events then
+ * patch it in between.
+ */
+export class HubModel {
+  sessions: ISessionInfo[] = [];
+  details = new Map<string, ISessionDetail>();
+  friends = new Map<string, ICert[]>();
+  servers = new Map<string, IServerInfo>();
+  selected: string | null = null;
+  error: string | null = null;
+  live = false;
+
+  get changed(): ISignal<this, void> {
+    return this._changed;
+  }
+
+  /** Every event, after the model has applied it (for notifications). */
+  get event(): ISignal<this, HubEvent> {
+    return this._event;
+  }
+
+  get session(): ISessionDetail | null {
+    return this.selected ? (this.details.get(this.selected) ?? null) : null;
+  }
+
+  select(name: string | null): void {
+    this.selected = name;
+    this._changed.emit();
+  }
+
+  async reload(): Promise<void> {
+    try {
+      const [sessions, servers] = await Promise.all([
+        requestAPI<ISessionInfo[]>('sessions'),
+        requestAPI<IServerInfo[]>('servers')
+      ]);
+      this.sessions = sessions;
+      this.servers = new Map(servers.map(s => [s.id, s]));
+      if (!this.selected || !sessions.some(s => s.name === this.selected)) {
+        this.selected = sessions.length ? sessions[0].name : null;
+      }
+      await Promise.all(sessions.map(s => this.reloadSession(s.name, false)));
+      this.error = null;
+    } catch (error) {
+      this.error = `cannot reach the paraconnect hub: ${(error as Error).message}`;
+    }
+    this._changed.emit();
+  }
+
+  async reloadSession(name: string, emit = true): Promise<void> {
+    const [detail, friends] = await Promise.all([
+      requestAPI<ISessionDetail>(`sessions/${encodeURIComponent(name)}`),
+      requestAPI<ICert[]>(`sessions/${encodeURIComponent(name)}/friends`)
+    ]);
+    this.details.set(name, detail);
+    this.friends.set(name, friends);
+    if (emit) {
+      this._changed.emit();
+    }
+  }
+
+  async reloadServer(id: string): Promise<void> {
+    const info = await requestAPI<IServerInfo>(`servers/${encodeURIComponent(id)}`);
+    this.servers.set(id, info);
+    this._changed.emit();
+  }
+
+  /** Open the events websocket; reconnect with a growing delay, reloading on each connect. */
+  connect(): void {
+    if (this._disposed) {
+      return;
+    }
+    const ws = new WebSocket(eventsURL(EVENTS_ENDPOINT));
+    this._socket = ws;
+    ws.onopen = () => {
+      this._delay = 1000;
+      this.live = true;
+      void this.reload();
+    };
+    ws.onmessage = msg => {
+      try {
+        void this._apply(JSON.parse(msg.data) as HubEvent);
+      } catch (error) {
+        console.warn('paraconnect: bad event', msg.data, error);
+      }
+    };
+    ws.onclose = () => {
+      this.live = false;
+      this._changed.emit();
+      if (!this._disposed) {
+        setTimeout(() => this.connect(), this._delay);
+        this._delay = Math.min(this._delay * 2, 30000);
+      }
+    };
+  }
+
+  dispose(): void {
+    this._disposed = true;
+    this._socket?.close();
+  }
+
+  private async _apply(ev: HubEvent): Promise<void> {
+    switch (ev.event) {
+      case 'server': {
+        const known = this.servers.get(ev.server_id);
+        if (known) {
+          known.state = ev.state;
+          known.reason = ev.reason;
+          known.updated = ev.at;
+          this._changed.emit();
+          // The whole record: fresh addresses, attempts, last seen.
+          await this.reloadServer(ev.server_id).catch(() => undefined);
+        } else {
+          // A server launched elsewhere (a notebook, the CLI): its session may have just
+          // started listening too.
+          await this.reload();
+        }
+        break;
+      }
+      case 'phone_home':
+      case 'hung_up':
+        await this.reloadServer(ev.server_id).catch(() => undefined);
+        break;
+      case 'connection':
+        // The hub counts the open streams (servers' `streams`): read it again, so a reload
+        // shows the same number as live updates did.
+        if (ev.kind === 'data' && this.servers.has(ev.server_id)) {
+          await this.reloadServer(ev.server_id).catch(() => undefined);
+        }
+        break;
+      case 'credentials':
+        if (ev.change === 'session_created') {
+          await this.reload();
+        } else {
+          await this.reloadSession(ev.session).catch(() => undefined);
+        }
+        break;
+      default:
+        break;
+    }
+    this._event.emit(ev);
+  }
+
+  private _changed = new Signal<this, void>(this);
+  private _event = new Signal<this, HubEvent>(this);
+  private _socket: WebSocket | null = null;
+  private _delay = 1000;
+  private _disposed = false;
+}

@@ -1,0 +1,204 @@
+import { IServerInfo } from './api';
+import { Actions, ILaunch } from './actions';
+import {
+  ago,
+  button,
+  field,
+  h,
+  input,
+  parseOptions,
+  select,
+  splitCommand,
+  syncOptions
+} from './dom';
+import { HubModel } from './model';
+import { FINAL_STATES, LAUNCHERS, MODES, SERVER_KINDS, STATE_TONE } from './tokens';
+
+/** Servers: every server the hub knows, however it was started, and a launch form. */
+export class ServersSection {
+  readonly node: HTMLElement;
+
+  constructor(
+    private model: HubModel,
+    private actions: Actions
+  ) {
+    this._list = h('div', { class: 'pc-list' });
+    this._session = select('session', []);
+    this.node = h(
+      'details',
+      { class: 'pc-section', 'data-section': 'servers', open: true },
+      h('summary', { class: 'pc-section-title' }, 'Servers'),
+      this._list,
+      this._form()
+    );
+  }
+
+  render(): void {
+    const m = this.model;
+    syncOptions(
+      this._session,
+      m.sessions.map(s => s.name),
+      m.selected
+    );
+    // Live ones first, then the newest.
+    const servers = [...m.servers.values()].sort(
+      (a, b) =>
+        Number(FINAL_STATES.has(a.state)) - Number(FINAL_STATES.has(b.state)) ||
+        b.created - a.created
+    );
+    this._list.replaceChildren(
+      ...(servers.length
+        ? servers.map(s => this._card(s))
+        : [h('div', { class: 'pc-empty' }, 'No server yet.')])
+    );
+  }
+
+  private _card(s: IServerInfo): HTMLElement {
+    const final = FINAL_STATES.has(s.state);
+    return h(
+      'div',
+      {
+        class: `pc-card${final ? ' pc-mod-final' : ''}`,
+        'data-server': s.id,
+        'data-state': s.state
+      },
+      h(
+        'div',
+        { class: 'pc-card-head' },
+        h(
+          'span',
+          { class: `pc-badge pc-tone-${STATE_TONE[s.state] ?? 'idle'}`, 'data-badge': s.state },
+          s.state
+        ),
+        h('span', { class: 'pc-name pc-ellipsis', title: s.id }, s.id)
+      ),
+      h(
+        'div',
+        { class: 'pc-muted' },
+        `${s.kind} · ${s.mode} · ${s.launcher} · session ${s.session}`
+      ),
+      h(
+        'dl',
+        { class: 'pc-facts' },
+        h('dt', {}, 'Identity'),
+        h('dd', { class: 'pc-ellipsis', title: s.peer ?? '' }, s.peer ?? '–'),
+        h('dt', {}, 'Address'),
+        h('dd', { class: 'pc-mono' }, s.where ?? s.host ?? '–'),
+        s.local
+          ? [
+              h('dt', {}, 'Local'),
+              h('dd', { class: 'pc-mono', title: 'point your client here' }, s.local)
+            ]
+          : null,
+        s.mode === 'reverse'
+          ? [
+              h('dt', {}, 'Phoned'),
+              h(
+                'dd',
+                {},
+                `${s.attempts} time${s.attempts === 1 ? '' : 's'}, last ${ago(s.last_phone_home)}`
+              )
+            ]
+          : [h('dt', {}, 'Reached'), h('dd', {}, ago(s.last_phone_home))],
+        s.streams ? [h('dt', {}, 'Streams'), h('dd', {}, `${s.streams} open`)] : null,
+        s.job_id ? [h('dt', {}, 'Job'), h('dd', { class: 'pc-mono' }, s.job_id)] : null
+      ),
+      s.reason ? h('div', { class: 'pc-reason', title: s.reason }, s.reason) : null,
+      h(
+        'div',
+        { class: 'pc-actions' },
+        button('Logs', () => void this.actions.logs(s.id), { 'data-action': 'logs' }),
+        final
+          ? null
+          : button('Stop', () => void this.actions.stop(s.id), {
+              class: 'jp-mod-warn',
+              'data-action': 'stop'
+            })
+      )
+    );
+  }
+
+  private _form(): HTMLElement {
+    const kind = select('kind', SERVER_KINDS, 'builtin');
+    const launcher = select('launcher', LAUNCHERS, 'local');
+    const mode = select('mode', MODES, 'reverse');
+    const options = h('textarea', {
+      name: 'options',
+      class: 'jp-mod-styled',
+      rows: 2,
+      placeholder: 'key=value, one a line'
+    });
+    const launcherOptions = h('textarea', {
+      name: 'launcher_options',
+      class: 'jp-mod-styled',
+      rows: 2,
+      placeholder: 'host=node7 / partition=gpu'
+    });
+    const command = input('command', {
+      placeholder: 'command kind: python3 -m http.server {port}'
+    });
+    const spec = (): ILaunch | null => {
+      try {
+        return {
+          kind: kind.value,
+          launcher: launcher.value,
+          session: this._session.value || 'default',
+          mode: mode.value,
+          options: parseOptions(options.value),
+          launcher_options: parseOptions(launcherOptions.value),
+          command: splitCommand(command.value)
+        };
+      } catch (error) {
+        options.setCustomValidity((error as Error).message);
+        options.reportValidity();
+        return null;
+      }
+    };
+    const launch = () => {
+      const s = spec();
+      if (s) {
+        void this.actions.launch(s);
+      }
+    };
+    const agent = () => {
+      const s = spec();
+      if (s) {
+        void this.actions.agentCommand({
+          kind: s.kind,
+          session: s.session,
+          options: s.options,
+          command: s.command
+        });
+      }
+    };
+    options.addEventListener('input', () => options.setCustomValidity(''));
+    return h(
+      'details',
+      { class: 'pc-form', 'data-form': 'launch' },
+      h('summary', {}, 'Launch a server'),
+      h(
+        'div',
+        { class: 'pc-grid' },
+        field('Kind', kind),
+        field('Launcher', launcher),
+        field('Session', this._session),
+        field('Mode', mode)
+      ),
+      field('Options', options),
+      field('Launcher options', launcherOptions),
+      field('Command', command),
+      h(
+        'div',
+        { class: 'pc-actions' },
+        button('Launch', launch, { class: 'jp-mod-accept' }),
+        button('Copy agent command', agent, {
+          title:
+            'A shell line that starts this server by hand on a remote host; it phones home here'
+        })
+      )
+    );
+  }
+
+  private _list: HTMLElement;
+  private _session: HTMLSelectElement;
+}

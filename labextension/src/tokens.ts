@@ -1,0 +1,48 @@
+/**
+ * Constants shared by the panel, the commands and the tests. Side-effect free: importing this
+ * module never touches the DOM or the network.
+ */
+
+/** The plugin's id (also the settings and extension name in JupyterLab). */
+export const PLUGIN_ID = 'paraconnect:plugin';
+
+/** The REST base of the server extension, relative to Jupyter's base URL (docs/hub-api.md). */
+export const API_NAMESPACE = 'paraconnect/api';
+
+/** The websocket that streams the hub's events, relative to the API base. */
+export const EVENTS_ENDPOINT = 'events';
+
+/** The side panel's widget id (stable, so the layout restorer and tests can find it). */
+export const PANEL_ID = 'paraconnect-panel';
+
+/** Palette commands. */
+export namespace CommandIDs {
+  export const open = 'paraconnect:open';
+  export const refresh = 'paraconnect:refresh';
+  export const createSession = 'paraconnect:create-session';
+  export const launchServer = 'paraconnect:launch-server';
+  export const copyAgentCommand = 'paraconnect:copy-agent-command';
+  export const issueFriend = 'paraconnect:issue-friend';
+}
+
+export const KEY_TYPES = ['ec-p256', 'ed25519', 'rsa-3072'] as const;
+export const LEVELS = ['mutual', 'encrypt', 'none'] as const;
+export const SERVER_KINDS = ['builtin', 'pvserver', 'command'] as const;
+export const LAUNCHERS = ['local', 'ssh', 'slurm'] as const;
+export const MODES = ['reverse', 'forward'] as const;
+
+/** Server states (paraconnect.servers) grouped by how the badge shows them. */
+export const STATE_TONE: Record<string, 'ok' | 'busy' | 'idle' | 'bad'> = {
+  connected: 'ok',
+  submitted: 'busy',
+  starting: 'busy',
+  connecting: 'busy',
+  stopping: 'busy',
+  disconnected: 'idle',
+  stopped: 'idle',
+  failed: 'bad',
+  lost: 'bad'
+};
+
+/** Final states: the server will not come back by itself. */
+export const FINAL_STATES = new Set(['stopped', 'failed', 'lost']);

@@ -1,0 +1,76 @@
+"""JupyterLab in Debian's Chromium for the panel's browser tests.
+
+The server is tests/helpers_jupyter.py's ``jupyter server`` (JupyterLab is one of its
+extensions, so ``/lab`` is served) with private settings and workspaces, the news toast off and
+``window.jupyterapp`` exposed, so that tests can run palette commands.  Playwright's sync API
+drives ``/usr/bin/chromium`` (its own browser download cannot work here); pytest-jupyter is
+avoided on purpose: its event loop breaks the sync API.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from .helpers_jupyter import JupyterServer, start_jupyter
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+    "--disable-dev-shm-usage",
+]  # fmt: skip
+VIEWPORT = {"width": 1366, "height": 768}
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "lab"
+PANEL = "#paraconnect-panel"
+
+
+def lab_args(tmp: Path) -> list[str]:
+    """Private JupyterLab settings (no news, no update check) and workspaces."""
+    settings = tmp / "lab-settings"
+    notes = settings / "@jupyterlab" / "apputils-extension"
+    notes.mkdir(parents=True)
+    (notes / "notification.jupyterlab-settings").write_text(
+        json.dumps({"fetchNews": "false", "checkForUpdates": False})
+    )
+    workspaces = tmp / "lab-workspaces"
+    workspaces.mkdir()
+    return [
+        f"--LabApp.user_settings_dir={settings}",
+        f"--LabApp.workspaces_dir={workspaces}",
+        "--LabApp.expose_app_in_browser=True",
+    ]
+
+
+@contextlib.contextmanager
+def start_lab(tmp: Path) -> Iterator[JupyterServer]:
+    with start_jupyter(tmp, extra_args=lab_args(tmp)) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator[Browser]:
+    """A Playwright Browser on Debian's Chromium (skips the module when it is missing)."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} missing: run scripts/system-deps.sh (Debian package chromium)")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def screenshot(page: Page, name: str, tmp: Path) -> Path:
+    """Save a screenshot in tmp and copy it to test-artifacts/lab/ (gitignored) to look at."""
+    path = tmp / f"{name}.png"
+    page.screenshot(path=str(path))
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy(path, ARTIFACTS / path.name)
+    return path

@@ -1,0 +1,117 @@
+"""RemoteView's front end (the inline ``_esm``) in a real browser: JupyterLab in Debian's
+Chromium, a notebook whose kernel finds the Jupyter server's hub, frames shown, a mouse drag
+that turns the camera, and the "save PNG" button's download."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("playwright")
+pytest.importorskip("vtk")
+
+from playwright.sync_api import Page, expect
+
+from paraconnect.widgets._watcher import _shorten_ids
+
+from .helpers_jupyter import JupyterServer
+from .helpers_lab import VIEWPORT, chromium, screenshot, start_lab
+
+pytestmark = pytest.mark.timeout(180)
+
+CELLS = [
+    "import paraconnect as pc\n"
+    "srv = pc.connect_reverse(kind='builtin', session=pc.Session('lab'))\n"
+    "srv.wait_connected(timeout=90)",
+    "view = srv.view(dataset='sphere', width=320, height=240)\nview",
+    "from paraconnect.widgets import PhoneHomeWatcher, ShareWidget\n"
+    "share = ShareWidget('lab')\nshare",
+    "PhoneHomeWatcher('lab')",
+]
+KERNEL_IDLE = """() => {
+  const w = window.jupyterapp.shell.currentWidget;
+  const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
+  return !!k && k.status === 'idle';
+}"""
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[JupyterServer]:
+    with start_lab(tmp_path) as server:
+        try:
+            yield server
+        finally:
+            server.stop_servers()
+
+
+def open_notebook(page: Page, lab: JupyterServer) -> None:
+    notebook = {
+        "cells": [
+            {"cell_type": "code", "metadata": {}, "source": src, "outputs": [],
+             "execution_count": None}
+            for src in CELLS
+        ],
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                    "language": "python"}},
+        "nbformat": 4, "nbformat_minor": 5,
+    }  # fmt: skip
+    resp = lab.request("PUT", "api/contents/view.ipynb", {"type": "notebook", "content": notebook})
+    assert resp.status in (200, 201), resp.body
+    page.goto(lab.url(f"lab/tree/view.ipynb?token={lab.token}"))
+    page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget")
+    page.wait_for_function(KERNEL_IDLE)
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+
+
+def test_remote_view_shows_frames_turns_on_drag_and_saves(
+    lab: JupyterServer, tmp_path: Path
+) -> None:
+    with chromium() as browser:
+        context = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
+        page = context.new_page()
+        page.set_default_timeout(90_000)
+        open_notebook(page, lab)
+        img = page.locator(".paraconnect-remoteview img")
+        expect(img).to_have_attribute("src", re.compile("^data:image/jpeg;base64,"))
+        first = img.get_attribute("src")
+        status = page.locator(".paraconnect-remoteview-bar span")
+        expect(status).to_contain_text("320x240")
+        box = img.bounding_box()
+        assert box is not None
+        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        page.mouse.move(x, y)
+        page.mouse.down()
+        page.mouse.move(x + 80, y + 10, steps=8)
+        page.mouse.up()
+        expect(img).not_to_have_attribute("src", first or "")
+        screenshot(page, "remote-view-turned", tmp_path)
+        with page.expect_download() as download:
+            page.locator(".paraconnect-remoteview-bar button", has_text="save PNG").click()
+        saved = tmp_path / download.value.suggested_filename
+        download.value.save_as(saved)
+        assert saved.name == "paraconnect-view.png"
+        assert saved.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+        # The watcher lists the server with the identity it proved and where it came from.
+        info = lab.ok("GET", "servers")[0]
+        notebook = page.locator(".jp-Notebook")  # not the paraconnect panel beside it
+        expect(notebook.get_by_text(_shorten_ids(info["peer"]), exact=True)).to_be_visible()
+        expect(notebook.get_by_text(info["where"], exact=True)).to_be_visible()
+        # ShareWidget: a friend's bundle issued from the form and downloaded from its link.
+        notebook.get_by_label("friend", exact=True).fill("alice")
+        notebook.get_by_label("passphrase", exact=True).fill("correct horse battery")
+        notebook.get_by_role("button", name="issue bundle").click()
+        link = notebook.get_by_role("link", name="download lab-alice.p12")
+        with page.expect_download() as download:
+            link.click()
+        bundle = tmp_path / download.value.suggested_filename
+        download.value.save_as(bundle)
+        assert bundle.name == "lab-alice.p12" and bundle.stat().st_size > 500
+        notebook.get_by_role("button", name="revoke").click()
+        expect(notebook.get_by_text("alice · revoked", exact=False)).to_be_visible()
+        assert lab.ok("GET", "sessions/lab/friends")[0]["status"] == "revoked"
+        screenshot(page, "share-widget", tmp_path)
+        context.close()
