@@ -3,6 +3,7 @@ to `paraconnect listen` on `laptop`; data and a rendered frame come through."""
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 import time
@@ -103,3 +104,42 @@ def test_slurm_agent_phones_home_through_the_firewall(
         hosts.run("cluster", ["scancel", job], env=cluster_slurm.env)
     log = Path(hosts.root / f"job-{job}.out")
     assert '"event": "ready"' in log.read_text(errors="replace")
+
+
+def test_slurm_job_started_by_hand_phones_home_to_the_hub(
+    hosts: Hosts, cluster_slurm: SlurmCluster
+) -> None:
+    """The hub on the laptop; on the cluster someone submits the line that
+    `paraconnect launch --launcher manual` printed as a Slurm job (the cluster's firewall lets
+    nothing in, and no launcher of the laptop reaches its scheduler): the job's agent enrols,
+    phones home, and a frame rendered in the cluster comes through the hub."""
+    from tests.test_netns_hub import PATH, _hub, _op, _wait_connected
+
+    for host in ("laptop", "cluster"):
+        hosts.home(host).mkdir(mode=0o700, parents=True, exist_ok=True)
+    assert hosts.cli("laptop", "session", "create", "lab").returncode == 0
+    _hub(hosts, "hub", f"{hosts.addr('laptop')}:0")
+    out = hosts.cli("laptop", "launch", "builtin", "--launcher", "manual", "--session", "lab",
+                    "--json")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    script = f"export PATH={PATH}\ncd {hosts.home('cluster')}\n{got['command']}\n"
+    job = hosts.run(
+        "cluster",
+        ["sbatch", "--parsable", "--job-name", "pc-manual", "--output",
+         str(hosts.root / "job-%j.out"), "--wrap", script],
+        env=cluster_slurm.env,
+    )  # fmt: skip
+    assert job.returncode == 0, job.stderr
+    job_id = job.stdout.strip().split(";")[0]
+    try:
+        _job_running_in_cluster(hosts, cluster_slurm, job_id)
+        info = _wait_connected(hosts, got["server"]["id"])
+        assert info["where"].startswith(hosts.addr("cluster") + ":")
+        frame = hosts.root / "frame.png"
+        port = info["local"].rsplit(":", 1)[1]
+        result = hosts.client("laptop", "render", "127.0.0.1", port, str(frame))
+        assert result["ok"] and frame.read_bytes().startswith(b"\x89PNG\r\n\x1a\n"), result
+        assert _op(hosts, "server", id=info["id"])["state"] == "connected"
+    finally:
+        hosts.run("cluster", ["scancel", job_id], env=cluster_slurm.env)
