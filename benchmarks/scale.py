@@ -1,4 +1,5 @@
-"""One `paraconnect listen` holding many agents phoned home and idle, on loopback.
+"""One `paraconnect listen` (or, with --hub, one `paraconnect hub`) holding many agents phoned
+home and idle, on loopback.
 
 The listener is the real command (its own process, measured through /proc); the agents are the
 library's `paraconnect.tunnel.Agent` objects, many to a worker process (one event loop each),
@@ -15,10 +16,16 @@ all serving one shared echo program through ``target``.  Printed:
   small machine is the higher of the two, the single generator being its own bottleneck;
 - the extrapolation to 10,000 agents from the measured slopes.
 
+With ``--hub`` the listener is the hub: every agent is first registered as a server started by
+hand (the ``agent_command`` operation: a registry record and a local endpoint each), holds a
+server certificate of its own (the hub takes an agent only under its server's name), and its
+arrival is the ``last_phone_home`` the hub records; after the kill -9 the new hub re-adopts
+them all from its registry.
+
 The load generator, the workers and the listener share the machine's cores: read the figures
 as what one small machine does, not as the listener's ceiling.  No assertions.
 
-    .venv/bin/python benchmarks/scale.py [--agents 200] [--per-worker 100] [--interval 1]
+    .venv/bin/python benchmarks/scale.py [--agents 200] [--per-worker 100] [--interval 1] [--hub]
 """
 
 from __future__ import annotations
@@ -54,15 +61,28 @@ def worker(args: argparse.Namespace) -> int:
     from paraconnect.pki import load_credentials
     from paraconnect.tunnel import Agent, Home
 
-    creds = load_credentials("lab", role="server")
+    if args.ids:
+        # The hub's servers: each agent under its own name, with a certificate of its own.
+        from paraconnect.pki import Role, Store
+
+        session = Store().open_session("lab")
+        ids = Path(args.ids).read_text().split()
+        creds_of = []
+        for sid in ids:
+            out = Path(args.ids).parent / "creds" / sid
+            session.issue(Role.SERVER, sid, unique_id=UNIQUE_ID, out=out)
+            creds_of.append(load_credentials(out))
+    else:
+        ids = [f"agent-{args.first + i}" for i in range(args.count)]
+        creds_of = [load_credentials("lab", role="server")] * len(ids)
     agents = [
         Agent(
             creds,
             target=args.target,
             phone_home=[Home.parse(args.home, args.interval)],
-            server_id=f"agent-{args.first + i}",
+            server_id=sid,
         )
-        for i in range(args.count)
+        for sid, creds in zip(ids, creds_of, strict=True)
     ]
 
     async def run() -> None:
@@ -176,6 +196,56 @@ class Listener:
         self.log.close()
 
 
+class HubListener(Listener):
+    """`paraconnect hub` in the listener's place; arrivals from the hub's own records."""
+
+    def __init__(self, address: str, env: dict[str, str], log: Path) -> None:
+        # Agents phone home as soon as the hub listens, before it prints that it is ready.
+        self.since = time.time()
+        self.log = open(log, "a")  # noqa: SIM115 - closed in kill()
+        self.proc = subprocess.Popen(
+            [PARACONNECT, "hub", "--listen", address, "--session", "lab", "--json"],
+            stdout=subprocess.PIPE, stderr=self.log, text=True, env=env,
+        )  # fmt: skip
+        assert self.proc.stdout is not None
+        ready = json.loads(self.proc.stdout.readline())
+        assert ready.get("event") == "ready", ready
+        self.address = str(ready["phone_home"]["lab"])
+        self.expected: list[str] = []
+
+    def register(self, count: int, path: Path) -> None:
+        """`count` servers started by hand; their ids in `path`, for a worker."""
+        from paraconnect.hub import HubClient
+
+        with HubClient() as hub:
+            ids = [
+                hub.request("agent_command", kind="command", session="lab",
+                            command=["true", "{port}"])["server"]["id"]
+                for _ in range(count)
+            ]  # fmt: skip
+        path.write_text("\n".join(ids))
+        self.expected += ids
+
+    def wait_servers(self, count: int, timeout: float = 600) -> list[float]:
+        """Arrival times (monotonic) of the last `count` registered servers, once all have
+        phoned home to this hub (polled; the times are the hub's own records)."""
+        from paraconnect.hub import HubClient
+
+        want = set(self.expected[-count:])
+        deadline = time.monotonic() + timeout
+        with HubClient() as hub:
+            while True:
+                infos = [i for i in hub.request("servers") if i["id"] in want]
+                when = [i["last_phone_home"] for i in infos if i["state"] == "connected"
+                        and (i["last_phone_home"] or 0) >= self.since]  # fmt: skip
+                if len(when) == len(want):
+                    offset = time.monotonic() - time.time()
+                    return sorted(t + offset for t in when)
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"only {len(when)} of {count} agents phoned home")
+                time.sleep(0.25)
+
+
 def rest_cpu(listener: Listener, seconds: float) -> float:
     """The listener's CPU use (fraction of a core) over `seconds` of doing nothing new."""
     c0, w0 = listener.cpu_s(), time.monotonic()
@@ -218,7 +288,8 @@ def drive(args: argparse.Namespace) -> int:
     )
     workers: list[subprocess.Popen[str]] = []
     worker_log = open(tmp / "workers.log", "a")  # noqa: SIM115 - closed below
-    listener = Listener("127.0.0.1:0", env, tmp / "listen.log")
+    kind = HubListener if args.hub else Listener
+    listener = kind("127.0.0.1:0", env, tmp / "listen.log")
     address = listener.address
     try:
         time.sleep(1)
@@ -233,10 +304,15 @@ def drive(args: argparse.Namespace) -> int:
         t0 = time.monotonic()
         while joined < args.agents:
             n = min(args.per_worker, args.agents - joined)
+            ids: list[str] = []
+            if isinstance(listener, HubListener):
+                ids_file = tmp / f"ids-{joined}.txt"
+                listener.register(n, ids_file)
+                ids = ["--ids", str(ids_file)]
             proc = subprocess.Popen(
                 [sys.executable, __file__, "--worker", "--home", address, "--count", str(n),
                  "--first", str(joined), "--interval", str(args.interval),
-                 "--target", f"127.0.0.1:{echo_port}"],
+                 "--target", f"127.0.0.1:{echo_port}", *ids],
                 stdout=subprocess.PIPE, stderr=worker_log, text=True, env=env,
             )  # fmt: skip
             workers.append(proc)
@@ -267,7 +343,10 @@ def drive(args: argparse.Namespace) -> int:
         listener.kill()
         time.sleep(args.interval * 1.5)  # every agent has seen it go and is dialling again
         t_restart = time.monotonic()
-        listener = Listener(address, env, tmp / "listen.log")
+        expected = listener.expected if isinstance(listener, HubListener) else []
+        listener = kind(address if not args.hub else "127.0.0.1:0", env, tmp / "listen.log")
+        if isinstance(listener, HubListener):
+            listener.expected = expected  # re-adopted from the registry
         arrivals = listener.wait_servers(args.agents, timeout=600)
         reconnect = arrivals[-1] - t_restart
         spread = arrivals[-1] - arrivals[0]
@@ -342,6 +421,10 @@ def main() -> int:
     parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--target", help=argparse.SUPPRESS)
+    parser.add_argument("--ids", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--hub", action="store_true", help="measure `paraconnect hub` instead of `listen`"
+    )
     args = parser.parse_args()
     if args.worker:
         return worker(args)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -228,3 +229,37 @@ def test_a_program_ends_with_its_agent_even_when_the_agent_is_killed(tmp_path: P
         if Path(f"/proc/{child}/stat").read_text().split()[2] == "Z":
             break
         time.sleep(0.05)
+
+
+def test_an_agent_killed_is_restarted_and_the_events_say_so(home: Path, session: Session) -> None:
+    """Issue 8's server restart: the agent of a connected server is killed (SIGKILL; its
+    program goes with it); the restart policy launches it again, it phones home, a new program
+    answers on the same local endpoint, and the events tell each step."""
+    opts = {"restart_policy": "on-failure", "restart_limit": 3}
+    with running_hub(home) as (hub, events):
+        info = hub.call(hub.launch, "command", "local", "lab", "reverse", opts, ECHO)
+        info = hub.call(hub.wait, info.id)
+        assert info.state == "connected"
+        program = int(_ask(info.local_port, b"pid"))
+        agent = int(Path(f"/proc/{program}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        assert "paraconnect" in Path(f"/proc/{agent}/cmdline").read_bytes().decode()
+        os.kill(agent, signal.SIGKILL)
+        final = hub.call(hub.wait, info.id, "idle")
+        final = hub.call(hub.wait, info.id, "connected", 60.0)
+        assert final.restarts == 1 and final.local == info.local
+        assert int(_ask(info.local_port, b"pid")) != program
+        reasons = [e.reason for e in events.seen if e.server_id == info.id]
+        assert any("restarted after failure (1/3)" in r for r in reasons), reasons
+        states = events.states(info.id)
+        assert states[-1] == "connected" and states.count("connected") == 2, states
+        assert hub.call(hub.stop, info.id, 5.0).state == "stopped"
+
+
+def _ask(port: int, command: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(command + b"\n")
+        s.shutdown(socket.SHUT_WR)
+        out = b""
+        while chunk := s.recv(4096):
+            out += chunk
+    return out.strip()

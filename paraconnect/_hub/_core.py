@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import logging
 import secrets
 import shlex
@@ -470,6 +471,14 @@ class Hub:
         launcher, spec = self._launchers.get(server_id), self._specs.get(server_id)
         if launcher is None or spec is None:
             raise ConfigError(f"server {server_id} was launched by another hub; launch it anew")
+        rec = self.registry.get(server_id)
+        if TOKEN_ENV in spec.env and rec is not None:
+            # A new job enrols again (its key is made in its own job directory): the first
+            # token was used up by the first job.
+            ttl = float(rec.options.get("token_ttl", DEFAULT_TOKEN_TTL))
+            token = issue_token(self.registry, server_id, rec.session, ttl)
+            spec = dataclasses.replace(spec, env={**spec.env, TOKEN_ENV: token})
+            self._specs[server_id] = spec
         return await launcher.submit(spec)
 
     async def _on_ready(self, server_id: str, ready: dict[str, Any]) -> None:
