@@ -1,26 +1,24 @@
 """The TLS Pool call: hand over a connected socket, get back a stream and the proven peer.
 
 `Side` holds what one end needs for every connection (credentials, level, acting role, unique
-ID, SSL contexts, the policy in force) and checks its own credentials once, before any peer
-sees them.  `secure()` is the one-shot form for Python programs.
+ID, SSL contexts, and in `Trust` the revocation list and policy in force) and checks its own
+credentials once, before any peer sees them.  `secure()` is the one-shot form for Python
+programs.
 
 A side also keeps the registry of its open connections (`Tracked`, each with the identity TLS
 proved and a cancel scope), an accounting record for every attempt, and the process metrics.
 When its revocation list or policy changes (a file change seen by `refresh`, cheap enough for
-every handshake and polled by `watch`, or a CRL pushed over a control channel), every open
+every handshake and polled by `watch`, or pushed by the owner over a control channel), every open
 connection is checked again and the ones now refused are closed, with the reason logged.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import os
 import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -40,22 +38,14 @@ from ..pki import (
     Identity,
     Role,
     SecurityLevel,
-    Session,
     Store,
-    crl_number,
-    load_crl,
-    policy_path,
-    save_policy,
-    sign_policy,
-    verify_crl,
-    verify_policy,
-    write_crl_beside,
 )
 from ..tls import ANONYMOUS, PeerIdentity, PolicyWatcher, client_context, server_context
 from ._accounting import Accounting, Attempt
 from ._hello import HELLO_TIMEOUT, Hello, Purpose, exchange_hello
 from ._status import METRICS, Metrics, classify_failure
 from ._stream import ByteStream, PlainConnection
+from ._trust import Trust
 from ._util import peer_addr
 
 if TYPE_CHECKING:
@@ -79,19 +69,6 @@ def identity_label(ident: Identity | None) -> str | None:
         return None
     node = f" on {ident.unique_id}" if ident.unique_id else ""
     return f"{ident.role.value} {ident.name!r}{node}"
-
-
-_Stamp = tuple[int, int, int] | None
-
-
-def _stamp_of(path: Path | None) -> _Stamp:
-    if path is None:
-        return None
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_mtime_ns, st.st_ino, st.st_size)
 
 
 class Tracked:
@@ -175,7 +152,9 @@ class Side:
         """`accounting`: True (default) for the data directory's database, opened on the
         first connection and closed by `close()`; False for none; or an `Accounting` the
         caller owns.  `metrics`: the process-wide `METRICS` unless another is given."""
-        self.creds = creds
+        # The list on disk now, not the one read with the credentials (maybe long ago); the
+        # policy beside it.  A malformed policy stops the start here.
+        self.trust = Trust(creds)
         self.role = _acting_role(role)
         self.level = SecurityLevel.parse(level) if level is not None else creds.level
         self.server_id = server_id
@@ -183,17 +162,9 @@ class Side:
         self.hello_timeout = min(hello_timeout, max(handshake_timeout, 1.0))
         self.unique_id = unique_id or (store or Store()).unique_id().value
         self._store = store
-        self._crl_path = self._find_crl()
-        self._crl_stamp: _Stamp = None
         self._contexts: dict[bool, ssl.SSLContext] = {}
-        # The list on disk now, not the one read with the credentials (maybe long ago).
-        self._refresh_crl()
+        self._contexts_for = self.trust.crl_generation
         self._check_own()
-        # The policy lives beside the revocation list (the session directory, or the directory
-        # of PEM files); a bundle has neither.  A malformed one stops the start here.
-        self.policy = PolicyWatcher(
-            policy_path(self._crl_path) if self._crl_path is not None else None
-        )
         self.open: set[Tracked] = set()
         self.draining = False  # a stop signal came: no new connections, open ones finish
         self._drained: anyio.Event | None = None
@@ -203,10 +174,6 @@ class Side:
             accounting if isinstance(accounting, Accounting) else None
         )
         self._accounting_failed = False
-        # A CRL file change seen later sets it False: `watch` then pushes the list to agents.
-        self._trust_pushed = True
-        self._signed_policy: tuple[object, str] | None = None
-        self._policy_number = 0  # of the newest policy an owner pushed here
         self.local_identity = identity_label(creds.identity) or "anonymous"
         # Who is told of connections opened, closed and refused (the hub's live events).
         # Called on the side's loop with a JSON-able dict and, for a refusal, the error; a
@@ -238,55 +205,21 @@ class Side:
                 f"'paraconnect issue {self.role.value} NAME --unique-id {self.unique_id}'"
             )
 
-    # -- revocation list, re-read when it changes on disk -----------------------------------
-    # Credentials from a session follow that session's crl.pem; credentials from a directory
-    # of PEM files (what an agent on a remote node holds) follow the crl.pem beside them, so
-    # copying a fresh CRL there revokes a friend without restarting the agent.
+    # -- what this side trusts now (revocation list and policy: `Trust`) ------------------
 
-    def _find_crl(self) -> Path | None:
-        return self.creds.crl_path
+    @property
+    def creds(self) -> Credentials:
+        """Our credentials, with the revocation list in force."""
+        return self.trust.creds
 
-    def _stamp(self) -> _Stamp:
-        return _stamp_of(self._crl_path)
-
-    def _refresh_crl(self) -> bool:
-        stamp = self._stamp()
-        if stamp == self._crl_stamp or self._crl_path is None or stamp is None:
-            return False
-        self._crl_stamp = stamp
-        try:
-            crl = load_crl(self._crl_path, self.creds.ca_cert)
-        except ParaconnectError as exc:
-            # A broken list never weakens a running side: the previous one stays in force.
-            log.error("%s; keeping the previous revocation list", exc)
-            return False
-        if crl is None:
-            return False
-        old = self.creds.crl
-        if old is not None and crl.public_bytes(_PEM) == old.public_bytes(_PEM):
-            return False
-        if old is not None and crl_number(crl) < crl_number(old):
-            log.error(
-                "%s holds revocation list number %d, older than the one in force (%d): "
-                "refused (a list never goes back); restore the newest crl.pem",
-                self._crl_path,
-                crl_number(crl),
-                crl_number(old),
-            )
-            return False
-        self.creds = dataclasses.replace(self.creds, crl=crl)
-        self._contexts.clear()
-        self._trust_pushed = False
-        log.info("revocation list %s changed: reloaded", self._crl_path)
-        return True
+    @property
+    def policy(self) -> PolicyWatcher:
+        return self.trust.policy
 
     def refresh(self) -> bool:
         """Look at the CRL and policy files (two stats); on a change, reload and close the
         open connections the new ones refuse.  True when something changed."""
-        changed = self._refresh_crl()
-        if self.policy.refresh():
-            changed = True
-            self._trust_pushed = False  # agents follow the owner's policy too
+        changed = self.trust.refresh()
         if changed:
             self.recheck()
         return changed
@@ -295,15 +228,7 @@ class Side:
         """Why this side would refuse `peer` now (revoked, or denied by policy), or None."""
         if self.level is SecurityLevel.NONE or peer.identity is None:
             return None
-        crl = self.creds.crl
-        if crl is not None and peer.serial is not None:
-            entry = crl.get_revoked_certificate_by_serial_number(peer.serial)
-            if entry is not None:
-                return (
-                    f"{peer.label} (serial {peer.serial:x}) was revoked at "
-                    f"{entry.revocation_date_utc:%Y-%m-%d %H:%M:%S} UTC"
-                )
-        return self.policy.refusal(peer)
+        return self.trust.refusal(peer)
 
     def recheck(self) -> list[Tracked]:
         """Close every open connection this side would now refuse; returns them."""
@@ -323,94 +248,26 @@ class Side:
         return closed
 
     def accept_crl(self, data: bytes | str, source: str) -> bool:
-        """A revocation list pushed by the session owner (over a control channel): applied if
-        the session CA signed it and it is newer than ours, written beside credentials that
-        are a directory of PEM files, then open connections are checked again.  Returns True
-        when applied; a list signed by another CA or an older one is refused (logged), and
-        the current one stays in force."""
-        try:
-            crl = verify_crl(data, self.creds.ca_cert, source)
-        except ParaconnectError as exc:
-            log.error("%s", exc)
-            return False
-        current = self.creds.crl
-        if current is not None:
-            ours, theirs = crl_number(current), crl_number(crl)
-            if theirs < ours:
-                # A stale copy (a friend's imported session), or a replay: never a rollback.
-                log.info(
-                    "the revocation list from %s is older (number %d) than the one in force "
-                    "(%d); refused, the current one stays in force",
-                    source,
-                    theirs,
-                    ours,
-                )
-                return False
-            if theirs == ours:
-                return False
-        path = self._crl_path
-        if path is not None and not (path.parent / "session.json").exists():
-            try:
-                write_crl_beside(path, crl)
-                self._crl_stamp = self._stamp()
-            except StorageError as exc:
-                log.error("cannot keep the revocation list from %s: %s", source, exc)
-        self.creds = dataclasses.replace(self.creds, crl=crl)
-        self._contexts.clear()
-        log.info("revocation list %d from %s applied", crl_number(crl), source)
-        self.recheck()
-        return True
-
-    def signed_policy(self) -> str | None:
-        """The policy in force, signed with the session key, for agents to follow; None
-        unless this side is the session's owner (its credentials are a session directory
-        with an unencrypted session key).  Numbered by the policy file's change time, so
-        that an agent never goes back to an older one."""
-        path = self.policy.path
-        if path is None or not (path.parent / "session.json").exists():
-            return None
-        stamp = self.policy.stamp
-        if self._signed_policy is not None and self._signed_policy[0] == stamp:
-            return self._signed_policy[1]
-        try:
-            session = Session(path.parent)
-            if not session.owner or session.ca_key_encrypted:
-                return None
-            key = session.load_ca_key()
-        except ParaconnectError as exc:
-            log.warning("cannot sign the policy for agents: %s", exc)
-            return None
-        text = sign_policy(self.policy.policy, key, stamp[0] if stamp else 0)
-        self._signed_policy = (stamp, text)
-        return text
+        """A revocation list pushed by the session owner: see :meth:`Trust.accept_crl`; open
+        connections it now refuses are closed.  True when applied."""
+        applied = self.trust.accept_crl(data, source)
+        if applied:
+            self.recheck()
+        return applied
 
     def accept_policy(self, text: str, source: str) -> bool:
-        """A policy pushed by the session owner: applied if the session CA signed it and it is
-        newer than the last one applied, kept beside credentials that are a directory of PEM
-        files, then open connections are checked again.  True when applied."""
-        try:
-            policy, number = verify_policy(text, self.creds.ca_cert, source)
-        except ParaconnectError as exc:
-            log.error("%s", exc)
-            return False
-        if number <= self._policy_number:
-            return False
-        self._policy_number = number
-        path = self.policy.path
-        if path is not None and not (path.parent / "session.json").exists():
-            try:
-                save_policy(path, policy)
-            except StorageError as exc:
-                log.error("cannot keep the policy from %s: %s", source, exc)
-        self.policy.apply(policy)
-        log.info("policy %d from %s applied: %d rule(s), default %s", number, source,
-                 len(policy.rules), policy.default)  # fmt: skip
-        self.recheck()
-        return True
+        """A policy pushed by the session owner: see :meth:`Trust.accept_policy`; open
+        connections it now refuses are closed.  True when applied."""
+        applied = self.trust.accept_policy(text, source)
+        if applied:
+            self.recheck()
+        return applied
+
+    def signed_policy(self) -> str | None:
+        return self.trust.signed_policy()
 
     def crl_pem(self) -> str | None:
-        crl = self.creds.crl
-        return None if crl is None else crl.public_bytes(_PEM).decode()
+        return self.trust.crl_pem()
 
     # -- accounting and the registry of open connections -----------------------------------
 
@@ -526,8 +383,8 @@ class Side:
         while True:
             await anyio.sleep(interval)
             self.refresh()
-            if not self._trust_pushed:
-                self._trust_pushed = True
+            if self.trust.unpushed:
+                self.trust.unpushed = False
                 if on_crl_change is not None:
                     await on_crl_change()
             now = time.monotonic()
@@ -537,6 +394,9 @@ class Side:
 
     def context(self, server_side: bool) -> ssl.SSLContext:
         self.refresh()
+        if self._contexts_for != self.trust.crl_generation:
+            self._contexts.clear()  # they hold the old revocation list
+            self._contexts_for = self.trust.crl_generation
         ctx = self._contexts.get(server_side)
         if ctx is None:
             ctx = server_context(self.creds) if server_side else client_context(self.creds)
