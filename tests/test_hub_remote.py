@@ -61,3 +61,27 @@ def test_command_over_ssh_phones_home(
         assert info.state == "connected" and info.launcher == "ssh", info
         assert echo(info.local_port, b"over ssh") == b"over ssh"
         assert hub.call(hub.stop, info.id, 5.0).state == "stopped"
+
+
+def test_connect_forward_over_ssh_from_the_notebook_api(
+    home: Path, session: Session, sshd: Sshd, tmp_path: Path
+) -> None:
+    """`pc.connect_forward` with the ssh launcher: the agent, started over ssh, listens where
+    it is told on its host, the hub dials it there, and data comes through."""
+    import paraconnect as pc
+    from paraconnect._runtime import runtime
+
+    rt = runtime(home)
+    try:
+        srv = pc.connect_forward(
+            "127.0.0.1:0", kind="command", session="lab", launcher="ssh", command=ECHO,
+            host=sshd.alias, config_file=str(sshd.config_file), remote_root=str(tmp_path / "r"),
+        )  # fmt: skip
+        srv.wait_connected(timeout=60, quiet=True)
+        info = srv.info
+        assert info["mode"] == "forward" and info["launcher"] == "ssh", info
+        assert info["peer"].startswith(f"server '{srv.id}'") and info["where"], info
+        assert echo(srv.port, b"forward over ssh") == b"forward over ssh"  # type: ignore[arg-type]
+        assert srv.stop(grace=5)["state"] == "stopped"
+    finally:
+        rt.close()
