@@ -252,6 +252,10 @@ def test_an_agent_killed_is_restarted_and_the_events_say_so(home: Path, session:
         assert any("restarted after failure (1/3)" in r for r in reasons), reasons
         states = events.states(info.id)
         assert states[-1] == "connected" and states.count("connected") == 2, states
+        # The first job's certificate was revoked when the new job enrolled.
+        certs = [r for r in session.records() if r.name == info.id]
+        assert [(r.revoked, r.revoked_reason) for r in certs] == [(True, "superseded"),
+                                                                 (False, None)]  # fmt: skip
         assert hub.call(hub.stop, info.id, 5.0).state == "stopped"
 
 

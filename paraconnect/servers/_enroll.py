@@ -258,11 +258,21 @@ class EnrollServer:
         rec = self.registry.get(server_id)
         if rec is None or rec.final:
             raise TrustError(f"server {server_id} is not waiting for enrolment")
+        earlier = [
+            r.serial
+            for r in session.records()
+            if r.name == server_id and r.key_type == "enrolled" and not r.revoked
+        ]
         cert = _sign(
             session, csr, server_id, unique_id if isinstance(unique_id, str) else None, self.days
         )
         self.registry.update(server_id, cert_sha256=fingerprint(cert))
         log.info("hub: enrolled %s (certificate %s…)", server_id, fingerprint(cert)[:17])
+        # A restarted job enrolled anew: the certificate of the job before is revoked, so the
+        # key left in that job's directory is worth nothing.
+        for serial in earlier:
+            session.revoke(serial, reason="superseded")
+            log.info("hub: revoked %s's earlier certificate %s (superseded)", server_id, serial)
         crl = session.crl()
         return {
             "type": "certificate",
