@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import anyio
 import anyio.abc
 
-from ..errors import ParaconnectError
+from ..errors import NetworkError, ParaconnectError
 from ..pki import Credentials, Role, SecurityLevel
 from ..tls import PeerIdentity
 
@@ -27,7 +27,13 @@ from ..tls import PeerIdentity
 # hub's notes): the control channel, the info read, the listener helpers and the relay.
 from ..tunnel._client import CHANNEL_TIMEOUT, _Control, _read_info, _relay_tracked
 from ..tunnel._hello import Hello, Purpose
-from ..tunnel._leg import Endpoint, bind_listener, bound_endpoint, check_same_user
+from ..tunnel._leg import (
+    Endpoint,
+    bind_listener,
+    bound_endpoint,
+    check_same_user,
+    connect_endpoint,
+)
 from ..tunnel._secure import Side
 from ..tunnel._stream import ByteStream
 from ..tunnel._util import accept_loop
@@ -185,6 +191,33 @@ class SessionAgents:
         if entry is not None:
             entry[1].cancel()
             entry[0].close()
+
+    async def dial_local(self, server_id: str, port: int, timeout: float) -> None:  # noqa: ASYNC109
+        """Connect a local client that ACCEPTS (pvpython's ReverseConnect on 127.0.0.1:port,
+        this user's only) to `server_id`, retrying until it listens; the tunnel then runs in
+        the background."""
+        where = f"127.0.0.1:{port}"
+        sock: socket.socket | None = None
+        with anyio.move_on_after(timeout):
+            while sock is None:
+                try:
+                    sock = await connect_endpoint(Endpoint("127.0.0.1", port), timeout=5.0)
+                except ParaconnectError:
+                    await anyio.sleep(0.2)
+        if sock is None:
+            raise NetworkError(
+                f"nothing listened on {where} within {timeout:g} s; start pvpython with "
+                f"simple.ReverseConnect('{port}') first"
+            )
+        try:
+            check_same_user(sock, where)
+        except ParaconnectError:
+            sock.close()
+            raise
+        if self._tg is None:
+            sock.close()
+            raise RuntimeError("the hub's agent listener is not running")
+        self._tg.start_soon(self.forward, server_id, sock, where)
 
     async def wait_agent(self, server_id: str, timeout: float) -> AgentAccepted | None:  # noqa: ASYNC109
         with anyio.move_on_after(timeout):

@@ -122,8 +122,7 @@ async def serve_control(
     listener = await anyio.create_unix_listener(path, mode=0o600)
     try:
         sessions = {name: hub.phone_home_address(name) for name in hub.sessions}
-        publisher = hub.events_publisher
-        events = publisher.address if publisher is not None else None
+        events = hub.bus.address
         write_atomic(
             info_path,
             json.dumps({"pid": os.getpid(), "control": str(path), "home": str(hub.home),

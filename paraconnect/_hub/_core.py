@@ -28,7 +28,7 @@ import anyio.abc
 import anyio.from_thread
 
 from .._fs import ensure_private_dir
-from ..errors import ConfigError, NetworkError, NotFoundError, ParaconnectError
+from ..errors import ConfigError, NotFoundError, ParaconnectError
 from ..pki import Credentials, Role, SecurityLevel, Session, Store, load_credentials
 from ..servers import Job, Launcher, LaunchSpec
 from ..servers._enroll import DEFAULT_TOKEN_TTL, EnrollServer, issue_token
@@ -36,12 +36,11 @@ from ..servers._kinds import ServerKind, build_kind
 from ..servers._registry import FINAL_STATES, ServerRecord, ServerRegistry, ServerState
 from ..servers._supervisor import ServerEvent, Supervisor
 from ..tls import PeerIdentity
-from ..tunnel import Endpoint, check_same_user, parse_endpoint
-from ..tunnel._leg import connect_endpoint
+from ..tunnel import Endpoint, parse_endpoint
 from ..tunnel._secure import identity_label
 from ..tunnel._status import METRICS
 from ._agents import AgentAccepted, SessionAgents
-from ._events import EventPublisher
+from ._events import EventBus
 from ._forward import ForwardLinks
 from ._info import ServerInfo, make_launcher
 
@@ -100,10 +99,9 @@ class Hub:
         self._portal_cm: Any = None
         self._portal: anyio.from_thread.BlockingPortal | None = None
         self.started = anyio.Event()
-        self._subscribers: list[Callable[[dict[str, Any]], None]] = []
+        self.bus = EventBus()
         self._links: dict[str, AgentAccepted] = {}
         self._attempts: Counter[str] = Counter()
-        self.events_publisher: EventPublisher | None = None
         self.supervisor.subscribe(self._server_event)
 
     # -- running --------------------------------------------------------------------------
@@ -113,7 +111,7 @@ class Hub:
     ) -> None:
         """Serve until cancelled.  Servers left running by a previous hub are re-adopted."""
         rdir = ensure_private_dir(self.home / "run")
-        self.events_publisher = EventPublisher(rdir / "events.ipc")
+        self.bus.open(rdir / "events.ipc")
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
@@ -128,7 +126,7 @@ class Hub:
                 task_status.started(self)
         finally:
             self._tg = None
-            self.events_publisher.close()
+            self.bus.close()
             METRICS.servers_from(None, only_if=self._servers_by_state)
             self.registry.close()
 
@@ -289,13 +287,7 @@ class Hub:
 
     def publish(self, event: dict[str, Any]) -> None:
         """Tell every subscriber, and the ZeroMQ socket, of `event` (on the hub's loop)."""
-        for callback in list(self._subscribers):
-            try:
-                callback(event)
-            except Exception:  # a broken subscriber never stops the hub
-                log.exception("a hub event subscriber failed")
-        if self.events_publisher is not None:
-            self.events_publisher.publish(event)
+        self.bus.publish(event)
 
     def _server_event(self, event: ServerEvent) -> None:
         if event.state in FINAL_STATES:
@@ -553,25 +545,7 @@ class Hub:
         agents = self._sessions.get(rec.session)
         if agents is None or rec.mode != "reverse":
             raise ConfigError(f"server {server_id} is not a reverse server of this hub")
-        where = f"127.0.0.1:{port}"
-        sock: socket.socket | None = None
-        with anyio.move_on_after(timeout):
-            while sock is None:
-                try:
-                    sock = await connect_endpoint(Endpoint("127.0.0.1", port), timeout=5.0)
-                except ParaconnectError:
-                    await anyio.sleep(0.2)
-        if sock is None:
-            raise NetworkError(
-                f"nothing listened on {where} within {timeout:g} s; start pvpython with "
-                f"simple.ReverseConnect('{port}') first"
-            )
-        try:
-            check_same_user(sock, where)
-        except ParaconnectError:
-            sock.close()
-            raise
-        self._running().start_soon(agents.forward, server_id, sock, where)
+        await agents.dial_local(server_id, port, timeout)
 
     def _servers_by_state(self) -> dict[str, int]:
         return dict(Counter(str(rec.state) for rec in self.registry.all()))
@@ -613,8 +587,7 @@ class Hub:
         """Call `callback` on the hub's loop thread with every event (a JSON-able dict, see
         docs/hub-api.md: server, phone_home, hung_up, connection, refused, credentials);
         returns the unsubscribe function."""
-        self._subscribers.append(callback)
-        return lambda: self._subscribers.remove(callback)
+        return self.bus.subscribe(callback)
 
     def session_level(self, session: str) -> SecurityLevel:
         return self.store.open_session(session).level

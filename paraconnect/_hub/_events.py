@@ -11,12 +11,15 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("paraconnect.hub")
 
-__all__ = ["EventPublisher"]
+__all__ = ["EventBus", "EventPublisher"]
+
+Subscriber = Callable[[dict[str, Any]], None]
 
 
 class EventPublisher:
@@ -73,3 +76,38 @@ class EventPublisher:
         if self._ctx is not None:
             self._ctx.term()
             self._ctx = None
+
+
+class EventBus:
+    """Every hub event to its subscribers (callbacks, on the hub's loop) and, while the hub
+    runs, to the ZeroMQ socket (:meth:`open`)."""
+
+    def __init__(self) -> None:
+        self._subscribers: list[Subscriber] = []
+        self._zmq: EventPublisher | None = None
+
+    @property
+    def address(self) -> str | None:
+        """The ZeroMQ address kernels subscribe to, while there is one."""
+        return self._zmq.address if self._zmq is not None else None
+
+    def open(self, path: Path) -> None:
+        self._zmq = EventPublisher(path)
+
+    def close(self) -> None:
+        if self._zmq is not None:
+            self._zmq.close()
+            self._zmq = None
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        self._subscribers.append(callback)
+        return lambda: self._subscribers.remove(callback)
+
+    def publish(self, event: dict[str, Any]) -> None:
+        for callback in list(self._subscribers):
+            try:
+                callback(event)
+            except Exception:  # a broken subscriber never stops the hub
+                log.exception("a hub event subscriber failed")
+        if self._zmq is not None:
+            self._zmq.publish(event)

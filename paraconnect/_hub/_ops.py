@@ -117,13 +117,12 @@ def _changed(hub: Hub, session: str, change: str, **extra: Any) -> None:
 @op("hub")
 async def _hub(hub: Hub, fields: Mapping[str, Any]) -> Any:
     rdir = hub.home / "run"
-    publisher = hub.events_publisher
     return {
         "pid": os.getpid(),
         "home": str(hub.home),
         "version": __version__,
         "control": str(rdir / "hub.sock"),
-        "events": publisher.address if publisher is not None else None,
+        "events": hub.bus.address,
         "sessions": hub.sessions,
     }
 
