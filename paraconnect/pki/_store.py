@@ -15,16 +15,14 @@ Layout of ``<home>/sessions/<name>/`` (directories 0700, keys 0600)::
 from __future__ import annotations
 
 import datetime as dt
-import enum
 import json
 import os
 import secrets
 import shutil
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
-import platformdirs
 from cryptography import x509
 
 from .._fs import ensure_private_dir, locked, read_private, read_public, write_atomic
@@ -56,6 +54,17 @@ from ._keys import (
     load_private_key,
     resolve_passphrase,
 )
+from ._records import (
+    DEFAULT_CA_DAYS,
+    DEFAULT_LEAF_DAYS,
+    FORMAT,
+    Issued,
+    Record,
+    SecurityLevel,
+    default_home,
+    revocation_flag,
+    utcnow,
+)
 from ._uniqueid import UniqueId, node_unique_id
 
 __all__ = [
@@ -68,87 +77,6 @@ __all__ = [
     "Store",
     "default_home",
 ]
-
-DEFAULT_CA_DAYS = 90
-DEFAULT_LEAF_DAYS = 7
-FORMAT = 1
-
-
-class SecurityLevel(enum.StrEnum):
-    """After FLoM: how much the TLS layer demands of a peer (enforced by paraconnect.tls)."""
-
-    NONE = "none"  # clear text, with a loud warning
-    ENCRYPT = "encrypt"  # any certificate of the session CA, any role
-    MUTUAL = "mutual"  # per-node certificates, unique ID in the CN, roles checked
-
-    @classmethod
-    def parse(cls, value: str | SecurityLevel) -> SecurityLevel:
-        try:
-            return cls(value)
-        except ValueError:
-            raise ConfigError(
-                f"unknown security level {value!r}; choose one of none, encrypt, mutual"
-            ) from None
-
-
-def default_home() -> Path:
-    env = os.environ.get("PARACONNECT_HOME")
-    if env:
-        return Path(env).expanduser().absolute()
-    return platformdirs.user_data_path("paraconnect", appauthor=False)
-
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def _revocation_reason(reason: str | None) -> x509.ReasonFlags:
-    if reason is None:
-        return x509.ReasonFlags.unspecified
-    normalised = reason.replace("-", "_").replace(" ", "_")
-    for flag in x509.ReasonFlags:
-        if flag.value.lower() == normalised.replace("_", "").lower() or flag.name == normalised:
-            return flag
-    choices = ", ".join(f.name for f in x509.ReasonFlags if f.name != "remove_from_crl")
-    raise ConfigError(f"unknown revocation reason {reason!r}; choose one of {choices}")
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One issued certificate, as recorded when it was issued."""
-
-    serial: str
-    name: str
-    role: str
-    unique_id: str | None
-    key_type: str
-    not_before: str
-    not_after: str
-    issued_at: str
-    for_friend: str | None
-    sha256: str
-    key_kept: bool
-    revoked_at: str | None = None
-    revoked_reason: str | None = None
-
-    @property
-    def revoked(self) -> bool:
-        return self.revoked_at is not None
-
-    def as_dict(self) -> dict[str, object]:
-        return asdict(self)
-
-
-@dataclass(frozen=True, slots=True)
-class Issued:
-    """A certificate just issued, with its key (only in memory) and where it was written."""
-
-    record: Record
-    cert: x509.Certificate
-    key: PrivateKey
-    cert_path: Path
-    key_path: Path | None
-    files: dict[str, Path] = field(default_factory=dict)
 
 
 class Session:
@@ -350,7 +278,7 @@ class Session:
             check_unique_id(unique_id)
         ca_key = self.load_ca_key(passphrase)
         ca_cert = self.ca_cert
-        now = now or _utcnow()
+        now = now or utcnow()
         if ca_cert.not_valid_after_utc <= now:
             raise CredentialError(
                 f"session {self.name!r} expired at {ca_cert.not_valid_after_utc:%Y-%m-%d %H:%M} "
@@ -429,9 +357,9 @@ class Session:
         now: dt.datetime | None = None,
     ) -> list[Record]:
         """Revoke every unrevoked certificate with that serial or name; re-sign the CRL."""
-        flag = _revocation_reason(reason)
+        flag = revocation_flag(reason)
         ca_key = self.load_ca_key(passphrase)
-        now = now or _utcnow()
+        now = now or utcnow()
         with self._lock():
             matches = self.find(name_or_serial)
             if not matches:
@@ -464,7 +392,7 @@ class Session:
     def credentials_record(self, role: Role | str, unique_id: str | None = None) -> Record | None:
         """The newest valid, unrevoked certificate with a kept key that can act as `role`."""
         role = Role.parse(role)
-        now = _utcnow()
+        now = utcnow()
         usable = []
         for rec in self.records():
             if rec.revoked or not rec.key_kept:
@@ -529,7 +457,7 @@ class Store:
                 "key_type": ktype.value,
                 "owner": True,
                 "ca_key_encrypted": secret is not None,
-                "created": _utcnow().isoformat(),
+                "created": utcnow().isoformat(),
             }
             write_atomic(staging / "ca.key", dump_private_key(key, secret), exclusive=True)
             write_atomic(staging / "ca.crt", pem(ca), mode=0o644)
@@ -620,7 +548,7 @@ class Store:
                     "level": level.value,
                     "key_type": key_type_of(ca_cert.public_key()).value,
                     "owner": False,
-                    "created": _utcnow().isoformat(),
+                    "created": utcnow().isoformat(),
                 }
                 write_atomic(staging / "ca.crt", pem(ca_cert), mode=0o644)
                 write_atomic(
@@ -640,7 +568,7 @@ class Store:
             key_type=key_type_of(key).value,
             not_before=cert.not_valid_before_utc.isoformat(),
             not_after=cert.not_valid_after_utc.isoformat(),
-            issued_at=_utcnow().isoformat(),
+            issued_at=utcnow().isoformat(),
             for_friend=ident.name,
             sha256=fingerprint(cert),
             key_kept=True,
