@@ -164,7 +164,7 @@ class Side:
         self._store = store
         self._contexts: dict[bool, ssl.SSLContext] = {}
         self._contexts_for = self.trust.crl_generation
-        self._check_own()
+        self._check_own(self.creds)
         self.open: set[Tracked] = set()
         self.draining = False  # a stop signal came: no new connections, open ones finish
         self._drained: anyio.Event | None = None
@@ -184,8 +184,8 @@ class Side:
     def session_id(self) -> str:
         return self.creds.identity.session_id
 
-    def _check_own(self) -> None:
-        creds, ident = self.creds, self.creds.identity
+    def _check_own(self, creds: Credentials) -> None:
+        ident = creds.identity
         if self.level is SecurityLevel.NONE:
             return
         creds.check()
@@ -217,12 +217,38 @@ class Side:
         return self.trust.policy
 
     def refresh(self) -> bool:
-        """Look at the CRL and policy files (two stats); on a change, reload and close the
-        open connections the new ones refuse.  True when something changed."""
+        """Look at the CRL and policy files, and our own certificate and key where they are a
+        directory of PEM files (a few stats); on a change, reload, and close the open
+        connections a new list or policy refuses.  True when something changed."""
         changed = self.trust.refresh()
         if changed:
             self.recheck()
-        return changed
+        return self._renew() or changed
+
+    def _renew(self) -> bool:
+        """Take renewed credentials from our directory of PEM files: the same identity, valid,
+        for this node; open connections keep the ones they were made with."""
+        fresh = self.trust.own_changed()
+        if fresh is None:
+            return False
+        old = self.creds.identity
+        try:
+            if (fresh.identity.role, fresh.identity.name) != (old.role, old.name):
+                raise CredentialError(
+                    f"{fresh.source} now names {fresh.identity.role.value} "
+                    f"{fresh.identity.name!r}, not {old.role.value} {old.name!r}"
+                )
+            self._check_own(fresh)
+        except ParaconnectError as exc:
+            log.error("%s; keeping the credentials in force", exc)
+            return False
+        self.trust.adopt_own(fresh)
+        log.info(
+            "credentials %s renewed: certificate serial %x, valid until %s UTC",
+            fresh.source, fresh.cert.serial_number,
+            f"{fresh.cert.not_valid_after_utc:%Y-%m-%d %H:%M}",
+        )  # fmt: skip
+        return True
 
     def refusal(self, peer: PeerIdentity) -> str | None:
         """Why this side would refuse `peer` now (revoked, or denied by policy), or None."""

@@ -24,6 +24,7 @@ from ..pki import (
     Credentials,
     Session,
     crl_number,
+    load_credentials,
     load_crl,
     policy_path,
     save_policy,
@@ -69,6 +70,11 @@ class Trust:
         self.unpushed = False
         self._signed: tuple[_Stamp, str] | None = None
         self._policy_number = 0  # of the newest policy an owner pushed here
+        # Credentials that are a directory of PEM files follow their files too (a renewed
+        # certificate and key are taken without a restart).
+        source = Path(creds.source)
+        self._own_dir = source if source.is_dir() else None
+        self._own_stamp = self._own_files()
         self.refresh_crl()
         self.unpushed = False  # the list read at start is not news
         # The policy lives beside the revocation list; a bundle has neither.
@@ -101,6 +107,53 @@ class Trust:
         self.unpushed = True
         log.info("revocation list %s changed: reloaded", self.crl_path)
         return True
+
+    def _own_files(self) -> tuple[tuple[str, int, int, int], ...] | None:
+        if self._own_dir is None:
+            return None
+        try:
+            entries = list(os.scandir(self._own_dir))
+        except OSError:
+            return None
+        stamps = []
+        for entry in entries:
+            if entry.name.endswith((".crt", ".key")):
+                try:
+                    st = entry.stat()
+                except OSError:
+                    continue
+                stamps.append((entry.name, st.st_mtime_ns, st.st_ino, st.st_size))
+        return tuple(sorted(stamps))
+
+    def own_changed(self) -> Credentials | None:
+        """New credentials if this side's certificate or key files changed and load as a
+        whole (a certificate with its matching key, signed by our session CA); None if
+        nothing changed, or if what is there now is broken (logged: the credentials in
+        force stay, and a later complete write is taken)."""
+        stamp = self._own_files()
+        if self._own_dir is None or stamp == self._own_stamp:
+            return None
+        self._own_stamp = stamp
+        try:
+            fresh = load_credentials(self._own_dir)
+        except ParaconnectError as exc:
+            log.error("%s; keeping the credentials in force", exc)
+            return None
+        if fresh.ca_cert != self.creds.ca_cert:
+            log.error("%s now holds credentials of another session; keeping the ones in force",
+                      self._own_dir)  # fmt: skip
+            return None
+        if fresh.cert == self.creds.cert:
+            return None
+        return fresh
+
+    def adopt_own(self, fresh: Credentials) -> None:
+        """Put renewed credentials in force, with the newer of the two revocation lists."""
+        crl = self.creds.crl
+        if fresh.crl is not None and (crl is None or crl_number(fresh.crl) > crl_number(crl)):
+            crl = fresh.crl
+        self.creds = dataclasses.replace(fresh, crl=crl, crl_path=self.creds.crl_path)
+        self.crl_generation += 1  # SSL contexts are built again, with the new certificate
 
     def refresh(self) -> bool:
         """Look at the CRL and policy files (two stats); True when either changed."""
