@@ -3,6 +3,7 @@ while the agent also listens."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 from pathlib import Path
@@ -67,6 +68,16 @@ def test_backoff_jitter_doubling_and_cap(interval: float, seed: int) -> None:
     assert previous <= 1.2 * cap
     backoff.reset()
     assert backoff.next_delay(refused=False) <= 1.2 * interval
+
+
+def test_agents_started_together_do_not_dial_together() -> None:
+    """The first dial waits up to a fifth of the interval: a hundred agents started in the
+    same instant spread their first dials over that window instead of one burst."""
+    home = Home(Endpoint("h", 1), interval=1.0)
+    first = sorted(Backoff(home, random.Random(seed)).first_delay() for seed in range(100))
+    assert first[0] >= 0.0 and first[-1] <= 0.2
+    assert first[-1] - first[0] > 0.15  # spread over the window, not bunched
+    assert max(b - a for a, b in itertools.pairwise(first)) < 0.05  # no big gap
 
 
 @pytest.fixture

@@ -352,6 +352,7 @@ class Agent:
         since = anyio.current_time()
         deadline = f", for at most {home.deadline:g} s" if home.deadline else ""
         log.info("phoning home to %s every %g s%s", home.endpoint, home.interval, deadline)
+        await anyio.sleep(backoff.first_delay())
         while True:
             if home.deadline is not None and anyio.current_time() - since > home.deadline:
                 log.error(

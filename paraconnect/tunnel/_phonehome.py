@@ -2,7 +2,8 @@
 
 A `Home` travels as a control message (``{"type": "phone_home", ...}``) from a client that
 disconnects, or comes from ``serve --phone-home``.  The agent keeps dialling it, every
-`interval` seconds with ±20 % jitter; a listener that refuses it (TLS or hello) backs it off
+`interval` seconds with ±20 % jitter (the first dial after up to a fifth of it, so that agents
+started together do not dial together); a listener that refuses it (TLS or hello) backs it off
 exponentially up to `max_backoff`; an optional `deadline` (seconds) ends the attempts if no
 listener has taken it by then.
 """
@@ -83,6 +84,11 @@ class Backoff:
         base = self.home.interval * (2 ** min(self.refusals, 16))
         base = min(base, max(self.home.max_backoff, self.home.interval))
         return float(base * self._rng.uniform(0.8, 1.2))
+
+    def first_delay(self) -> float:
+        """Before the first dial: up to a fifth of the interval, so that many agents started
+        at once (a job array, a node reboot) do not all dial in the same instant."""
+        return float(self.home.interval * self._rng.uniform(0.0, 0.2))
 
     def reset(self) -> None:
         self.refusals = 0
