@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from paraconnect.errors import NetworkError, ProtocolError, TrustError
-from paraconnect.pki import Role, SecurityLevel, Store, load_credentials
+from paraconnect.pki import Credentials, Role, SecurityLevel, Store, load_credentials
 from paraconnect.tls import ANONYMOUS
 from paraconnect.tunnel import Hello, Purpose, Side
 from paraconnect.tunnel._hello import (
@@ -196,7 +196,7 @@ async def test_exchange_mutual_both_sides_learn_the_other(home: Path) -> None:
 class _Careless(Side):
     """A side that skips its own credential checks, as a modified or older peer might."""
 
-    def _check_own(self) -> None:
+    def _check_own(self, creds: Credentials) -> None:
         pass
 
 
