@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import secrets
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +24,8 @@ from ..tls import PeerIdentity
 
 # The tunnel's building blocks; they are not in paraconnect.tunnel's __all__ yet (see the
 # hub's notes): the control channel, the info read, the listener helpers and the relay.
-from ..tunnel._client import CHANNEL_TIMEOUT, _Control, _read_info, _relay_tracked
+from ..tunnel._channels import DataChannels
+from ..tunnel._client import _Control, _read_info, _relay_tracked
 from ..tunnel._hello import Hello, Purpose
 from ..tunnel._leg import (
     Endpoint,
@@ -76,7 +76,7 @@ class SessionAgents:
         self.address: Endpoint | None = None
         self.agents: dict[str, AgentAccepted] = {}
         self._changed = anyio.Event()
-        self._pending: dict[str, tuple[str, anyio.Event, list[tuple[ByteStream, Hello, str]]]] = {}
+        self.channels = DataChannels()
         self._tg: anyio.abc.TaskGroup | None = None
         self._locals: dict[str, tuple[socket.socket, anyio.CancelScope]] = {}
 
@@ -126,13 +126,9 @@ class SessionAgents:
             await self._agent(conn, hello, where)
 
     async def _data(self, conn: ByteStream, hello: Hello, where: str) -> None:
-        pending = self._pending.get(hello.channel or "")
-        if pending is None or pending[2] or pending[0] != hello.server_id:
+        if not self.channels.arrived(conn, hello, where):
             log.warning("hub: data connection from %s at %s for no open channel", where, where)
             await conn.aclose()
-            return
-        pending[2].append((conn, hello, where))
-        pending[1].set()
 
     async def _agent(self, conn: ByteStream, hello: Hello, where: str) -> None:
         server_id = hello.server_id
@@ -227,30 +223,14 @@ class SessionAgents:
 
     async def forward(self, server_id: str, local: socket.socket, where: str) -> None:
         """Tunnel one local socket (accepted here, or dialled by the hub) to `server_id`."""
-        slot: list[tuple[ByteStream, Hello, str]] = []
         try:
             link = await self.wait_agent(server_id, 30.0)
             if link is None:
                 log.warning("hub: %s: server %s has not phoned home; closed", where, server_id)
                 return
-            channel = secrets.token_hex(16)
-            event = anyio.Event()
-            self._pending[channel] = (server_id, event, slot)
-            try:
-                await link.control.send({"type": "open", "channel": channel})
-                with anyio.move_on_after(CHANNEL_TIMEOUT):
-                    await event.wait()
-            except ParaconnectError as exc:
-                log.warning("hub: local connection from %s: %s", where, exc)
-            finally:
-                del self._pending[channel]
-            if not slot:
-                log.warning("hub: server %s opened no data channel for %s", server_id, where)
-                return
-            conn, hello, agent_where = slot[0]
-            await _relay_tracked(self.side, conn, hello, local, agent_where)
+            async with self.channels.request(link.control, server_id) as (conn, hello, agent):
+                await _relay_tracked(self.side, conn, hello, local, agent)
+        except ParaconnectError as exc:
+            log.warning("hub: local connection from %s: %s", where, exc)
         finally:
             local.close()
-            with anyio.CancelScope(shield=True):
-                for conn, _hello, _where in slot:
-                    await conn.aclose()

@@ -21,7 +21,6 @@ from __future__ import annotations
 import functools
 import logging
 import random
-import secrets
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from ..pki import Credentials, Role, SecurityLevel, Store
 from ..tls import PeerIdentity
 from ._accounting import Accounting
 from ._agent import check_insecure
+from ._channels import DataChannels
 from ._hello import Hello, Purpose, read_message, write_frame
 from ._leg import (
     Endpoint,
@@ -55,7 +55,6 @@ log = logging.getLogger("paraconnect.tunnel")
 
 AGENT_WAIT = 30.0
 CRL_PART = 12 * 1024  # characters of PEM per control frame
-CHANNEL_TIMEOUT = 15.0
 REDIAL_MAX = 30.0  # the longest pause between attempts to reopen a lost control channel
 
 
@@ -415,7 +414,7 @@ class ReverseListener:
         self.local_address: Endpoint | None = None
         self.agents: list[AgentLink] = []
         self._agent_changed = anyio.Event()
-        self._pending: dict[str, tuple[anyio.Event, list[tuple[ByteStream, Hello]]]] = {}
+        self.channels = DataChannels()
         self._tg: anyio.abc.TaskGroup | None = None
 
     async def run(
@@ -474,15 +473,11 @@ class ReverseListener:
             log.warning("refused connection from %s: %s", where, exc)
             return
         if hello.purpose is Purpose.DATA:
-            pending = self._pending.get(hello.channel or "")
-            if pending is None or pending[1]:
+            if not self.channels.arrived(conn, hello, where):
                 log.warning(
                     "data connection from %s at %s for no open channel", conn.peer.label, where
                 )
                 await conn.aclose()
-                return
-            pending[1].append((conn, hello))
-            pending[0].set()
             return
         await self._agent(conn, hello, where)
 
@@ -513,50 +508,24 @@ class ReverseListener:
             log.info("%s (id %r) at %s disconnected", link.peer_label, hello.server_id, where)
 
     async def _forward(self, local: socket.socket, where: str) -> None:
-        slot: list[tuple[ByteStream, Hello]] = []
         try:
-            await self._tunnel(local, where, slot)
+            try:
+                link = await self.wait_for_agent(self.agent_wait)
+            except TimeoutError:
+                log.warning(
+                    "local connection from %s: no server phoned home within %g s; closed",
+                    where,
+                    self.agent_wait,
+                )
+                return
+            server_id = link.hello.server_id
+            async with self.channels.request(link.control, server_id) as (conn, hello, _where):
+                log.info("local connection from %s tunnelled to %s", where, link.peer_label)
+                await _relay_tracked(self.side, conn, hello, local, link.where)
+        except ParaconnectError as exc:
+            log.warning("local connection from %s: %s; closed", where, exc)
         finally:
             local.close()  # idempotent: the relay closes both ends itself
-            with anyio.CancelScope(shield=True):
-                for conn, _hello in slot:
-                    await conn.aclose()
-
-    async def _tunnel(
-        self, local: socket.socket, where: str, slot: list[tuple[ByteStream, Hello]]
-    ) -> None:
-        try:
-            link = await self.wait_for_agent(self.agent_wait)
-        except TimeoutError:
-            log.warning(
-                "local connection from %s: no server phoned home within %g s; closed",
-                where,
-                self.agent_wait,
-            )
-            local.close()
-            return
-        channel = secrets.token_hex(16)
-        event = anyio.Event()
-        self._pending[channel] = (event, slot)
-        try:
-            await link.control.send({"type": "open", "channel": channel})
-            with anyio.move_on_after(CHANNEL_TIMEOUT):
-                await event.wait()
-        except ParaconnectError as exc:
-            log.warning("local connection from %s: %s", where, exc)
-        finally:
-            del self._pending[channel]
-        if not slot:
-            log.warning(
-                "local connection from %s: server %r did not open a data channel; closed",
-                where,
-                link.hello.server_id,
-            )
-            local.close()
-            return
-        conn, hello = slot[0]
-        log.info("local connection from %s tunnelled to %s", where, link.peer_label)
-        await _relay_tracked(self.side, conn, hello, local, link.where)
 
     async def request_phone_home(
         self, home: Home, agents: Sequence[AgentLink] | None = None
