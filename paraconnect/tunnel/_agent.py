@@ -247,6 +247,33 @@ class Agent:
             parts.clear()
             self.side.accept_crl(text, source)
 
+    async def _asked_home(self, conn: ByteStream, msg: dict[str, object]) -> Home | None:
+        """A ``phone_home`` request, answered: the new home, or None (refused: error sent)."""
+        try:
+            home = Home.from_message(msg)
+            check_insecure(self.level, [home.endpoint], self.insecure)
+        except ParaconnectError as exc:
+            await write_frame(conn, {"type": "error", "reason": str(exc)})
+            return None
+        await write_frame(conn, {"type": "ok"})
+        return home
+
+    async def _any_channel(
+        self, conn: ByteStream, msg: dict[str, object], source: str, crl_parts: list[str]
+    ) -> bool:
+        """What every control channel may carry (ping, the owner's CRL and policy); False
+        when `msg` is none of these."""
+        kind = msg.get("type")
+        if kind == "ping":
+            await write_frame(conn, {"type": "pong"})
+        elif kind == "crl":
+            self._crl_message(msg, source, crl_parts)
+        elif kind == "policy":
+            self._policy_message(msg, source)
+        else:
+            return False
+        return True
+
     def _policy_message(self, msg: dict[str, object], source: str) -> None:
         """The owner's signed policy: checked (signature, newer) and applied live."""
         signed = msg.get("signed")
@@ -304,22 +331,11 @@ class Agent:
                     break
                 kind = msg.get("type")
                 if kind == "phone_home":
-                    try:
-                        home = Home.from_message(msg)
-                        check_insecure(self.level, [home.endpoint], self.insecure)
-                    except ParaconnectError as exc:
-                        await write_frame(conn, {"type": "error", "reason": str(exc)})
-                        continue
-                    await write_frame(conn, {"type": "ok"})
-                    log.info("%s asks this server to phone home to %s", label, home.endpoint)
-                    self.phone(home)
-                elif kind == "ping":
-                    await write_frame(conn, {"type": "pong"})
-                elif kind == "crl":
-                    self._crl_message(msg, f"{label} at {where}", crl_parts)
-                elif kind == "policy":
-                    self._policy_message(msg, f"{label} at {where}")
-                else:
+                    home = await self._asked_home(conn, msg)
+                    if home is not None:
+                        log.info("%s asks this server to phone home to %s", label, home.endpoint)
+                        self.phone(home)
+                elif not await self._any_channel(conn, msg, f"{label} at {where}", crl_parts):
                     await write_frame(conn, {"type": "error", "reason": f"unknown {kind!r}"})
         except ParaconnectError as exc:
             log.warning("control connection from %s at %s failed: %s", label, where, exc)
@@ -400,24 +416,15 @@ class Agent:
                     if isinstance(channel, str) and 0 < len(channel) <= 64:
                         tg.start_soon(self._open_channel, home, channel, conn.peer.label)
                 elif kind == "phone_home":
-                    try:
-                        new = Home.from_message(msg)
-                        check_insecure(self.level, [new.endpoint], self.insecure)
-                    except ParaconnectError as exc:
-                        await write_frame(conn, {"type": "error", "reason": str(exc)})
-                        continue
-                    await write_frame(conn, {"type": "ok"})
-                    if str(new.endpoint) == str(home.endpoint):
+                    new = await self._asked_home(conn, msg)
+                    if new is None or str(new.endpoint) == str(home.endpoint):
                         continue
                     log.info("%s sends this server to %s", conn.peer.label, new.endpoint)
                     self.phone(new)
                     return True
-                elif kind == "ping":
-                    await write_frame(conn, {"type": "pong"})
-                elif kind == "crl":
-                    self._crl_message(msg, f"{conn.peer.label} at {home.endpoint}", crl_parts)
-                elif kind == "policy":
-                    self._policy_message(msg, f"{conn.peer.label} at {home.endpoint}")
+                else:
+                    source = f"{conn.peer.label} at {home.endpoint}"
+                    await self._any_channel(conn, msg, source, crl_parts)
         except ParaconnectError as exc:
             log.warning("control channel to %s failed: %s", home.endpoint, exc)
             return False
