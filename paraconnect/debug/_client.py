@@ -40,6 +40,25 @@ def probe_context(creds: Credentials | None) -> ssl.SSLContext:
     return ctx
 
 
+def client_hello_on(
+    probe: TLSProbe, sock: socket.socket, ours: Credentials, lvl: SecurityLevel, here: str
+) -> tuple[TLSConnection, Hello]:
+    """The probe's finished handshake as a stream, and the control hello a paraconnect client
+    of `ours` sends on it (what `connect` and the hub's listeners speak)."""
+    assert probe.sslobj is not None and probe.bio_in is not None and probe.bio_out is not None  # noqa: S101
+    loop = asyncio.get_running_loop()
+    conn = TLSConnection(sock, probe.sslobj, probe.bio_in, probe.bio_out, loop)
+    conn.peer = peer_identity(probe.sslobj)
+    hello = Hello(
+        ours.identity.session_id,
+        Role.CLIENT,
+        "",
+        Purpose.CONTROL,
+        unique_id=here if lvl is SecurityLevel.MUTUAL else None,
+    )
+    return conn, hello
+
+
 def ssl_reason(exc: BaseException) -> str | None:
     """The OpenSSL reason (e.g. SSLV3_ALERT_CERTIFICATE_REVOKED) behind an error, if any."""
     cur: BaseException | None = exc
@@ -267,16 +286,7 @@ async def diagnose_client(
     if version != "TLSv1.3":
         sock.close()
         return report
-    conn = TLSConnection(sock, sslobj, probe.bio_in, probe.bio_out, asyncio.get_running_loop())
-    conn.peer = peer_identity(sslobj)
-    here = unique_id or store.unique_id().value
-    hello = Hello(
-        ours.identity.session_id,
-        Role.CLIENT,
-        "",
-        Purpose.CONTROL,
-        unique_id=here if lvl is SecurityLevel.MUTUAL else None,
-    )
+    conn, hello = client_hello_on(probe, sock, ours, lvl, unique_id or store.unique_id().value)
     await _hello_steps(report, conn, hello, lvl, ours, server_id, timeout)
     if not report.passed:
         report.skip("real", "not tried: fix the failures above first")

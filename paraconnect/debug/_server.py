@@ -12,11 +12,10 @@ from cryptography import x509
 
 from ..errors import ParaconnectError
 from ..pki import Credentials, Passphrase, Role, SecurityLevel, Store
-from ..tls import peer_identity, server_context
-from ..tunnel._hello import Hello, Purpose, exchange_hello
-from ..tunnel._tlsconn import TLSConnection
+from ..tls import server_context
+from ..tunnel._hello import exchange_hello
 from ._chain import check_peer_cert
-from ._client import ssl_reason
+from ._client import client_hello_on, ssl_reason
 from ._creds import begin
 from ._explain import alert_words, explain, verify_words
 from ._net import address_class, bind_once, resolve
@@ -180,16 +179,7 @@ async def _what_arrives(
             our_role=Role.CLIENT,
             store=store,
         )
-    conn = TLSConnection(sock, sslobj, probe.bio_in, probe.bio_out, asyncio.get_running_loop())
-    conn.peer = peer_identity(sslobj)
-    here = unique_id or store.unique_id().value
-    hello = Hello(
-        ours.identity.session_id,
-        Role.CLIENT,
-        "",
-        Purpose.CONTROL,
-        unique_id=here if lvl is SecurityLevel.MUTUAL else None,
-    )
+    conn, hello = client_hello_on(probe, sock, ours, lvl, unique_id or store.unique_id().value)
     try:
         theirs = await exchange_hello(
             conn,
