@@ -19,7 +19,7 @@ import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypedDict
 
 import anyio
 import anyio.abc
@@ -75,6 +75,19 @@ class JobStatus:
         return {"state": self.state.value, "reason": self.reason, "exit_code": self.exit_code}
 
 
+class JobFields(TypedDict):
+    """What every :class:`Job` is made of, whichever launcher made it."""
+
+    id: str
+    host: str
+    command: Sequence[str]
+    name: str
+    submitted_at: dt.datetime
+    walltime: float | None
+    grace: float
+    status: JobStatus
+
+
 @dataclass(frozen=True)
 class LaunchSpec:
     """One command to launch.
@@ -96,6 +109,13 @@ class LaunchSpec:
     walltime: float | None = None
     grace: float = 10.0
     options: Mapping[str, object] = field(default_factory=dict)
+
+    def job_fields(self, job_id: str, host: str, status: JobStatus) -> JobFields:
+        """The common fields of the job that runs this spec, submitted now."""
+        return JobFields(
+            id=job_id, host=host, command=self.argv, name=self.name, submitted_at=utcnow(),
+            walltime=self.walltime, grace=self.grace, status=status,
+        )  # fmt: skip
 
     def __post_init__(self) -> None:
         if isinstance(self.argv, str | bytes):
@@ -367,6 +387,14 @@ class Described:
     grace: float
     status: JobStatus
     options: Mapping[str, Any]
+
+    def job_fields(self) -> JobFields:
+        """The common fields of the job it describes."""
+        return JobFields(
+            id=self.id, host=self.host, command=self.command, name=self.name,
+            submitted_at=self.submitted_at, walltime=self.walltime, grace=self.grace,
+            status=self.status,
+        )  # fmt: skip
 
     @classmethod
     def parse(cls, described: Mapping[str, Any], launcher: str) -> Described:

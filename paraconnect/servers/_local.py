@@ -29,7 +29,6 @@ from ._launch import (
     LaunchSpec,
     new_job_id,
     run_command,
-    utcnow,
 )
 from ._posix import Shell, ShellJob, env_file, local_path, shell_options, wrapper_script
 
@@ -136,14 +135,9 @@ class LocalLauncher(Launcher):
             job_dir=str(job_dir),
             pid=pid,
             boot_id=_boot_id(),
-            id=job_id,
-            host="localhost",
-            command=spec.argv,
-            name=spec.name,
-            submitted_at=utcnow(),
-            walltime=spec.walltime,
-            grace=spec.grace,
-            status=JobStatus(JobState.RUNNING, f"started as pid {pid}"),
+            **spec.job_fields(
+                job_id, "localhost", JobStatus(JobState.RUNNING, f"started as pid {pid}")
+            ),
         )
 
     @classmethod
@@ -155,12 +149,5 @@ class LocalLauncher(Launcher):
             job_dir=job_dir,
             pid=pid,
             boot_id=boot_id,
-            id=d.id,
-            host=d.host,
-            command=d.command,
-            name=d.name,
-            submitted_at=d.submitted_at,
-            walltime=d.walltime,
-            grace=d.grace,
-            status=d.status,
+            **d.job_fields(),
         )

@@ -28,7 +28,7 @@ import anyio
 from .._fs import ensure_private_dir
 from ..errors import ConfigError, NetworkError
 from ..pki import default_home
-from ._launch import Described, Job, JobState, JobStatus, Launcher, LaunchSpec, new_job_id, utcnow
+from ._launch import Described, Job, JobState, JobStatus, Launcher, LaunchSpec, new_job_id
 from ._local import LocalShell
 from ._posix import (
     Facts,
@@ -407,14 +407,11 @@ class SlurmLauncher(Launcher):
         return SlurmJob(
             slurm=self._slurm,
             job_dir=job_dir,
-            id=slurm_id,
-            host="slurm",
-            command=spec.argv,
-            name=spec.name,
-            submitted_at=utcnow(),
-            walltime=spec.walltime,
-            grace=spec.grace,
-            status=JobStatus(JobState.PENDING, f"submitted to Slurm as job {slurm_id}"),
+            **spec.job_fields(
+                slurm_id,
+                "slurm",
+                JobStatus(JobState.PENDING, f"submitted to Slurm as job {slurm_id}"),
+            ),
         )
 
     @classmethod
@@ -433,12 +430,5 @@ class SlurmLauncher(Launcher):
         return SlurmJob(
             slurm=_Slurm(shell, conf),
             job_dir=job_dir,
-            id=d.id,
-            host=d.host,
-            command=d.command,
-            name=d.name,
-            submitted_at=d.submitted_at,
-            walltime=d.walltime,
-            grace=d.grace,
-            status=d.status,
+            **d.job_fields(),
         )

@@ -28,7 +28,6 @@ from ._launch import (
     LaunchSpec,
     new_job_id,
     run_command,
-    utcnow,
 )
 from ._posix import Shell, ShellJob, env_file, heredoc, shell_options, shell_path, wrapper_script
 
@@ -321,14 +320,11 @@ class SshLauncher(Launcher):
             job_dir=job_dir,
             pid=int(pid),
             boot_id=values.get("boot_id", ""),
-            id=job_id,
-            host=self.host,
-            command=spec.argv,
-            name=spec.name,
-            submitted_at=utcnow(),
-            walltime=spec.walltime,
-            grace=spec.grace,
-            status=JobStatus(JobState.RUNNING, f"started on {self.host} as pid {pid}"),
+            **spec.job_fields(
+                job_id,
+                self.host,
+                JobStatus(JobState.RUNNING, f"started on {self.host} as pid {pid}"),
+            ),
         )
 
     @classmethod
@@ -343,12 +339,5 @@ class SshLauncher(Launcher):
             job_dir=job_dir,
             pid=pid,
             boot_id=boot_id,
-            id=d.id,
-            host=d.host,
-            command=d.command,
-            name=d.name,
-            submitted_at=d.submitted_at,
-            walltime=d.walltime,
-            grace=d.grace,
-            status=d.status,
+            **d.job_fields(),
         )
