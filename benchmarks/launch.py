@@ -34,7 +34,7 @@ from paraconnect.pki import Store  # noqa: E402
 from paraconnect.servers import Launcher, LocalLauncher, SlurmLauncher, SshLauncher  # noqa: E402
 
 ECHO = [sys.executable, str(REPO / "tests" / "helpers_echo.py"), "--port", "{port}"]
-XVFB = [sys.executable, str(REPO / "tests" / "helpers_xvfb.py")]
+XVFB = [sys.executable, "-m", "paraconnect.servers._xvfb", "--always", "--"]
 PV_CLIENT = str(REPO / "tests" / "paraview" / "pv_client.py")
 
 

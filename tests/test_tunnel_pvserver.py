@@ -91,8 +91,9 @@ def _check_sphere(path: Path) -> None:
 
 
 def _xvfb() -> list[str]:
-    """Each X client gets its own Xvfb, on a display Xvfb itself picks (no races)."""
-    return [sys.executable, str(Path(__file__).with_name("helpers_xvfb.py"))]
+    """Each X client gets its own Xvfb, on a display Xvfb itself picks (no races): the wrapper
+    the pvserver kind uses, with --always since the test machine may have a DISPLAY."""
+    return [sys.executable, "-m", "paraconnect.servers._xvfb", "--always", "--"]
 
 
 def _pvpython(port: int, out: Path, connect_id: int, *logs: Proc) -> None:
