@@ -13,6 +13,8 @@ import pytest
 
 from paraconnect.pki import Session, Store
 
+from .helpers_tunnel import Pki, make_pki
+
 REPO = Path(__file__).resolve().parent.parent
 PARACONNECT = str(Path(sys.executable).with_name("paraconnect"))
 
@@ -33,6 +35,18 @@ def store(home: Path) -> Store:
 @pytest.fixture
 def session(store: Store) -> Session:
     return store.create_session("lab")
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests (pytest.mark.anyio) run on asyncio, as paraconnect does."""
+    return "asyncio"
+
+
+@pytest.fixture
+def pki(home: Path) -> Pki:
+    """A session with node-bound server and client certificates (helpers_tunnel.make_pki)."""
+    return make_pki(home)
 
 
 class Result:

@@ -38,16 +38,6 @@ pytestmark = [pytest.mark.timeout(90)]
 BOB_NODE = "bob-laptop"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def pki(home: Path) -> Pki:
-    return make_pki(home)
-
-
 def _records(home: Path) -> list[ConnRecord]:
     with Accounting.in_home(home, auto_rotate=False) as acc:
         return acc.records()

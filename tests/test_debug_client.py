@@ -36,16 +36,6 @@ pytest_plugins = ["tests.fixtures_sshd"]
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def pki(home: Path) -> Pki:
-    return make_pki(home)
-
-
 def _fails(report: Report) -> list[str]:
     return [s.name for s in report.steps if s.status is Status.FAIL]
 

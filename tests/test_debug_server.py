@@ -21,16 +21,6 @@ from .helpers_tunnel import Pki, echo_command, free_port, make_pki
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def pki(home: Path) -> Pki:
-    return make_pki(home)
-
-
 async def _serve_once(pki: Pki, creds: str, peer: object, timeout: float = 10) -> Report:  # noqa: ASYNC109
     """Run diagnose_server on a free loopback port; `peer(port)` connects to it."""
     ready = anyio.Event()

@@ -28,11 +28,6 @@ pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def registry(home: Path) -> ServerRegistry:
     reg = ServerRegistry(home / "servers.sqlite3")
     now = time.time()

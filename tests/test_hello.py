@@ -38,11 +38,6 @@ json_values = st.recursive(
 )
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def _frame(payload: bytes) -> bytes:
     return struct.pack(">I", len(payload)) + payload
 

@@ -75,11 +75,6 @@ elif mode == "sleep":
 ORDER = [JobState.PENDING, JobState.RUNNING, JobState.COMPLETED]
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture(params=["local", "ssh", "slurm", "slurm-over-ssh"])
 def launcher(request: pytest.FixtureRequest, tmp_path: Path) -> Launcher:
     kind = request.param

@@ -14,11 +14,6 @@ from paraconnect.errors import ConfigError, CredentialError
 from paraconnect.servers import JobState, LaunchSpec, LocalJob, LocalLauncher, reattach
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.mark.anyio
 async def test_job_runs_in_its_own_session_in_a_private_directory(tmp_path: Path) -> None:
     launcher = LocalLauncher(tmp_path / "runs")

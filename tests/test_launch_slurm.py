@@ -29,11 +29,6 @@ pytest_plugins = ["tests.fixtures_slurm"]
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def launcher(slurm_cluster: SlurmCluster, tmp_path: Path) -> SlurmLauncher:
     return SlurmLauncher(tmp_path / "jobs", slurm_conf=slurm_cluster.conf)
 

@@ -19,11 +19,6 @@ if TYPE_CHECKING:
 pytest_plugins = ["tests.fixtures_sshd"]
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.mark.anyio
 async def test_wrong_key_is_a_config_error_naming_host_and_fix(sshd: Sshd, tmp_path: Path) -> None:
     other_key = sshd.dir / "ssh_host_ed25519_key"  # a real key, just not an authorized one

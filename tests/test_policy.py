@@ -32,16 +32,6 @@ pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 BOB_NODE = "bob-laptop"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def pki(home: Path) -> Pki:
-    return make_pki(home)
-
-
 def _agent(pki: Pki, **kw: object) -> Agent:
     kw.setdefault("listen", ["127.0.0.1:0"])
     return Agent(pki.server, program=Program(echo_command()), **kw)  # type: ignore[arg-type]

@@ -112,16 +112,6 @@ def test_failure_reasons_are_a_small_fixed_set() -> None:
     assert classify_failure(RuntimeError("boom")) == "other"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def pki(home: Path) -> Pki:
-    return make_pki(home)
-
-
 def _snap() -> dict[str, dict[str, object]]:
     return dict(json.loads(render_json()))
 

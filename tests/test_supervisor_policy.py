@@ -134,11 +134,6 @@ def test_kinds_build_the_expected_command_lines() -> None:
     }
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.mark.anyio
 async def test_async_api_and_event_stream_on_the_callers_loop(home: Path, session: Session) -> None:
     hub = Hub(home)

@@ -19,16 +19,6 @@ from .helpers_tunnel import ECHO, PASS, Pki, ask, free_port, make_pki, pid_of, s
 pytestmark = pytest.mark.timeout(90)
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def pki(home: Path) -> Pki:
-    return make_pki(home)
-
-
 def _serve(procs: object, *extra: str, env: dict[str, str] | None = None) -> Proc:
     return procs(  # type: ignore[operator, no-any-return]
         "serve", "--creds", "lab", "--json", *extra, "--", sys.executable, ECHO, "--port", "{port}",

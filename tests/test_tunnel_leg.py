@@ -17,21 +17,11 @@ from paraconnect.errors import ConfigError
 from paraconnect.tunnel import Agent, Connector, Endpoint, Program, parse_endpoint, peer_uid
 from paraconnect.tunnel._leg import listening_uid, private_dir
 
-from .helpers_tunnel import Pki, ask, echo_command, make_pki, sha_check
+from .helpers_tunnel import Pki, ask, echo_command, sha_check
 
 pytestmark = pytest.mark.timeout(60)
 as_root = pytest.mark.skipif(os.getuid() != 0, reason="needs root to act as another user")
 NOBODY = 65534
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def pki(home: Path) -> Pki:
-    return make_pki(home)
 
 
 @pytest.mark.parametrize(

@@ -80,11 +80,6 @@ def test_agents_started_together_do_not_dial_together() -> None:
     assert max(b - a for a, b in itertools.pairwise(first)) < 0.05  # no big gap
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.mark.anyio
 @pytest.mark.timeout(60)
 async def test_deadline_stops_phoning_but_the_agent_keeps_listening(home: Path) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from .helpers_cli import Proc, procs_fixture  # noqa: F401 - the fixture `procs`
-from .helpers_tunnel import Pki, make_pki
+from .helpers_tunnel import Pki
 
 PV_CLIENT = str(Path(__file__).with_name("paraview") / "pv_client.py")
 pytestmark = [
@@ -28,11 +28,6 @@ pytestmark = [
         reason="needs Debian's paraview and xvfb",
     ),
 ]
-
-
-@pytest.fixture
-def pki(home: Path) -> Pki:
-    return make_pki(home)
 
 
 def _png_pixels(path: Path) -> tuple[int, int, list[bytes]]:

@@ -16,11 +16,6 @@ from .helpers_tunnel import echo_command, free_port, make_pki, pid_of
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 async def test_the_connector_reopens_the_control_channel_of_a_restarted_agent(home: Path) -> None:
     pki = make_pki(home)
     address = f"127.0.0.1:{free_port()}"

@@ -19,16 +19,6 @@ from .helpers_tunnel import Pki, ask, echo_command, make_pki, pid_of, sha_check
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def pki(home: Path) -> Pki:
-    return make_pki(home)
-
-
 def _agent(pki: Pki, **kw: object) -> Agent:
     kw.setdefault("listen", ["127.0.0.1:0"])
     program = kw.pop("program", None) or Program(echo_command())

@@ -26,11 +26,6 @@ RENEWALS = 5
 CHUNK = 256 * 1024
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def _chunk(stream: int, index: int) -> bytes:
     return hashlib.shake_256(f"{stream}/{index}".encode()).digest(CHUNK)
 

@@ -19,19 +19,9 @@ import pytest
 
 from paraconnect.tunnel import Agent, Connector, Endpoint, Home, Program, ReverseListener
 
-from .helpers_tunnel import ECHO, Pki, ask, echo_command, make_pki, pid_of, sha_check
+from .helpers_tunnel import ECHO, Pki, ask, echo_command, pid_of, sha_check
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(90)]
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def pki(home: Path) -> Pki:
-    return make_pki(home)
 
 
 def _agent(pki: Pki, **kw: object) -> Agent:

@@ -18,11 +18,6 @@ from .helpers_tunnel import Pki, make_pki
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 async def _both(server: object, client: object) -> dict[str, object]:
     lsock = socket.create_server(("127.0.0.1", 0))
     lsock.setblocking(False)

@@ -15,16 +15,6 @@ from .helpers_tunnel import Pki, ask, echo_command, free_port, make_pki, pid_of,
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def pki(home: Path) -> Pki:
-    return make_pki(home)
-
-
 def _agent(pki: Pki, **kw: object) -> Agent:
     kw.setdefault("listen", ["127.0.0.1:0"])
     return Agent(pki.server, program=Program(echo_command()), **kw)  # type: ignore[arg-type]
