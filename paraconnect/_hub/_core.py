@@ -507,6 +507,9 @@ class Hub:
         rec = self.registry.get(server_id)
         if rec is None:
             raise NotFoundError(f"no server {server_id!r}; see 'paraconnect servers list'")
+        return self._info(rec, self._stream_counts())
+
+    def _info(self, rec: ServerRecord, streams: Counter[str]) -> ServerInfo:
         job = rec.job or {}
         kind = build_kind(rec.kind, rec.options, ["x", "{port}"]) if rec.kind != "command" else None
         peer, where = self._agent_of(rec.id)
@@ -518,14 +521,17 @@ class Hub:
             job_id=job.get("id"), note=kind.note if kind else "",
             last_phone_home=rec.last_phone_home, restarts=rec.restarts,
             created=rec.created, updated=rec.updated, attempts=self._attempts[rec.id],
-            peer=peer, where=where, streams=self._streams(rec),
+            peer=peer, where=where, streams=streams[rec.id],
         )  # fmt: skip
 
-    def _streams(self, rec: ServerRecord) -> int:
-        agents = self._sessions.get(rec.session)
-        if rec.mode == "forward" or agents is None:
-            return self.forward.streams(rec.id)
-        return sum(1 for t in agents.side.open if t.kind == "data" and t.hello.server_id == rec.id)
+    def _stream_counts(self) -> Counter[str]:
+        """Data connections open through the hub now, by server id (one pass over them)."""
+        counts = Counter(
+            t.hello.server_id for a in self._sessions.values() for t in a.side.open
+            if t.kind == "data"
+        )  # fmt: skip
+        counts.update(self.forward.stream_counts())
+        return counts
 
     def _agent_of(self, server_id: str) -> tuple[str | None, str | None]:
         """The identity its agent proved and where it is, while its control channel is open:
@@ -551,7 +557,8 @@ class Hub:
         return dict(Counter(str(rec.state) for rec in self.registry.all()))
 
     async def servers(self) -> list[ServerInfo]:
-        return [self.server(rec.id) for rec in self.registry.all()]
+        counts = self._stream_counts()
+        return [self._info(rec, counts) for rec in self.registry.all()]
 
     async def info(self, server_id: str) -> ServerInfo:
         return self.server(server_id)

@@ -5,6 +5,7 @@ control channel again when it is lost)."""
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -85,12 +86,12 @@ class ForwardLinks:
         connector = self._connectors.get(server_id)
         return connector.connect_id if connector is not None else None
 
-    def streams(self, server_id: str) -> int:
-        """Data connections open through its connector now."""
-        connector = self._connectors.get(server_id)
-        if connector is None:
-            return 0
-        return sum(1 for t in connector.side.open if t.kind == "data")
+    def stream_counts(self) -> Counter[str]:
+        """Data connections open through each connector now, by server id."""
+        return Counter({
+            sid: sum(1 for t in connector.side.open if t.kind == "data")
+            for sid, connector in self._connectors.items()
+        })  # fmt: skip
 
     def agent_of(self, server_id: str) -> tuple[str | None, str | None]:
         """The identity the agent proved and its address, while its control channel is open."""
