@@ -25,12 +25,11 @@ import anyio.from_thread
 
 from ._hub._client import AsyncHubClient
 from .errors import ConfigError, ParaconnectError
+from .vocab import FINAL_STATES
 
 __all__ = ["Runtime", "runtime"]
 
 log = logging.getLogger("paraconnect.api")
-
-_FINAL = {"stopped", "failed", "lost"}
 
 
 class _Loop:
@@ -173,7 +172,7 @@ class Runtime:
 
 async def _stop_servers(hub: Any) -> None:
     for info in await hub.servers():
-        if info.state not in _FINAL:
+        if info.state not in FINAL_STATES:
             try:
                 await hub.stop(info.id, 5.0)
             except ParaconnectError as exc:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from ._version import __version__
 from .errors import ParaconnectError
+from .vocab import KeyType, SecurityLevel, choices
 
 __all__ = ["build_parser", "main"]
 
@@ -48,15 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="session name (letters, digits, '.', '_', '-')")
     p.add_argument(
         "--key-type",
-        default="ec-p256",
-        choices=["ec-p256", "ed25519", "rsa-3072"],
+        default=KeyType.EC_P256.value,
+        choices=choices(KeyType),
         help="key type of the session key and, by default, of what it issues",
     )
     p.add_argument("--days", type=int, default=90, help="lifetime of the session CA in days")
     p.add_argument(
         "--level",
-        default="mutual",
-        choices=["none", "encrypt", "mutual"],
+        default=SecurityLevel.MUTUAL.value,
+        choices=choices(SecurityLevel),
         help="security level of the session's connections (default: mutual)",
     )
     _add_passphrase(p, "encrypt the session key with the passphrase in FILE ('-': stdin)")
@@ -84,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="bind to this node unique ID (node certificates default to this machine's)",
     )
     p.add_argument("--days", type=float, default=7, help="validity in days (default 7)")
-    p.add_argument("--key-type", choices=["ec-p256", "ed25519", "rsa-3072"])
+    p.add_argument("--key-type", choices=choices(KeyType))
     p.add_argument(
         "--out", metavar="DIR", help="write DIR/NAME.crt, DIR/NAME.key, DIR/ca.crt, DIR/crl.pem"
     )

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import ConfigError
+from .vocab import SecurityLevel, choices
 
 if TYPE_CHECKING:
     from .debug import Report
@@ -34,7 +35,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--passphrase-file", metavar="FILE", help="passphrase of a bundle or key")
     p.add_argument(
         "--level",
-        choices=["none", "encrypt", "mutual"],
+        choices=choices(SecurityLevel),
         help="security level to check against (default: the session's)",
     )
     p.add_argument("--json", action="store_true", help="print the steps as JSON")

@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from .errors import ConfigError
+from .vocab import KINDS, LAUNCHERS
 
 __all__ = ["add_parsers"]
 
@@ -67,7 +68,7 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         description="Launch a pvserver, the built-in renderer or any TCP program (kind "
         "command, its command line after '--', with {port}) and supervise it.",
     )
-    p.add_argument("kind", choices=["pvserver", "builtin", "command"])
+    p.add_argument("kind", choices=KINDS)
     # Everything after the kind: options, then '--' and the command (split in _launch, since
     # argparse cannot mix a positional kind, options and a trailing command line).
     p.add_argument("rest", nargs=argparse.REMAINDER, help="options, then -- COMMAND ARGS...")
@@ -104,7 +105,7 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
 def _launch_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--launcher",
-        choices=["local", "ssh", "slurm", "manual"],
+        choices=LAUNCHERS,
         default="local",
         help="manual: print the shell line that starts the agent by hand on a remote host (it "
         "enrols with a one-time token and phones home); nothing is started here",

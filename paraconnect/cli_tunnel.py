@@ -17,6 +17,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, ParaconnectError
+from .vocab import SecurityLevel, choices
 
 if TYPE_CHECKING:
     from .pki import Credentials, Role
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = ["add_parsers"]
 
-_LEVELS = ["none", "encrypt", "mutual"]
+_LEVELS = choices(SecurityLevel)
 
 
 def _common(p: argparse.ArgumentParser, role: str) -> None:

@@ -31,18 +31,17 @@ export const SERVER_KINDS = ['builtin', 'pvserver', 'command'] as const;
 export const LAUNCHERS = ['local', 'ssh', 'slurm'] as const;
 export const MODES = ['reverse', 'forward'] as const;
 
-/** Server states (paraconnect.servers) grouped by how the badge shows them. */
+/** Server states (paraconnect.vocab.ServerState), grouped by how the badge shows them.
+ * tests/test_vocab.py checks that these are exactly the states Python defines. */
 export const STATE_TONE: Record<string, 'ok' | 'busy' | 'idle' | 'bad'> = {
-  connected: 'ok',
   submitted: 'busy',
   starting: 'busy',
-  connecting: 'busy',
-  stopping: 'busy',
-  disconnected: 'idle',
+  waiting: 'busy',
+  connected: 'ok',
+  idle: 'idle',
   stopped: 'idle',
-  failed: 'bad',
-  lost: 'bad'
+  failed: 'bad'
 };
 
-/** Final states: the server will not come back by itself. */
-export const FINAL_STATES = new Set(['stopped', 'failed', 'lost']);
+/** Final states (paraconnect.vocab.FINAL_STATES): the server will not come back by itself. */
+export const FINAL_STATES = new Set(['stopped', 'failed']);

@@ -33,12 +33,13 @@ from ..pki import Credentials, Role, SecurityLevel, Session, Store, load_credent
 from ..servers import Job, Launcher, LaunchSpec
 from ..servers._enroll import DEFAULT_TOKEN_TTL, EnrollServer, issue_token
 from ..servers._kinds import ServerKind, build_kind
-from ..servers._registry import FINAL_STATES, ServerRecord, ServerRegistry, ServerState
+from ..servers._registry import ServerRecord, ServerRegistry
 from ..servers._supervisor import ServerEvent, Supervisor
 from ..tls import PeerIdentity
 from ..tunnel import Endpoint, parse_endpoint
 from ..tunnel._secure import identity_label
 from ..tunnel._status import METRICS
+from ..vocab import FINAL_STATES, Mode, ServerState
 from ._agents import AgentAccepted, SessionAgents
 from ._events import EventBus
 from ._forward import ForwardLinks
@@ -412,8 +413,7 @@ class Hub:
     ) -> tuple[str, ServerKind, list[str], dict[str, str]]:  # fmt: skip
         """Record a new server: its id, kind, credentials arguments for the agent and the
         environment (the enrolment token) it needs; its local endpoint opens now."""
-        if mode not in ("reverse", "forward"):
-            raise ConfigError(f"mode {mode!r}: choose reverse or forward")
+        Mode.parse(mode)
         the_kind = build_kind(kind, opts, command)
         try:
             sess = self.store.open_session(session)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
 from ..errors import ConfigError, CredentialError
+from ..vocab import KeyType
 
 __all__ = [
     "KeyType",
@@ -31,20 +31,6 @@ PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPri
 PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | rsa.RSAPublicKey
 # A passphrase is given, never asked for: bytes, str, or a callback returning either.
 Passphrase = bytes | str | Callable[[], bytes | str]
-
-
-class KeyType(enum.StrEnum):
-    EC_P256 = "ec-p256"
-    ED25519 = "ed25519"
-    RSA_3072 = "rsa-3072"
-
-    @classmethod
-    def parse(cls, value: str | KeyType) -> KeyType:
-        try:
-            return cls(value)
-        except ValueError:
-            choices = ", ".join(k.value for k in cls)
-            raise ConfigError(f"unknown key type {value!r}; choose one of {choices}") from None
 
 
 def generate_key(key_type: KeyType) -> PrivateKey:

@@ -4,7 +4,6 @@ defaults and small helpers the store and its callers share."""
 from __future__ import annotations
 
 import datetime as dt
-import enum
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -13,6 +12,7 @@ import platformdirs
 from cryptography import x509
 
 from ..errors import ConfigError
+from ..vocab import SecurityLevel
 from ._keys import PrivateKey
 
 __all__ = [
@@ -30,23 +30,6 @@ __all__ = [
 DEFAULT_CA_DAYS = 90
 DEFAULT_LEAF_DAYS = 7
 FORMAT = 1
-
-
-class SecurityLevel(enum.StrEnum):
-    """After FLoM: how much the TLS layer demands of a peer (enforced by paraconnect.tls)."""
-
-    NONE = "none"  # clear text, with a loud warning
-    ENCRYPT = "encrypt"  # any certificate of the session CA, any role
-    MUTUAL = "mutual"  # per-node certificates, unique ID in the CN, roles checked
-
-    @classmethod
-    def parse(cls, value: str | SecurityLevel) -> SecurityLevel:
-        try:
-            return cls(value)
-        except ValueError:
-            raise ConfigError(
-                f"unknown security level {value!r}; choose one of none, encrypt, mutual"
-            ) from None
 
 
 def default_home() -> Path:

@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
+from ..vocab import KINDS
 
 __all__ = ["KINDS", "ServerKind", "build_kind"]
 
-KINDS = ("builtin", "pvserver", "command")
 
 PVSERVER_NOTE = (
     "pvserver ends when its client leaves; the agent then starts a fresh one for the next "

@@ -21,23 +21,10 @@ from typing import Any
 
 from .._fs import ensure_private_dir
 from ..errors import ConfigError, NotFoundError, StorageError
+from ..vocab import FINAL_STATES, ServerState
 
 __all__ = ["FINAL_STATES", "ServerRecord", "ServerRegistry", "ServerState"]
 
-
-class ServerState:
-    SUBMITTED = "submitted"
-    STARTING = "starting"
-    WAITING = "waiting"
-    CONNECTED = "connected"
-    IDLE = "idle"
-    STOPPED = "stopped"
-    FAILED = "failed"
-
-    ALL = (SUBMITTED, STARTING, WAITING, CONNECTED, IDLE, STOPPED, FAILED)
-
-
-FINAL_STATES = frozenset({ServerState.STOPPED, ServerState.FAILED})
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS servers (

@@ -10,12 +10,10 @@ import ipywidgets as w
 
 from ..api import Hub
 from ..errors import ParaconnectError
+from ..vocab import KeyType, SecurityLevel, choices
 from ._common import EventDriven, button, error_html, hub_of, table_html, when
 
 __all__ = ["CredentialsWidget"]
-
-KEY_TYPES = ("ec-p256", "ed25519", "rsa-3072")
-LEVELS = ("mutual", "encrypt", "none")
 
 
 class CredentialsWidget(w.VBox, EventDriven):  # type: ignore[misc]  # ipywidgets is untyped
@@ -27,9 +25,15 @@ class CredentialsWidget(w.VBox, EventDriven):  # type: ignore[misc]  # ipywidget
     ) -> None:
         self.hub = hub_of(hub, home)
         self.name = w.Text(value=session, description="session")
-        self.key_type = w.Dropdown(options=KEY_TYPES, value="ec-p256", description="key type")
+        self.key_type = w.Dropdown(
+            options=choices(KeyType), value=KeyType.EC_P256.value, description="key type"
+        )
         self.days = w.BoundedIntText(value=90, min=1, max=3650, description="CA days")
-        self.level = w.Dropdown(options=LEVELS, value="mutual", description="level")
+        self.level = w.Dropdown(
+            options=choices(SecurityLevel)[::-1],
+            value=SecurityLevel.MUTUAL.value,
+            description="level",
+        )
         self.open_button = button("create / open", "primary", "create the session if needed")
         self.open_button.on_click(self._on_open)
         self.summary = w.HTML()

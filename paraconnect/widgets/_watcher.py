@@ -20,12 +20,12 @@ import ipywidgets as w
 
 from ..api import Hub
 from ..errors import ParaconnectError
+from ..vocab import FINAL_STATES
 from ._common import EventDriven, button, error_html, hub_of
 
 __all__ = ["PhoneHomeWatcher"]
 
 COLUMNS = ("", "id", "identity", "remote address", "state", "attempts", "last seen")
-_FINAL = {"stopped", "failed", "lost"}
 _NODE_ID = re.compile(r"\b([0-9a-f]{8})[0-9a-f]{24}\b")
 
 
@@ -80,7 +80,7 @@ class PhoneHomeWatcher(w.VBox, EventDriven):  # type: ignore[misc]  # ipywidgets
     def _wanted(self, info: dict[str, Any]) -> bool:
         if self.session is not None and info.get("session") != self.session:
             return False
-        return self.show_final or info.get("state") not in _FINAL
+        return self.show_final or info.get("state") not in FINAL_STATES
 
     def _on_event(self, topic: str, event: dict[str, Any]) -> None:
         sid = event.get("server_id")
