@@ -58,6 +58,27 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         metavar="S",
         help="seconds a server of a previous hub has to phone home again (default 120)",
     )
+    p.add_argument(
+        "--max-servers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="refuse a launch while N servers run (default 0: no limit)",
+    )
+    p.add_argument(
+        "--ssh-host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="the only hosts the ssh launcher may reach (repeatable; default: any)",
+    )
+    p.add_argument(
+        "--slurm-default",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a launcher option every Slurm launch starts from, e.g. partition=gpu (repeatable)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log debugging detail")
     _json(p)
     p.set_defaults(func=_hub)
@@ -311,7 +332,7 @@ def _hub(args: argparse.Namespace) -> int:
 
     import anyio
 
-    from .hub import Hub, serve_control
+    from .hub import Hub, LaunchRules, serve_control
     from .tunnel._util import single_error
 
     logging.basicConfig(
@@ -320,7 +341,16 @@ def _hub(args: argparse.Namespace) -> int:
         format="%(asctime)s paraconnect %(levelname)s %(message)s",
         datefmt="%H:%M:%S",
     )
-    hub = Hub(listen=args.listen, advertise=args.advertise, readopt_grace=args.readopt_grace)
+    rules = LaunchRules.from_lines(
+        args.max_servers, args.ssh_host, args.slurm_default,
+        "paraconnect hub --max-servers / --ssh-host / --slurm-default",
+    )  # fmt: skip
+    hub = Hub(
+        listen=args.listen,
+        advertise=args.advertise,
+        readopt_grace=args.readopt_grace,
+        rules=rules,
+    )
 
     async def main() -> int:
         async with anyio.create_task_group() as tg:

@@ -16,12 +16,14 @@
 
 from ._hub._control import HubClient, find_hub, serve_control
 from ._hub._core import Hub, ServerInfo, make_launcher
-from .servers._registry import ServerState
-from .servers._supervisor import ServerEvent
+from ._hub._rules import LaunchRules
+from .servers import ServerEvent
+from .vocab import ServerState
 
 __all__ = [
     "Hub",
     "HubClient",
+    "LaunchRules",
     "ServerEvent",
     "ServerInfo",
     "ServerState",

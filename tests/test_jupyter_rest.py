@@ -16,6 +16,8 @@ import pytest
 from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from tornado import web
 
+from paraconnect.errors import ConfigError
+from paraconnect.hub import HubClient
 from paraconnect.jupyter._handlers import handlers
 from paraconnect.jupyter._websocket import EventsHandler
 
@@ -271,6 +273,14 @@ def test_builtin_launch_reaches_connected_with_events_logs_and_stop(
         # Paraconnect.max_servers=1: a second launch is refused while this one runs.
         refused = server.api("POST", "servers", launch)
         assert refused.status == 400 and "max_servers" in refused.json()["error"]
+        # The same rules hold on the control socket, the way kernels and scripts come.
+        with HubClient(server.home, timeout=30) as hub:
+            with pytest.raises(ConfigError, match="max_servers=1"):
+                hub.request("launch", **launch)
+            with pytest.raises(ConfigError, match="ssh host 'node8' is not one this hub offers"):
+                hub.request(
+                    "launch", kind="builtin", launcher="ssh", launcher_options={"host": "node8"}
+                )
 
         logs = server.ok("GET", f"servers/{sid}/logs?tail=200")
         assert "paraconnect-render listening on" in logs and '"event": "ready"' in logs

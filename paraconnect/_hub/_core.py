@@ -44,6 +44,7 @@ from ._agents import AgentAccepted, SessionAgents
 from ._events import EventBus
 from ._forward import ForwardLinks
 from ._info import ServerInfo, make_launcher
+from ._rules import LaunchRules
 
 __all__ = ["Hub", "ServerInfo", "make_launcher"]
 
@@ -66,12 +67,14 @@ class Hub:
         readopt_grace: float = 120.0,
         poll: float = 0.5,
         enroll_listen: str | None = None,
+        rules: LaunchRules | None = None,
     ) -> None:
         self.store = Store(Path(home) if home is not None else None)
         self.home = self.store.home
         self.listen_host, _, port = listen.rpartition(":")
         self.listen_port = int(port)
         self.advertise = advertise
+        self.rules = rules or LaunchRules()
         self.registry = ServerRegistry(self.home / "servers.sqlite3")
         # The status endpoint's "servers by state" comes from the registry.
         METRICS.servers_from(self._servers_by_state)

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..servers import Launcher, LocalLauncher, SlurmLauncher, SshLauncher
+from ..vocab import FINAL_STATES
 
 __all__ = ["ServerInfo", "make_launcher"]
 
@@ -36,6 +37,11 @@ class ServerInfo:
     peer: str | None  # the identity its agent proved
     where: str | None  # the address its agent phoned home from
     streams: int  # data connections open through the hub now
+
+    @property
+    def final(self) -> bool:
+        """Stopped or failed: it will not come back by itself."""
+        return self.state in FINAL_STATES
 
     @property
     def local_port(self) -> int | None:

@@ -311,22 +311,30 @@ async def _server(hub: Hub, fields: Mapping[str, Any]) -> Any:
     return hub.server(_str(fields, "id")).as_dict()
 
 
+async def _check_room(hub: Hub) -> None:
+    hub.rules.check_room(sum(not i.final for i in await hub.servers()))
+
+
 @op("launch")
 async def _launch(hub: Hub, fields: Mapping[str, Any]) -> Any:
+    launcher = _str(fields, "launcher", "local")
+    launcher_options = hub.rules.launcher_options(launcher, _dict(fields, "launcher_options"))
+    await _check_room(hub)
     info = await hub.launch(
         _str(fields, "kind"),
-        _str(fields, "launcher", "local"),
+        launcher,
         _str(fields, "session", "default"),
         _str(fields, "mode", "reverse"),
         _dict(fields, "options"),
         _command(fields),
-        _dict(fields, "launcher_options"),
+        launcher_options,
     )
     return info.as_dict()
 
 
 @op("agent_command")
 async def _agent_command(hub: Hub, fields: Mapping[str, Any]) -> Any:
+    await _check_room(hub)
     return await hub.agent_command(
         _str(fields, "kind"),
         _str(fields, "session", "default"),

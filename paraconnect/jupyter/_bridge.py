@@ -64,6 +64,7 @@ class HubThread:
             connect_timeout=self.config.connect_timeout,
             readopt_grace=self.config.readopt_grace,
             enroll_listen=self.config.enroll_listen or None,
+            rules=self.config.launch_rules(),
         )
         for callback in self._listeners:  # before it starts: re-adoption is announced at start
             hub.subscribe(callback)

@@ -9,6 +9,7 @@ from typing import Any
 from traitlets import Dict, Float, Int, List, TraitError, Unicode, validate
 from traitlets.config import Configurable
 
+from ..hub import LaunchRules
 from ..pki import SecurityLevel, default_home
 
 __all__ = ["Paraconnect"]
@@ -150,6 +151,13 @@ class Paraconnect(Configurable):
     def home(self) -> Path:
         """The data directory in effect."""
         return Path(self.data_dir) if self.data_dir else default_home()
+
+    def launch_rules(self) -> LaunchRules:
+        """The launch rules the hub applies for every front end (REST, kernels, the CLI)."""
+        return LaunchRules(
+            self.max_servers, tuple(self.ssh_hosts), dict(self.slurm_defaults),
+            "Jupyter's Paraconnect.max_servers / ssh_hosts / slurm_defaults",
+        )  # fmt: skip
 
     def public(self) -> dict[str, Any]:
         """What the JupyterLab panel may show and offer (no secrets here)."""

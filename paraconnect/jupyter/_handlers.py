@@ -26,7 +26,6 @@ from ..errors import (
     ProtocolError,
     TrustError,
 )
-from ..servers import FINAL_STATES
 from ._bridge import HubThread
 from ._config import Paraconnect
 from ._websocket import AUTH_RESOURCE, EventsHandler
@@ -104,22 +103,6 @@ class _Handler(APIHandler):
 
     async def answer(self, op: str, **fields: Any) -> None:
         self.finish(json.dumps(await self.call(op, **fields)))
-
-    async def _check_limit(self) -> None:
-        """Refuse a new server while Paraconnect.max_servers are not stopped or failed."""
-        limit = self.conf.max_servers
-        if not limit:
-            return
-        # Counted before the launch: two racing launches may pass together, which a soft limit
-        # meant to keep one user from flooding a cluster can live with.
-        running = [s for s in await self.call("servers") if s["state"] not in FINAL_STATES]
-        if len(running) >= limit:
-            self._fail(
-                ConfigError(
-                    f"{len(running)} servers run, the limit of this Jupyter server "
-                    f"(Paraconnect.max_servers={limit}); stop one first"
-                )
-            )
 
 
 class HubHandler(_Handler):
@@ -232,32 +215,16 @@ class ServersHandler(_Handler):
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        fields = self.body()
-        await self._check_limit()
-        launcher = fields.get("launcher", "local")
-        lopts = fields.get("launcher_options") or {}
-        if not isinstance(lopts, dict):
-            self._fail(ConfigError("field 'launcher_options' must be an object"))
-        if launcher == "slurm":
-            fields["launcher_options"] = {**self.conf.slurm_defaults, **lopts}
-        allowed = self.conf.ssh_hosts
-        if launcher == "ssh" and allowed and lopts.get("host") not in allowed:
-            self._fail(
-                ConfigError(
-                    f"ssh host {lopts.get('host')!r} is not one this Jupyter server offers "
-                    f"({', '.join(allowed)}); see Paraconnect.ssh_hosts"
-                )
-            )
-        await self.answer("launch", **fields)
+        # The hub's operation layer applies Paraconnect.max_servers / ssh_hosts /
+        # slurm_defaults (LaunchRules), for kernels and the CLI as for this route.
+        await self.answer("launch", **self.body())
 
 
 class AgentCommandHandler(_Handler):
     @web.authenticated
     @authorized
     async def post(self) -> None:
-        fields = self.body()
-        await self._check_limit()
-        await self.answer("agent_command", **fields)
+        await self.answer("agent_command", **self.body())
 
 
 class ServerHandler(_Handler):
