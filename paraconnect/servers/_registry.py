@@ -15,7 +15,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -247,7 +247,3 @@ class ServerRegistry:
             if row["used"] is None:
                 db.execute("UPDATE tokens SET used = ? WHERE digest = ?", (now, digest))
             return row["server_id"], row["session"], row["expires"], row["used"]
-
-
-def replace_state(rec: ServerRecord, state: str, reason: str) -> ServerRecord:
-    return replace(rec, state=state, reason=reason, updated=time.time())

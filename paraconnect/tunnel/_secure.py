@@ -23,7 +23,6 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..errors import (
     ConfigError,
@@ -55,7 +54,6 @@ __all__ = ["HANDSHAKE_TIMEOUT", "Side", "Tracked", "identity_label", "secure"]
 
 log = logging.getLogger("paraconnect.tunnel")
 
-_PEM = Encoding.PEM
 
 HANDSHAKE_TIMEOUT = 10.0
 
