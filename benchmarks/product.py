@@ -1,0 +1,282 @@
+"""What users run, next to stunnel, in one run, on loopback: the product's figures.
+
+`benchmarks/tunnel.py` times the tunnel's parts in a harness (a design aid).  This one drives the
+commands a user types, with everything they bring (hello, accounting, the policy watcher, the
+private leg, the peer-uid check of the local endpoint):
+
+1. ``raw``: TCP straight to the backend (a sink/echo server in its own process);
+2. ``stunnel``: a Debian stunnel4 pair as stunnel ships (no socket options), mutual TLS 1.3,
+   the same certificates, no resumption;
+3. ``stunnel-nd``: the same pair with ``TCP_NODELAY`` on all four sockets, its best case here;
+4. ``pc``: ``paraconnect connect --local`` → ``paraconnect serve --listen … -- BACKEND {port}``
+   (the backend is the agent's program, on the agent's private leg, as a user runs pvserver);
+5. ``pc-hub`` (``--hub``): a ``paraconnect hub`` with a server launched through it (``paraconnect
+   launch command``), reached at the hub's local endpoint: the notebook's path, through the
+   hub's relay.
+
+Printed, each as a ratio to both stunnel configurations: throughput of one stream and the
+aggregate of 4 concurrent streams, the 64-byte round trip (median, p99), full mutual-TLS
+connections per second (one and 4 at a time), and the RSS per idle connection of the process
+that accepts TLS and of the one that dials.  Rounds are interleaved and medians printed, so
+that load from elsewhere falls on every path alike; the machine's load is printed with them.
+No assertions: figures vary with the machine.
+
+    .venv/bin/python benchmarks/product.py [--quick] [--hub] [--bytes N] [--repeat N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import tunnel as T  # the harness's load generators and backend
+from _stunnel import StunnelPair, free_port
+from _stunnel import binary as stunnel_binary
+
+PARACONNECT = str(Path(sys.executable).with_name("paraconnect"))
+
+
+def role_backend_at(port: int) -> None:
+    """The backend as an agent's program: it listens where the agent's {port} says."""
+    import asyncio
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", port), backlog=4096)
+    asyncio.run(T._serve_forever(listener, T._backend_conn))
+
+
+@dataclass
+class Route:
+    name: str
+    port: int
+    pids: dict[str, int] = field(default_factory=dict)
+    one: list[float] = field(default_factory=list)
+    four: list[float] = field(default_factory=list)
+    rtt: list[float] = field(default_factory=list)
+    rtt99: list[float] = field(default_factory=list)
+    hs1: list[float] = field(default_factory=list)
+    hs4: list[float] = field(default_factory=list)
+    idle: dict[str, float] = field(default_factory=dict)
+
+
+def concurrent(port: int, nbytes: int, streams: int) -> float:
+    """Aggregate MB/s of `streams` streams at once, each carrying nbytes / streams."""
+    each = nbytes // streams
+    errors: list[BaseException] = []
+
+    def one() -> None:
+        try:
+            T.throughput(port, each)
+        except BaseException as exc:  # reported below, not lost in a thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one) for _ in range(streams)]
+    t0 = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    if errors:
+        raise errors[0]
+    return each * streams / (time.perf_counter() - t0) / 1e6
+
+
+def _started(proc: subprocess.Popen[str], what: str) -> dict[str, object]:
+    """The first JSON event of a --json paraconnect command ('ready')."""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and event.get("event") == "ready":
+            return event
+    raise RuntimeError(f"{what} ended before it was ready (exit {proc.wait()})")
+
+
+def _json_cmd(*argv: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    command, *rest = argv
+    quiet = ["-q"] if command != "hub" else []  # the hub logs at INFO only about its servers
+    return subprocess.Popen(
+        [PARACONNECT, command, "--json", *quiet, *rest],
+        stdout=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+
+
+def _port_of(address: object) -> int:
+    return int(str(address).rsplit(":", 1)[1])
+
+
+def start_pc(home: Path, procs: list[subprocess.Popen[str]]) -> Route:
+    env = {**os.environ, "PARACONNECT_HOME": str(home)}
+    backend = [sys.executable, __file__, "--role", "backend-at", "{port}"]
+    serve = _json_cmd(
+        "serve", "--creds", "bench", "--listen", "127.0.0.1:0", "--", *backend, env=env
+    )
+    procs.append(serve)
+    ready = _started(serve, "paraconnect serve")
+    listen = ready["listen"]
+    assert isinstance(listen, list) and listen, ready
+    address = listen[0]
+    local = free_port()
+    connect = _json_cmd(
+        "connect", "--creds", "bench", "--local", f"127.0.0.1:{local}", str(address), env=env
+    )
+    procs.append(connect)
+    _started(connect, "paraconnect connect")
+    return Route("pc", local, {"server": serve.pid, "client": connect.pid})
+
+
+def start_hub(home: Path, procs: list[subprocess.Popen[str]]) -> Route:
+    env = {**os.environ, "PARACONNECT_HOME": str(home)}
+    hub = _json_cmd("hub", "--session", "bench", env=env)
+    procs.append(hub)
+    _started(hub, "paraconnect hub")
+    backend = [sys.executable, __file__, "--role", "backend-at", "{port}"]
+    launched = subprocess.run(
+        [PARACONNECT, "launch", "command", "--session", "bench", "--json", "--wait",
+         "--timeout", "60", "--", *backend],
+        capture_output=True, text=True, env=env, timeout=120, check=True,
+    )  # fmt: skip
+    info = json.loads(launched.stdout.strip().splitlines()[-1])
+    return Route("pc-hub", _port_of(info["local"]), {"server": 0, "client": hub.pid})
+
+
+def measure(routes: list[Route], args: argparse.Namespace) -> None:
+    for rnd in range(args.repeat):
+        tag = f"round {rnd + 1}/{args.repeat}"
+        for r in routes:
+            T._note(f"  {tag}: {r.name} one stream")
+            r.one.append(T.throughput(r.port, args.bytes))
+        for r in routes:
+            T._note(f"  {tag}: {r.name} 4 streams")
+            r.four.append(concurrent(r.port, args.bytes, 4))
+        for r in routes:
+            T._note(f"  {tag}: {r.name} round trips")
+            med, p99 = T.latency(r.port, args.rounds)
+            r.rtt.append(med)
+            r.rtt99.append(p99)
+        for r in routes:
+            T._note(f"  {tag}: {r.name} handshakes")
+            r.hs1.append(T.handshakes(r.port, args.handshakes, 1))
+            r.hs4.append(T.handshakes(r.port, args.handshakes, 4))
+    for r in routes:
+        pids = {k: v for k, v in r.pids.items() if v}
+        if pids:
+            T._note(f"  {r.name}: {args.idle} idle connections")
+            r.idle = T.idle_memory(r.port, pids, args.idle)
+
+
+def report(routes: list[Route], args: argparse.Namespace) -> None:
+    med = statistics.median
+    by = {r.name: r for r in routes}
+    refs = [by[n] for n in ("stunnel", "stunnel-nd") if n in by]
+    ours = [r for r in routes if r.name.startswith("pc")]
+    print()
+    print(f"loopback, {args.bytes / 2**20:.0f} MiB a stream test; {args.rounds} round trips;"
+          f" {args.handshakes} connections; {args.idle} idle; median of {args.repeat}"
+          " interleaved rounds")  # fmt: skip
+    head = f"{'':28}" + "".join(f"{r.name:>11}" for r in routes)
+    head += "".join(f"{o.name + '/' + s.name:>20}" for o in ours for s in refs)
+    print(head)
+
+    def row(label: str, get: Callable[[Route], float | None], fmt: str, lower: bool) -> None:
+        vals = [get(r) for r in routes]
+        line = f"{label:28}" + "".join(f"{'-':>11}" if v is None else f"{v:>11{fmt}}" for v in vals)
+        for o in ours:
+            for s in refs:
+                a, b = get(o), get(s)
+                # Ratios read "higher is better" for every row: times are inverted.
+                ratio = (b / a if lower else a / b) if a and b else None
+                line += f"{'-' if ratio is None else f'{ratio:.2f}x':>20}"
+        print(line)
+
+    row("1 stream MB/s", lambda r: med(r.one), ".0f", False)
+    row("4 streams MB/s (sum)", lambda r: med(r.four), ".0f", False)
+    row("64 B round trip median us", lambda r: med(r.rtt), ".1f", True)
+    row("64 B round trip p99 us", lambda r: med(r.rtt99), ".1f", True)
+    row("connections/s, 1 at a time", lambda r: med(r.hs1), ".0f", False)
+    row("connections/s, 4 at a time", lambda r: med(r.hs4), ".0f", False)
+    row("idle KiB/conn, TLS server", lambda r: r.idle.get("server"), ".1f", True)
+    row("idle KiB/conn, TLS client", lambda r: r.idle.get("client"), ".1f", True)
+    print("Ratios: paraconnect over stunnel, higher is better on every row (times and memory")
+    print("inverted). raw connections/s are plain TCP. pc-hub's 'client' memory is the hub's.")
+    load = os.getloadavg()
+    print(f"Load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on "
+          f"{os.cpu_count()} CPUs.")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bytes", type=int, default=512 << 20, help="bytes a stream test moves")
+    parser.add_argument("--rounds", type=int, default=5000, help="64-byte round trips")
+    parser.add_argument("--handshakes", type=int, default=400, help="connections to time")
+    parser.add_argument("--idle", type=int, default=500, help="idle connections to hold")
+    parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds (median)")
+    parser.add_argument("--hub", action="store_true", help="also the hub's relay (pc-hub)")
+    parser.add_argument("--quick", action="store_true", help="a small smoke run")
+    args = parser.parse_args()
+    if args.quick:
+        args.bytes = min(args.bytes, 64 << 20)
+        args.rounds, args.handshakes, args.idle, args.repeat = 500, 40, 100, 1
+    if stunnel_binary() is None:
+        raise SystemExit("stunnel4 is not installed (scripts/system-deps.sh installs it)")
+    T._raise_fd_limit()
+
+    from paraconnect.pki import Store, node_unique_id
+
+    with tempfile.TemporaryDirectory(prefix="pc-product-") as tmp_name:
+        tmp = Path(tmp_name)
+        store = Store(tmp / "home")
+        session = store.create_session("bench")
+        node = node_unique_id(store.home).value
+        pem = tmp / "pem"
+        for role, name in (("server", "srv"), ("client", "cli")):
+            issued = session.issue(role, name, unique_id=node)
+            session.export(pem, name, issued.cert, issued.key)
+        procs: list[subprocess.Popen[str]] = []
+        pairs = [StunnelPair(tmp / "default", nodelay=False), StunnelPair(tmp / "nd")]
+        try:
+            backend, backend_port = T._spawn("--role", "backend")
+            procs.append(backend)
+            routes = [Route("raw", backend_port)]
+            for name, pair in zip(("stunnel", "stunnel-nd"), pairs, strict=True):
+                pair.dir.mkdir()
+                pair.start(pem, backend_port)
+                routes.append(
+                    Route(name, pair.entry, {"server": pair.server_pid, "client": pair.client_pid})
+                )
+            routes.append(start_pc(tmp / "home", procs))
+            if args.hub:
+                routes.append(start_hub(tmp / "home", procs))
+            measure(routes, args)
+        finally:
+            for pair in pairs:
+                pair.stop()
+            T._stop(*reversed(procs))
+        report(routes, args)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1] == "--role":
+        T._raise_fd_limit()
+        try:
+            if sys.argv[2] == "backend-at":
+                role_backend_at(int(sys.argv[3]))
+            else:
+                raise SystemExit(f"unknown role {sys.argv[2]}")
+        except KeyboardInterrupt:
+            pass
+    else:
+        main()
