@@ -364,6 +364,14 @@ def _add_enroll_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--ca-sha256", metavar="FP", help="SHA-256 fingerprint of the session CA to trust"
     )
+    g.add_argument(
+        "--hub-identity",
+        metavar="ROLE/NAME",
+        default="client/hub:enroll",
+        help="the hub's role and name in the session (default client/hub:enroll, as the hub's "
+        "enrolment line says): any other certificate of the session CA is refused before the "
+        "token is sent",
+    )
     g.add_argument("--token-file", metavar="FILE", help="the one-time enrolment token ('-': stdin)")
     g.add_argument(
         "--token-env",
@@ -374,6 +382,7 @@ def _add_enroll_options(p: argparse.ArgumentParser) -> None:
 
 
 def _maybe_enroll(args: argparse.Namespace) -> None:
+    import functools
     import os
     from pathlib import Path
 
@@ -407,7 +416,12 @@ def _maybe_enroll(args: argparse.Namespace) -> None:
 
     creds_dir = Path(args.creds_dir).absolute()
     uid = Store().unique_id().value
-    anyio.run(enroll, args.enroll, args.ca_sha256, token, args.server_id, creds_dir, uid)
+    anyio.run(
+        functools.partial(
+            enroll, args.enroll, args.ca_sha256, token, args.server_id, creds_dir, uid,
+            hub_identity=args.hub_identity,
+        )
+    )  # fmt: skip
     print(f"paraconnect: enrolled {args.server_id}; credentials in {creds_dir}", file=sys.stderr)
     args.creds = str(creds_dir)
 

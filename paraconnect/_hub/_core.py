@@ -31,7 +31,13 @@ from .._fs import ensure_private_dir
 from ..errors import ConfigError, NotFoundError, ParaconnectError
 from ..pki import Credentials, Role, SecurityLevel, Session, Store, load_credentials
 from ..servers import Job, Launcher, LaunchSpec
-from ..servers._enroll import DEFAULT_TOKEN_TTL, EnrollServer, issue_token
+from ..servers._enroll import (
+    DEFAULT_TOKEN_TTL,
+    HUB_IDENTITY,
+    EnrollServer,
+    issue_token,
+    revoke_enrolled,
+)
 from ..servers._kinds import ServerKind, build_kind
 from ..servers._registry import FINAL_STATES, ServerRecord, ServerRegistry, ServerState
 from ..servers._supervisor import ServerEvent, Supervisor
@@ -441,7 +447,8 @@ class Hub:
         else:
             creds = [
                 "--enroll", self.enroll_address(sess.name), "--ca-sha256", sess.ca_fingerprint,
-                "--token-env", TOKEN_ENV, "--creds-dir", str(opts.get("creds_dir", "creds")),
+                "--hub-identity", HUB_IDENTITY, "--token-env", TOKEN_ENV,
+                "--creds-dir", str(opts.get("creds_dir", "creds")),
             ]  # fmt: skip
         now = time.time()
         self.supervisor.add(
@@ -569,6 +576,12 @@ class Hub:
     async def stop(self, server_id: str, grace: float = 10.0) -> ServerInfo:
         rec = await self.supervisor.stop(server_id, grace)
         self.forward.cancel(server_id)
+        # Its key stays in the job's directory: a stopped server's certificate must be worth
+        # nothing (the CRL reaches every agent as any revocation does).
+        try:
+            revoke_enrolled(self.store.open_session(rec.session), server_id, "cessationOfOperation")
+        except ParaconnectError as exc:
+            log.warning("hub: %s stopped, but its certificate stays valid: %s", server_id, exc)
         agents = self._sessions.get(rec.session)
         if agents is not None:
             agents.close_local(server_id)
