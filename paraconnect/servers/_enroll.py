@@ -167,6 +167,12 @@ def _tls_server_context(session: Session) -> tuple[ssl.SSLContext, float]:
     return ctx, leaf.not_valid_after_utc.timestamp()
 
 
+def _printable(value: str, what: str) -> None:
+    # A trailing newline must not slip past a name pattern that ends in '$'.
+    if not value.isprintable():
+        raise ConfigError(f"invalid {what} {value!r}: no control characters")
+
+
 def _check_csr(csr_pem: str, server_id: str) -> PublicKey:
     """The CSR's public key as the hub will certify it, or the reason it will not."""
     try:
@@ -319,10 +325,12 @@ class EnrollServer:
         # Everything the request says is checked before the token is spent: a request that
         # would not be certified leaves the token for the agent's good one.
         try:
+            _printable(server_id, "server id")
             check_name(server_id, "server id")
             if unique_id is not None:
                 if not isinstance(unique_id, str):
                     raise ConfigError("the unique ID must be a string")
+                _printable(unique_id, "unique ID")
                 check_unique_id(unique_id)
         except ConfigError as exc:
             raise ProtocolError(f"enrolment request: {exc}") from None
