@@ -4,7 +4,8 @@
 Logs (one line per connection, with the peer identity) go to stderr, and so does the output of
 the program behind ``serve``.  With ``--json``, stdout carries events, one JSON object a line:
 ``{"event": "ready", ...}`` once the command listens (what scripts and tests wait for) and, for
-``listen``, ``{"event": "server", ...}`` for each server that phones home.  SIGINT/SIGTERM end
+``listen``, ``{"event": "server", ...}`` for each server that phones home (and
+``{"event": "refused", ...}`` for one it does not take).  SIGINT/SIGTERM end
 a command cleanly; ``connect`` and ``listen`` first tell the agent where to phone next if
 ``--on-exit-phone-home`` is given.
 """
@@ -169,6 +170,17 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
             p.add_argument("--server-id", default="", help="refuse a server with another id")
             p.set_defaults(func=_connect)
         else:
+            p.add_argument(
+                "--server",
+                action="append",
+                default=[],
+                metavar="NAME",
+                dest="servers",
+                help="take only the server whose certificate is NAME (repeatable); any other "
+                "server of the session that dials is refused, logged and accounted.  Without "
+                "it, the first server taken is the only one taken for this command's life, so "
+                "no later one can take over the local endpoint",
+            )
             p.add_argument(
                 "--agent-wait",
                 type=float,
@@ -493,6 +505,9 @@ def _listen(args: argparse.Namespace) -> int:
             connect_id=link.connect_id,
         )
 
+    def on_refused(name: str, where: str, why: str) -> None:
+        _event(args, "refused", server=name, address=where, reason=why)
+
     listener = ReverseListener(
         creds,
         args.address,
@@ -502,6 +517,8 @@ def _listen(args: argparse.Namespace) -> int:
         handshake_timeout=args.handshake_timeout,
         agent_wait=args.agent_wait,
         on_agent=on_agent,
+        servers=args.servers,
+        on_refused=on_refused,
     )
 
     async def on_exit() -> None:
