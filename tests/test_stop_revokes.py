@@ -6,6 +6,7 @@ revoked, and the session's CRL (read by openssl) and ``paraconnect inspect`` say
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -69,3 +70,30 @@ def test_stopping_a_server_revokes_its_enrolled_certificate(
     assert r.returncode == 0, r.stderr
     [described] = json.loads(r.stdout)["certificates"]
     assert "(cessation_of_operation)" in described["revoked"]
+
+
+def test_a_server_that_ends_by_itself_is_revoked_too(
+    home: Path, session: Session, tmp_path: Path
+) -> None:
+    """Its program dies, the agent ends with it, the supervisor marks it failed (no restart
+    policy): the key left behind is worth nothing either."""
+    remote = LocalLauncher(tmp_path / "remote")
+    with running_hub(home, connect_timeout=60.0) as (hub, _events):
+        info = hub.call(hub.launch, "command", remote, "lab", "reverse", {}, ECHO)
+        info = hub.call(hub.wait, info.id)
+        assert info.state == "connected", info
+        with socket.create_connection(("127.0.0.1", info.local_port), timeout=30) as s:
+            s.sendall(b"die 3\n")
+            s.shutdown(socket.SHUT_WR)
+            while s.recv(4096):
+                pass
+        final = hub.call(hub.wait, info.id, "failed")
+        assert final.state == "failed", final
+        [rec] = [r for r in session.records() if r.name == info.id]
+        assert (rec.revoked, rec.revoked_reason) == (True, "cessation_of_operation")
+        [creds] = (tmp_path / "remote").glob("*/creds")
+        address = hub.phone_home_address("lab")
+        deadline = time.monotonic() + 30
+        while "revoked" not in (text := _dial(address, creds, info.id)):
+            assert time.monotonic() < deadline, text
+        assert "certificate revoked" in text, text

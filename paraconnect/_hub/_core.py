@@ -299,7 +299,19 @@ class Hub:
         if event.state in FINAL_STATES:
             # Nothing to dial any more: a forward server's connector would redial for ever.
             self.forward.cancel(event.server_id)
+            self._retire(event.server_id)
         self.publish(event.as_dict())
+
+    def _retire(self, server_id: str) -> None:
+        """A stopped or failed server's key stays in its job's directory: its certificate is
+        revoked (the CRL reaches every agent as any revocation does)."""
+        rec = self.registry.get(server_id)
+        try:
+            if rec is not None:
+                revoke_enrolled(self.store.open_session(rec.session), server_id,
+                                "cessationOfOperation")  # fmt: skip
+        except ParaconnectError as exc:
+            log.warning("hub: %s has ended, but its certificate stays valid: %s", server_id, exc)
 
     def _observe(self, event: dict[str, Any], exc: BaseException | None) -> None:
         # The tunnel knows sessions by id; every hub event names them as users do.
@@ -576,12 +588,6 @@ class Hub:
     async def stop(self, server_id: str, grace: float = 10.0) -> ServerInfo:
         rec = await self.supervisor.stop(server_id, grace)
         self.forward.cancel(server_id)
-        # Its key stays in the job's directory: a stopped server's certificate must be worth
-        # nothing (the CRL reaches every agent as any revocation does).
-        try:
-            revoke_enrolled(self.store.open_session(rec.session), server_id, "cessationOfOperation")
-        except ParaconnectError as exc:
-            log.warning("hub: %s stopped, but its certificate stays valid: %s", server_id, exc)
         agents = self._sessions.get(rec.session)
         if agents is not None:
             agents.close_local(server_id)
