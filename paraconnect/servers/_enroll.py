@@ -209,8 +209,10 @@ def revoke_enrolled(session: Session, server_id: str, reason: str) -> list[str]:
 
 
 class EnrollServer:
-    """The hub's enrolment endpoint: TLS 1.3 with the hub's certificate, no client
-    certificate, one enrolment request per connection and nothing else."""
+    """The hub's enrolment endpoint: TLS 1.3 with an enrolment leaf of the session the caller
+    names (nothing for a caller that names none), no client certificate, one enrolment request
+    per connection and nothing else.  `sessions` maps a session name to the session and the
+    hub's credentials in it; only the session is used here (its CA key signs the leaf)."""
 
     def __init__(
         self,
