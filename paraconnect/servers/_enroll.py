@@ -462,8 +462,9 @@ async def enroll(
                 # A hub ends the handshake when no session of its own has the CA named.
                 raise TrustError(
                     f"{where} ended the TLS handshake: it serves no session whose CA is the "
-                    f"pinned {pinned[:16]}… (not the pinned CA, or not a paraconnect hub); "
-                    "check --ca-sha256 and the address"
+                    f"pinned {pinned[:16]}… (not the pinned CA, another program, or a hub that "
+                    "cannot sign for that session now: see its log); check --ca-sha256 and the "
+                    "address"
                 ) from None
             async with stream:
                 leaf_der = stream.extra(  # noqa: S610 - anyio's typed attribute
