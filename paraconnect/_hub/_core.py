@@ -36,7 +36,7 @@ from ..servers._enroll import (
     HUB_IDENTITY,
     EnrollServer,
     issue_token,
-    revoke_enrolled,
+    retire,
 )
 from ..servers._kinds import ServerKind, build_kind
 from ..servers._registry import FINAL_STATES, ServerRecord, ServerRegistry, ServerState
@@ -299,19 +299,8 @@ class Hub:
         if event.state in FINAL_STATES:
             # Nothing to dial any more: a forward server's connector would redial for ever.
             self.forward.cancel(event.server_id)
-            self._retire(event.server_id)
+            retire(self.store, self.registry, event.server_id)
         self.publish(event.as_dict())
-
-    def _retire(self, server_id: str) -> None:
-        """A stopped or failed server's key stays in its job's directory: its certificate is
-        revoked (the CRL reaches every agent as any revocation does)."""
-        rec = self.registry.get(server_id)
-        try:
-            if rec is not None:
-                revoke_enrolled(self.store.open_session(rec.session), server_id,
-                                "cessationOfOperation")  # fmt: skip
-        except ParaconnectError as exc:
-            log.warning("hub: %s has ended, but its certificate stays valid: %s", server_id, exc)
 
     def _observe(self, event: dict[str, Any], exc: BaseException | None) -> None:
         # The tunnel knows sessions by id; every hub event names them as users do.

@@ -51,8 +51,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
 from .._fs import ensure_private_dir, write_atomic
-from ..errors import ConfigError, NetworkError, ProtocolError, TrustError
-from ..pki import Credentials, Identity, Role, Session, build_leaf, fingerprint
+from ..errors import ConfigError, NetworkError, ParaconnectError, ProtocolError, TrustError
+from ..pki import Credentials, Identity, Role, Session, Store, build_leaf, fingerprint
 from ..pki._keys import PublicKey
 from ..pki._names import check_name, check_unique_id
 from ._registry import ServerRegistry
@@ -63,6 +63,7 @@ __all__ = [
     "EnrollServer",
     "enroll",
     "issue_token",
+    "retire",
     "revoke_enrolled",
 ]
 
@@ -193,6 +194,17 @@ def _check_csr(csr_pem: str, server_id: str) -> PublicKey:
     if isinstance(public, rsa.RSAPublicKey) and public.key_size < 2048:
         raise ProtocolError(f"the CSR of {server_id} has a {public.key_size}-bit RSA key")
     return public
+
+
+def retire(store: Store, registry: ServerRegistry, server_id: str) -> None:
+    """A server that ended (stopped or failed) leaves its key in its job's directory: revoke
+    its certificate (``cessationOfOperation``); the CRL reaches agents as any revocation does."""
+    rec = registry.get(server_id)
+    try:
+        if rec is not None:
+            revoke_enrolled(store.open_session(rec.session), server_id, "cessationOfOperation")
+    except ParaconnectError as exc:
+        log.warning("hub: %s has ended, but its certificate stays valid: %s", server_id, exc)
 
 
 def revoke_enrolled(session: Session, server_id: str, reason: str) -> list[str]:
