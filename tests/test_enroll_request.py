@@ -158,3 +158,24 @@ async def test_a_token_for_a_stopped_server_is_refused_and_not_spent(
         await enroll(hub_addr, session.ca_fingerprint, token, "srv-a", tmp_path / "c")
     found = registry.token(_digest(token))
     assert found is not None and found[3] is None
+
+
+@pytest.mark.anyio
+async def test_a_request_the_hub_fails_to_certify_leaves_the_token(
+    hub_addr: str, session: Session, registry: ServerRegistry, tmp_path: Path
+) -> None:
+    """The hub's own trouble (here: it cannot record the certificate) spends nothing either;
+    the agent hears a short reason, the hub's log has the rest."""
+    token = issue_token(registry, "srv-a", "lab")
+    issued = session.issued_dir
+    aside = issued.with_name("issued.aside")
+    issued.rename(aside)
+    issued.write_text("not a directory\n")
+    try:
+        with pytest.raises(TrustError, match="the hub cannot certify srv-a now; its log says"):
+            await enroll(hub_addr, session.ca_fingerprint, token, "srv-a", tmp_path / "c")
+    finally:
+        issued.unlink()
+        aside.rename(issued)
+    await enroll(hub_addr, session.ca_fingerprint, token, "srv-a", tmp_path / "c")
+    assert load_credentials(tmp_path / "c").identity.name == "srv-a"

@@ -365,17 +365,23 @@ class EnrollServer:
         rec = self.registry.get(server_id)
         if rec is None or rec.final or rec.session != session.name:
             raise TrustError(f"server {server_id} is not waiting for enrolment")
-        spent = self.registry.use_token(digest, time.time())
-        if spent is None or spent[3] is not None:  # another connection spent it just now
-            raise TrustError(f"the enrolment token for {server_id} was already used; launch anew")
         earlier = [
             r.serial
             for r in session.records()
             if r.name == server_id and r.key_type == "enrolled" and not r.revoked
         ]
-        _record, cert = session.certify(
-            Role.SERVER, server_id, public, unique_id=unique_id, days=self.days
-        )
+        try:
+            record, cert = session.certify(
+                Role.SERVER, server_id, public, unique_id=unique_id, days=self.days
+            )
+        except ParaconnectError as exc:  # the hub's own trouble (its key, its disk)
+            log.error("hub: cannot certify %s: %s", server_id, exc)
+            raise TrustError(f"the hub cannot certify {server_id} now; its log says why") from None
+        # Spent only now, on a request that was certified.
+        spent = self.registry.use_token(digest, time.time())
+        if spent is None or spent[3] is not None:  # another connection spent it just now
+            session.revoke(record.serial, reason="superseded")
+            raise TrustError(f"the enrolment token for {server_id} was already used; launch anew")
         self.registry.update(server_id, cert_sha256=fingerprint(cert))
         log.info("hub: enrolled %s (certificate %s…)", server_id, fingerprint(cert)[:17])
         # A restarted job enrolled anew: the certificate of the job before is revoked, so the
