@@ -97,9 +97,20 @@ def run(keep: bool = False, out: str | None = None, dataset: str = "wavelet") ->
         remote = home / "render-node"
         session.issue("server", "render-node", unique_id=uid, out=remote)
 
-        print("3. paraconnect listen: waits for servers that phone home, exposes them locally")
+        print("3. paraconnect listen --server render-node: waits for that server to phone home")
+        print("   (any other server of the session is refused), exposes it locally")
         listen = _Command(
-            ["listen", "127.0.0.1:0", "--creds", "demo", "--local", "127.0.0.1:0", "--json"],
+            [
+                "listen",
+                "127.0.0.1:0",
+                "--creds",
+                "demo",
+                "--local",
+                "127.0.0.1:0",
+                "--json",
+                "--server",
+                "render-node",
+            ],
             env,
             home / "listen.log",
         )

@@ -75,14 +75,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=pki.session_delete)
 
     # issue
-    p = sub.add_parser("issue", help="issue a server, client or node certificate")
+    p = sub.add_parser(
+        "issue",
+        help="issue a server, client or node certificate",
+        description="Issue a server, client or node certificate.  A node certificate (or one "
+        "given --unique-id) is bound to a node: its CN is the node's unique ID, and at level "
+        "mutual a peer whose hello claims another unique ID is refused.  Node binding is a "
+        "self-check: the unique ID is what the peer claims, so a thief who sets "
+        "PARACONNECT_UNIQUE_ID to the CN connects with a copied certificate.  It stops a copied "
+        "certificate being used by accident or by a careless colleague, not by an attacker who "
+        "has the key: keep keys private and revoke a leaked one.",
+    )
     p.add_argument("role", choices=["server", "client", "node"])
     p.add_argument("name", help="name of the certificate holder")
     p.add_argument("--session", required=True, metavar="S", help="the issuing session")
     p.add_argument(
         "--unique-id",
         metavar="ID",
-        help="bind to this node unique ID (node certificates default to this machine's)",
+        help="bind to this node unique ID (node certificates default to this machine's); a "
+        "self-check against copies made by accident, not against a thief (see above)",
     )
     p.add_argument("--days", type=float, default=7, help="validity in days (default 7)")
     p.add_argument("--key-type", choices=choices(KeyType))

@@ -4,7 +4,8 @@
 Logs (one line per connection, with the peer identity) go to stderr, and so does the output of
 the program behind ``serve``.  With ``--json``, stdout carries events, one JSON object a line:
 ``{"event": "ready", ...}`` once the command listens (what scripts and tests wait for) and, for
-``listen``, ``{"event": "server", ...}`` for each server that phones home.  SIGINT/SIGTERM end
+``listen``, ``{"event": "server", ...}`` for each server that phones home (and
+``{"event": "refused", ...}`` for one it does not take).  SIGINT/SIGTERM end
 a command cleanly; ``connect`` and ``listen`` first tell the agent where to phone next if
 ``--on-exit-phone-home`` is given.
 """
@@ -170,6 +171,17 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
             p.add_argument("--server-id", default="", help="refuse a server with another id")
             p.set_defaults(func=_connect)
         else:
+            p.add_argument(
+                "--server",
+                action="append",
+                default=[],
+                metavar="NAME",
+                dest="servers",
+                help="take only the server whose certificate is NAME (repeatable); any other "
+                "server of the session that dials is refused, logged and accounted.  Without "
+                "it, the first server taken is the only one taken for this command's life, so "
+                "no later one can take over the local endpoint",
+            )
             p.add_argument(
                 "--agent-wait",
                 type=float,
@@ -365,6 +377,14 @@ def _add_enroll_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--ca-sha256", metavar="FP", help="SHA-256 fingerprint of the session CA to trust"
     )
+    g.add_argument(
+        "--hub-identity",
+        metavar="ROLE/NAME",
+        default="client/hub:enroll",
+        help="the hub's role and name in the session (default client/hub:enroll, as the hub's "
+        "enrolment line says): any other certificate of the session CA is refused before the "
+        "token is sent",
+    )
     g.add_argument("--token-file", metavar="FILE", help="the one-time enrolment token ('-': stdin)")
     g.add_argument(
         "--token-env",
@@ -375,6 +395,7 @@ def _add_enroll_options(p: argparse.ArgumentParser) -> None:
 
 
 def _maybe_enroll(args: argparse.Namespace) -> None:
+    import functools
     import os
     from pathlib import Path
 
@@ -408,7 +429,12 @@ def _maybe_enroll(args: argparse.Namespace) -> None:
 
     creds_dir = Path(args.creds_dir).absolute()
     uid = Store().unique_id().value
-    anyio.run(enroll, args.enroll, args.ca_sha256, token, args.server_id, creds_dir, uid)
+    anyio.run(
+        functools.partial(
+            enroll, args.enroll, args.ca_sha256, token, args.server_id, creds_dir, uid,
+            hub_identity=args.hub_identity,
+        )
+    )  # fmt: skip
     print(f"paraconnect: enrolled {args.server_id}; credentials in {creds_dir}", file=sys.stderr)
     args.creds = str(creds_dir)
 
@@ -480,6 +506,9 @@ def _listen(args: argparse.Namespace) -> int:
             connect_id=link.connect_id,
         )
 
+    def on_refused(name: str, where: str, why: str) -> None:
+        _event(args, "refused", server=name, address=where, reason=why)
+
     listener = ReverseListener(
         creds,
         args.address,
@@ -489,6 +518,8 @@ def _listen(args: argparse.Namespace) -> int:
         handshake_timeout=args.handshake_timeout,
         agent_wait=args.agent_wait,
         on_agent=on_agent,
+        servers=args.servers,
+        on_refused=on_refused,
     )
 
     async def on_exit() -> None:

@@ -180,6 +180,9 @@ def test_agent_command_started_by_hand_phones_home(home: Path, session: Session)
         got = op(hub, "agent_command", kind="command", session="lab", command=ECHO)
         line = got["command"]
         assert line.startswith("PARACONNECT_ENROLL_TOKEN=") and " serve " in line
+        # The line pins the hub's identity, not only its CA: the agent sends its token to
+        # nobody else (issue 12 item 11); running it below proves the real hub passes.
+        assert " --hub-identity client/hub:enroll " in line
         sid = got["server"]["id"]
         assert got["server"]["launcher"] == "manual"
         env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}

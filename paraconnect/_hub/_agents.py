@@ -135,6 +135,8 @@ class SessionAgents:
         refusal = self.admit(server_id, conn.peer)
         if refusal is not None:
             log.warning("hub: refused %s at %s: %s", conn.peer.label, where, refusal)
+            # Accounted and announced ("refused" event), as a refused handshake is.
+            self.side.refuse(conn, hello, where, refusal)
             await conn.aclose()
             return
         try:

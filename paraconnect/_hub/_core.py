@@ -31,7 +31,13 @@ from .._fs import ensure_private_dir
 from ..errors import ConfigError, NotFoundError, ParaconnectError
 from ..pki import Credentials, Role, SecurityLevel, Session, Store, load_credentials
 from ..servers import Job, Launcher, LaunchSpec
-from ..servers._enroll import DEFAULT_TOKEN_TTL, EnrollServer, issue_token
+from ..servers._enroll import (
+    DEFAULT_TOKEN_TTL,
+    HUB_IDENTITY,
+    EnrollServer,
+    issue_token,
+    retire,
+)
 from ..servers._kinds import ServerKind, build_kind
 from ..servers._registry import ServerRecord, ServerRegistry
 from ..servers._supervisor import ServerEvent, Supervisor
@@ -297,6 +303,7 @@ class Hub:
         if event.state in FINAL_STATES:
             # Nothing to dial any more: a forward server's connector would redial for ever.
             self.forward.cancel(event.server_id)
+            retire(self.store, self.registry, event.server_id)
         self.publish(event.as_dict())
 
     def _observe(self, event: dict[str, Any], exc: BaseException | None) -> None:
@@ -444,7 +451,8 @@ class Hub:
         else:
             creds = [
                 "--enroll", self.enroll_address(sess.name), "--ca-sha256", sess.ca_fingerprint,
-                "--token-env", TOKEN_ENV, "--creds-dir", str(opts.get("creds_dir", "creds")),
+                "--hub-identity", HUB_IDENTITY, "--token-env", TOKEN_ENV,
+                "--creds-dir", str(opts.get("creds_dir", "creds")),
             ]  # fmt: skip
         now = time.time()
         self.supervisor.add(

@@ -19,7 +19,7 @@ from ..pki import (
     fingerprint,
     revocation_reason,
 )
-from ._report import Report
+from ._report import NODE_BINDING_LIMIT, Report
 
 __all__ = ["ACCEPTS", "check_peer_cert", "crl_number_of", "freshest_crl", "human", "key_id"]
 
@@ -236,7 +236,8 @@ def check_peer_cert(
         if ident.unique_id and cn_text == ident.unique_id:
             report.ok(
                 "peer-unique-id",
-                f"the peer's certificate is bound to node {ident.unique_id!r} (CN = unique ID)",
+                f"the peer's certificate is bound to node {ident.unique_id!r} (CN = unique ID); "
+                f"{NODE_BINDING_LIMIT}",
             )
         else:
             report.fail(

@@ -21,7 +21,7 @@ from ..pki import (
     revocation_reason,
 )
 from ._chain import crl_number_of, human
-from ._report import Report
+from ._report import NODE_BINDING_LIMIT, Report
 
 __all__ = [
     "crl_steps",
@@ -203,14 +203,17 @@ def unique_id_step(
         report.fail(
             "unique-id",
             f"the certificate {ident.name!r} was issued for node {ident.unique_id!r} (its CN), "
-            f"but this node is {here!r}: a COPIED certificate, refused at level mutual",
+            f"but this node is {here!r}: a COPIED certificate, refused at level mutual "
+            f"({NODE_BINDING_LIMIT})",
             f"issue one on this machine: 'paraconnect issue ROLE NAME --unique-id {here}' "
             "(or, if this really is that node, set PARACONNECT_UNIQUE_ID accordingly)",
             certificate_unique_id=ident.unique_id,
             node_unique_id=here,
         )
     else:
-        report.ok("unique-id", f"bound to this node ({here!r}: CN = unique ID)")
+        report.ok(
+            "unique-id", f"bound to this node ({here!r}: CN = unique ID); {NODE_BINDING_LIMIT}"
+        )
 
 
 def peer_ca_step(report: Report, ours: x509.Certificate, path: Path) -> None:

@@ -7,7 +7,16 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Report", "Status", "Step"]
+__all__ = ["NODE_BINDING_LIMIT", "Report", "Status", "Step"]
+
+
+# What node binding is, said wherever debug reports on it (issue 12): honest about its limit.
+NODE_BINDING_LIMIT = (
+    "node binding is a self-check: the unique ID is what the peer claims, so a thief who sets "
+    "PARACONNECT_UNIQUE_ID to the certificate's CN connects with a copied certificate; it stops "
+    "a copied certificate being used by accident or by a careless colleague, not by an attacker "
+    "who has the key"
+)
 
 
 class Status(enum.StrEnum):

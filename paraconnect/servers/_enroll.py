@@ -12,7 +12,14 @@ Tokens: 32 random bytes, single use, expire (default 10 minutes), bound to one s
 stored only as their SHA-256 in the registry.
 
 The agent names the CA it pins in the TLS server name (``<fp[:32]>.<fp[32:]>.enroll.paraconnect``)
-so that a hub with several sessions presents that session's certificate.
+so that a hub with several sessions presents that session's certificate.  A caller that names no
+session CA of this hub gets no certificate at all (the handshake ends with ``unrecognized_name``).
+The certificate shown is a leaf of the session CA made for enrolment alone (``client/hub:enroll``,
+a name ``paraconnect issue`` cannot give, no node binding, its key only in the hub's memory): an
+anonymous caller never learns the hub's node ID, and the agent pins that role and name
+(``--hub-identity``), so another member of the session cannot pose as the hub and collect a token.
+The session CA certificate itself (which names the session ID) is what the agent pins, so a
+caller who already knows the CA's fingerprint sees it.
 
 Wire (after the TLS handshake; 4-byte big-endian length + JSON, 64 KiB at most):
 hub → agent ``{"type": "ca", "ca": PEM}``; agent → hub ``{"type": "enroll", "version": 1,
@@ -44,17 +51,33 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
 from .._fs import ensure_private_dir, write_atomic
-from ..errors import ConfigError, NetworkError, ProtocolError, TrustError
-from ..pki import Credentials, Role, Session, fingerprint
+from ..errors import ConfigError, NetworkError, ParaconnectError, ProtocolError, TrustError
+from ..pki import Credentials, Identity, Role, Session, Store, build_leaf, fingerprint
+from ..pki._keys import PublicKey
+from ..pki._names import check_name, check_unique_id
 from ._registry import ServerRegistry
 
-__all__ = ["DEFAULT_TOKEN_TTL", "EnrollServer", "enroll", "issue_token"]
+__all__ = [
+    "DEFAULT_TOKEN_TTL",
+    "HUB_IDENTITY",
+    "EnrollServer",
+    "enroll",
+    "issue_token",
+    "retire",
+    "revoke_enrolled",
+]
 
 log = logging.getLogger("paraconnect.servers")
 
 DEFAULT_TOKEN_TTL = 600.0
 MAX_MESSAGE = 64 * 1024
 _LEN = struct.Struct("!I")
+# Who the enrolment endpoint is: ':' is not allowed in names 'paraconnect issue' gives, so no
+# member of the session can hold a certificate with this identity.
+HUB_IDENTITY = "client/hub:enroll"
+_ENROLL_LEAF_DAYS = 1.0
+_KEY_TYPES = (ec.EllipticCurvePublicKey, rsa.RSAPublicKey, ed25519.Ed25519PublicKey)
+_CURVES = (ec.SECP256R1, ec.SECP384R1)
 
 
 def _digest(token: str) -> str:
@@ -104,37 +127,104 @@ async def _recv(stream: anyio.abc.ByteStream, where: str) -> dict[str, Any]:
         return obj
 
 
-def _tls_server_context(creds: Credentials) -> ssl.SSLContext:
+def parse_hub_identity(text: str) -> tuple[Role, str]:
+    """``ROLE/NAME`` as given with --hub-identity."""
+    role, sep, name = text.partition("/")
+    try:
+        parsed: Role | None = Role(role)
+    except ValueError:
+        parsed = None
+    if not sep or not name or parsed is None or parsed is Role.SESSION:
+        raise ConfigError(
+            f"--hub-identity {text!r}: give the hub's ROLE/NAME as the hub's enrolment line does "
+            f"(e.g. {HUB_IDENTITY})"
+        )
+    return parsed, name
+
+
+def _tls_server_context(session: Session) -> tuple[ssl.SSLContext, float]:
+    """A context showing a fresh enrolment leaf of `session` (key in memory only), and when
+    that leaf expires."""
+    role, name = parse_hub_identity(HUB_IDENTITY)
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = build_leaf(
+        session.load_ca_key(), session.ca_cert, key.public_key(),
+        Identity(session.id, role, name), _ENROLL_LEAF_DAYS,
+    )  # fmt: skip
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     ctx.verify_mode = ssl.CERT_NONE  # the agent has no certificate yet: that is the point
     with tempfile.TemporaryDirectory(prefix="paraconnect-enroll-") as tmp:
-        key = Path(tmp) / "key.pem"
-        cert = Path(tmp) / "cert.pem"
-        write_atomic(key, creds.key_pem(), mode=0o600)
-        write_atomic(cert, creds.cert_pem(), mode=0o600)
-        ctx.load_cert_chain(cert, key)
-    return ctx
+        key_path = Path(tmp) / "key.pem"
+        cert_path = Path(tmp) / "cert.pem"
+        pkcs8 = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        write_atomic(key_path, pkcs8, mode=0o600)
+        write_atomic(cert_path, leaf.public_bytes(serialization.Encoding.PEM), mode=0o600)
+        ctx.load_cert_chain(cert_path, key_path)
+    return ctx, leaf.not_valid_after_utc.timestamp()
 
 
-def _sign(
-    session: Session, csr: x509.CertificateSigningRequest, server_id: str, unique_id: str | None,
-    days: float,
-) -> x509.Certificate:  # fmt: skip
-    """The server certificate for a CSR's public key, recorded in the session (no key kept) so
-    that 'paraconnect revoke' finds it."""
-    public = csr.public_key()
-    if not isinstance(
-        public, ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
-    ):
-        raise ProtocolError("the CSR holds a key type paraconnect does not use")
-    _record, cert = session.certify(Role.SERVER, server_id, public, unique_id=unique_id, days=days)
-    return cert
+def _printable(value: str, what: str) -> None:
+    # A trailing newline must not slip past a name pattern that ends in '$'.
+    if not value.isprintable():
+        raise ConfigError(f"invalid {what} {value!r}: no control characters")
+
+
+def _check_csr(csr_pem: str, server_id: str) -> PublicKey:
+    """The CSR's public key as the hub will certify it, or the reason it will not."""
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem.encode())
+    except ValueError:
+        raise ProtocolError(f"the CSR of {server_id} is not a PEM certificate request") from None
+    try:
+        valid = csr.is_signature_valid
+        public = csr.public_key()
+    except Exception:  # any key cryptography cannot use is a bad request
+        raise ProtocolError(f"the CSR of {server_id} holds a key paraconnect cannot use") from None
+    if not valid:
+        raise TrustError(f"the CSR of {server_id} is not signed by its own key")
+    if not isinstance(public, _KEY_TYPES):
+        raise ProtocolError(f"the CSR of {server_id} holds a key type paraconnect does not use")
+    if isinstance(public, ec.EllipticCurvePublicKey) and not isinstance(public.curve, _CURVES):
+        raise ProtocolError(f"the CSR of {server_id} uses curve {public.curve.name}; use P-256")
+    if isinstance(public, rsa.RSAPublicKey) and public.key_size < 2048:
+        raise ProtocolError(f"the CSR of {server_id} has a {public.key_size}-bit RSA key")
+    return public
+
+
+def retire(store: Store, registry: ServerRegistry, server_id: str) -> None:
+    """A server that ended (stopped or failed) leaves its key in its job's directory: revoke
+    its certificate (``cessationOfOperation``); the CRL reaches agents as any revocation does."""
+    rec = registry.get(server_id)
+    try:
+        if rec is not None:
+            revoke_enrolled(store.open_session(rec.session), server_id, "cessationOfOperation")
+    except ParaconnectError as exc:
+        log.warning("hub: %s has ended, but its certificate stays valid: %s", server_id, exc)
+
+
+def revoke_enrolled(session: Session, server_id: str, reason: str) -> list[str]:
+    """Revoke every unrevoked certificate the hub certified for `server_id`; their serials."""
+    serials = [
+        r.serial
+        for r in session.records()
+        if r.name == server_id and r.role == Role.SERVER.value and not r.revoked
+    ]
+    for serial in serials:
+        session.revoke(serial, reason=reason)
+        log.info("hub: revoked %s's certificate %s (%s)", server_id, serial, reason)
+    return serials
 
 
 class EnrollServer:
-    """The hub's enrolment endpoint: TLS 1.3 with the hub's certificate, no client
-    certificate, one enrolment request per connection and nothing else."""
+    """The hub's enrolment endpoint: TLS 1.3 with an enrolment leaf of the session the caller
+    names (nothing for a caller that names none), no client certificate, one enrolment request
+    per connection and nothing else.  `sessions` maps a session name to the session and the
+    hub's credentials in it; only the session is used here (its CA key signs the leaf)."""
 
     def __init__(
         self,
@@ -152,6 +242,7 @@ class EnrollServer:
         self.on_enrolled = on_enrolled
         self.address: tuple[str, int] | None = None
         self._contexts: dict[str, ssl.SSLContext] = {}
+        self._expires: dict[str, float] = {}
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[tuple[str, int]] = anyio.TASK_STATUS_IGNORED
@@ -169,21 +260,32 @@ class EnrollServer:
 
     def context(self, session: str) -> ssl.SSLContext:
         ctx = self._contexts.get(session)
-        if ctx is None:
-            ctx = self._contexts[session] = _tls_server_context(self.sessions[session][1])
+        if ctx is None or self._expires.get(session, 0.0) < time.time() + 3600:
+            # The enrolment leaf lives a day: a hub that runs for weeks makes a fresh one.
+            ctx, self._expires[session] = _tls_server_context(self.sessions[session][0])
+            self._contexts[session] = ctx
         return ctx
 
     def _base_context(self) -> ssl.SSLContext:
-        if not self.sessions:
-            raise ConfigError("the hub has no session open for enrolment")
-        base = self.context(next(iter(self.sessions)))
+        # No certificate of its own: a caller that does not name one of our session CAs in the
+        # TLS server name is refused before it sees anything (no session ID, no node ID).
+        base = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        base.minimum_version = ssl.TLSVersion.TLSv1_3
+        base.verify_mode = ssl.CERT_NONE
 
-        def pick(sslobj: Any, server_name: str | None, _ctx: ssl.SSLContext) -> None:
+        def pick(sslobj: Any, server_name: str | None, _ctx: ssl.SSLContext) -> int | None:
             wanted = (server_name or "").replace(".", "")[:64]
-            for name, (sess, _creds) in self.sessions.items():
-                if _norm_fp(sess.ca_fingerprint) == wanted:
+            for name, (sess, _creds) in list(self.sessions.items()):
+                if _norm_fp(sess.ca_fingerprint) != wanted:
+                    continue
+                try:
                     sslobj.context = self.context(name)
-                    return
+                except Exception as exc:  # raised here, it would be lost
+                    log.warning("hub: cannot serve enrolment for session %r: %s", name, exc)
+                    return ssl.ALERT_DESCRIPTION_INTERNAL_ERROR
+                return None
+            log.warning("hub: enrolment caller named no session of this hub; refused")
+            return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
 
         base.sni_callback = pick
         return base
@@ -234,16 +336,21 @@ class EnrollServer:
         if not all(isinstance(v, str) and v for v in (server_id, token, csr_pem)):
             raise ProtocolError("an enrolment request needs server_id, token and csr")
         assert isinstance(server_id, str) and isinstance(token, str) and isinstance(csr_pem, str)  # noqa: S101
-        # A malformed request must not use up the token: the agent may retry with a good one.
+        # Everything the request says is checked before the token is spent: a request that
+        # would not be certified leaves the token for the agent's good one.
         try:
-            csr = x509.load_pem_x509_csr(csr_pem.encode())
-        except ValueError:
-            raise ProtocolError(
-                f"the CSR of {server_id} is not a PEM certificate request"
-            ) from None
-        if not csr.is_signature_valid:
-            raise TrustError(f"the CSR of {server_id} is not signed by its own key")
-        found = self.registry.use_token(_digest(token), time.time())
+            _printable(server_id, "server id")
+            check_name(server_id, "server id")
+            if unique_id is not None:
+                if not isinstance(unique_id, str):
+                    raise ConfigError("the unique ID must be a string")
+                _printable(unique_id, "unique ID")
+                check_unique_id(unique_id)
+        except ConfigError as exc:
+            raise ProtocolError(f"enrolment request: {exc}") from None
+        public = _check_csr(csr_pem, server_id)
+        digest = _digest(token)
+        found = self.registry.token(digest)
         if found is None:
             raise TrustError(f"unknown enrolment token for server {server_id}")
         bound, tok_session, expires, used = found
@@ -256,16 +363,25 @@ class EnrollServer:
         if time.time() > expires:
             raise TrustError(f"the enrolment token of {server_id} expired; launch anew")
         rec = self.registry.get(server_id)
-        if rec is None or rec.final:
+        if rec is None or rec.final or rec.session != session.name:
             raise TrustError(f"server {server_id} is not waiting for enrolment")
         earlier = [
             r.serial
             for r in session.records()
             if r.name == server_id and r.key_type == "enrolled" and not r.revoked
         ]
-        cert = _sign(
-            session, csr, server_id, unique_id if isinstance(unique_id, str) else None, self.days
-        )
+        try:
+            record, cert = session.certify(
+                Role.SERVER, server_id, public, unique_id=unique_id, days=self.days
+            )
+        except ParaconnectError as exc:  # the hub's own trouble (its key, its disk)
+            log.error("hub: cannot certify %s: %s", server_id, exc)
+            raise TrustError(f"the hub cannot certify {server_id} now; its log says why") from None
+        # Spent only now, on a request that was certified.
+        spent = self.registry.use_token(digest, time.time())
+        if spent is None or spent[3] is not None:  # another connection spent it just now
+            session.revoke(record.serial, reason="superseded")
+            raise TrustError(f"the enrolment token for {server_id} was already used; launch anew")
         self.registry.update(server_id, cert_sha256=fingerprint(cert))
         log.info("hub: enrolled %s (certificate %s…)", server_id, fingerprint(cert)[:17])
         # A restarted job enrolled anew: the certificate of the job before is revoked, so the
@@ -282,11 +398,52 @@ class EnrollServer:
         }
 
 
+def _check_hub(
+    where: str, pinned: str, first: dict[str, Any], leaf_der: bytes | None, role: Role,
+    name: str,
+) -> x509.Certificate:  # fmt: skip
+    """The session CA the hub sent, once it is the pinned one and the hub's own certificate is
+    a leaf of it naming the pinned role and name."""
+    try:
+        ca = x509.load_pem_x509_certificate(str(first.get("ca", "")).encode())
+    except ValueError:
+        raise ProtocolError(f"{where} sent no session CA certificate") from None
+    got = _norm_fp(fingerprint(ca))
+    if not hmac.compare_digest(got, pinned):
+        raise TrustError(
+            f"{where} presents session CA {got[:16]}…, not the pinned {pinned[:16]}…;"
+            " check --ca-sha256 (or the address: another hub answers there)"
+        )
+    if leaf_der is None:
+        raise TrustError(f"{where} presented no certificate")
+    leaf = x509.load_der_x509_certificate(leaf_der)
+    try:
+        leaf.verify_directly_issued_by(ca)
+    except Exception as exc:
+        raise TrustError(f"{where}'s certificate is not signed by the pinned CA") from exc
+    now = time.time()
+    if not leaf.not_valid_before_utc.timestamp() <= now <= leaf.not_valid_after_utc.timestamp():
+        raise TrustError(f"{where}'s certificate is not valid now; check both clocks")
+    ident, session = Identity.of(leaf), Identity.of(ca)
+    if ident is None or session is None or ident.session_id != session.session_id:
+        raise TrustError(f"{where}'s certificate names no identity of the pinned session")
+    if ident.role is not role or ident.name != name:
+        raise TrustError(
+            f"{where} is {ident.role.value} {ident.name!r} of the session, not the hub "
+            f"({role.value}/{name}); the token was not sent: check the enrolment address"
+        )
+    return ca
+
+
 async def enroll(
     hub: str, ca_sha256: str, token: str, server_id: str, creds_dir: Path,
     unique_id: str | None = None, timeout: float = 30.0,  # noqa: ASYNC109
+    *, hub_identity: str = HUB_IDENTITY,
 ) -> Path:  # fmt: skip
-    """The agent's side: make a key here, get it certified by the hub, write `creds_dir`."""
+    """The agent's side: make a key here, get it certified by the hub, write `creds_dir`.
+    The hub must show a certificate of the CA with fingerprint `ca_sha256` naming
+    `hub_identity` (ROLE/NAME); the token is sent to nobody else."""
+    want_role, want_name = parse_hub_identity(hub_identity)
     host, _, port_text = hub.rpartition(":")
     host = host.strip("[]")
     if not host or not port_text.isdigit():
@@ -311,30 +468,29 @@ async def enroll(
             tcp = await anyio.connect_tcp(host, int(port_text))
             # The pinned CA, as the TLS server name: the hub picks that session's certificate.
             sni = f"{pinned[:32]}.{pinned[32:]}.enroll.paraconnect"
-            stream = await TLSStream.wrap(
-                tcp, server_side=False, hostname=sni, ssl_context=ctx, standard_compatible=False
-            )
+            try:
+                stream = await TLSStream.wrap(
+                    tcp, server_side=False, hostname=sni, ssl_context=ctx,
+                    standard_compatible=False,
+                )  # fmt: skip
+            except BaseException as exc:
+                await tcp.aclose()
+                if not isinstance(exc, anyio.EndOfStream | anyio.BrokenResourceError):
+                    raise
+                # A hub ends the handshake when no session of its own has the CA named.
+                raise TrustError(
+                    f"{where} ended the TLS handshake: it serves no session whose CA is the "
+                    f"pinned {pinned[:16]}… (not the pinned CA, another program, or a hub that "
+                    "cannot sign for that session now: see its log); check --ca-sha256 and the "
+                    "address"
+                ) from None
             async with stream:
                 leaf_der = stream.extra(  # noqa: S610 - anyio's typed attribute
                     TLSAttribute.peer_certificate_binary
                 )
                 first = await _recv(stream, where)
-                ca = x509.load_pem_x509_certificate(str(first.get("ca", "")).encode())
-                got = _norm_fp(fingerprint(ca))
-                if not hmac.compare_digest(got, pinned):
-                    raise TrustError(
-                        f"{where} presents session CA {got[:16]}…, not the pinned {pinned[:16]}…;"
-                        " check --ca-sha256 (or the address: another hub answers there)"
-                    )
-                if leaf_der is None:
-                    raise TrustError(f"{where} presented no certificate")
-                leaf = x509.load_der_x509_certificate(leaf_der)
-                try:
-                    leaf.verify_directly_issued_by(ca)
-                except (ValueError, TypeError, Exception) as exc:
-                    raise TrustError(
-                        f"{where}'s certificate is not signed by the pinned CA"
-                    ) from exc
+                ca = _check_hub(where, pinned, first, leaf_der, want_role, want_name)
+                # Only now, with the hub's CA and identity checked, does the token leave here.
                 await _send(stream, {
                     "type": "enroll", "version": 1, "server_id": server_id, "token": token,
                     "csr": csr.public_bytes(serialization.Encoding.PEM).decode(),

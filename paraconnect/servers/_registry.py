@@ -235,6 +235,16 @@ class ServerRegistry:
                 (digest, server_id, session, expires),
             )
 
+    def token(self, digest: str) -> tuple[str, str, float, float | None] | None:
+        """A token's (server_id, session, expires, used) without spending it, or None."""
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT server_id, session, expires, used FROM tokens WHERE digest = ?", (digest,)
+            ).fetchone()
+        if row is None:
+            return None
+        return row["server_id"], row["session"], row["expires"], row["used"]
+
     def use_token(self, digest: str, now: float) -> tuple[str, str, float, float | None] | None:
         """Mark a token used (atomically); returns (server_id, session, expires, used_before)
         or None if unknown."""

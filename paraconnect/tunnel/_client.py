@@ -366,6 +366,12 @@ class Connector:
         log.info("asked %s to phone home to %s", self._control.conn.peer.label, home.endpoint)
 
 
+def _server_name(conn: ByteStream, hello: Hello) -> str:
+    """The server's name as its certificate proves it (its claimed id at level none)."""
+    ident = conn.peer.identity
+    return ident.name if ident is not None else hello.server_id
+
+
 @dataclass(eq=False)
 class AgentLink:
     """An agent that phoned home and holds a control channel here."""
@@ -379,7 +385,12 @@ class AgentLink:
 
 
 class ReverseListener:
-    """Reverse: accept agents phoning home on `listen`, expose the newest on `local`."""
+    """Reverse: accept agents phoning home on `listen`, expose the newest on `local`.
+
+    Only the servers named in `servers` (their certificates' names) are taken; any other
+    server of the session that dials is refused, logged and accounted.  With no `servers`,
+    the first server taken is pinned for the listener's life: a second certificate of the
+    session can never take over the owner's local endpoint by phoning home later."""
 
     def __init__(
         self,
@@ -395,7 +406,11 @@ class ReverseListener:
         accounting: Accounting | bool = True,
         agent_wait: float = AGENT_WAIT,
         on_agent: Callable[[AgentLink], None] | None = None,
+        servers: Sequence[str] = (),
+        on_refused: Callable[[str, str, str], None] | None = None,
     ) -> None:
+        self.servers: frozenset[str] | None = frozenset(servers) or None
+        self.on_refused = on_refused
         self.side = Side(
             creds,
             Role.CLIENT,
@@ -472,6 +487,15 @@ class ReverseListener:
         except ParaconnectError as exc:
             log.warning("refused connection from %s: %s", where, exc)
             return
+        why = self._admission(conn, hello)
+        if why is not None:
+            name = _server_name(conn, hello)
+            log.warning("refused server %r at %s: %s", name, where, why)
+            self.side.refuse(conn, hello, where, why)
+            if self.on_refused is not None:
+                self.on_refused(name, where, why)
+            await conn.aclose()
+            return
         if hello.purpose is Purpose.DATA:
             if not self.channels.arrived(conn, hello, where):
                 log.warning(
@@ -480,6 +504,23 @@ class ReverseListener:
                 await conn.aclose()
             return
         await self._agent(conn, hello, where)
+
+    def _admission(self, conn: ByteStream, hello: Hello) -> str | None:
+        """None to take this server, else why not."""
+        name = _server_name(conn, hello)
+        if self.servers is None:
+            if hello.purpose is Purpose.DATA:
+                return "no server was taken yet; data before control"
+            self.servers = frozenset({name})
+            log.info(
+                "took server %r first: only it is taken from now on (give --server to name "
+                "the servers in advance)",
+                name,
+            )
+            return None
+        if name in self.servers:
+            return None
+        return f"this listener takes only {', '.join(map(repr, sorted(self.servers)))}"
 
     def _changed(self) -> None:
         self._agent_changed.set()

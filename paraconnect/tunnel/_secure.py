@@ -507,6 +507,13 @@ class Side:
         self.metrics.handshake_ok()
         return conn, theirs
 
+    def refuse(self, conn: ByteStream, hello: Hello, where: str, why: str) -> None:
+        """Account and announce a peer refused after its hello (by a listener's own admission
+        rule), as a refused handshake is; the caller closes the connection."""
+        self._failed(
+            TrustError(why), hello.purpose.value, where, conn.peer, hello.server_id, time.time()
+        )
+
     def _failed(
         self,
         exc: ParaconnectError,
