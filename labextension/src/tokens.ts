@@ -46,3 +46,6 @@ export const STATE_TONE: Record<string, 'ok' | 'busy' | 'idle' | 'bad'> = {
 
 /** Final states: the server will not come back by itself. */
 export const FINAL_STATES = new Set(['stopped', 'failed', 'lost']);
+
+/** How often the panel asks again while the hub is down (REST 503: Jupyter restarts it). */
+export const HUB_RETRY_MS = 3000;
