@@ -17,6 +17,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+
 from paraconnect.hub import HubClient
 
 from .conftest import PARACONNECT
@@ -119,3 +122,67 @@ def recv_frame(sock: ssl.SSLSocket) -> dict[str, object]:
     obj = json.loads(body)
     assert isinstance(obj, dict)
     return obj
+
+
+# -- what the fuzz tests throw -----------------------------------------------------------
+
+# Against a running process: few examples, the same ones on every run, no per-example deadline
+# (a handshake on a loaded machine takes what it takes).
+AT_A_PROCESS = settings(
+    max_examples=30,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    database=None,
+)
+
+_json_leaf = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12)
+json_values = st.recursive(
+    _json_leaf,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@st.composite
+def nested_json(draw: st.DrawFn) -> bytes:
+    """Arrays and objects nested far deeper than any message of ours (and than Python's
+    recursion limit), possibly unclosed, possibly inside a valid-looking object."""
+    depth = draw(st.integers(min_value=33, max_value=60_000))
+    opener = draw(st.sampled_from([b"[", b'{"a":', b'[{"a":']))
+    closer = {b"[": b"]", b'{"a":': b"}", b'[{"a":': b"}]"}[opener]
+    body = opener * depth + b"1" + (closer * depth if draw(st.booleans()) else b"")
+    if draw(st.booleans()):
+        body = b'{"v":1,"op":"servers","type":"enroll","x":' + body + b"}"
+    return body
+
+
+@st.composite
+def hostile_frames(draw: st.DrawFn, limit: int) -> bytes:
+    """One thing a stranger might send where a length-prefixed JSON frame is expected."""
+    kind = draw(st.sampled_from(["bytes", "truncated", "oversized", "nested", "garbage", "json"]))
+    if kind == "bytes":
+        return draw(st.binary(min_size=1, max_size=300))
+    if kind == "oversized":
+        size = draw(st.integers(min_value=limit + 1, max_value=2**32 - 1))
+        return size.to_bytes(4, "big") + draw(st.binary(max_size=50))
+    if kind == "nested":
+        return frame(draw(nested_json()))
+    if kind == "garbage":
+        return frame(draw(st.binary(min_size=0, max_size=300)))
+    obj = draw(st.dictionaries(st.text(max_size=8), json_values, max_size=5))
+    if draw(st.booleans()):
+        obj = {**obj, "v": 1}
+    whole = frame(json.dumps(obj).encode())
+    if kind == "truncated":
+        return whole[: draw(st.integers(min_value=1, max_value=len(whole) - 1))]
+    return whole  # well-formed, but not a message this side expects
+
+
+def no_tracebacks(log: Path) -> None:
+    """A bad peer costs a log line, never a traceback (an exception nobody expected)."""
+    text = log.read_text(errors="replace")
+    assert "Traceback" not in text, text[-4000:]
+    assert "please report it" not in text, text[-4000:]

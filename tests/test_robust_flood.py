@@ -6,13 +6,14 @@ client's data connection failed."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
 
+import anyio
 import pytest
 
 from paraconnect.tunnel import parse_endpoint
@@ -39,10 +40,8 @@ class Flood:
         while not self._stop.is_set() and len(self.socks) < FLOOD:
             sock = socket.socket()
             sock.setblocking(False)
-            try:
+            with contextlib.suppress(BlockingIOError):
                 sock.connect(self.address)
-            except BlockingIOError:
-                pass
             self.socks.append(sock)
             self._stop.wait(0.002)
 
@@ -76,8 +75,8 @@ async def test_a_flood_of_half_open_connections_leaves_room_for_a_good_client(
         "--handshake-timeout", "1", "--", sys.executable, ECHO, "--port", "{port}",
     )  # fmt: skip
     [addr] = agent.ready()["listen"]  # type: ignore[misc]
-    subprocess.run(
-        ["prlimit", "--pid", str(agent.popen.pid), f"--nofile={FD_LIMIT}:{FD_LIMIT}"], check=True
+    await anyio.run_process(
+        ["prlimit", "--pid", str(agent.popen.pid), f"--nofile={FD_LIMIT}:{FD_LIMIT}"]
     )
     host, _, port = str(addr).rpartition(":")
     flood = Flood(host, int(port))
