@@ -194,7 +194,9 @@ class EnrollServer:
                 await self._exchange(stream, where)
         except ParaconnectError as exc:
             log.warning("hub: enrolment connection from %s failed: %s", _peer(tcp), exc)
-        except (TimeoutError, OSError, ssl.SSLError, anyio.BrokenResourceError) as exc:
+        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            log.warning("hub: enrolment caller at %s closed the connection early", _peer(tcp))
+        except (TimeoutError, OSError, ssl.SSLError) as exc:
             log.warning(
                 "hub: enrolment connection from %s failed: %s", _peer(tcp), exc or repr(exc)
             )
