@@ -16,7 +16,7 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from paraconnect._hub._control import MAX_REQUEST
@@ -30,6 +30,7 @@ from .helpers_robust import (
     enrol_tls,
     frame,
     hostile_frames,
+    nested,
     no_tracebacks,
     read_until_closed,
     recv_frame,
@@ -100,6 +101,9 @@ def test_fuzz_hub_enrolment_endpoint(home: Path, session: Session) -> None:
 
         @AT_A_PROCESS
         @given(hostile_frames(MAX_MESSAGE), st.booleans())
+        @example(frame(nested(25_000)), True)
+        @example(b"\x00\x00\x01", True)
+        @example(b"", False)
         def throw(data: bytes, tls: bool) -> None:
             if tls:
                 _throw(hub.enroll, data, ctx, after_first_frame=True)
@@ -129,6 +133,8 @@ def test_fuzz_hub_control_socket(home: Path, store: Store) -> None:
 
         @AT_A_PROCESS
         @given(hostile_frames(MAX_REQUEST))
+        @example(frame(nested(25_000)))
+        @example(frame(b'{"op": "servers"}')[:9])
         def throw(data: bytes) -> None:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
                 sock.settimeout(30)
@@ -168,6 +174,9 @@ async def test_fuzz_agent_forward_listener_and_status_page(
 
     @AT_A_PROCESS
     @given(hostile_frames(MAX_FRAME), st.sampled_from(["tls", "plain", "status"]))
+    @example(frame(nested(8000)), "tls")  # within the hello's 16 KiB
+    @example(frame(b'{"v": 1, "role": "client"')[:9], "tls")
+    @example(b"GET /" + b"x" * 9000 + b" HTTP/1.1\r\n\r\n", "status")
     def throw(data: bytes, where: str) -> None:
         if where == "tls":
             _throw(listen, data, ctx)
@@ -199,6 +208,7 @@ async def test_fuzz_listen_listener(pki: Pki, procs: object, tmp_path: Path) -> 
 
     @AT_A_PROCESS
     @given(hostile_frames(MAX_FRAME), st.booleans())
+    @example(frame(nested(8000)), True)  # within the hello's 16 KiB
     def throw(data: bytes, tls: bool) -> None:
         _throw(where, data, ctx if tls else None)
 
