@@ -10,8 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from .helpers_jupyter import JupyterServer, Response, free_port, start_jupyter
+from .helpers_lab import PANEL, VIEWPORT, chromium, lab_args, screenshot
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -61,3 +63,39 @@ def test_a_dead_hub_answers_503_with_the_reason_and_comes_back(tmp_path: Path) -
         assert server.api("GET", "sessions").status == 200
         assert (server.home / "run" / "hub.json").exists()
         assert "the hub serves again" in server.log.read_text(errors="replace")
+
+
+def test_the_panel_says_the_hub_failed_and_recovers(tmp_path: Path) -> None:
+    """The panel hears of the failure on its websocket: a notification with the reason, then
+    REST (503 with the reason, shown where the panel shows errors) until the hub serves again,
+    when the error goes away without a page reload.  The same test-only fault as above."""
+    fault = tmp_path / "fault"
+    env = {"PARACONNECT_TEST_HUB_FAULT": str(fault)}
+    with (
+        start_jupyter(tmp_path, env=env, extra_args=lab_args(tmp_path)) as lab,
+        chromium() as browser,
+    ):
+        context = browser.new_context(viewport=VIEWPORT)
+        try:
+            page = context.new_page()
+            page.set_default_timeout(60_000)
+            page.goto(lab.url(f"lab?token={lab.token}"))
+            page.wait_for_function(
+                "() => window.jupyterapp"
+                " && window.jupyterapp.commands.hasCommand('paraconnect:open')"
+            )
+            page.evaluate("() => window.jupyterapp.restored")
+            page.evaluate("() => window.jupyterapp.commands.execute('paraconnect:open')")
+            error = page.locator(f"{PANEL} .pc-error")
+            expect(page.locator(PANEL)).to_be_visible(timeout=30_000)
+            expect(error).to_be_hidden(timeout=30_000)
+            fault.touch()
+            toast = page.locator(".Toastify__toast", has_text="hub failed")
+            expect(toast).to_contain_text(
+                "RuntimeError: a fault injected for a test", timeout=30_000
+            )
+            screenshot(page, "09-hub-failed", tmp_path)
+            assert _poll(lab, 200).status == 200
+            expect(error).to_be_hidden(timeout=30_000)
+        finally:
+            context.close()

@@ -54,7 +54,7 @@ export class HubModel {
       if (error instanceof ApiError && error.status === 503) {
         // The hub itself is down (the reason is in the message); the extension restarts
         // it: look again shortly, so the panel recovers without a page reload.
-        this.error = `the paraconnect hub is not running: ${error.message}`;
+        this.error = error.message; // 'the paraconnect hub does not run: <why>'
         this._retry();
       } else {
         this.error = `cannot reach the paraconnect hub: ${(error as Error).message}`;
@@ -163,6 +163,11 @@ export class HubModel {
         } else {
           await this.reloadSession(ev.session).catch(() => undefined);
         }
+        break;
+      case 'hub':
+        // The extension says its hub failed (REST answers 503 with the reason until the
+        // restarted hub serves) or serves again: read everything anew either way.
+        await this.reload();
         break;
       default:
         break;

@@ -12,6 +12,7 @@ import functools
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,7 @@ class HubThread:
         delay = self._next_delay()
         self.error = f"it failed ({_reason(exc)}); restarting it in {delay:g} s"
         log.error("paraconnect: the hub failed; restarting it in %g s", delay, exc_info=exc)
+        self._notify("failed", self.error)
         self._schedule(delay, hub)
 
     def _next_delay(self) -> float:
@@ -157,6 +159,16 @@ class HubThread:
                 self._schedule(delay, None)
                 return
         log.info("paraconnect: the hub serves again")
+        self._notify("running", "")
+
+    def _notify(self, state: str, reason: str) -> None:
+        """Tell the listeners (the panel's websocket) that the hub failed or serves again."""
+        event = {"event": "hub", "state": state, "reason": reason, "at": time.time()}
+        for callback in self._listeners:
+            try:
+                callback(event)
+            except Exception:
+                log.exception("paraconnect: a hub event listener failed")
 
     async def op(self, op: str, fields: Mapping[str, Any]) -> Any:
         """Run operation `op` (docs/hub-api.md) on the hub's loop; await it on the caller's."""
