@@ -34,6 +34,7 @@ EventCallback = Callable[[dict[str, Any]], None]
 # Seconds before each try to restart a hub that died, the last one repeated: a bug that kills
 # every new hub at once costs a log line every minute, not a busy loop.
 RESTART_DELAYS = (1.0, 2.0, 5.0, 15.0, 60.0)
+_STABLE = 300.0  # a hub that served this long before failing is restarted after the first pause
 
 # Test-only.  No input reaches the hub's loop with an exception any more, so the test that
 # Jupyter notices a dead hub and restarts it (tests/test_jupyter_hub_dies.py) makes the loop
@@ -78,6 +79,7 @@ class HubThread:
         self._lock = threading.Lock()
         self._stopping = False
         self._failures = 0
+        self._started_at = 0.0
         self._timer: threading.Timer | None = None
 
     def add_listener(self, callback: EventCallback) -> None:
@@ -119,6 +121,7 @@ class HubThread:
             raise
         self.hub = hub
         self.error = None
+        self._started_at = time.monotonic()
         log.info("paraconnect: hub for %s runs (phone home on %s)", home, self.config.listen)
 
     def _exited(self, hub: Hub, exc: BaseException | None) -> None:
@@ -127,6 +130,8 @@ class HubThread:
         if exc is None or self._stopping or self.hub is not hub:
             return
         self.hub = None
+        if time.monotonic() - self._started_at > _STABLE:
+            self._failures = 0  # it served a good while: start again from the shortest pause
         delay = self._next_delay()
         self.error = f"it failed ({_reason(exc)}); restarting it in {delay:g} s"
         log.error("paraconnect: the hub failed; restarting it in %g s", delay, exc_info=exc)

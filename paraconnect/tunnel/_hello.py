@@ -90,6 +90,8 @@ async def _read(conn: ByteStream, what: str, *, eof_ok: bool) -> dict[str, Any] 
     try:
         obj = await _wire.read_frame(conn.recv, limit=MAX_FRAME, what=what, eof_ok=eof_ok)
     except NetworkError as exc:
+        if eof_ok:  # a control channel that fails is a network matter, as it always was
+            raise
         raise ProtocolError(f"the connection ended in the middle of {what} ({exc})") from exc
     return None if obj is None else _versioned(obj)
 
