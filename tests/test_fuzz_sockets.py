@@ -20,6 +20,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from paraconnect._hub._control import MAX_REQUEST
+from paraconnect.hub import HubClient
 from paraconnect.pki import Credentials, Session, Store
 from paraconnect.servers._enroll import MAX_MESSAGE
 from paraconnect.tunnel import MAX_FRAME, parse_endpoint
@@ -218,3 +219,23 @@ async def test_fuzz_listen_listener(pki: Pki, procs: object, tmp_path: Path) -> 
     assert await ask(local, "echo", b"good agent") == b"good agent"
     assert listener.popen.poll() is None
     no_tracebacks(listener.log)
+
+
+def test_fuzz_hub_phone_home_listener(pki: Pki, home: Path, tmp_path: Path) -> None:
+    """Agents phone home here: with a server certificate of the session the bytes reach the
+    hello parser (8000 levels of nesting fit in a hello and raised RecursionError there)."""
+    with running_hub(home, pki.session.name) as hub:
+        with HubClient(home, timeout=30) as client:
+            [listener] = client.request("listeners")
+        where = _host_port(str(listener["phone_home"]))
+        ctx = _tls_context(pki.server, tmp_path)
+
+        @AT_A_PROCESS
+        @given(hostile_frames(MAX_FRAME), st.booleans())
+        @example(frame(nested(8000)), True)
+        def throw(data: bytes, tls: bool) -> None:
+            _throw(where, data, ctx if tls else None)
+
+        throw()
+        assert hub.serves()
+    no_tracebacks(hub.log)

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from paraconnect import _wire
 from paraconnect._hub._control import MAX_REQUEST
 from paraconnect._hub._control import _read as control_read
+from paraconnect.debug._probe import classify
 from paraconnect.errors import ProtocolError
 from paraconnect.servers._enroll import MAX_MESSAGE
 from paraconnect.servers._enroll import _recv as enrol_recv
@@ -124,3 +125,12 @@ def test_a_truncated_control_request_is_a_protocol_error() -> None:
             await control_read(_Bytes(frame(b'{"op": "servers"}')[:10], 4))  # type: ignore[arg-type]
 
     anyio.run(read)
+
+
+@FAST
+@given(st.integers(min_value=33, max_value=3000), st.binary(max_size=50))
+def test_the_debugger_classifies_any_first_bytes(depth: int, tail: bytes) -> None:
+    """`paraconnect debug` looks at what a peer sent first; a nested JSON frame raised
+    RecursionError out of it."""
+    kind, what = classify(frame(b'{"v":1,"x":' + b"[" * depth + b"]" * depth + b"}") + tail)
+    assert kind and what

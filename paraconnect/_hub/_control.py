@@ -24,7 +24,7 @@ import anyio.abc
 from .. import _wire
 from .._accept import serve_listener
 from .._fs import ensure_private_dir, read_public, write_atomic
-from ..errors import ConfigError, ParaconnectError, ProtocolError
+from ..errors import ConfigError, NetworkError, ParaconnectError, ProtocolError
 from ..pki import default_home
 from ._client import HubClient
 from ._ops import dispatch
@@ -82,14 +82,17 @@ async def _serve_one(hub: Hub, stream: anyio.abc.SocketStream) -> None:
     """One client, request after request.  Whatever it sends or however it leaves, this ends
     only its connection (a log line), never the hub."""
     async with stream:
-        sock = stream.extra(  # noqa: S610 - anyio's typed attribute
-            anyio.abc.SocketAttribute.raw_socket
-        )
-        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        _pid, uid, _gid = struct.unpack("3i", creds)
-        if uid != os.getuid():
-            return
         try:
+            sock = stream.extra(  # noqa: S610 - anyio's typed attribute
+                anyio.abc.SocketAttribute.raw_socket
+            )
+            size = struct.calcsize("3i")
+            _pid, uid, _gid = struct.unpack(
+                "3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, size)
+            )
+            if uid != os.getuid():
+                log.warning("hub: control socket: refused a client of uid %d", uid)
+                return
             while True:
                 try:
                     req = await _read(stream)
@@ -106,7 +109,7 @@ async def _serve_one(hub: Hub, stream: anyio.abc.SocketStream) -> None:
                 except (ProtocolError, TypeError, ValueError) as exc:
                     data = _frame({"ok": False, "error": str(exc), "category": "ProtocolError"})
                 await stream.send(data)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError, NetworkError) as exc:
             log.info("hub: a control client left before its reply: %s", exc or type(exc).__name__)
         except Exception:
             log.exception("hub: a control connection failed (a bug: please report it)")
