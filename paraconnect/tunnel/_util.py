@@ -12,6 +12,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
+from .._accept import MAX_IN_HAND
 from ..errors import ParaconnectError
 
 __all__ = [
@@ -29,11 +30,11 @@ Handler = Callable[[socket.socket, str], Coroutine[Any, Any, None]]
 
 log = logging.getLogger("paraconnect.tunnel")
 
-# TLS handshakes (and hellos) in progress per listener.  Each holds a descriptor until it ends
-# or times out; beyond this many the listener stops accepting, so a flood of half-open
-# connections waits in the kernel's backlog and leaves descriptors for the program's leg and
-# the relays of connected peers.
-MAX_HANDSHAKES = 64
+# TLS handshakes (and hellos) in progress per listener (the same cap as the hub's enrolment
+# endpoint).  Each holds a descriptor until it ends or times out; beyond this many the listener
+# stops accepting, so a flood of half-open connections waits in the kernel's backlog and leaves
+# descriptors for the program's leg and the relays of connected peers.
+MAX_HANDSHAKES = MAX_IN_HAND
 
 # The accepting task's "my handshake is over" callback (see accept_loop and Side.establish).
 _SLOT: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
