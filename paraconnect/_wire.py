@@ -25,17 +25,19 @@ from .errors import NetworkError, ProtocolError
 __all__ = [
     "HEADER_SIZE",
     "MAX_DEPTH",
+    "anyio_receive",
     "decode",
     "encode",
     "header",
+    "nesting",
     "payload_length",
     "read_anyio",
     "read_frame",
 ]
 
 HEADER_SIZE = 4
-# Paraconnect's own messages nest three or four levels; 32 leaves room and keeps json's C
-# scanner (and its recursion) far from Python's limit.
+# Paraconnect's own messages nest a few levels (a hub reply with a server's job options, five
+# or six); 32 leaves room and keeps json's recursion far from Python's limit.
 MAX_DEPTH = 32
 
 # Strings may hold brackets: each is dropped whole before counting.  Possessive, and an
