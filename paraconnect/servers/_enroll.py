@@ -91,10 +91,12 @@ async def _send(stream: anyio.abc.ByteStream, obj: dict[str, Any]) -> None:
 
 async def _recv(stream: anyio.abc.ByteStream, where: str) -> dict[str, Any]:
     try:
-        obj = await _wire.read_anyio(stream, limit=MAX_MESSAGE, what="an enrolment message")
+        obj = await _wire.read_anyio(
+            stream, limit=MAX_MESSAGE, what="an enrolment message", eof_ok=True
+        )
     except ProtocolError as exc:
         raise ProtocolError(f"{where}: {exc}") from exc
-    if obj is None:  # pragma: no cover - eof_ok is False: read_anyio raises instead
+    if obj is None:
         raise NetworkError(f"{where} closed the enrolment connection")
     return obj
 
