@@ -110,4 +110,5 @@ export type HubEvent =
       explain?: string;
       at: number;
     }
-  | { event: 'credentials'; session: string; change: string; at: number };
+  | { event: 'credentials'; session: string; change: string; at: number }
+  | { event: 'hub'; state: 'failed' | 'running'; reason: string; at: number };

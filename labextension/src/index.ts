@@ -21,6 +21,10 @@ function notify(model: HubModel, ev: HubEvent): void {
     Notification.success(`Server ${ev.server_id} phoned home from ${ev.where}`, {
       autoClose: 5000
     });
+  } else if (ev.event === 'hub' && ev.state === 'failed') {
+    Notification.error(`The paraconnect hub failed and is restarting: ${ev.reason}`, {
+      autoClose: 10000
+    });
   } else if (ev.event === 'refused') {
     // Tunnel events name the session by its id; say its name.
     const session =

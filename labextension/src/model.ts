@@ -1,8 +1,8 @@
 import { ISignal, Signal } from '@lumino/signaling';
 
 import { HubEvent, ICert, IServerInfo, ISessionDetail, ISessionInfo } from './api';
-import { eventsURL, requestAPI } from './request';
-import { EVENTS_ENDPOINT } from './tokens';
+import { ApiError, eventsURL, requestAPI } from './request';
+import { EVENTS_ENDPOINT, HUB_RETRY_MS } from './tokens';
 
 /**
  * Everything the panel shows. The hub is the only source of truth: on (re)load and whenever the
@@ -51,9 +51,26 @@ export class HubModel {
       await Promise.all(sessions.map(s => this.reloadSession(s.name, false)));
       this.error = null;
     } catch (error) {
-      this.error = `cannot reach the paraconnect hub: ${(error as Error).message}`;
+      if (error instanceof ApiError && error.status === 503) {
+        // The hub itself is down (the reason is in the message); the extension restarts
+        // it: look again shortly, so the panel recovers without a page reload.
+        this.error = error.message; // 'the paraconnect hub does not run: <why>'
+        this._retry();
+      } else {
+        this.error = `cannot reach the paraconnect hub: ${(error as Error).message}`;
+      }
     }
     this._changed.emit();
+  }
+
+  private _retry(): void {
+    if (this._disposed || this._retrying !== null) {
+      return;
+    }
+    this._retrying = setTimeout(() => {
+      this._retrying = null;
+      void this.reload();
+    }, HUB_RETRY_MS);
   }
 
   async reloadSession(name: string, emit = true): Promise<void> {
@@ -106,6 +123,9 @@ export class HubModel {
   dispose(): void {
     this._disposed = true;
     this._socket?.close();
+    if (this._retrying !== null) {
+      clearTimeout(this._retrying);
+    }
   }
 
   private async _apply(ev: HubEvent): Promise<void> {
@@ -144,6 +164,11 @@ export class HubModel {
           await this.reloadSession(ev.session).catch(() => undefined);
         }
         break;
+      case 'hub':
+        // The extension says its hub failed (REST answers 503 with the reason until the
+        // restarted hub serves) or serves again: read everything anew either way.
+        await this.reload();
+        break;
       default:
         break;
     }
@@ -154,5 +179,6 @@ export class HubModel {
   private _event = new Signal<this, HubEvent>(this);
   private _socket: WebSocket | null = null;
   private _delay = 1000;
+  private _retrying: ReturnType<typeof setTimeout> | null = null;
   private _disposed = false;
 }

@@ -36,7 +36,7 @@ from ..tunnel._leg import (
 )
 from ..tunnel._secure import Side
 from ..tunnel._stream import ByteStream
-from ..tunnel._util import accept_loop
+from ..tunnel._util import accept_loop, tls_accept_loop
 
 __all__ = ["AgentAccepted", "SessionAgents"]
 
@@ -97,7 +97,7 @@ class SessionAgents:
                     self.side.session_id[:8],
                     self.address,
                 )
-                tg.start_soon(accept_loop, sock, tg, self._incoming, str(self.address))
+                tg.start_soon(tls_accept_loop, sock, tg, self._incoming, str(self.address))
                 # A changed CRL or policy closes refused connections and reaches the agents.
                 tg.start_soon(self.side.watch, self._push_trust)
                 task_status.started(self.address)

@@ -114,9 +114,9 @@ class AsyncHubClient:
         except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
             self.broken = True
             raise NetworkError(f"the hub's control socket failed during {op!r}: {exc}") from exc
-        except ValueError as exc:
+        except (ProtocolError, NetworkError) as exc:
             self.broken = True
-            raise ProtocolError(f"the hub's reply to {op!r} is not JSON: {exc}") from exc
+            raise type(exc)(f"the hub's reply to {op!r}: {exc}") from exc
         if reply is None:
             self.broken = True
             raise NetworkError(f"the hub closed its control socket during {op!r}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import socket
 import struct
@@ -20,8 +21,10 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.abc
 
+from .. import _wire
+from .._accept import serve_listener
 from .._fs import ensure_private_dir, read_public, write_atomic
-from ..errors import ConfigError, ParaconnectError, ProtocolError
+from ..errors import ConfigError, NetworkError, ParaconnectError, ProtocolError
 from ..pki import default_home
 from ._client import HubClient
 from ._ops import dispatch
@@ -31,8 +34,9 @@ if TYPE_CHECKING:
 
 __all__ = ["HubClient", "find_hub", "runtime_dir", "serve_control"]
 
+log = logging.getLogger("paraconnect.hub")
+
 MAX_REQUEST = 1 << 20
-_LEN = struct.Struct("!I")
 
 
 def runtime_dir(home: Path | None = None) -> Path:
@@ -40,28 +44,12 @@ def runtime_dir(home: Path | None = None) -> Path:
 
 
 async def _read(stream: anyio.abc.ByteStream) -> dict[str, Any] | None:
-    buf = b""
-    while len(buf) < 4:
-        try:
-            chunk = await stream.receive(4 - len(buf))
-        except (anyio.EndOfStream, anyio.BrokenResourceError):
-            return None
-        buf += chunk
-    (size,) = _LEN.unpack(buf)
-    if size > MAX_REQUEST:
-        raise ProtocolError(f"control request of {size} bytes is over the {MAX_REQUEST} limit")
-    data = b""
-    while len(data) < size:
-        data += await stream.receive(size - len(data))
-    obj = json.loads(data)
-    if not isinstance(obj, dict):
-        raise ProtocolError("a control request must be a JSON object")
-    return obj
+    """One request (or reply); None when the peer closed between them."""
+    return await _wire.read_anyio(stream, limit=MAX_REQUEST, what="a control message", eof_ok=True)
 
 
 def _frame(obj: dict[str, Any]) -> bytes:
-    data = json.dumps(obj).encode()
-    return _LEN.pack(len(data)) + data
+    return _wire.encode(obj, limit=MAX_REQUEST, what="a control message")
 
 
 async def _dispatch(hub: Hub, req: dict[str, Any]) -> Any:
@@ -72,32 +60,59 @@ async def _dispatch(hub: Hub, req: dict[str, Any]) -> Any:
     return await dispatch(hub, name, fields)
 
 
-async def _serve_one(hub: Hub, stream: anyio.abc.SocketStream) -> None:
-    async with stream:
-        sock = stream.extra(  # noqa: S610 - anyio's typed attribute
-            anyio.abc.SocketAttribute.raw_socket
+async def _answer(hub: Hub, req: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return {"ok": True, "result": await _dispatch(hub, req)}
+    except ParaconnectError as exc:
+        return {"ok": False, "error": str(exc), "category": type(exc).__name__}
+    except (KeyError, TypeError, ValueError) as exc:
+        return {"ok": False, "error": f"bad request: {exc}", "category": "ProtocolError"}
+    except Exception as exc:
+        log.exception(
+            "hub: the control operation %r failed (a bug: please report it)", req.get("op")
         )
-        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        _pid, uid, _gid = struct.unpack("3i", creds)
-        if uid != os.getuid():
-            return
-        while True:
-            try:
-                req = await _read(stream)
-            except (ProtocolError, ValueError) as exc:
-                await stream.send(
-                    _frame({"ok": False, "error": str(exc), "category": "ProtocolError"})
-                )
+        return {
+            "ok": False,
+            "error": f"the hub failed: {exc!r}; see its log",
+            "category": "ParaconnectError",
+        }
+
+
+async def _serve_one(hub: Hub, stream: anyio.abc.SocketStream) -> None:
+    """One client, request after request.  Whatever it sends or however it leaves, this ends
+    only its connection (a log line), never the hub."""
+    async with stream:
+        try:
+            sock = stream.extra(  # noqa: S610 - anyio's typed attribute
+                anyio.abc.SocketAttribute.raw_socket
+            )
+            size = struct.calcsize("3i")
+            _pid, uid, _gid = struct.unpack(
+                "3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, size)
+            )
+            if uid != os.getuid():
+                log.warning("hub: control socket: refused a client of uid %d", uid)
                 return
-            if req is None:
-                return
-            try:
-                reply = {"ok": True, "result": await _dispatch(hub, req)}
-            except ParaconnectError as exc:
-                reply = {"ok": False, "error": str(exc), "category": type(exc).__name__}
-            except (KeyError, TypeError, ValueError) as exc:
-                reply = {"ok": False, "error": f"bad request: {exc}", "category": "ProtocolError"}
-            await stream.send(_frame(reply))
+            while True:
+                try:
+                    req = await _read(stream)
+                except ProtocolError as exc:
+                    log.warning("hub: control socket: %s; closed that connection", exc)
+                    reply = {"ok": False, "error": str(exc), "category": "ProtocolError"}
+                    await stream.send(_frame(reply))
+                    return
+                if req is None:
+                    return
+                reply = await _answer(hub, req)
+                try:
+                    data = _frame(reply)
+                except (ProtocolError, TypeError, ValueError) as exc:
+                    data = _frame({"ok": False, "error": str(exc), "category": "ProtocolError"})
+                await stream.send(data)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError, NetworkError) as exc:
+            log.info("hub: a control client left before its reply: %s", exc or type(exc).__name__)
+        except Exception:
+            log.exception("hub: a control connection failed (a bug: please report it)")
 
 
 async def serve_control(
@@ -129,9 +144,12 @@ async def serve_control(
                         "phone_home": sessions, "events": events}).encode(),
             mode=0o600,
         )  # fmt: skip
-        async with listener, anyio.create_task_group() as tg:
+        async with listener:
             task_status.started(path)
-            await listener.serve(lambda s: _serve_one(hub, s), task_group=tg)
+            # Same user only, so no cap; but an accept error never ends the hub.
+            await serve_listener(
+                listener, lambda s: _serve_one(hub, s), "hub: control socket", cap=None
+            )
     finally:
         with contextlib.suppress(OSError):
             path.unlink()

@@ -147,13 +147,24 @@ class Hub:
             )
         return self._tg
 
-    def start_in_thread(self) -> Hub:
-        """Run the hub on an event loop thread of its own; returns once it serves."""
+    def start_in_thread(self, on_exit: Callable[[BaseException | None], None] | None = None) -> Hub:
+        """Run the hub on an event loop thread of its own; returns once it serves.  `on_exit`
+        hears, on that thread, why the hub stopped serving (None: it was stopped)."""
         self._portal_cm = anyio.from_thread.start_blocking_portal(backend="asyncio")
         self._portal = self._portal_cm.__enter__()
         try:
-            self._portal.start_task_soon(self.run)
-            self._portal.call(self.started.wait)
+            running = self._portal.start_task_soon(self.run)
+            if on_exit is not None:
+                running.add_done_callback(
+                    lambda f: on_exit(None if f.cancelled() else f.exception())
+                )
+            # A hub that fails before it serves says why here, instead of a wait for ever.
+            started = self._portal.start_task_soon(self.started.wait)
+            concurrent.futures.wait((running, started), return_when="FIRST_COMPLETED")
+            if not started.done():
+                started.cancel()
+                running.result()
+                raise ConfigError("the hub stopped before it served; see the log above")
         except BaseException:
             self.stop_thread()
             raise

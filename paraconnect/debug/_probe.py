@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import socket
 import ssl
 import struct
 from dataclasses import dataclass, field
+
+from .. import _wire
+from ..errors import ProtocolError
 
 __all__ = ["TLSProbe", "classify", "http_probe", "paraview_probe", "tls_probe"]
 
@@ -118,9 +120,9 @@ def classify(raw: bytes) -> tuple[str, str]:
     if raw.startswith(b"<<<<"):
         return "paraview", "ParaView's own clear-text handshake (vtkSocketCommunicator)"
     if len(raw) > 4 and raw[4:5] == b"{":
-        with contextlib.suppress(ValueError, UnicodeDecodeError):
-            obj = json.loads(raw[4 : 4 + struct.unpack(">I", raw[:4])[0]].decode())
-            if isinstance(obj, dict) and "v" in obj:
+        with contextlib.suppress(ProtocolError):
+            obj = _wire.decode(raw[4 : 4 + int.from_bytes(raw[:4], "big")])
+            if "v" in obj:
                 return "paraconnect-plain", "a paraconnect hello in CLEAR TEXT (level none)"
     text = raw[:200]
     if all(32 <= b < 127 or b in (9, 10, 13) for b in text):

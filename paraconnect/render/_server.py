@@ -26,6 +26,7 @@ import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from .._accept import serve_listener
 from .._version import __version__
 from ..errors import ConfigError, ParaconnectError, ProtocolError
 from . import _protocol as P
@@ -179,7 +180,9 @@ class RenderServer:
     ) -> None:
         async with listener:
             task_status.started(where)
-            await listener.serve(self._handle)
+            # Clients are long-lived and counted by max_clients: no cap on accepting, but an
+            # accept error (out of descriptors) never ends the server.
+            await serve_listener(listener, self._handle, f"render server on {where}", cap=None)
 
     async def _handle(self, stream: anyio.abc.ByteStream) -> None:
         conn = _Connection(self, stream)

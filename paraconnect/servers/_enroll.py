@@ -31,12 +31,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import os
 import secrets
 import ssl
-import struct
 import tempfile
 import time
 from pathlib import Path
@@ -50,6 +48,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
+from .. import _wire
+from .._accept import serve_listener
 from .._fs import ensure_private_dir, write_atomic
 from ..errors import ConfigError, NetworkError, ParaconnectError, ProtocolError, TrustError
 from ..pki import Credentials, Identity, Role, Session, Store, build_leaf, fingerprint
@@ -71,13 +71,24 @@ log = logging.getLogger("paraconnect.servers")
 
 DEFAULT_TOKEN_TTL = 600.0
 MAX_MESSAGE = 64 * 1024
-_LEN = struct.Struct("!I")
 # Who the enrolment endpoint is: ':' is not allowed in names 'paraconnect issue' gives, so no
 # member of the session can hold a certificate with this identity.
 HUB_IDENTITY = "client/hub:enroll"
 _ENROLL_LEAF_DAYS = 1.0
 _KEY_TYPES = (ec.EllipticCurvePublicKey, rsa.RSAPublicKey, ed25519.Ed25519PublicKey)
 _CURVES = (ec.SECP256R1, ec.SECP384R1)
+HANDSHAKE_TIMEOUT = 10.0
+
+
+def _peer(stream: anyio.abc.SocketStream) -> str:
+    try:
+        addr = stream.extra(anyio.abc.SocketAttribute.remote_address)  # noqa: S610
+    except (OSError, anyio.TypedAttributeLookupError):
+        return "an unknown address"
+    if not isinstance(addr, tuple):
+        return str(addr)
+    host, port = addr[:2]
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
 
 
 def _digest(token: str) -> str:
@@ -98,33 +109,19 @@ def issue_token(
 
 
 async def _send(stream: anyio.abc.ByteStream, obj: dict[str, Any]) -> None:
-    data = json.dumps(obj).encode()
-    await stream.send(_LEN.pack(len(data)) + data)
+    await stream.send(_wire.encode(obj, limit=MAX_MESSAGE, what="an enrolment message"))
 
 
 async def _recv(stream: anyio.abc.ByteStream, where: str) -> dict[str, Any]:
-    buf = b""
-    need = 4
-    size: int | None = None
-    while True:
-        while len(buf) < need:
-            try:
-                buf += await stream.receive(need - len(buf))
-            except (anyio.EndOfStream, anyio.BrokenResourceError):
-                raise NetworkError(f"{where} closed the enrolment connection") from None
-        if size is None:
-            (size,) = _LEN.unpack(buf)
-            if size > MAX_MESSAGE:
-                raise ProtocolError(f"{where} sent an enrolment message of {size} bytes")
-            buf, need = b"", size
-            continue
-        try:
-            obj = json.loads(buf)
-        except ValueError:
-            raise ProtocolError(f"{where} sent a malformed enrolment message") from None
-        if not isinstance(obj, dict):
-            raise ProtocolError(f"{where} sent a malformed enrolment message")
-        return obj
+    try:
+        obj = await _wire.read_anyio(
+            stream, limit=MAX_MESSAGE, what="an enrolment message", eof_ok=True
+        )
+    except ProtocolError as exc:
+        raise ProtocolError(f"{where}: {exc}") from exc
+    if obj is None:
+        raise NetworkError(f"{where} closed the enrolment connection")
+    return obj
 
 
 def parse_hub_identity(text: str) -> tuple[Role, str]:
@@ -256,7 +253,8 @@ class EnrollServer:
             self.address = (host, port)
             log.info("hub: enrolment endpoint on %s:%d", host, port)
             task_status.started(self.address)
-            await listener.serve(self._handle)
+            # At most MAX_IN_HAND callers at once: a flood waits in the backlog, not in our fds.
+            await serve_listener(listener, self._handle, "hub: enrolment endpoint")
 
     def context(self, session: str) -> ssl.SSLContext:
         ctx = self._contexts.get(session)
@@ -291,42 +289,54 @@ class EnrollServer:
         return base
 
     async def _handle(self, tcp: anyio.abc.SocketStream) -> None:
-        where = "an agent"
+        """One connection.  The endpoint faces the network without client certificates:
+        whatever a caller sends costs its connection and a log line, never the hub."""
+        where = f"the enrolment caller at {_peer(tcp)}"
         try:
+            stream = await self._handshake(tcp)
             with anyio.fail_after(15):
-                # Every session has its own CA and hub certificate: the agent names the CA it
-                # pins in the TLS server name (SNI), and the handshake picks that session's
-                # certificate (else any: the agent then refuses the CA it is shown).
-                stream = await TLSStream.wrap(
-                    tcp, server_side=True, ssl_context=self._base_context(),
-                    standard_compatible=False,
-                )  # fmt: skip
-                used = stream.extra(TLSAttribute.ssl_object).context  # noqa: S610
-                name = next(
-                    (n for n, c in self._contexts.items() if c is used), next(iter(self.sessions))
-                )
-                session = self.sessions[name][0]
-                await _send(
-                    stream,
-                    {
-                        "type": "ca",
-                        "ca": session.ca_cert.public_bytes(serialization.Encoding.PEM).decode(),
-                    },
-                )
-                req = await _recv(stream, where)
-                try:
-                    reply = self._answer(session, req)
-                except (TrustError, ProtocolError, ConfigError) as exc:
-                    log.warning("hub: enrolment refused: %s", exc)
-                    reply = {"type": "error", "reason": str(exc)}
-                await _send(stream, reply)
-                await stream.aclose()
-        except (TimeoutError, OSError, ssl.SSLError, anyio.BrokenResourceError) as exc:
-            log.warning("hub: enrolment connection failed: %s", exc)
-        except (NetworkError, ProtocolError) as exc:
-            log.warning("hub: enrolment connection failed: %s", exc)
+                await self._exchange(stream, where)
+        except ParaconnectError as exc:
+            log.warning("hub: enrolment connection from %s failed: %s", _peer(tcp), exc)
+        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            log.warning("hub: enrolment caller at %s closed the connection early", _peer(tcp))
+        except (TimeoutError, OSError, ssl.SSLError) as exc:
+            log.warning(
+                "hub: enrolment connection from %s failed: %s", _peer(tcp), exc or repr(exc)
+            )
+        except Exception:
+            log.exception(
+                "hub: enrolment connection from %s failed (a bug: please report it)", _peer(tcp)
+            )
         finally:
             await tcp.aclose()
+
+    async def _handshake(self, tcp: anyio.abc.SocketStream) -> TLSStream:
+        with anyio.fail_after(HANDSHAKE_TIMEOUT):
+            # Every session has its own CA and hub certificate: the agent names the CA it pins
+            # in the TLS server name (SNI), and the handshake picks that session's certificate
+            # (else any: the agent then refuses the CA it is shown).
+            return await TLSStream.wrap(
+                tcp, server_side=True, ssl_context=self._base_context(),
+                standard_compatible=False,
+            )  # fmt: skip
+
+    async def _exchange(self, stream: TLSStream, where: str) -> None:
+        used = stream.extra(TLSAttribute.ssl_object).context  # noqa: S610
+        name = next((n for n, c in self._contexts.items() if c is used), next(iter(self.sessions)))
+        session = self.sessions[name][0]
+        await _send(
+            stream,
+            {"type": "ca", "ca": session.ca_cert.public_bytes(serialization.Encoding.PEM).decode()},
+        )
+        try:
+            req = await _recv(stream, where)
+            reply = self._answer(session, req)
+        except (TrustError, ProtocolError, ConfigError) as exc:
+            log.warning("hub: enrolment refused: %s", exc)
+            reply = {"type": "error", "reason": str(exc)}
+        await _send(stream, reply)
+        await stream.aclose()
 
     def _answer(self, session: Session, req: dict[str, Any]) -> dict[str, Any]:
         if req.get("type") != "enroll" or req.get("version") != 1:

@@ -55,7 +55,7 @@ from ._proxyproto import proxy_header
 from ._relay import relay
 from ._secure import HANDSHAKE_TIMEOUT, Side, Tracked
 from ._stream import ByteStream
-from ._util import accept_loop, guard, single_error
+from ._util import guard, single_error, tls_accept_loop
 
 __all__ = ["Agent", "Target", "check_insecure"]
 
@@ -185,7 +185,7 @@ class Agent:
                         self.side.session_id[:8],
                         self.level.value,
                     )
-                    tg.start_soon(accept_loop, lsock, tg, self._incoming, str(bound))
+                    tg.start_soon(tls_accept_loop, lsock, tg, self._incoming, str(bound))
                 for home in self.homes:
                     self.phone(home)
                 tg.start_soon(self.side.watch)

@@ -47,7 +47,7 @@ from ._phonehome import Home
 from ._relay import relay
 from ._secure import HANDSHAKE_TIMEOUT, Side
 from ._stream import ByteStream
-from ._util import accept_loop, single_error
+from ._util import accept_loop, single_error, tls_accept_loop
 
 __all__ = ["AgentLink", "Connector", "ReverseListener"]
 
@@ -457,7 +457,7 @@ class ReverseListener:
                     self.side.level.value,
                     self.local_address,
                 )
-                tg.start_soon(accept_loop, tls_sock, tg, self._incoming, str(self.address))
+                tg.start_soon(tls_accept_loop, tls_sock, tg, self._incoming, str(self.address))
                 where = str(self.local_address)
                 same_user = functools.partial(check_same_user, where=where)
                 tg.start_soon(accept_loop, local_sock, tg, self._forward, where, same_user)

@@ -12,14 +12,13 @@ The same framing carries control messages (phone home, open a data channel) afte
 from __future__ import annotations
 
 import enum
-import json
-import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 import anyio
 
+from .. import _wire
 from ..errors import NetworkError, ProtocolError, TrustError
 from ..pki import Role, SecurityLevel
 from ..tls import PeerIdentity, check_peer
@@ -44,7 +43,6 @@ __all__ = [
 VERSION = 1
 MAX_FRAME = 16 * 1024
 HELLO_TIMEOUT = 10.0
-_HEADER = struct.Struct(">I")
 _MAX_TEXT = 256
 
 
@@ -54,31 +52,18 @@ class Purpose(enum.StrEnum):
 
 
 def encode_frame(obj: Mapping[str, Any]) -> bytes:
-    payload = json.dumps(obj, separators=(",", ":"), ensure_ascii=True).encode()
-    if len(payload) > MAX_FRAME:
-        raise ProtocolError(f"a frame of {len(payload)} bytes exceeds the {MAX_FRAME}-byte limit")
-    return _HEADER.pack(len(payload)) + payload
+    return _wire.encode(obj, limit=MAX_FRAME)
 
 
 def frame_length(header: bytes) -> int:
-    if len(header) != _HEADER.size:
-        raise ProtocolError(f"truncated frame header ({len(header)} of 4 bytes)")
-    (length,) = _HEADER.unpack(header)
-    if length > MAX_FRAME:
-        raise ProtocolError(
-            f"the peer announced a {length}-byte frame, over the {MAX_FRAME}-byte limit: "
-            "it does not speak paraconnect's protocol"
-        )
-    return int(length)
+    return _wire.payload_length(header, limit=MAX_FRAME)
 
 
 def decode_payload(payload: bytes) -> dict[str, Any]:
-    try:
-        obj = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise ProtocolError("the peer sent a frame that is not JSON") from None
-    if not isinstance(obj, dict):
-        raise ProtocolError("the peer sent a frame that is not a JSON object")
+    return _versioned(_wire.decode(payload))
+
+
+def _versioned(obj: dict[str, Any]) -> dict[str, Any]:
     version = obj.get("v")
     if type(version) is not int:
         raise ProtocolError("the peer's frame carries no protocol version")
@@ -92,8 +77,8 @@ def decode_payload(payload: bytes) -> dict[str, Any]:
 
 def parse_frame(data: bytes) -> dict[str, Any]:
     """Parse exactly one whole frame (for tests and for buffers already read)."""
-    length = frame_length(data[: _HEADER.size])
-    payload = data[_HEADER.size :]
+    length = frame_length(data[: _wire.HEADER_SIZE])
+    payload = data[_wire.HEADER_SIZE :]
     if len(payload) != length:
         raise ProtocolError(
             f"frame length mismatch: header says {length} bytes, {len(payload)} followed"
@@ -101,28 +86,25 @@ def parse_frame(data: bytes) -> dict[str, Any]:
     return decode_payload(payload)
 
 
-async def read_frame(conn: ByteStream) -> dict[str, Any]:
+async def _read(conn: ByteStream, what: str, *, eof_ok: bool) -> dict[str, Any] | None:
     try:
-        header = await conn.recv_exactly(_HEADER.size)
-        payload = await conn.recv_exactly(frame_length(header))
+        obj = await _wire.read_frame(conn.recv, limit=MAX_FRAME, what=what, eof_ok=eof_ok)
     except NetworkError as exc:
-        raise ProtocolError(f"the connection ended in the middle of a frame ({exc})") from exc
-    return decode_payload(payload)
+        if eof_ok:  # a control channel that fails is a network matter, as it always was
+            raise
+        raise ProtocolError(f"the connection ended in the middle of {what} ({exc})") from exc
+    return None if obj is None else _versioned(obj)
+
+
+async def read_frame(conn: ByteStream) -> dict[str, Any]:
+    obj = await _read(conn, "a frame", eof_ok=False)
+    assert obj is not None  # noqa: S101 - eof_ok=False never gives None
+    return obj
 
 
 async def read_message(conn: ByteStream) -> dict[str, Any] | None:
     """A control message, or None when the peer closed cleanly between messages."""
-    first = await conn.recv(_HEADER.size)
-    if not first:
-        return None
-    try:
-        header = first + (
-            await conn.recv_exactly(_HEADER.size - len(first)) if len(first) < 4 else b""
-        )
-        payload = await conn.recv_exactly(frame_length(header))
-    except NetworkError as exc:
-        raise ProtocolError(f"the connection ended in the middle of a message ({exc})") from exc
-    return decode_payload(payload)
+    return await _read(conn, "a message", eof_ok=True)
 
 
 async def write_frame(conn: ByteStream, obj: Mapping[str, Any]) -> None:

@@ -45,7 +45,7 @@ from ._hello import HELLO_TIMEOUT, Hello, Purpose, exchange_hello
 from ._status import METRICS, Metrics, classify_failure
 from ._stream import ByteStream, PlainConnection
 from ._trust import Trust
-from ._util import peer_addr
+from ._util import handshake_done, peer_addr
 
 if TYPE_CHECKING:
     from ._splice import SpliceResult
@@ -449,6 +449,24 @@ class Side:
         """Handshake (unless level none) and hello, with the policy checked on the peer.
         Closes the socket on failure.  Every failure is counted and accounted as a refused
         attempt; a success is counted, and the caller tracks it (`track`)."""
+        try:
+            return await self._establish(
+                sock, server_side=server_side, purpose=purpose, channel=channel,
+                expect_server_id=expect_server_id,
+            )  # fmt: skip
+        finally:
+            # The listener that accepted `sock` may take the next connection now.
+            handshake_done()
+
+    async def _establish(
+        self,
+        sock: socket.socket,
+        *,
+        server_side: bool,
+        purpose: Purpose,
+        channel: str | None,
+        expect_server_id: str | None,
+    ) -> tuple[ByteStream, Hello]:
         conn: ByteStream
         started = time.time()
         where = peer_addr(sock)

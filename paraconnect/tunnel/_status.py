@@ -254,6 +254,7 @@ async def serve_status(
     network).  Reports the bound port through `task_status`."""
     import ipaddress
 
+    from .._accept import serve_listener
     from ..errors import ConfigError
 
     try:
@@ -287,4 +288,4 @@ async def serve_status(
     async with listener:
         bound = listener.extra(anyio.abc.SocketAttribute.local_port)  # noqa: S610 - not Django
         task_status.started(int(bound))
-        await listener.serve(handle)
+        await serve_listener(listener, handle, f"status page on {bind}:{bound}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import socket
 from collections.abc import Callable, Coroutine, Iterator
@@ -11,13 +12,42 @@ from typing import Any
 import anyio
 import anyio.abc
 
+from .._accept import MAX_IN_HAND
 from ..errors import ParaconnectError
 
-__all__ = ["Handler", "accept_loop", "describe_addr", "guard", "single_error"]
+__all__ = [
+    "MAX_HANDSHAKES",
+    "Handler",
+    "accept_loop",
+    "describe_addr",
+    "guard",
+    "handshake_done",
+    "single_error",
+    "tls_accept_loop",
+]
 
 Handler = Callable[[socket.socket, str], Coroutine[Any, Any, None]]
 
 log = logging.getLogger("paraconnect.tunnel")
+
+# TLS handshakes (and hellos) in progress per listener (the same cap as the hub's enrolment
+# endpoint).  Each holds a descriptor until it ends or times out; beyond this many the listener
+# stops accepting, so a flood of half-open connections waits in the kernel's backlog and leaves
+# descriptors for the program's leg and the relays of connected peers.
+MAX_HANDSHAKES = MAX_IN_HAND
+
+# The accepting task's "my handshake is over" callback (see accept_loop and Side.establish).
+_SLOT: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "paraconnect_handshake_slot", default=None
+)
+
+
+def handshake_done() -> None:
+    """Give back this task's handshake slot, if it holds one (once the hello is over)."""
+    release = _SLOT.get()
+    if release is not None:
+        _SLOT.set(None)
+        release()
 
 
 def describe_addr(addr: object) -> str:
@@ -73,25 +103,50 @@ async def accept_loop(
     handle: Handler,
     where: str,
     check: Callable[[socket.socket], object] | None = None,
+    *,
+    handshakes: int | None = None,
 ) -> None:
     """Accept connections for ever, each handled in its own task of `tg`, one bad peer never
     stopping the loop.  `check` may refuse a connection (raise a ParaconnectError) before any
     task is spent on it.  A task cancelled before it ever ran never sees its socket: those are
-    closed here, so no descriptor is left behind when the listener stops."""
+    closed here, so no descriptor is left behind when the listener stops.
+
+    With `handshakes`, at most that many accepted connections are still in their handshake
+    (the handler's `Side.establish` calls `handshake_done`); beyond it nothing is accepted."""
     from ._leg import accept
 
     unclaimed: set[socket.socket] = set()
+    slots = anyio.Semaphore(handshakes) if handshakes else None
 
-    async def claim(sock: socket.socket, peer: str) -> None:
+    def one_release() -> Callable[[], None]:
+        done = False
+
+        def release() -> None:
+            nonlocal done
+            if not done and slots is not None:
+                done = True
+                slots.release()
+
+        return release
+
+    async def claim(sock: socket.socket, peer: str, release: Callable[[], None]) -> None:
         unclaimed.discard(sock)
-        with guard(peer):
-            await handle(sock, peer)
+        _SLOT.set(release)
+        try:
+            with guard(peer):
+                await handle(sock, peer)
+        finally:
+            release()
 
     try:
         while True:
+            if slots is not None:
+                await slots.acquire()
+            release = one_release()
             try:
                 sock, addr = await accept(lsock)
             except OSError as exc:
+                release()
                 # Out of file descriptors and the like: say so, breathe, keep serving.
                 log.warning("accepting on %s failed: %s; retrying", where, exc)
                 await anyio.sleep(0.1)
@@ -102,9 +157,17 @@ async def accept_loop(
                 except ParaconnectError as exc:
                     log.warning("%s", exc)
                     sock.close()
+                    release()
                     continue
             unclaimed.add(sock)
-            tg.start_soon(claim, sock, describe_addr(addr))
+            tg.start_soon(claim, sock, describe_addr(addr), release)
     finally:
         for sock in unclaimed:
             sock.close()
+
+
+async def tls_accept_loop(
+    lsock: socket.socket, tg: anyio.abc.TaskGroup, handle: Handler, where: str
+) -> None:
+    """`accept_loop` for a TLS listener: at most MAX_HANDSHAKES handshakes in progress."""
+    await accept_loop(lsock, tg, handle, where, handshakes=MAX_HANDSHAKES)
