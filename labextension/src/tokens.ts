@@ -43,13 +43,8 @@ export const STATE_TONE: Record<string, 'ok' | 'busy' | 'idle' | 'bad'> = {
   failed: 'bad'
 };
 
-<<<<<<< HEAD
 /** Final states (paraconnect.vocab.FINAL_STATES): the server will not come back by itself. */
 export const FINAL_STATES = new Set(['stopped', 'failed']);
-=======
-/** Final states: the server will not come back by itself. */
-export const FINAL_STATES = new Set(['stopped', 'failed', 'lost']);
 
 /** How often the panel asks again while the hub is down (REST 503: Jupyter restarts it). */
 export const HUB_RETRY_MS = 3000;
->>>>>>> sec-frame

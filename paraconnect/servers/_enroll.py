@@ -293,6 +293,9 @@ class EnrollServer:
         whatever a caller sends costs its connection and a log line, never the hub."""
         where = f"the enrolment caller at {_peer(tcp)}"
         try:
+            if not self.sessions:
+                # Nothing to enrol for: say so at once rather than wait out a handshake.
+                raise ConfigError("the hub has no session open for enrolment")
             stream = await self._handshake(tcp)
             with anyio.fail_after(15):
                 await self._exchange(stream, where)
@@ -301,9 +304,11 @@ class EnrollServer:
         except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
             log.warning("hub: enrolment caller at %s closed the connection early", _peer(tcp))
         except (TimeoutError, OSError, ssl.SSLError) as exc:
+            # A timeout's message is empty: name the exception then.
             log.warning(
-                "hub: enrolment connection from %s failed: %s", _peer(tcp), exc or repr(exc)
-            )
+                "hub: enrolment connection from %s failed: %s", _peer(tcp),
+                str(exc) or type(exc).__name__,
+            )  # fmt: skip
         except Exception:
             log.exception(
                 "hub: enrolment connection from %s failed (a bug: please report it)", _peer(tcp)
