@@ -36,7 +36,7 @@ class SecurityLevel(enum.StrEnum):
     """After FLoM: how much the TLS layer demands of a peer (enforced by paraconnect.tls)."""
 
     NONE = "none"  # clear text, with a loud warning
-    ENCRYPT = "encrypt"  # any certificate of the session CA, any role
+    ENCRYPT = "encrypt"  # any certificate of the session CA, in its own role; no node binding
     MUTUAL = "mutual"  # per-node certificates, unique ID in the CN, roles checked
 
     @classmethod
