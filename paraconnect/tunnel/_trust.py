@@ -101,7 +101,8 @@ class Trust:
         raise CredentialError(
             f"{self.crl_path} holds {held}, older than list {recorded} applied here before "
             f"(recorded in {self.state.path}): it would let revoked certificates in again; "
-            "copy the session's newest crl.pem there"
+            "copy the session's newest crl.pem there (if it is lost: revoke again what it "
+            f"revoked, then delete {self.state.path})"
         )
 
     def refresh_crl(self) -> bool:
