@@ -335,3 +335,13 @@ async def test_encrypt_a_client_certificate_phoning_home_as_a_server_is_refused(
         assert await pid_of(local) > 0
         assert [a.hello.server_id for a in listener.agents] == ["srv"]
         tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_hello_session_check_alone_a_hello_naming_another_session(pki: Pki) -> None:
+    """Our session's certificate, a hello that names another session: only the hello's own
+    session check refuses."""
+    agent = Side(pki.server, Role.SERVER, server_id="srv", accounting=False)
+    confused = _Crafted(pki.client, Role.CLIENT, accounting=False, fake={"session": "0" * 32})
+    acc, dial = await _pair(agent, confused)
+    _refused_by_acceptor(acc, dial, "the peer's hello names session 00000000…, not ours")
