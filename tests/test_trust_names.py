@@ -148,3 +148,19 @@ def test_launch_names_and_options_are_whole_words(bad: str) -> None:
         SlurmOptions(time="10" + bad[3:])
     with pytest.raises(ConfigError, match="ssh host"):
         SshShell("node7" + bad[3:])
+
+
+def test_a_policy_rule_for_a_name_with_a_newline_is_refused(cli: object, home: Path) -> None:
+    """Such a deny would never match bob: it would silently do nothing."""
+    run = cli  # type: ignore[assignment]
+    assert run("session", "create", "lab").returncode == 0  # type: ignore[operator]
+    r = run("policy", "deny", "--session", "lab", "--name", "bob\n")  # type: ignore[operator]
+    assert r.returncode != 0 and "invalid name 'bob\\n'" in r.stderr, r
+    r = run("policy", "deny", "--session", "lab", "--unique-id", "laptop\n")  # type: ignore[operator]
+    assert r.returncode != 0 and "invalid unique ID 'laptop\\n'" in r.stderr, r
+    assert not (home / "sessions" / "lab" / "policy.json").exists()
+    (home / "sessions" / "lab" / "policy.json").write_text(
+        '{"rules": [{"action": "deny", "name": "bob\\n"}]}'
+    )
+    r = run("policy", "show", "--session", "lab")  # type: ignore[operator]
+    assert r.returncode != 0 and "rule #1: invalid name 'bob\\n'" in r.stderr, r
