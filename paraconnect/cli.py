@@ -58,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--level",
         default=SecurityLevel.MUTUAL.value,
         choices=choices(SecurityLevel),
-        help="security level of the session's connections (default: mutual)",
+        help="security level of the session's connections (default: mutual): encrypt and "
+        "mutual both check the session and each certificate's role; mutual also binds "
+        "certificates to their node; none is clear text",
     )
     _add_passphrase(p, "encrypt the session key with the passphrase in FILE ('-': stdin)")
     _add_json(p)

@@ -61,7 +61,7 @@ class SecurityLevel(_Parsed):
     """After FLoM: how much the TLS layer demands of a peer (enforced by paraconnect.tls)."""
 
     NONE = "none"  # clear text, with a loud warning
-    ENCRYPT = "encrypt"  # any certificate of the session CA, roles checked
+    ENCRYPT = "encrypt"  # any certificate of the session CA, in its own role; no node binding
     MUTUAL = "mutual"  # per-node certificates, unique ID in the CN, roles checked
 
     @classmethod

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from paraconnect.errors import NetworkError, ProtocolError, TrustError
+from paraconnect.errors import CredentialError, NetworkError, ProtocolError, TrustError
 from paraconnect.pki import Credentials, Role, SecurityLevel, Store, load_credentials
 from paraconnect.tls import ANONYMOUS
 from paraconnect.tunnel import Hello, Purpose, Side
@@ -211,7 +211,7 @@ async def test_copied_certificate_refused_by_the_peer_and_the_dialler_learns_why
 @pytest.mark.anyio
 async def test_own_copied_certificate_refused_before_use(home: Path) -> None:
     _srv, _cli, store = _sides(home)
-    with pytest.raises(Exception, match="copied certificate is refused"):
+    with pytest.raises(CredentialError, match="a copied certificate is refused at level mutual"):
         Side(load_credentials("h", role="client", store=store), Role.CLIENT, unique_id="elsewhere")
 
 
@@ -221,8 +221,13 @@ async def test_client_certificate_cannot_act_as_server(home: Path) -> None:
     impostor = _Careless(load_credentials("h", role="client", store=store), Role.SERVER)
     s_out, c_out = await _pair(impostor, cli)
     assert isinstance(c_out, TrustError) and "client certificate" in str(c_out)
+    assert str(c_out).startswith("refused client 'cli'"), c_out  # the client's own verdict
+    assert "the peer acts as server with a client certificate ('cli')" in str(c_out)
     assert isinstance(s_out, TrustError)
-    with pytest.raises(Exception, match="cannot act as a server"):
+    assert "refused this side: the peer acts as server with a client certificate" in str(s_out)
+    with pytest.raises(
+        CredentialError, match=r"holds a client certificate \('cli'\), which cannot act as a server"
+    ):
         Side(load_credentials("h", role="client", store=store), Role.SERVER)
 
 

@@ -54,13 +54,26 @@ async def _open_echo(local: Endpoint) -> anyio.abc.SocketStream:
 
 
 async def _closed_by_far_end(stream: anyio.abc.SocketStream) -> bool:
-    """True once the far end has closed the connection (EOF or reset)."""
+    """True once the far end has closed the connection (EOF or reset) without sending a byte
+    more (the echo program answers only what we send); any byte fails the test."""
     try:
-        while await stream.receive():
-            pass
+        data = await stream.receive()
     except (anyio.EndOfStream, anyio.BrokenResourceError, ConnectionResetError):
         return True
-    return True
+    raise AssertionError(f"the far end sent {data!r} instead of closing the connection")
+
+
+def _cut(side: object) -> list[dict[str, object]]:
+    """The connections `side` itself reports closing from now on, with why (its events)."""
+    seen: list[dict[str, object]] = []
+
+    def observe(event: dict[str, object], _exc: object) -> None:
+        reason = event.get("reason")
+        if event.get("state") == "closed" and str(reason).startswith("closed by this side"):
+            seen.append(event)
+
+    side.observers.append(observe)  # type: ignore[attr-defined]
+    return seen
 
 
 # -- the policy itself -------------------------------------------------------------------
@@ -178,7 +191,9 @@ async def test_an_open_connection_of_a_refused_friend_is_closed(
     caplog.set_level(logging.INFO, "paraconnect")
     bob = pki.friend("bob", home, unique_id=BOB_NODE)
     async with anyio.create_task_group() as tg:
-        [addr] = await tg.start(_agent(pki).run)
+        agent = _agent(pki)
+        cut = _cut(agent.side)
+        [addr] = await tg.start(agent.run)
         local = await tg.start(Connector(bob, addr, "127.0.0.1:0", unique_id=BOB_NODE).run)
         alice_local = await tg.start(Connector(pki.client, addr, "127.0.0.1:0").run)
         stream = await _open_echo(local)
@@ -200,6 +215,10 @@ async def test_an_open_connection_of_a_refused_friend_is_closed(
         await alice_stream.aclose()
         tg.cancel_scope.cancel()
     word = "revoked" if how == "revoke" else "denied by the policy"
+    # The agent's own account of what it cut: bob's connections, for that reason, alone.
+    assert cut and all(str(e["peer"]).startswith("client 'bob'") for e in cut), cut
+    assert all(word in str(e["reason"]) for e in cut), cut
+    assert {e["kind"] for e in cut} >= {"data"}, cut
     closing = [r.getMessage() for r in caplog.records if "closing the" in r.getMessage()]
     assert any("'bob'" in m and word in m for m in closing), closing
     assert not any("'alice'" in m for m in closing)
@@ -263,6 +282,7 @@ async def test_revocation_reaches_a_remote_agent_over_the_control_channel(
     bob = pki.friend("bob", home, unique_id=BOB_NODE)
     async with anyio.create_task_group() as tg:
         agent = Agent(far, program=Program(echo_command()), listen=["127.0.0.1:0"])
+        cut = _cut(agent.side)
         [addr] = await tg.start(agent.run)
         await tg.start(Connector(pki.client, addr, "127.0.0.1:0").run)  # the owner
         bob_local = await tg.start(Connector(bob, addr, "127.0.0.1:0", unique_id=BOB_NODE).run)
@@ -272,6 +292,10 @@ async def test_revocation_reaches_a_remote_agent_over_the_control_channel(
             closed = await _closed_by_far_end(stream)
         assert closed
         await stream.aclose()
+        assert any(
+            e["kind"] == "data" and str(e["peer"]).startswith("client 'bob'")
+            and "revoked" in str(e["reason"]) for e in cut
+        ), cut  # fmt: skip
         new_crl = (remote / "crl.pem").read_bytes()
         assert new_crl != old_crl and new_crl == pki.session.crl_path.read_bytes()
         assert (remote / "crl.pem").stat().st_mode & 0o777 == 0o644
@@ -322,6 +346,7 @@ async def test_reverse_a_revoked_server_loses_its_open_connections_at_the_listen
     caplog.set_level(logging.INFO, "paraconnect")
     async with anyio.create_task_group() as tg:
         listener = ReverseListener(pki.client, "127.0.0.1:0", "127.0.0.1:0", agent_wait=5)
+        cut = _cut(listener.side)
         addr, local = await tg.start(listener.run)
         agent = _agent(pki, listen=[], phone_home=[Home(addr, interval=0.05)])
         await tg.start(agent.run)
@@ -334,6 +359,10 @@ async def test_reverse_a_revoked_server_loses_its_open_connections_at_the_listen
         with anyio.fail_after(10):
             while listener.agents:  # noqa: ASYNC110 - the control channel goes too
                 await anyio.sleep(0.02)
+        assert {e["kind"] for e in cut} == {"control", "data"}, cut
+        assert all(
+            str(e["peer"]).startswith("server 'srv'") and "revoked" in str(e["reason"]) for e in cut
+        ), cut
         tg.cancel_scope.cancel()
     closing = [r.getMessage() for r in caplog.records if "closing the" in r.getMessage()]
     assert any("control connection with server 'srv'" in m and "revoked" in m for m in closing)
@@ -353,6 +382,7 @@ async def test_the_owners_policy_reaches_an_agent_holding_its_own_credentials(
     async with anyio.create_task_group() as tg:
         agent = Agent(load_credentials(out), program=Program(echo_command()),
                       listen=["127.0.0.1:0"])  # fmt: skip
+        cut = _cut(agent.side)
         [addr] = await tg.start(agent.run)
         await tg.start(Connector(pki.client, addr, "127.0.0.1:0").run)  # the owner
         stream = await _open_echo(
@@ -362,6 +392,12 @@ async def test_the_owners_policy_reaches_an_agent_holding_its_own_credentials(
         with anyio.fail_after(10):  # a bound that stops the test, not a timing assertion
             assert await _closed_by_far_end(stream)
         await stream.aclose()
+        assert ("data", f"client 'bob' on {BOB_NODE}") in [(e["kind"], e["peer"]) for e in cut]
+        assert all(
+            e["peer"] == f"client 'bob' on {BOB_NODE}"
+            and "denied by the policy" in str(e["reason"])
+            for e in cut
+        ), cut
         kept = load_policy(out / "policy.json")  # beside the agent's credentials
         assert [r.describe() for r in kept.rules] == ["deny name 'bob'"]
         with anyio.fail_after(20), pytest.raises(TrustError, match="denied by the policy"):

@@ -6,13 +6,22 @@ from __future__ import annotations
 import logging
 import socket
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
 from paraconnect.errors import ConfigError, CredentialError, TrustError
 from paraconnect.pki import SecurityLevel
-from paraconnect.tunnel import Agent, Connector, Home, Program, ProgramExited, ReverseListener
+from paraconnect.tunnel import (
+    Agent,
+    Connector,
+    Home,
+    Program,
+    ProgramExited,
+    ReverseListener,
+    Side,
+)
 
 from .helpers_tunnel import Pki, ask, echo_command, make_pki, pid_of, sha_check
 
@@ -25,17 +34,38 @@ def _agent(pki: Pki, **kw: object) -> Agent:
     return Agent(pki.server, program=program, **kw)  # type: ignore[arg-type]
 
 
+def _refusals(side: Side) -> list[dict[str, Any]]:
+    """The refusals `side` itself reports from now on (its events, not its log)."""
+    seen: list[dict[str, Any]] = []
+    side.observers.append(lambda e, _exc: seen.append(e) if e["event"] == "refused" else None)
+    return seen
+
+
+async def _first(seen: list[dict[str, Any]]) -> dict[str, Any]:
+    with anyio.fail_after(20):  # bounds the test only
+        while not seen:  # noqa: ASYNC110 - appended by the side as it refuses
+            await anyio.sleep(0.02)
+    return seen[0]
+
+
 async def test_client_of_another_session_is_refused_and_the_agent_goes_on(
     pki: Pki, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     other = make_pki(tmp_path / "elsewhere", "other")
     async with anyio.create_task_group() as tg:
-        [addr] = await tg.start(_agent(pki).run)
+        agent = _agent(pki)
+        refused = _refusals(agent.side)
+        [addr] = await tg.start(agent.run)
         with (
             anyio.fail_after(20),
             pytest.raises(TrustError, match=r"refused|unknown ca|certificate"),
         ):
             await Connector(other.client, addr, "127.0.0.1:0", unique_id=other.uid).run()
+        # The agent's own record of it: no identity got through, and why (under TLS 1.3 the
+        # client checks the agent's certificate first, against its own session CA).
+        event = await _first(refused)
+        assert event["peer"] is None and event["session"] == pki.session.id, event
+        assert "it says our certificate is not signed by a CA it trusts" in event["reason"], event
         local = await tg.start(Connector(pki.client, addr, "127.0.0.1:0").run)
         await sha_check(local, 10_000)
         tg.cancel_scope.cancel()
@@ -45,9 +75,21 @@ async def test_client_of_another_session_is_refused_and_the_agent_goes_on(
 async def test_server_of_another_session_is_refused_by_the_client(pki: Pki, tmp_path: Path) -> None:
     other = make_pki(tmp_path / "elsewhere", "other")
     async with anyio.create_task_group() as tg:
-        [addr] = await tg.start(_agent(other, unique_id=other.uid).run)
-        with anyio.fail_after(20), pytest.raises(TrustError):
+        agent = _agent(other, unique_id=other.uid)
+        refused = _refusals(agent.side)
+        [addr] = await tg.start(agent.run)
+        # The client's own verdict (not the agent's refusal relayed to it).
+        with (
+            anyio.fail_after(20),
+            pytest.raises(
+                TrustError, match="peer certificate is not signed by the session CA"
+            ) as info,
+        ):
             await Connector(pki.client, addr, "127.0.0.1:0").run()
+        assert "refused our certificate" not in str(info.value)
+        # And the agent saw that it was the client that refused it.
+        event = await _first(refused)
+        assert "refused our certificate" in event["reason"], event
         tg.cancel_scope.cancel()
 
 
@@ -84,6 +126,7 @@ async def test_a_listener_refuses_a_server_of_another_session(pki: Pki, tmp_path
     other = make_pki(tmp_path / "elsewhere", "other")
     async with anyio.create_task_group() as tg:
         listener = ReverseListener(pki.client, "127.0.0.1:0", "127.0.0.1:0", agent_wait=0.5)
+        refused = _refusals(listener.side)
         addr, local = await tg.start(listener.run)
         intruder = Agent(
             other.server,
@@ -92,7 +135,11 @@ async def test_a_listener_refuses_a_server_of_another_session(pki: Pki, tmp_path
             unique_id=other.uid,
         )
         await tg.start(intruder.run)
-        await anyio.sleep(0.3)
+        # The listener's own refusal of the intruder (an event, not a fixed wait), then the
+        # negative checks.
+        event = await _first(refused)
+        assert event["peer"] is None, event
+        assert "it says our certificate is not signed by a CA it trusts" in event["reason"], event
         assert listener.agents == []
         assert await ask(local, "pid") == b""  # nobody to forward to: closed, nothing leaked
         tg.cancel_scope.cancel()

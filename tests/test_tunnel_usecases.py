@@ -161,10 +161,16 @@ async def test_6_reverse_listener_hands_the_server_to_a_friend(pki: Pki, home: P
 
 
 async def test_level_encrypt_one_shared_certificate_serves_every_peer(home: Path) -> None:
-    from paraconnect.pki import SecurityLevel
+    from paraconnect.errors import CredentialError
+    from paraconnect.pki import SecurityLevel, load_credentials
 
     pki = make_pki(home, "shared", SecurityLevel.ENCRYPT)
-    shared = pki.client  # a client certificate, on both ends: any role is fine at encrypt
+    pki.session.issue("node", "everywhere")
+    # A node certificate, on both ends: it acts as either role, and encrypt binds no node.
+    # A client certificate stays a client at every level (issue 12, item 9).
+    shared = load_credentials("shared", role="node", store=pki.store)
+    with pytest.raises(CredentialError, match=r"client certificate .* cannot act as a server"):
+        Agent(pki.client, program=Program(echo_command()), listen=["127.0.0.1:0"])
     async with anyio.create_task_group() as tg:
         agent = Agent(shared, program=Program(echo_command()), listen=["127.0.0.1:0"])
         [addr] = await tg.start(agent.run)

@@ -135,24 +135,20 @@ def check_peer_cert(
             "it is not a paraconnect agent's certificate",
             "dial the agent's --listen address, not another TLS service",
         )
-    elif level is not SecurityLevel.MUTUAL:
-        report.ok(
-            "peer-role",
-            f"the peer is a {ident.role.value}; level {level.value} accepts "
-            "any role of the session",
-        )
     elif ident.role in ACCEPTS[our_role]:
         report.ok(
             "peer-role",
-            f"the peer is a {ident.role.value}: it may talk to a {our_role.value} at level mutual",
+            f"the peer is a {ident.role.value}: it may talk to a {our_role.value} "
+            f"at level {level.value}",
         )
     else:
+        # Roles hold at every level with TLS (levels differ only in node binding).
         wanted = " or ".join(r.value for r in ACCEPTS[our_role])
         report.fail(
             "peer-role",
             f"the peer presents a {ident.role.value} certificate ({ident.name!r}) where a "
-            f"{wanted} is expected: at level mutual a {ident.role.value} cannot talk to a "
-            f"{our_role.value}",
+            f"{wanted} is expected: at level {level.value} a {ident.role.value} cannot talk "
+            f"to a {our_role.value}",
             f"start the agent with a {wanted} certificate ('paraconnect issue server NAME "
             "--session S')",
         )

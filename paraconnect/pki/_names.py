@@ -11,12 +11,14 @@ from ..errors import ConfigError
 
 __all__ = ["check_name", "check_unique_id"]
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,47}$")
-_UID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# Whole-string matches only: with `$` and `.match`, "bob\n" passed as "bob", made a second
+# "bob" that `revoke bob` and `policy deny --name bob` never find.
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,47}")
+_UID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 def check_name(name: str, what: str = "name") -> str:
-    if not _NAME_RE.match(name):
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise ConfigError(
             f"invalid {what} {name!r}: use 1-48 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
@@ -25,7 +27,7 @@ def check_name(name: str, what: str = "name") -> str:
 
 
 def check_unique_id(unique_id: str) -> str:
-    if not _UID_RE.match(unique_id):
+    if not isinstance(unique_id, str) or not _UID_RE.fullmatch(unique_id):
         raise ConfigError(
             f"invalid unique ID {unique_id!r}: use 1-64 letters, digits, '.', '_' or '-'"
         )

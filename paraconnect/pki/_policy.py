@@ -27,6 +27,7 @@ from .._fs import locked, read_public, write_atomic
 from ..errors import ConfigError, CredentialError, TrustError
 from ._certs import Role, parse_pem_crl
 from ._keys import PrivateKey, sign_data, verify_data
+from ._names import check_name, check_unique_id
 from ._store import Session, Store
 
 __all__ = [
@@ -89,6 +90,11 @@ class Rule:
             role = parsed.value
         if isinstance(serial, int):
             serial = format(serial, "x")
+        # A rule for 'bob\n' would never match bob: a deny that silently does nothing.
+        if name is not None:
+            check_name(name)
+        if unique_id is not None:
+            check_unique_id(unique_id)
         return cls(
             action,
             role,

@@ -30,7 +30,7 @@ __all__ = ["UniqueId", "node_unique_id"]
 ENV_VAR = "PARACONNECT_UNIQUE_ID"
 MACHINE_ID_FILES = (Path("/etc/machine-id"), Path("/var/lib/dbus/machine-id"))
 _APP_KEY = b"paraconnect node unique id v1"
-_MACHINE_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+_MACHINE_ID_RE = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +44,7 @@ def _from_machine_id(path: Path) -> str | None:
         text = path.read_text().strip().lower()
     except OSError:
         return None
-    if not _MACHINE_ID_RE.match(text) or text == "0" * 32:
+    if not _MACHINE_ID_RE.fullmatch(text) or text == "0" * 32:
         return None
     digest = hmac.new(bytes.fromhex(text), _APP_KEY, hashlib.sha256).hexdigest()
     return digest[:32]

@@ -38,10 +38,10 @@ __all__ = [
 ]
 
 DESCRIBE_VERSION = 1
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_ENV_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # The wrapper script's own variables; a spec may not replace them.
-_RESERVED_ENV = re.compile(r"^(_pc_.*|PARACONNECT_JOB_DIR)$")
+_RESERVED_ENV = re.compile(r"_pc_.*|PARACONNECT_JOB_DIR")
 
 
 class JobState(enum.StrEnum):
@@ -132,15 +132,15 @@ class LaunchSpec:
             )
         env = dict(self.env)
         for key, value in env.items():
-            if not isinstance(key, str) or not _ENV_RE.match(key):
+            if not isinstance(key, str) or not _ENV_RE.fullmatch(key):
                 raise ConfigError(
                     f"environment variable name {key!r} is invalid; use letters, digits and _"
                 )
-            if _RESERVED_ENV.match(key):
+            if _RESERVED_ENV.fullmatch(key):
                 raise ConfigError(f"environment variable {key} is reserved for the job wrapper")
             if not isinstance(value, str) or "\0" in value:
                 raise ConfigError(f"environment variable {key} must be text without NUL bytes")
-        if not _NAME_RE.match(self.name):
+        if not _NAME_RE.fullmatch(self.name):
             raise ConfigError(
                 f"job name {self.name!r} is invalid; use up to 64 letters, digits, '.', '_', '-'"
             )

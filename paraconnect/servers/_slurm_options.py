@@ -12,8 +12,8 @@ from ..errors import ConfigError
 
 __all__ = ["SlurmOptions"]
 
-_WORD_RE = re.compile(r"^[A-Za-z0-9_.,:+=%@/-]+$")
-_TIME_RE = re.compile(r"^(\d+-)?\d+(:\d+){0,2}$|^UNLIMITED$|^INFINITE$", re.IGNORECASE)
+_WORD_RE = re.compile(r"[A-Za-z0-9_.,:+=%@/-]+")
+_TIME_RE = re.compile(r"(\d+-)?\d+(:\d+){0,2}|UNLIMITED|INFINITE", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -40,10 +40,10 @@ class SlurmOptions:
                     raise ConfigError(f"Slurm option gpus={value} is invalid; give a count >= 1")
                 value = str(value)
                 object.__setattr__(self, key, value)
-            if value is not None and (not isinstance(value, str) or not _WORD_RE.match(value)):
+            if value is not None and (not isinstance(value, str) or not _WORD_RE.fullmatch(value)):
                 raise ConfigError(f"Slurm option {key}={value!r} is invalid; give one word")
         if self.time is not None and (
-            not isinstance(self.time, str) or not _TIME_RE.match(self.time)
+            not isinstance(self.time, str) or not _TIME_RE.fullmatch(self.time)
         ):
             raise ConfigError(
                 f"Slurm option time={self.time!r} is invalid; use minutes, MM:SS, HH:MM:SS "

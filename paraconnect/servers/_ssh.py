@@ -33,8 +33,8 @@ from ._posix import Shell, ShellJob, env_file, heredoc, shell_options, shell_pat
 
 __all__ = ["SshJob", "SshLauncher"]
 
-_HOST_RE = re.compile(r"^[A-Za-z0-9_.:%\[\]@-]+$")
-_OPTION_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]*[= ]\S.*$")
+_HOST_RE = re.compile(r"[A-Za-z0-9_.:%\[\]@-]+")
+_OPTION_RE = re.compile(r"[A-Za-z][A-Za-z0-9]*[= ]\S.*")
 
 
 def _ssh_error(
@@ -110,11 +110,11 @@ class SshShell(Shell):
         ssh_options: Sequence[str] = (),
         ssh: str = "ssh",
     ) -> None:
-        if not host or not _HOST_RE.match(host) or host.startswith("-"):
+        if not host or not _HOST_RE.fullmatch(host) or host.startswith("-"):
             raise ConfigError(f"ssh host {host!r} is invalid; give a host name or a Host alias")
         if port is not None and not (isinstance(port, int) and 0 < port < 65536):
             raise ConfigError(f"ssh port {port!r} for {host!r} is invalid; give 1-65535")
-        if user is not None and (not user or user.startswith("-") or not _HOST_RE.match(user)):
+        if user is not None and (not user or user.startswith("-") or not _HOST_RE.fullmatch(user)):
             raise ConfigError(f"ssh user {user!r} for {host!r} is invalid")
         if config_file is not None and not Path(config_file).is_file():
             raise ConfigError(
@@ -127,7 +127,7 @@ class SshShell(Shell):
         if not (0 < connect_timeout < math.inf):
             raise ConfigError(f"connect_timeout for {host!r} must be a positive number of seconds")
         for option in ssh_options:
-            if not _OPTION_RE.match(option) or "\n" in option:
+            if not _OPTION_RE.fullmatch(option) or "\n" in option:
                 raise ConfigError(f"ssh option {option!r} for {host!r} is invalid; use 'Key=Value'")
         self.host = host
         self.config_file = config_file

@@ -84,7 +84,10 @@ def check_peer(
     our_role: Role,
     claimed_unique_id: str | None = None,
 ) -> None:
-    """Apply the security level to a peer TLS has already verified against the session CA."""
+    """Apply the security level to a peer TLS has already verified against the session CA.
+
+    Session and role are checked at every level with TLS; the levels differ only in node
+    binding (mutual), so a friend's client certificate never passes for a server at encrypt."""
     if level is SecurityLevel.NONE:
         return
     ident = peer.identity
@@ -95,14 +98,14 @@ def check_peer(
             f"the peer's certificate belongs to session {ident.session_id[:8]}…, "
             f"not ours ({session_id[:8]}…)"
         )
-    if level is SecurityLevel.ENCRYPT:
-        return
     if ident.role not in _ACCEPTS[our_role]:
         raise TrustError(
             f"the peer presented a {ident.role.value} certificate ({ident.name!r}), which cannot "
-            f"talk to a {our_role.value} at level mutual; it needs a "
+            f"talk to a {our_role.value}; it needs a "
             f"{' or '.join(r.value for r in _ACCEPTS[our_role])} certificate"
         )
+    if level is SecurityLevel.ENCRYPT:
+        return
     if not ident.unique_id or peer.common_name != ident.unique_id:
         raise TrustError(
             f"the peer's certificate {ident.name!r} is not bound to a node (level mutual needs "

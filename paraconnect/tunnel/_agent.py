@@ -293,6 +293,9 @@ class Agent:
                 await conn.aclose()
             if not isinstance(exc, ParaconnectError):
                 raise
+            # The accounting record says why this peer got nothing (a foreign-owned target
+            # refused, the program gone), not just that the connection closed.
+            tracked.reason = f"refused: {exc}"
             log.error("cannot reach the program for %s (%s): %s", label, where, exc)
             return
         log.info("data connection from %s at %s: relaying to the program", label, where)

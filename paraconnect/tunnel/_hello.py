@@ -165,17 +165,21 @@ class Hello:
 def _check(
     conn: ByteStream, theirs: Hello, *, level: SecurityLevel, session_id: str, our_role: Role
 ) -> None:
-    if level is not SecurityLevel.NONE and theirs.session != session_id:
+    if level is SecurityLevel.NONE:
+        return  # no TLS, no certificate: nothing to hold the hello to
+    if theirs.session != session_id:
         raise TrustError(f"the peer's hello names session {theirs.session[:8]}…, not ours")
-    if level is SecurityLevel.MUTUAL:
-        if theirs.unique_id is None:
-            raise TrustError("the peer's hello carries no unique ID (level mutual needs one)")
-        ident = conn.peer.identity
-        if ident is not None and ident.role is not Role.NODE and ident.role is not theirs.role:
-            raise TrustError(
-                f"the peer acts as {theirs.role.value} with a {ident.role.value} certificate "
-                f"({ident.name!r}); at level mutual a certificate acts only in its own role"
-            )
+    # Roles at every level with TLS: the levels differ only in node binding.
+    ident = conn.peer.identity
+    if ident is not None and ident.role is not Role.NODE and ident.role is not theirs.role:
+        raise TrustError(
+            f"the peer acts as {theirs.role.value} with a {ident.role.value} certificate "
+            f"({ident.name!r}); a certificate acts only in its own role"
+        )
+    # Without a claimed node the copied-certificate check below would have nothing to hold
+    # the certificate to.
+    if level is SecurityLevel.MUTUAL and theirs.unique_id is None:
+        raise TrustError("the peer's hello carries no unique ID (level mutual needs one)")
     check_peer(
         conn.peer,
         level=level,

@@ -187,14 +187,14 @@ class Side:
         if self.level is SecurityLevel.NONE:
             return
         creds.check()
-        if self.level is not SecurityLevel.MUTUAL:
-            return
         if ident.role is not Role.NODE and ident.role is not self.role:
             raise CredentialError(
                 f"{creds.source} holds a {ident.role.value} certificate ({ident.name!r}), which "
-                f"cannot act as a {self.role.value} at level mutual; issue a "
+                f"cannot act as a {self.role.value}; issue a "
                 f"{self.role.value} or node certificate"
             )
+        if self.level is not SecurityLevel.MUTUAL:
+            return
         if ident.unique_id != self.unique_id:
             raise CredentialError(
                 f"the certificate {ident.name!r} from {creds.source} was issued for node "

@@ -5,8 +5,9 @@ Credentials from a session follow that session's ``crl.pem`` and ``policy.json``
 from a directory of PEM files (what an agent on a remote node holds) follow the files beside
 them, so copying a fresh CRL there revokes a friend without restarting the agent, and what the
 owner pushes over a control channel is kept there.  A broken or older list or policy never
-weakens a running side: the previous one stays in force.  The owner's side signs its policy
-with the session key for its agents (:meth:`Trust.signed_policy`).
+weakens a running side: the previous one stays in force, and the highest numbers applied are
+kept beside the credentials (`TrustState`), so neither does a restart.  The owner's side signs
+its policy with the session key for its agents (:meth:`Trust.signed_policy`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from ..errors import ParaconnectError, StorageError
+from ..errors import CredentialError, ParaconnectError, StorageError
 from ..pki import (
     Credentials,
     Session,
@@ -34,6 +35,7 @@ from ..pki import (
     write_crl_beside,
 )
 from ..tls import PeerIdentity, PolicyWatcher
+from ._trust_state import TrustState, state_path
 
 __all__ = ["Trust"]
 
@@ -69,16 +71,39 @@ class Trust:
         self.crl_generation = 0
         self.unpushed = False
         self._signed: tuple[_Stamp, str] | None = None
-        self._policy_number = 0  # of the newest policy an owner pushed here
+        # The newest policy and list ever applied here, across restarts.
+        self.state = TrustState(state_path(creds), creds.identity.session_id)
         # Credentials that are a directory of PEM files follow their files too (a renewed
         # certificate and key are taken without a restart).
         source = Path(creds.source)
         self._own_dir = source if source.is_dir() else None
         self._own_stamp = self._own_files()
         self.refresh_crl()
+        self._check_crl_not_older(self.state.crl)  # the list on disk now, not `creds`'
         self.unpushed = False  # the list read at start is not news
         # The policy lives beside the revocation list; a bundle has neither.
         self.policy = PolicyWatcher(policy_path(self.crl_path) if self.crl_path else None)
+
+    @property
+    def _policy_number(self) -> int:
+        return self.state.policy
+
+    def _check_crl_not_older(self, recorded: int) -> None:
+        """Refuse to start on a list older than one applied here before (a restored backup, a
+        copy of the files as first issued): it would let revoked certificates in again."""
+        crl = self.creds.crl
+        if self.crl_path is None or recorded == 0:
+            return  # a bundle keeps no list on disk: the owner pushes the newest again
+        have = crl_number(crl) if crl is not None else None
+        if have is not None and have >= recorded:
+            return
+        held = f"revocation list number {have}" if have is not None else "no revocation list"
+        raise CredentialError(
+            f"{self.crl_path} holds {held}, older than list {recorded} applied here before "
+            f"(recorded in {self.state.path}): it would let revoked certificates in again; "
+            "copy the session's newest crl.pem there (if it is lost: revoke again what it "
+            f"revoked, then delete {self.state.path})"
+        )
 
     def refresh_crl(self) -> bool:
         """Re-read the CRL file if it changed; True when a new list is in force."""
@@ -96,11 +121,12 @@ class Trust:
         old = self.creds.crl
         if old is not None and crl.public_bytes(Encoding.PEM) == old.public_bytes(Encoding.PEM):
             return False
-        if old is not None and crl_number(crl) < crl_number(old):
+        newest = max(crl_number(old) if old is not None else 0, self.state.crl)
+        if crl_number(crl) < newest:
             log.error(
-                "%s holds revocation list number %d, older than the one in force (%d): "
+                "%s holds revocation list number %d, older than the newest applied here (%d): "
                 "refused (a list never goes back); restore the newest crl.pem",
-                self.crl_path, crl_number(crl), crl_number(old),
+                self.crl_path, crl_number(crl), newest,
             )  # fmt: skip
             return False
         self._apply_crl(crl)
@@ -178,6 +204,7 @@ class Trust:
     def _apply_crl(self, crl: x509.CertificateRevocationList) -> None:
         self.creds = dataclasses.replace(self.creds, crl=crl)
         self.crl_generation += 1
+        self.state.raise_to(crl=crl_number(crl))
 
     def accept_crl(self, data: bytes | str, source: str) -> bool:
         """A revocation list pushed by the session owner (over a control channel): applied if
@@ -190,17 +217,19 @@ class Trust:
             log.error("%s", exc)
             return False
         current = self.creds.crl
-        if current is not None:
-            ours, theirs = crl_number(current), crl_number(crl)
-            if theirs < ours:
-                # A stale copy (a friend's imported session), or a replay: never a rollback.
-                log.info(
-                    "the revocation list from %s is older (number %d) than the one in force "
-                    "(%d); refused, the current one stays in force", source, theirs, ours,
-                )  # fmt: skip
-                return False
-            if theirs == ours:
-                return False
+        theirs = crl_number(crl)
+        # The newest ever applied here counts too: after a restart with no list in force (a
+        # bundle), a replayed older one is still refused.
+        ours = max(crl_number(current) if current is not None else 0, self.state.crl)
+        if theirs < ours:
+            # A stale copy (a friend's imported session), or a replay: never a rollback.
+            log.warning(
+                "the revocation list from %s is older (number %d) than the newest applied here "
+                "(%d); refused, the current one stays in force", source, theirs, ours,
+            )  # fmt: skip
+            return False
+        if current is not None and theirs == crl_number(current):
+            return False
         if _beside_pem_files(self.crl_path):
             assert self.crl_path is not None  # noqa: S101 - checked just above
             try:
@@ -244,9 +273,16 @@ class Trust:
         except ParaconnectError as exc:
             log.error("%s", exc)
             return False
-        if number <= self._policy_number:
+        if number < self._policy_number:
+            # A replay of a policy the session key signed long ago (one that let a friend in).
+            log.warning(
+                "policy %d from %s is older than policy %d applied here before; refused, the "
+                "current one stays in force", number, source, self._policy_number,
+            )  # fmt: skip
             return False
-        self._policy_number = number
+        if number == self._policy_number:
+            return False  # the owner pushes the same one on every control channel
+        self.state.raise_to(policy=number)
         path = self.policy.path
         if path is not None and _beside_pem_files(path):
             try:
