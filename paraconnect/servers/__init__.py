@@ -27,6 +27,16 @@ takes what the command left behind with it when it ends.
 from ._enroll import DEFAULT_TOKEN_TTL, EnrollServer, enroll, issue_token
 from ._kinds import KINDS, ServerKind, build_kind
 from ._launch import Job, JobState, JobStatus, Launcher, LaunchSpec, reattach
+from ._launchers import (
+    LauncherEntry,
+    LauncherOption,
+    launcher_class,
+    launcher_entries,
+    launcher_entry,
+    make_launcher,
+    register_launcher,
+    unregister_launcher,
+)
 from ._local import LocalJob, LocalLauncher
 from ._registry import FINAL_STATES, ServerRecord, ServerRegistry, ServerState
 from ._slurm import SlurmJob, SlurmLauncher
@@ -44,6 +54,8 @@ __all__ = [
     "JobStatus",
     "LaunchSpec",
     "Launcher",
+    "LauncherEntry",
+    "LauncherOption",
     "LocalJob",
     "LocalLauncher",
     "RestartPolicy",
@@ -61,5 +73,11 @@ __all__ = [
     "build_kind",
     "enroll",
     "issue_token",
+    "launcher_class",
+    "launcher_entries",
+    "launcher_entry",
+    "make_launcher",
     "reattach",
+    "register_launcher",
+    "unregister_launcher",
 ]

@@ -359,6 +359,13 @@ class SlurmLauncher(Launcher):
             raise ConfigError(f"job_root {self._root!r} is invalid")
         self._slurm = _Slurm(shell, str(slurm_conf) if slurm_conf is not None else None)
 
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> SlurmLauncher:
+        """``job_root`` and ``slurm_conf``; every other key is a :class:`SlurmOptions` one."""
+        opts = dict(options)
+        job_root, conf = opts.pop("job_root", None), opts.pop("slurm_conf", None)
+        return cls(job_root, opts or None, slurm_conf=conf)
+
     def script(self, spec: LaunchSpec) -> str:
         """The batch script that :meth:`submit` would write for `spec`."""
         options = self._options.merged(spec.options)
