@@ -45,6 +45,18 @@ REGISTER = (
 )
 
 
+def register_in_server(tmp_path: Path) -> str:
+    """The ``--config`` argument that makes a jupyter server register it, as a site plugin
+    (a config file is Python that the server runs at start)."""
+    config = tmp_path / "register_tiny.py"
+    config.write_text(
+        f"import sys\nsys.path.insert(0, {str(REPO)!r})\n"
+        "from paraconnect.servers import LauncherOption, register_launcher\n"
+        f"{REGISTER}\n"
+    )
+    return f"--config={config}"
+
+
 @pytest.fixture
 def tiny() -> Iterator[None]:
     exec(REGISTER, {"register_launcher": register_launcher, "LauncherOption": LauncherOption})  # noqa: S102
@@ -104,14 +116,7 @@ def test_a_name_is_registered_once() -> None:
 def test_get_hub_lists_a_launcher_registered_in_the_server_and_launches_with_it(
     tmp_path: Path,
 ) -> None:
-    # The server process registers it from a config file, as a site plugin would.
-    config = tmp_path / "register_tiny.py"
-    config.write_text(
-        f"import sys\nsys.path.insert(0, {str(REPO)!r})\n"
-        "from paraconnect.servers import LauncherOption, register_launcher\n"
-        f"{REGISTER}\n"
-    )
-    with start_jupyter(tmp_path, extra_args=[f"--config={config}"]) as server:
+    with start_jupyter(tmp_path, extra_args=[register_in_server(tmp_path)]) as server:
         info = server.ok("GET", "hub")
         by_name = {entry["name"]: entry for entry in info["launchers"]}
         assert list(by_name) == ["local", "ssh", "slurm", "manual", "tiny"]
