@@ -18,8 +18,19 @@ import anyio
 import pytest
 
 from paraconnect.errors import ConfigError
-from paraconnect.servers import JobState, JobStatus, LaunchSpec, SlurmJob, SlurmLauncher, reattach
-from paraconnect.servers._batch import BatchJob, BatchLauncher, Clients, Queued, Scheduler
+from paraconnect.servers import (
+    BatchJob,
+    BatchLauncher,
+    JobState,
+    JobStatus,
+    LaunchSpec,
+    Queued,
+    Scheduler,
+    SlurmJob,
+    SlurmLauncher,
+    reattach,
+)
+from paraconnect.servers._batch import Clients
 from paraconnect.servers._local import LocalShell
 
 pytestmark = pytest.mark.anyio

@@ -19,11 +19,15 @@ server, events with reasons, restart policy, wall time, stop) and its SQLite reg
 enrolment (``enroll`` / ``EnrollServer``: an agent's key never leaves its host) live here too;
 the hub (``paraconnect.hub``) ties them to the tunnel.
 
+A new launcher is its module and one ``register_launcher`` line (``_launchers``); a batch
+scheduler's launcher subclasses ``BatchLauncher``/``BatchJob`` (``_batch``) as Slurm's does.
+
 Every launcher runs the command under the same small sh wrapper (see ``_posix``), which records
 its exit code in the job's 0700 directory, enforces the wall-time limit with ``timeout``, and
 takes what the command left behind with it when it ends.
 """
 
+from ._batch import BatchJob, BatchLauncher, Queued, Scheduler
 from ._enroll import DEFAULT_TOKEN_TTL, EnrollServer, enroll, issue_token
 from ._kinds import KINDS, ServerKind, build_kind
 from ._launch import Job, JobState, JobStatus, Launcher, LaunchSpec, reattach
@@ -48,6 +52,8 @@ __all__ = [
     "DEFAULT_TOKEN_TTL",
     "FINAL_STATES",
     "KINDS",
+    "BatchJob",
+    "BatchLauncher",
     "EnrollServer",
     "Job",
     "JobState",
@@ -58,7 +64,9 @@ __all__ = [
     "LauncherOption",
     "LocalJob",
     "LocalLauncher",
+    "Queued",
     "RestartPolicy",
+    "Scheduler",
     "ServerEvent",
     "ServerKind",
     "ServerRecord",
