@@ -123,18 +123,16 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     q.set_defaults(func=_stop)
 
 
+def _dest(flag: str) -> str:
+    return "launcher_opt_" + flag.removeprefix("--").replace("-", "_")
+
+
 def _launcher_options(p: argparse.ArgumentParser) -> dict[str, dict[str, str]]:
-    """``--launcher`` and each registered launcher's options (paraconnect.servers
-    register_launcher); returns launcher -> {launcher option key: argparse dest}."""
+    """Each registered launcher's options (paraconnect.servers register_launcher), added last
+    so that a clash with one of 'launch' is named here; returns launcher -> {key: flag}."""
     from .servers import launcher_entries
 
     entries = launcher_entries()
-    p.add_argument(
-        "--launcher",
-        choices=[e.name for e in entries],
-        default="local",
-        help="; ".join(f"{e.name}: {e.summary}" for e in entries),
-    )
     flags: dict[str, tuple[str, list[str]]] = {}  # flag -> (type, helps)
     for entry in entries:
         for option in entry.options:
@@ -147,49 +145,52 @@ def _launcher_options(p: argparse.ArgumentParser) -> dict[str, dict[str, str]]:
             helps.append(
                 f"{entry.name}: {option.help}" + (" (required)" if option.required else "")
             )
-    dests: dict[str, dict[str, str]] = {e.name: {} for e in entries}
     group = p.add_argument_group("launcher options (each names its launcher)")
     for entry in entries:
         for option in entry.options:
-            dest = "launcher_opt_" + option.flag[2:].replace("-", "_")
-            dests[entry.name][option.key] = dest
             if option.flag not in flags:
                 continue  # added for an earlier launcher
             _, helps = flags.pop(option.flag)
             try:
                 group.add_argument(
-                    option.flag, dest=dest, metavar=option.metavar, help="; ".join(helps),
-                    type=int if option.type == "int" else str,
+                    option.flag, dest=_dest(option.flag), metavar=option.metavar,
+                    help="; ".join(helps), type=int if option.type == "int" else str,
                 )  # fmt: skip
             except argparse.ArgumentError as exc:
                 raise ConfigError(
                     f"launcher {entry.name}: its option {option.flag} clashes with an option of "
                     f"'launch' ({exc}); register it under another flag"
                 ) from None
-    return dests
+    return {e.name: {o.key: o.flag for o in e.options} for e in entries}
 
 
 def _chosen_launcher_options(
-    args: argparse.Namespace, dests: dict[str, dict[str, str]]
+    args: argparse.Namespace, flags: dict[str, dict[str, str]]
 ) -> dict[str, Any]:
     """The options given for the chosen launcher; one of another launcher is refused, since it
     would be silently ignored."""
-    mine = dests[args.launcher]
-    for name, theirs in dests.items():
-        for dest in theirs.values():
-            if dest not in mine.values() and getattr(args, dest) is not None:
-                flag = "--" + dest.removeprefix("launcher_opt_").replace("_", "-")
+    mine = flags[args.launcher]
+    for name, theirs in flags.items():
+        for flag in theirs.values():
+            if flag not in mine.values() and getattr(args, _dest(flag)) is not None:
                 raise ConfigError(
                     f"{flag} is an option of the {name} launcher, not of {args.launcher}; "
                     f"drop it or use --launcher {name}"
                 )
-    return {
-        key: getattr(args, dest) for key, dest in mine.items() if getattr(args, dest) is not None
-    }
+    given = {key: getattr(args, _dest(flag)) for key, flag in mine.items()}
+    return {key: value for key, value in given.items() if value is not None}
 
 
 def _launch_options(p: argparse.ArgumentParser) -> dict[str, dict[str, str]]:
-    dests = _launcher_options(p)
+    from .servers import launcher_entries
+
+    entries = launcher_entries()
+    p.add_argument(
+        "--launcher",
+        choices=[e.name for e in entries],
+        default="local",
+        help="; ".join(f"{e.name}: {e.summary}" for e in entries),
+    )
     mode = p.add_mutually_exclusive_group()
     mode.add_argument(
         "--reverse",
@@ -236,7 +237,7 @@ def _launch_options(p: argparse.ArgumentParser) -> dict[str, dict[str, str]]:
     p.add_argument("--wait", action="store_true", help="wait until the server is connected")
     p.add_argument("--timeout", type=float, default=120.0, metavar="S", help="for --wait")
     _json(p)
-    return dests
+    return _launcher_options(p)
 
 
 def _client() -> Any:
@@ -264,7 +265,7 @@ def _launch(outer: argparse.Namespace) -> int:
         at = rest.index("--")
         rest, command = rest[:at], rest[at + 1 :]
     parser = argparse.ArgumentParser(prog=f"{outer.parser.prog} {outer.kind}")
-    dests = _launch_options(parser)
+    flags = _launch_options(parser)
     args = parser.parse_args(rest)
     args.kind = outer.kind
     if command and args.kind != "command":
@@ -280,7 +281,7 @@ def _launch(outer: argparse.Namespace) -> int:
     for key in ("walltime", "python", "ranks", "xvfb", "size", "probe", "log_regex", "http_path"):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
-    lopts = _chosen_launcher_options(args, dests)
+    lopts = _chosen_launcher_options(args, flags)
     if args.launcher == "manual":
         if args.mode != "reverse":
             raise ConfigError("an agent started by hand phones home: drop --forward")
