@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from .errors import ConfigError
-from .vocab import KINDS, LAUNCHERS
+from .vocab import KINDS
 
 __all__ = ["add_parsers"]
 
@@ -123,13 +123,73 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     q.set_defaults(func=_stop)
 
 
-def _launch_options(p: argparse.ArgumentParser) -> None:
+def _dest(flag: str) -> str:
+    return "launcher_opt_" + flag.removeprefix("--").replace("-", "_")
+
+
+def _launcher_options(p: argparse.ArgumentParser) -> dict[str, dict[str, str]]:
+    """Each registered launcher's options (paraconnect.servers register_launcher), added last
+    so that a clash with one of 'launch' is named here; returns launcher -> {key: flag}."""
+    from .servers import launcher_entries
+
+    entries = launcher_entries()
+    flags: dict[str, tuple[str, list[str]]] = {}  # flag -> (type, helps)
+    for entry in entries:
+        for option in entry.options:
+            kind, helps = flags.setdefault(option.flag, (option.type, []))
+            if kind != option.type:
+                raise ConfigError(
+                    f"launcher {entry.name} declares {option.flag} as {option.type}, another "
+                    f"launcher as {kind}; give it another flag"
+                )
+            helps.append(
+                f"{entry.name}: {option.help}" + (" (required)" if option.required else "")
+            )
+    group = p.add_argument_group("launcher options (each names its launcher)")
+    for entry in entries:
+        for option in entry.options:
+            if option.flag not in flags:
+                continue  # added for an earlier launcher
+            _, helps = flags.pop(option.flag)
+            try:
+                group.add_argument(
+                    option.flag, dest=_dest(option.flag), metavar=option.metavar,
+                    help="; ".join(helps), type=int if option.type == "int" else str,
+                )  # fmt: skip
+            except argparse.ArgumentError as exc:
+                raise ConfigError(
+                    f"launcher {entry.name}: its option {option.flag} clashes with an option of "
+                    f"'launch' ({exc}); register it under another flag"
+                ) from None
+    return {e.name: {o.key: o.flag for o in e.options} for e in entries}
+
+
+def _chosen_launcher_options(
+    args: argparse.Namespace, flags: dict[str, dict[str, str]]
+) -> dict[str, Any]:
+    """The options given for the chosen launcher; one of another launcher is refused, since it
+    would be silently ignored."""
+    mine = flags[args.launcher]
+    for name, theirs in flags.items():
+        for flag in theirs.values():
+            if flag not in mine.values() and getattr(args, _dest(flag)) is not None:
+                raise ConfigError(
+                    f"{flag} is an option of the {name} launcher, not of {args.launcher}; "
+                    f"drop it or use --launcher {name}"
+                )
+    given = {key: getattr(args, _dest(flag)) for key, flag in mine.items()}
+    return {key: value for key, value in given.items() if value is not None}
+
+
+def _launch_options(p: argparse.ArgumentParser) -> dict[str, dict[str, str]]:
+    from .servers import launcher_entries
+
+    entries = launcher_entries()
     p.add_argument(
         "--launcher",
-        choices=LAUNCHERS,
+        choices=[e.name for e in entries],
         default="local",
-        help="manual: print the shell line that starts the agent by hand on a remote host (it "
-        "enrols with a one-time token and phones home); nothing is started here",
+        help="; ".join(f"{e.name}: {e.summary}" for e in entries),
     )
     mode = p.add_mutually_exclusive_group()
     mode.add_argument(
@@ -174,19 +234,10 @@ def _launch_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--log-regex", metavar="REGEX", help="command: readiness log line")
     p.add_argument("--http-path", metavar="PATH", help="command: readiness HTTP path")
-    p.add_argument("--host", help="ssh: host name or ssh config alias")
-    p.add_argument("--ssh-port", type=int, metavar="N")
-    p.add_argument("--user")
-    p.add_argument("--identity-file", metavar="FILE")
-    p.add_argument("--ssh-config", metavar="FILE")
-    p.add_argument("--slurm-conf", metavar="FILE")
-    p.add_argument("--partition")
-    p.add_argument("--account")
-    p.add_argument("--gpus", type=int)
-    p.add_argument("--time", metavar="T", help="slurm: time limit (minutes, HH:MM:SS)")
     p.add_argument("--wait", action="store_true", help="wait until the server is connected")
     p.add_argument("--timeout", type=float, default=120.0, metavar="S", help="for --wait")
     _json(p)
+    return _launcher_options(p)
 
 
 def _client() -> Any:
@@ -214,7 +265,7 @@ def _launch(outer: argparse.Namespace) -> int:
         at = rest.index("--")
         rest, command = rest[:at], rest[at + 1 :]
     parser = argparse.ArgumentParser(prog=f"{outer.parser.prog} {outer.kind}")
-    _launch_options(parser)
+    flags = _launch_options(parser)
     args = parser.parse_args(rest)
     args.kind = outer.kind
     if command and args.kind != "command":
@@ -230,14 +281,7 @@ def _launch(outer: argparse.Namespace) -> int:
     for key in ("walltime", "python", "ranks", "xvfb", "size", "probe", "log_regex", "http_path"):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
-    lopts: dict[str, Any] = {}
-    if args.launcher == "ssh":
-        lopts = {"host": args.host, "port": args.ssh_port, "user": args.user}
-        lopts |= {"identity_file": args.identity_file, "config_file": args.ssh_config}
-    elif args.launcher == "slurm":
-        lopts = {"slurm_conf": args.slurm_conf, "partition": args.partition}
-        lopts |= {"account": args.account, "gpus": args.gpus, "time": args.time}
-    lopts = {k: v for k, v in lopts.items() if v is not None}
+    lopts = _chosen_launcher_options(args, flags)
     if args.launcher == "manual":
         if args.mode != "reverse":
             raise ConfigError("an agent started by hand phones home: drop --forward")

@@ -99,7 +99,16 @@ class Mode(_Parsed):
         return "mode"
 
 
-# Server kinds (servers/_kinds.py builds their command lines) and launchers (servers/: local,
-# ssh, slurm; manual prints the line a user runs by hand).
+# Server kinds (servers/_kinds.py builds their command lines).
 KINDS = ("builtin", "pvserver", "command")
-LAUNCHERS = ("local", "ssh", "slurm", "manual")
+LAUNCHERS: tuple[str, ...]  # from the launcher list, by __getattr__ below
+
+
+def __getattr__(name: str) -> tuple[str, ...]:
+    """``LAUNCHERS``: the names registered in paraconnect.servers (register_launcher), read
+    when first asked for, so that importing this module stays light."""
+    if name == "LAUNCHERS":
+        from .servers import launcher_entries
+
+        return tuple(entry.name for entry in launcher_entries())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

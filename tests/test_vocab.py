@@ -87,6 +87,37 @@ def test_hub_api_doc_names_only_defined_states_and_defaults() -> None:
             assert default in FAMILIES[family], f"docs/hub-api.md: {field}={default!r}"
 
 
+def test_hub_api_doc_lists_exactly_the_registered_launchers_and_their_options() -> None:
+    """docs/hub-api.md's launcher table (GET /hub) follows paraconnect.servers' registry."""
+    from paraconnect.servers import launcher_entries
+
+    table = HUB_API[HUB_API.index("| launcher | `launcher_options`") :].split("\n\n")[0]
+    rows = {
+        m.group(1): set(re.findall(r"`(\w+)`", m.group(2).split("(and")[0]))
+        for m in re.finditer(r"^\| `(\w+)` \| (.*) \|$", table, re.M)
+    }
+    registered = {e.name: {o.key for o in e.options} for e in launcher_entries()}
+    assert set(rows) == set(registered) == FAMILIES["launcher"], rows
+    for name, keys in rows.items():
+        assert keys == registered[name], f"docs/hub-api.md: {name} options {keys}"
+    bold = {
+        m for row in re.findall(r"^\|.*$", table, re.M) for m in re.findall(r"\*\*`(\w+)`", row)
+    }
+    required = {o.key for e in launcher_entries() for o in e.options if o.required}
+    assert bold == required, bold ^ required
+
+
+def test_the_panel_names_launchers_only_as_a_fallback() -> None:
+    """The launch form's launchers come from GET /hub: besides tokens.ts's fallback, no panel
+    source spells a launcher list of its own."""
+    for path in sorted((REPO / "labextension" / "src").glob("*.ts")):
+        if path.name == "tokens.ts":
+            continue
+        for match in re.finditer(r"\[([^\[\]]*)\]", path.read_text()):
+            named = set(re.findall(r"'([\w-]+)'", match.group(1))) & FAMILIES["launcher"]
+            assert len(named) < 2, f"{path.name} lists launchers {named}: read GET /hub"
+
+
 def _string_collections(tree: ast.AST) -> list[tuple[int, list[str]]]:
     found = []
     for node in ast.walk(tree):

@@ -58,6 +58,29 @@ export interface IServerInfo {
   streams: number;
 }
 
+/** One option of a launcher (GET /hub `launchers`; paraconnect.servers.register_launcher). */
+export interface ILauncherOption {
+  key: string;
+  help: string;
+  required: boolean;
+  type: 'text' | 'int';
+  flag: string;
+}
+
+/** A launcher the hub knows; `hub_runs` false: the user starts the agent (manual). */
+export interface ILauncherInfo {
+  name: string;
+  summary: string;
+  hub_runs: boolean;
+  options: ILauncherOption[];
+}
+
+/** What GET /hub tells (docs/hub-api.md); only what the panel reads. */
+export interface IHubInfo {
+  version: string;
+  launchers: ILauncherInfo[];
+}
+
 export interface IFriendIssued {
   certificate: ICert;
   filename: string;

@@ -1,6 +1,14 @@
 import { ISignal, Signal } from '@lumino/signaling';
 
-import { HubEvent, ICert, IServerInfo, ISessionDetail, ISessionInfo } from './api';
+import {
+  HubEvent,
+  ICert,
+  IHubInfo,
+  ILauncherInfo,
+  IServerInfo,
+  ISessionDetail,
+  ISessionInfo
+} from './api';
 import { ApiError, eventsURL, requestAPI } from './request';
 import { EVENTS_ENDPOINT, HUB_RETRY_MS } from './tokens';
 
@@ -15,6 +23,8 @@ export class HubModel {
   details = new Map<string, ISessionDetail>();
   friends = new Map<string, ICert[]>();
   servers = new Map<string, IServerInfo>();
+  /** The launchers the hub has registered (GET /hub); empty until it answers. */
+  launchers: ILauncherInfo[] = [];
   selected: string | null = null;
   error: string | null = null;
   live = false;
@@ -39,11 +49,13 @@ export class HubModel {
 
   async reload(): Promise<void> {
     try {
-      const [sessions, servers] = await Promise.all([
+      const [sessions, servers, hub] = await Promise.all([
         requestAPI<ISessionInfo[]>('sessions'),
-        requestAPI<IServerInfo[]>('servers')
+        requestAPI<IServerInfo[]>('servers'),
+        requestAPI<IHubInfo>('hub')
       ]);
       this.sessions = sessions;
+      this.launchers = hub.launchers ?? [];
       this.servers = new Map(servers.map(s => [s.id, s]));
       if (!this.selected || !sessions.some(s => s.name === this.selected)) {
         this.selected = sessions.length ? sessions[0].name : null;

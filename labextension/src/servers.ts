@@ -1,4 +1,4 @@
-import { IServerInfo } from './api';
+import { ILauncherInfo, IServerInfo } from './api';
 import { Actions, ILaunch } from './actions';
 import {
   ago,
@@ -24,6 +24,13 @@ export class ServersSection {
   ) {
     this._list = h('div', { class: 'pc-list' });
     this._session = select('session', []);
+    this._launcher = select('launcher', LAUNCHERS, 'local');
+    this._launcherOptions = h('textarea', {
+      name: 'launcher_options',
+      class: 'jp-mod-styled',
+      rows: 2
+    });
+    this._launcher.addEventListener('change', () => this._describeLauncher());
     this.node = h(
       'details',
       { class: 'pc-section', 'data-section': 'servers', open: true },
@@ -40,6 +47,10 @@ export class ServersSection {
       m.sessions.map(s => s.name),
       m.selected
     );
+    // The launchers the hub runs itself ('manual' is the "Copy agent command" button).
+    const runs = m.launchers.filter(l => l.hub_runs).map(l => l.name);
+    syncOptions(this._launcher, runs.length ? runs : LAUNCHERS, 'local');
+    this._describeLauncher();
     // Live ones first, then the newest.
     const servers = [...m.servers.values()].sort(
       (a, b) =>
@@ -118,9 +129,25 @@ export class ServersSection {
     );
   }
 
+  /** The chosen launcher's options, as the hub describes them, in the options box's hints. */
+  private _describeLauncher(): void {
+    const info: ILauncherInfo | undefined = this.model.launchers.find(
+      l => l.name === this._launcher.value
+    );
+    const options = info?.options ?? [];
+    const box = this._launcherOptions;
+    box.placeholder = options.length
+      ? options.map(o => `${o.key}=…${o.required ? ' (required)' : ''}`).join(', ')
+      : 'key=value, one a line';
+    box.title = [info?.summary ?? '', ...options.map(o => `${o.key}: ${o.help}`)]
+      .filter(line => line)
+      .join('\n');
+    box.dataset.launcher = this._launcher.value;
+  }
+
   private _form(): HTMLElement {
     const kind = select('kind', SERVER_KINDS, 'builtin');
-    const launcher = select('launcher', LAUNCHERS, 'local');
+    const launcher = this._launcher;
     const mode = select('mode', MODES, 'reverse');
     const options = h('textarea', {
       name: 'options',
@@ -128,12 +155,7 @@ export class ServersSection {
       rows: 2,
       placeholder: 'key=value, one a line'
     });
-    const launcherOptions = h('textarea', {
-      name: 'launcher_options',
-      class: 'jp-mod-styled',
-      rows: 2,
-      placeholder: 'host=node7 / partition=gpu'
-    });
+    const launcherOptions = this._launcherOptions;
     const command = input('command', {
       placeholder: 'command kind: python3 -m http.server {port}'
     });
@@ -201,4 +223,6 @@ export class ServersSection {
 
   private _list: HTMLElement;
   private _session: HTMLSelectElement;
+  private _launcher: HTMLSelectElement;
+  private _launcherOptions: HTMLTextAreaElement;
 }

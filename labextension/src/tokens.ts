@@ -28,8 +28,11 @@ export namespace CommandIDs {
 export const KEY_TYPES = ['ec-p256', 'ed25519', 'rsa-3072'] as const;
 export const LEVELS = ['mutual', 'encrypt', 'none'] as const;
 export const SERVER_KINDS = ['builtin', 'pvserver', 'command'] as const;
-export const LAUNCHERS = ['local', 'ssh', 'slurm'] as const;
 export const MODES = ['reverse', 'forward'] as const;
+
+/** Only a fallback until the hub answers: the launch form offers the launchers GET /hub lists
+ * (paraconnect.servers.register_launcher), so a new launcher needs no change here. */
+export const LAUNCHERS = ['local'] as const;
 
 /** Server states (paraconnect.vocab.ServerState), grouped by how the badge shows them.
  * tests/test_vocab.py checks that these are exactly the states Python defines. */

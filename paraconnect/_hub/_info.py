@@ -1,13 +1,12 @@
-"""What the hub tells about a server (:class:`ServerInfo`), and launchers by name."""
+"""What the hub tells about a server (:class:`ServerInfo`).  Launchers by name
+(``make_launcher``) come from the one list in ``paraconnect.servers`` (``register_launcher``)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ConfigError
-from ..servers import Launcher, LocalLauncher, SlurmLauncher, SshLauncher
+from ..servers import make_launcher
 from ..vocab import FINAL_STATES
 
 __all__ = ["ServerInfo", "make_launcher"]
@@ -49,21 +48,3 @@ class ServerInfo:
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
-
-
-def make_launcher(name: str, options: Mapping[str, Any] | None = None) -> Launcher:
-    """A launcher by name: ``local``; ``ssh`` (option host, port, user, identity_file,
-    config_file); ``slurm`` (job_root, slurm_conf, and SlurmOptions keys)."""
-    opts = dict(options or {})
-    if name == "local":
-        return LocalLauncher(opts.get("run_root"))
-    if name == "ssh":
-        host = opts.pop("host", None)
-        if not isinstance(host, str) or not host:
-            raise ConfigError("the ssh launcher needs --host HOST (a name or an ssh config alias)")
-        return SshLauncher(host, **opts)
-    if name == "slurm":
-        job_root = opts.pop("job_root", None)
-        conf = opts.pop("slurm_conf", None)
-        return SlurmLauncher(job_root, opts or None, slurm_conf=conf)
-    raise ConfigError(f"unknown launcher {name!r}; choose local, ssh or slurm")

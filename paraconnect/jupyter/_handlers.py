@@ -26,6 +26,7 @@ from ..errors import (
     ProtocolError,
     TrustError,
 )
+from ..servers import launcher_entries
 from ._bridge import HubThread
 from ._config import Paraconnect
 from ._websocket import AUTH_RESOURCE, EventsHandler
@@ -110,7 +111,10 @@ class HubHandler(_Handler):
     @authorized
     async def get(self) -> None:
         info = await self.call("hub")
-        self.finish(json.dumps({**info, "jupyter": self.conf.public()}))
+        # The launchers as registered (paraconnect.servers.register_launcher): the panel's
+        # launch form offers these, so a new launcher needs no change to the panel.
+        launchers = [entry.as_dict() for entry in launcher_entries()]
+        self.finish(json.dumps({**info, "launchers": launchers, "jupyter": self.conf.public()}))
 
 
 class SessionsHandler(_Handler):

@@ -19,14 +19,28 @@ server, events with reasons, restart policy, wall time, stop) and its SQLite reg
 enrolment (``enroll`` / ``EnrollServer``: an agent's key never leaves its host) live here too;
 the hub (``paraconnect.hub``) ties them to the tunnel.
 
+A new launcher is its module and one ``register_launcher`` line (``_launchers``); a batch
+scheduler's launcher subclasses ``BatchLauncher``/``BatchJob`` (``_batch``) as Slurm's does.
+
 Every launcher runs the command under the same small sh wrapper (see ``_posix``), which records
 its exit code in the job's 0700 directory, enforces the wall-time limit with ``timeout``, and
 takes what the command left behind with it when it ends.
 """
 
+from ._batch import BatchJob, BatchLauncher, Queued, Scheduler
 from ._enroll import DEFAULT_TOKEN_TTL, EnrollServer, enroll, issue_token
 from ._kinds import KINDS, ServerKind, build_kind
 from ._launch import Job, JobState, JobStatus, Launcher, LaunchSpec, reattach
+from ._launchers import (
+    LauncherEntry,
+    LauncherOption,
+    launcher_class,
+    launcher_entries,
+    launcher_entry,
+    make_launcher,
+    register_launcher,
+    unregister_launcher,
+)
 from ._local import LocalJob, LocalLauncher
 from ._registry import FINAL_STATES, ServerRecord, ServerRegistry, ServerState
 from ._slurm import SlurmJob, SlurmLauncher
@@ -38,15 +52,21 @@ __all__ = [
     "DEFAULT_TOKEN_TTL",
     "FINAL_STATES",
     "KINDS",
+    "BatchJob",
+    "BatchLauncher",
     "EnrollServer",
     "Job",
     "JobState",
     "JobStatus",
     "LaunchSpec",
     "Launcher",
+    "LauncherEntry",
+    "LauncherOption",
     "LocalJob",
     "LocalLauncher",
+    "Queued",
     "RestartPolicy",
+    "Scheduler",
     "ServerEvent",
     "ServerKind",
     "ServerRecord",
@@ -61,5 +81,11 @@ __all__ = [
     "build_kind",
     "enroll",
     "issue_token",
+    "launcher_class",
+    "launcher_entries",
+    "launcher_entry",
+    "make_launcher",
     "reattach",
+    "register_launcher",
+    "unregister_launcher",
 ]

@@ -341,15 +341,21 @@ class Job(abc.ABC):
 
 
 class Launcher(abc.ABC):
-    """Runs commands somewhere.  Subclasses register under their ``name`` for :func:`reattach`."""
+    """Runs commands somewhere.  Launchers are known by ``name`` through one list,
+    ``_launchers.register_launcher``, which :func:`reattach` and the hub read."""
 
     name: ClassVar[str]
-    _registry: ClassVar[dict[str, type[Launcher]]] = {}
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if "name" in cls.__dict__:
-            Launcher._registry[cls.name] = cls
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> Launcher:
+        """The launcher that ``launcher_options`` (a launch's, by REST, CLI or kernel) ask
+        for; by default they are its keyword arguments."""
+        try:
+            return cls(**options)
+        except TypeError as exc:
+            raise ConfigError(
+                f"the {cls.name} launcher does not take options {sorted(options)}: {exc}"
+            ) from None
 
     @abc.abstractmethod
     async def submit(self, spec: LaunchSpec) -> Job:
@@ -363,10 +369,15 @@ class Launcher(abc.ABC):
 
 def reattach(described: Mapping[str, Any]) -> Job:
     """Turn a :meth:`Job.describe` dict back into a job handle, whichever launcher made it."""
+    from ._launchers import launcher_entries, launcher_entry
+
     kind = described.get("launcher") if isinstance(described, Mapping) else None
-    launcher = Launcher._registry.get(kind) if isinstance(kind, str) else None
+    try:
+        launcher = launcher_entry(kind).load() if isinstance(kind, str) else None
+    except ConfigError:
+        launcher = None
     if launcher is None:
-        known = ", ".join(sorted(Launcher._registry))
+        known = ", ".join(sorted(e.name for e in launcher_entries() if e.hub_runs))
         raise ConfigError(
             f"cannot re-attach a job of launcher {kind!r}; known launchers: {known} "
             "(was the description written by Job.describe()?)"
