@@ -93,8 +93,13 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         "serve",
         help="run a program on a private leg and serve it over mutual TLS (the agent)",
         description="Start COMMAND with {port}, {unix} or {fd} replaced by its private leg "
-        "(and {connect_id} by a random number its clients are told), then listen for clients "
-        "(--listen, forward) or dial them (--phone-home, reverse).",
+        "(and {connect_id} by a random number its clients are told; it is not a secret), then "
+        "listen for clients (--listen, forward) or dial them (--phone-home, reverse). A "
+        "program on {port} runs in a user + network namespace of its own, so that no other "
+        "user or host can connect to anything it listens on; it therefore cannot reach the "
+        "network itself (multi-node MPI over TCP, licence servers): --shared-leg is the "
+        "escape. Where user namespaces are disabled, pvserver falls back to the reverse "
+        "bridge and any other {port} program is refused unless --shared-leg is given.",
     )
     _common(p, "server")
     _add_enroll_options(p)
@@ -119,6 +124,13 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         default=30.0,
         metavar="S",
         help="seconds the program may take to listen on its private leg (default 30)",
+    )
+    p.add_argument(
+        "--shared-leg",
+        action="store_true",
+        help="run a {port} program in the host's network, as it is: other local users CAN "
+        "connect to its port (and it can reach the network); only for programs that need "
+        "the network or where user namespaces are disabled",
     )
     p.add_argument(
         "--per-connection",
@@ -281,7 +293,12 @@ def _serve(args: argparse.Namespace) -> int:
     if command and args.per_connection:
         program = PerConnection(command)
     elif command:
-        program = Program(command, restart=args.restart, ready_timeout=args.ready_timeout)
+        program = Program(
+            command,
+            restart=args.restart,
+            ready_timeout=args.ready_timeout,
+            shared_leg=args.shared_leg,
+        )
     agent = Agent(
         creds,
         program=program,
@@ -300,6 +317,10 @@ def _serve(args: argparse.Namespace) -> int:
 
         async with anyio.create_task_group() as tg:
             addresses = await tg.start(agent.run)
+            if isinstance(program, Program):
+                from .tunnel import METRICS
+
+                METRICS.leg_from(lambda: program.protection)
             status = await _start_status(args, tg)
             _ready(
                 args,
@@ -307,6 +328,7 @@ def _serve(args: argparse.Namespace) -> int:
                 listen=[str(a) for a in addresses],
                 phone_home=[str(h.endpoint) for h in agent.homes],
                 program=str(program.endpoint or "per connection") if program else args.target,
+                leg=getattr(program, "protection", "") or "",
                 level=agent.level.value,
             )
             await _until_signal()

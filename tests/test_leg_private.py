@@ -1,0 +1,187 @@
+"""Issue 12, items 1-2: nobody but the session reaches the program behind an agent.
+
+A second Unix user (made with useradd) tries every port the program listens on, on loopback and
+on the host's own address (where another host would connect); the program is Python's
+http.server bound to 0.0.0.0 or 127.0.0.1, serving a page only the session should see.  The
+session's own client gets the page through the tunnel.  Where no user namespace can be made the
+agent refuses such a program in one line, unless --shared-leg, which `debug server` reports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from .helpers_cli import PARACONNECT, Proc, procs_fixture  # noqa: F401 - the fixture `procs`
+from .helpers_leg import (
+    NO_USERNS,
+    host_addresses,
+    host_netns,
+    other_connects,
+    other_user_fixture,  # noqa: F401 - the fixture `other_user`
+    program_listeners,
+)
+from .helpers_tunnel import Pki, free_port
+
+pytestmark = [pytest.mark.timeout(90)]
+MARKER = "only-for-the-session-7f3a"
+
+
+def _site(tmp_path: Path) -> Path:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / f"{MARKER}.txt").write_text("the session's data\n")
+    return site
+
+
+def _http_server(site: Path, bind: str) -> list[str]:
+    return [sys.executable, "-m", "http.server", "--bind", bind, "--directory", str(site)]
+
+
+def _get(local: str) -> str:
+    with urllib.request.urlopen(f"http://{local}/", timeout=20) as response:
+        return str(response.read().decode())
+
+
+def _unreachable_by_other(agent_pid: int, user: str) -> list[tuple[int, int, str]]:
+    """The program listens somewhere, none of it in the host's network namespace, and the other
+    user reaches none of its ports, on any of the host's addresses."""
+    found = program_listeners(agent_pid)
+    assert found, "the program listens nowhere?"
+    assert all(netns != host_netns() for _pid, _port, netns in found), found
+    targets = [(addr, port) for _pid, port, _ns in found for addr in host_addresses()]
+    seen = other_connects(user, targets)
+    leaked = {k: v for k, v in seen.items() if MARKER in v}
+    assert not leaked, leaked
+    return found
+
+
+@pytest.mark.parametrize("bind", ["0.0.0.0", "127.0.0.1"])  # noqa: S104 - the program's choice
+def test_another_user_cannot_reach_a_tcp_program(
+    pki: Pki, procs: object, tmp_path: Path, other_user: str, bind: str
+) -> None:
+    site = _site(tmp_path)
+    agent: Proc = procs(  # type: ignore[operator]
+        "serve", "--creds", "lab", "--listen", "127.0.0.1:0", "--json", "--",
+        *_http_server(site, bind), "{port}",
+    )  # fmt: skip
+    ready = agent.ready(60)
+    assert str(ready["leg"]).startswith("private network namespace (user+net)"), ready
+    client: Proc = procs(  # type: ignore[operator]
+        "connect",
+        ready["listen"][0],
+        "--creds",
+        "lab",
+        "--local",
+        "127.0.0.1:0",
+        "--json",  # type: ignore[index]
+    )
+    local = str(client.ready()["local"])
+    assert MARKER in _get(local)  # the session's own client: through the tunnel
+    _unreachable_by_other(agent.popen.pid, other_user)
+    assert MARKER in _get(local)  # and still, after the other user's tries
+
+
+def test_refused_without_user_namespaces_unless_shared_leg(
+    pki: Pki, home: Path, tmp_path: Path, procs: object, other_user: str
+) -> None:
+    site = _site(tmp_path)
+    program = [*_http_server(site, "127.0.0.1"), "{port}"]
+    env = {**os.environ, "PARACONNECT_HOME": str(home)}
+    refused = subprocess.run(
+        [*NO_USERNS, *PARACONNECT, "serve", "--creds", "lab", "--listen", "127.0.0.1:0",
+         "--json", "--", *program],
+        capture_output=True, text=True, timeout=60, env=env, check=False,
+    )  # fmt: skip
+    assert refused.returncode == 1 and refused.stdout == "", refused
+    errors = [ln for ln in refused.stderr.splitlines() if ln.startswith("paraconnect:")]
+    assert len(errors) == 1, refused.stderr
+    assert "every local user can connect to" in errors[0] and "--shared-leg" in errors[0]
+    assert "user namespaces are not available here" in errors[0]
+
+    # --shared-leg: it runs on the host's loopback, and `debug server` says so.
+    dport = free_port()
+    debug = subprocess.Popen(
+        [*PARACONNECT, "debug", "server", f"127.0.0.1:{dport}", "--creds", "lab", "--json",
+         "--timeout", "60"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    shared = subprocess.Popen(
+        [*NO_USERNS, *PARACONNECT, "serve", "--creds", "lab", "--phone-home",
+         f"127.0.0.1:{dport}", "--interval", "0.2", "--json", "--shared-leg", "--", *program],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        out, err = debug.communicate(timeout=60)
+        report = json.loads(out)
+        leg = next(s for s in report["steps"] if s["step"] == "leg")
+        assert leg["reason"].startswith("the program's leg: shared loopback leg: other local "
+                                        "users CAN connect to port"), (report, err)  # fmt: skip
+        assert leg["status"] == "WARN"
+        # And it is true: the other user gets the page (what --shared-leg accepts).
+        port = int(leg["reason"].rsplit("port ", 1)[1].split()[0])
+        seen = other_connects(other_user, [("127.0.0.1", port)])
+        assert MARKER in seen[f"127.0.0.1:{port}"], seen
+    finally:
+        shared.terminate()
+        shared.communicate(timeout=30)
+        if debug.poll() is None:
+            debug.kill()
+            debug.communicate()
+
+
+def test_debug_server_reports_the_private_namespace(pki: Pki, home: Path, tmp_path: Path) -> None:
+    site = _site(tmp_path)
+    env = {**os.environ, "PARACONNECT_HOME": str(home)}
+    dport = free_port()
+    debug = subprocess.Popen(
+        [*PARACONNECT, "debug", "server", f"127.0.0.1:{dport}", "--creds", "lab", "--json",
+         "--timeout", "60"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    agent = subprocess.Popen(
+        [*PARACONNECT, "serve", "--creds", "lab", "--phone-home", f"127.0.0.1:{dport}",
+         "--interval", "0.2", "--json", "--", *_http_server(site, "0.0.0.0"), "{port}"],  # noqa: S104
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        out, _err = debug.communicate(timeout=60)
+    finally:
+        agent.terminate()
+        agent.communicate(timeout=30)
+        if debug.poll() is None:
+            debug.kill()
+            debug.communicate()
+    report = json.loads(out)
+    leg = next(s for s in report["steps"] if s["step"] == "leg")
+    assert leg["status"] == "PASS", report
+    assert leg["reason"] == (
+        "the program's leg: private network namespace (user+net): nobody else can connect to "
+        "the program's ports; a broker inside hands over each connection"
+    )
+
+
+def test_shared_leg_refuses_a_port_another_user_took_first(
+    pki: Pki, procs: object, other_user: str
+) -> None:
+    """--shared-leg keeps the port-owner check: the program's port held by another user's
+    socket is never forwarded to (here the program itself hands the port to that user)."""
+    grab = (
+        "import socket, sys, time; s = socket.create_server(('127.0.0.1', int(sys.argv[1]))); "
+        "time.sleep(60)"
+    )
+    agent: Proc = procs(  # type: ignore[operator]
+        "serve", "--creds", "lab", "--listen", "127.0.0.1:0", "--json", "--shared-leg", "--",
+        "runuser", "-u", other_user, "--", "/usr/bin/python3", "-c", grab, "{port}",
+    )  # fmt: skip
+    assert agent.wait(60) == 1
+    [line] = agent.errors()
+    uid = int(subprocess.run(["id", "-u", other_user], capture_output=True, text=True).stdout)
+    assert f"is held by user {uid}, not by 'runuser' of user 0" in line, line
+    assert "refusing to forward there" in line
