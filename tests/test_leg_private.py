@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from paraconnect.servers._kinds import build_kind
+
 from .helpers_cli import PARACONNECT, Proc, procs_fixture  # noqa: F401 - the fixture `procs`
 from .helpers_leg import (
     NO_USERNS,
@@ -54,11 +56,11 @@ def _unreachable_by_other(agent_pid: int, user: str) -> list[tuple[int, int, str
     user reaches none of its ports, on any of the host's addresses."""
     found = program_listeners(agent_pid)
     assert found, "the program listens nowhere?"
-    assert all(netns != host_netns() for _pid, _port, netns in found), found
     targets = [(addr, port) for _pid, port, _ns in found for addr in host_addresses()]
     seen = other_connects(user, targets)
-    leaked = {k: v for k, v in seen.items() if MARKER in v}
+    leaked = {k: v[:200] for k, v in seen.items() if MARKER in v}
     assert not leaked, leaked
+    assert all(netns != host_netns() for _pid, _port, netns in found), found
     return found
 
 
@@ -72,7 +74,6 @@ def test_another_user_cannot_reach_a_tcp_program(
         *_http_server(site, bind), "{port}",
     )  # fmt: skip
     ready = agent.ready(60)
-    assert str(ready["leg"]).startswith("private network namespace (user+net)"), ready
     client: Proc = procs(  # type: ignore[operator]
         "connect",
         ready["listen"][0],
@@ -86,6 +87,7 @@ def test_another_user_cannot_reach_a_tcp_program(
     assert MARKER in _get(local)  # the session's own client: through the tunnel
     _unreachable_by_other(agent.popen.pid, other_user)
     assert MARKER in _get(local)  # and still, after the other user's tries
+    assert str(ready["leg"]).startswith("private network namespace (user+net)"), ready
 
 
 def test_refused_without_user_namespaces_unless_shared_leg(
@@ -185,3 +187,33 @@ def test_shared_leg_refuses_a_port_another_user_took_first(
     uid = int(subprocess.run(["id", "-u", other_user], capture_output=True, text=True).stdout)
     assert f"is held by user {uid}, not by 'runuser' of user 0" in line, line
     assert "refusing to forward there" in line
+
+
+def test_probe_wrapper_inner_port_is_private(
+    pki: Pki, procs: object, tmp_path: Path, other_user: str
+) -> None:
+    """The command kind's readiness probe wraps the program (its {inner_port} is TCP): the whole
+    wrapper runs in the namespace, so that port is private too."""
+    site = _site(tmp_path)
+    command = [*_http_server(site, "0.0.0.0"), "{port}"]  # noqa: S104
+    program = build_kind("command", {"probe": "http"}, command).program
+    assert "{inner_port}" in " ".join(program)
+    agent: Proc = procs(  # type: ignore[operator]
+        "serve", "--creds", "lab", "--listen", "127.0.0.1:0", "--json", "--", *program
+    )
+    ready = agent.ready(60)
+    client: Proc = procs(  # type: ignore[operator]
+        "connect",
+        ready["listen"][0],
+        "--creds",
+        "lab",
+        "--local",
+        "127.0.0.1:0",
+        "--json",  # type: ignore[index]
+    )
+    assert MARKER in _get(str(client.ready()["local"]))
+    _unreachable_by_other(agent.popen.pid, other_user)
+    assert ready["leg"] == (
+        "unix socket in a 0700 directory; the program's own TCP ports in a private network "
+        "namespace (user+net)"
+    )
