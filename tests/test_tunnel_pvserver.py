@@ -21,7 +21,6 @@ from pathlib import Path
 import pytest
 
 from paraconnect.servers._kinds import build_kind
-from paraconnect.tunnel._program import PROTECTION_PV_FALLBACK
 
 from .helpers_cli import PARACONNECT, Proc, procs_fixture  # noqa: F401 - the fixture `procs`
 from .helpers_leg import (
@@ -215,7 +214,10 @@ def test_pvserver_falls_back_to_the_reverse_bridge_without_user_namespaces(
         assert agent.stdout is not None
         ready = json.loads(agent.stdout.readline() or "{}")
         assert ready.get("event") == "ready", log.read_text()
-        assert ready["leg"] == PROTECTION_PV_FALLBACK
+        assert ready["leg"] == (
+            "unix socket in a 0700 directory; pvserver dials back over loopback to a bridge "
+            "that takes this user's connection only (no network namespace here)"
+        )
         text = log.read_text()
         assert text.count("pvserver falls back to the reverse bridge") == 1, text
         assert "user namespaces are not available here" in text
