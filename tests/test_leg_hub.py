@@ -15,8 +15,11 @@ from paraconnect.pki import Session
 
 from .helpers_leg import (
     as_other,
+    host_netns,
+    other_connects,
     other_user_fixture,  # noqa: F401 - the fixture `other_user`
     others_view_of_cmdlines,
+    program_listeners,
 )
 from .test_hub_cli import hub_proc  # noqa: F401 - the fixture
 from .test_leg_private import MARKER, _get, _site, _unreachable_by_other
@@ -64,5 +67,29 @@ def test_launched_program_is_private_and_no_secret_in_ps(
     assert not [line for line in lines if token in line]
     peek = as_other(other_user, f"print(open('/proc/{agent}/environ').read())")
     assert peek.returncode == 1 and "PermissionError" in peek.stderr, peek
+    r = cli("servers", "stop", info["id"], "--json")  # type: ignore[operator]
+    assert json.loads(r.stdout)["state"] == "stopped"
+
+
+@pytest.mark.usefixtures("hub_proc")
+def test_launch_shared_leg_reaches_the_agent(
+    cli: object, session: Session, tmp_path: Path, other_user: str
+) -> None:
+    """`launch --shared-leg` (kind option shared_leg) reaches the agent: its program is then in
+    the host's network, where the other user CAN connect, as the option says."""
+    site = _site(tmp_path)
+    os.chmod(tmp_path, 0o755)  # noqa: S103 - only the leg is under test
+    program = [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory",
+               str(site), "{port}"]  # fmt: skip
+    r = cli("launch", "command", "--session", "lab", "--wait", "--json", "--shared-leg", "--",  # type: ignore[operator]
+            *program)  # fmt: skip
+    assert r.returncode == 0, r
+    info = json.loads(r.stdout)
+    agent = _agent_of(info["id"])
+    assert b"--shared-leg" in Path(f"/proc/{agent}/cmdline").read_bytes().split(b"\0")
+    found = program_listeners(agent)
+    assert [netns for _pid, _port, netns in found] == [host_netns()]
+    seen = other_connects(other_user, [("127.0.0.1", found[0][1])])
+    assert MARKER in next(iter(seen.values()))
     r = cli("servers", "stop", info["id"], "--json")  # type: ignore[operator]
     assert json.loads(r.stdout)["state"] == "stopped"
