@@ -70,8 +70,8 @@ def test_another_user_cannot_reach_a_tcp_program(
 ) -> None:
     site = _site(tmp_path)
     agent: Proc = procs(  # type: ignore[operator]
-        "serve", "--creds", "lab", "--listen", "127.0.0.1:0", "--json", "--",
-        *_http_server(site, bind), "{port}",
+        "serve", "--creds", "lab", "--listen", "127.0.0.1:0", "--json", "--status",
+        "127.0.0.1:0", "--", *_http_server(site, bind), "{port}",
     )  # fmt: skip
     ready = agent.ready(60)
     client: Proc = procs(  # type: ignore[operator]
@@ -88,6 +88,9 @@ def test_another_user_cannot_reach_a_tcp_program(
     _unreachable_by_other(agent.popen.pid, other_user)
     assert MARKER in _get(local)  # and still, after the other user's tries
     assert str(ready["leg"]).startswith("private network namespace (user+net)"), ready
+    status = str(ready["status"]).replace("/metrics", "/status")
+    with urllib.request.urlopen(status, timeout=20) as response:  # noqa: S310 - http, loopback
+        assert json.loads(response.read())["leg"] == ready["leg"]
 
 
 def test_refused_without_user_namespaces_unless_shared_leg(
