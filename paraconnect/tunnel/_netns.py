@@ -68,6 +68,8 @@ def _write(path: str, text: str) -> None:
 
 def enter_namespace() -> str:
     """Move this (single-threaded) process into a fresh network namespace; say which kind."""
+    if not hasattr(_libc, "unshare") or not os.path.exists("/proc/self/uid_map"):
+        raise Unavailable("network namespaces are a Linux feature")
     uid, gid = os.geteuid(), os.getegid()
     err = _unshare(CLONE_NEWUSER | CLONE_NEWNET)
     if err == 0:
