@@ -22,6 +22,12 @@ NO_USERNS = [
     'echo 0 > /proc/sys/user/max_user_namespaces && exec setpriv --bounding-set=-all '
     '--inh-caps=-all -- "$@"', "no-userns",
 ]  # fmt: skip
+# The same limit, capabilities kept: root where user namespaces are disabled, which may still
+# make a network namespace alone.
+NO_USERNS_ROOT = [
+    "unshare", "-U", "-r", "sh", "-c",
+    'echo 0 > /proc/sys/user/max_user_namespaces && exec "$@"', "no-userns-root",
+]  # fmt: skip
 
 
 @pytest.fixture(scope="session", name="other_user")

@@ -23,6 +23,7 @@ from paraconnect.servers._kinds import build_kind
 from .helpers_cli import PARACONNECT, Proc, procs_fixture  # noqa: F401 - the fixture `procs`
 from .helpers_leg import (
     NO_USERNS,
+    NO_USERNS_ROOT,
     host_addresses,
     host_netns,
     other_connects,
@@ -220,3 +221,53 @@ def test_probe_wrapper_inner_port_is_private(
         "unix socket in a 0700 directory; the program's own TCP ports in a private network "
         "namespace (user+net)"
     )
+
+
+def test_root_without_user_namespaces_gets_a_network_namespace_alone(
+    pki: Pki, home: Path, tmp_path: Path, procs: object, other_user: str
+) -> None:
+    """Root (CAP_SYS_ADMIN) where user namespaces are disabled: a network namespace alone keeps
+    the program just as private."""
+    site = _site(tmp_path)
+    agent = subprocess.Popen(
+        [*NO_USERNS_ROOT, *PARACONNECT, "serve", "--creds", "lab", "--listen", "127.0.0.1:0",
+         "--json", "--", *_http_server(site, "0.0.0.0"), "{port}"],  # noqa: S104
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PARACONNECT_HOME": str(home)},
+    )  # fmt: skip
+    try:
+        assert agent.stdout is not None
+        ready = json.loads(agent.stdout.readline() or "{}")
+        assert ready.get("event") == "ready", agent
+        client: Proc = procs(  # type: ignore[operator]
+            "connect", ready["listen"][0], "--creds", "lab", "--local", "127.0.0.1:0", "--json"
+        )
+        assert MARKER in _get(str(client.ready()["local"]))
+        _unreachable_by_other(agent.pid, other_user)
+        assert ready["leg"].startswith("private network namespace (net):"), ready
+    finally:
+        agent.terminate()
+        agent.communicate(timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        (["pvserver", "--sp={port}", "--no-mpi"],
+         ["pvserver", "--rc", "--client-host=127.0.0.1", "--server-port={rc_port}", "--no-mpi"]),
+        (["mpiexec", "-n", "2", "/usr/bin/pvserver", "--sp={port}", "--connect-id={connect_id}"],
+         ["mpiexec", "-n", "2", "/usr/bin/pvserver", "--rc", "--client-host=127.0.0.1",
+          "--server-port={rc_port}"]),
+        (["python3", "-m", "http.server", "{port}"], None),
+        (["pvserver", "--rc", "--server-port={rc_port}"], None),
+    ],
+)  # fmt: skip
+def test_pv_reverse_command(command: list[str], expected: list[str] | None) -> None:
+    from paraconnect.tunnel._program import pv_reverse_command
+
+    got = pv_reverse_command(command)
+    if expected is None:
+        assert got is None
+    else:
+        bridge = [sys.executable, "-m", "paraconnect.servers._kinds_pvrc", "--unix", "{unix}", "--"]
+        assert got == [*bridge, *expected]
