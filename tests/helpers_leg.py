@@ -158,3 +158,48 @@ def host_addresses() -> list[str]:
     """The loopback and every IPv4 address of this host (where another host would connect)."""
     out = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True, check=True)
     return [line.split()[3].split("/")[0] for line in out.stdout.splitlines()]
+
+
+def program_unix_listeners(agent: int, comm: str) -> list[str]:
+    """The Unix socket names (``@abstract`` or a path) that the agent's descendant processes
+    named `comm` (e.g. Xvfb) listen on."""
+    found = []
+    for p in descendants(agent):
+        try:
+            if Path(f"/proc/{p}/comm").read_text().strip() != comm:
+                continue
+            inodes = {
+                os.readlink(f"/proc/{p}/fd/{fd}")[8:-1]
+                for fd in os.listdir(f"/proc/{p}/fd")
+                if os.readlink(f"/proc/{p}/fd/{fd}").startswith("socket:[")
+            }
+            lines = Path(f"/proc/{p}/net/unix").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            # Num RefCount Protocol Flags Type St Inode Path; flags 00010000 = listening
+            if len(fields) == 8 and fields[3] == "00010000" and fields[6] in inodes:
+                found.append(fields[7])
+    return found
+
+
+_TRY_UNIX = """
+import json, socket, sys
+out = {}
+for name in json.loads(sys.argv[1]):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect("\\0" + name[1:] if name.startswith("@") else name)
+        out[name] = "open"
+    except OSError as exc:
+        out[name] = "refused: " + str(exc)
+    s.close()
+print(json.dumps(out))
+"""
+
+
+def other_connects_unix(user: str, names: list[str]) -> dict[str, str]:
+    proc = as_other(user, _TRY_UNIX, json.dumps(names))
+    assert proc.returncode == 0, proc.stderr
+    return dict(json.loads(proc.stdout))

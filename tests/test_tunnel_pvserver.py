@@ -28,9 +28,11 @@ from .helpers_leg import (
     host_addresses,
     host_netns,
     other_connects,
+    other_connects_unix,
     other_user_fixture,  # noqa: F401 - the fixture `other_user`
     others_view_of_cmdlines,
     program_listeners,
+    program_unix_listeners,
 )
 from .helpers_tunnel import Pki
 
@@ -177,6 +179,12 @@ def test_another_user_cannot_reach_pvserver_nor_read_a_secret(
     seen = other_connects(other_user, targets)
     assert all(v.startswith("refused: ") for v in seen.values()), seen
     assert all(netns != host_netns() for _pid, _port, netns in found), found
+    # Its X server (Xvfb, which holds the pictures) is as private: no socket path in
+    # /tmp/.X11-unix, an abstract socket of the namespace only.
+    xsockets = program_unix_listeners(agent.popen.pid, "Xvfb")
+    assert xsockets and all(name.startswith("@") for name in xsockets), xsockets
+    seen = other_connects_unix(other_user, xsockets)
+    assert all(v.startswith("refused: ") for v in seen.values()), seen
     lines = others_view_of_cmdlines(other_user)
     assert any("pvserver" in line for line in lines)  # the other user does see it run
     assert not [line for line in lines if "connect-id" in line or "connect_id" in line]
