@@ -318,8 +318,12 @@ class Agent:
         """What a verified client learns first on a control channel."""
         connect_id = getattr(self.program, "connect_id", None)
         leg = getattr(self.program, "protection", None) or None  # `debug server` says it
-        info = {"type": "info", "server_id": self.side.server_id, "connect_id": connect_id}
-        return {**info, "leg": leg}
+        return {
+            "type": "info",
+            "server_id": self.side.server_id,
+            "connect_id": connect_id,
+            "leg": leg,
+        }
 
     async def _client_control(self, conn: ByteStream, where: str) -> None:
         label = conn.peer.label
