@@ -51,6 +51,14 @@ NO_NAMESPACE = 3  # the broker's exit status when it could not make a namespace
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
+_WHY = {
+    errno.ENOSPC: "sysctl user.max_user_namespaces is 0 (or its limit is reached)",
+    errno.EPERM: "unprivileged user namespaces are not permitted",
+    errno.EINVAL: "the kernel has no user namespaces",
+    errno.EUSERS: "too many nested user namespaces",
+}
+
+
 class Unavailable(Exception):
     """No namespace can be made here (the reason is the message)."""
 
@@ -78,10 +86,10 @@ def enter_namespace() -> str:
         _write("/proc/self/gid_map", f"{gid} {gid} 1\n")
         how = "user+net"
     else:
-        first = os.strerror(err)
+        why = _WHY.get(err, os.strerror(err))
         # Root (CAP_SYS_ADMIN) needs no user namespace for a network namespace of its own.
         if _unshare(CLONE_NEWNET) != 0:
-            raise Unavailable(f"user namespaces are not available here (unshare: {first})")
+            raise Unavailable(f"user namespaces are not available here: {why}")
         how = "net"
     _loopback_up()
     return how
