@@ -13,7 +13,8 @@ Three paths to the same backend (a sink/echo server in its own process):
    serve's program on ``{port}``: ``serve-netns`` runs it in its own network namespace (the
    default: each connection comes from the broker in there, over a Unix socket, SCM_RIGHTS),
    ``serve-shared`` on the host's loopback (``--shared-leg``, the leg before issue 12).  Their
-   ratios are the broker's cost.
+   ratios are the broker's cost; with both, the agent's own step is also timed alone: a
+   connection to its program (``Program.connect``) on each leg.
 
 The load generator runs in this process; every relay runs in a process of its own.  Printed:
 throughput of one stream, 64-byte round trip (median, p99; "added" is over raw TCP), memory per
@@ -216,6 +217,47 @@ def _serve_path(name: str, home: str, shared: bool) -> tuple[list[subprocess.Pop
     return procs, Path_(name, int(local.rsplit(":", 1)[1]))
 
 
+_ACCEPT_AND_CLOSE = """
+import socket, sys
+s = socket.create_server(("127.0.0.1", int(sys.argv[1])), backlog=4096)
+while True:
+    s.accept()[0].close()
+"""
+
+
+def leg_connects(count: int, repeat: int) -> dict[str, list[float]]:
+    """The agent's own step alone: median microseconds of `Program.connect` (a connected socket
+    to the program, nothing sent), on the shared loopback leg and through the namespace broker,
+    interleaved rounds."""
+    import anyio
+
+    from paraconnect.tunnel import Program
+
+    out: dict[str, list[float]] = {"serve-shared": [], "serve-netns": []}
+
+    async def run() -> None:
+        async with anyio.create_task_group() as tg:
+            progs = {}
+            for name in out:
+                cmd = [sys.executable, "-c", _ACCEPT_AND_CLOSE, "{port}"]
+                prog = Program(cmd, shared_leg=name == "serve-shared")
+                await tg.start(prog.run)
+                progs[name] = prog
+            for _ in range(repeat):
+                for name, prog in progs.items():
+                    times = []
+                    for _ in range(count):
+                        t0 = time.perf_counter_ns()
+                        sock = await prog.connect(None, "benchmark")  # type: ignore[arg-type]
+                        times.append(time.perf_counter_ns() - t0)
+                        sock.close()
+                    out[name].append(statistics.median(times) / 1000)
+            tg.cancel_scope.cancel()
+
+    anyio.run(run)
+    return out
+
+
 # -- driving them -----------------------------------------------------------------------------
 
 
@@ -378,6 +420,9 @@ def measure(paths: list[Path_], args: argparse.Namespace) -> None:
         if p.pids:
             _note(f"  {p.name}: {args.idle} idle connections")
             p.idle_kib = idle_memory(p.port, p.pids, args.idle)
+    if {"serve-shared", "serve-netns"} <= {p.name for p in paths}:
+        _note("  the leg alone: connections to the program, shared and through the broker")
+        args.leg_connects = leg_connects(max(args.handshakes, 200), args.repeat)
 
 
 def _ratio(ours: float, theirs: float) -> str:
@@ -428,6 +473,11 @@ def report(paths: list[Path_], args: argparse.Namespace) -> None:
               f" {cost(lambda p: p.rtt_median)} ({added:+.1f} us), connections/s"
               f" {cost(lambda p: p.hs_serial)} one at a time,"
               f" {cost(lambda p: p.hs_parallel)} 4 at a time")  # fmt: skip
+        legs = getattr(args, "leg_connects", None)
+        if legs:
+            a, b = med(legs["serve-netns"]), med(legs["serve-shared"])
+            print(f"the agent's connect to its program alone: {b:.1f} us on the shared leg, {a:.1f}"
+                  f" us through the broker ({_ratio(a, b)}, {a - b:+.1f} us)")  # fmt: skip
     if args.repeat > 1:
         print("spread over rounds (min-max):")
         for p in paths:
