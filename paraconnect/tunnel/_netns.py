@@ -179,8 +179,11 @@ def main(argv: list[str]) -> int:
     mode = opts[5]
     try:
         how = enter_namespace()
-    except (Unavailable, OSError) as exc:
+    except Unavailable as exc:
         chan.send(f"none {exc}".encode())
+        return NO_NAMESPACE
+    except OSError as exc:  # e.g. an LSM (AppArmor) that lets unshare pass but not the maps
+        chan.send(f"none a user namespace was made but cannot be set up here ({exc})".encode())
         return NO_NAMESPACE
     port = _free_port() if mode == "port" else 0
     if port:
