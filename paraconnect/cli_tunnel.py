@@ -12,6 +12,7 @@ a command cleanly; ``connect`` and ``listen`` first tell the agent where to phon
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from typing import TYPE_CHECKING, Any
@@ -231,13 +232,17 @@ def _ready(args: argparse.Namespace, **fields: Any) -> None:
     _event(args, "ready", **fields)
 
 
-async def _until_signal(on_exit: Any = None) -> None:
-    """Return on SIGINT or SIGTERM, after running `on_exit` (an async callable) if given."""
+async def _until_signal(on_exit: Any = None, ready: Any = None) -> None:
+    """Return on SIGINT or SIGTERM, after running `on_exit` (an async callable) if given.
+    `ready` (say we are ready) runs once the signals are ours: a stop sent the moment the
+    ready line is read must drain, not kill the process outright."""
     import signal
 
     import anyio
 
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        if ready is not None:
+            ready()
         async for _signum in signals:
             break
     if on_exit is not None:
@@ -322,7 +327,8 @@ def _serve(args: argparse.Namespace) -> int:
 
                 METRICS.leg_from(lambda: program.protection)
             status = await _start_status(args, tg)
-            _ready(
+            ready = functools.partial(
+                _ready,
                 args,
                 **status,
                 listen=[str(a) for a in addresses],
@@ -331,7 +337,7 @@ def _serve(args: argparse.Namespace) -> int:
                 leg=getattr(program, "protection", "") or "",
                 level=agent.level.value,
             )
-            await _until_signal()
+            await _until_signal(ready=ready)
             await _drain(agent.side, args.drain_timeout)
             tg.cancel_scope.cancel()
         return 0
@@ -467,14 +473,15 @@ def _connect(args: argparse.Namespace) -> int:
         async with anyio.create_task_group() as tg:
             local = await tg.start(connector.run)
             agent = connector.agent
-            _ready(
+            ready = functools.partial(
+                _ready,
                 args,
                 local=str(local),
                 remote=str(connector.remote),
                 server_id=agent.server_id if agent else None,
                 connect_id=connector.connect_id,
             )
-            await _until_signal(on_exit)
+            await _until_signal(on_exit, ready)
             await _drain(connector.side, args.drain_timeout)
             tg.cancel_scope.cancel()
         return 0
@@ -524,8 +531,8 @@ def _listen(args: argparse.Namespace) -> int:
 
         async with anyio.create_task_group() as tg:
             address, local = await tg.start(listener.run)
-            _ready(args, listen=str(address), local=str(local))
-            await _until_signal(on_exit)
+            ready = functools.partial(_ready, args, listen=str(address), local=str(local))
+            await _until_signal(on_exit, ready)
             await _drain(listener.side, args.drain_timeout)
             tg.cancel_scope.cancel()
         return 0

@@ -4,10 +4,13 @@ connect id) in any command line while the agent runs."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,6 +42,20 @@ def _agent_of(server_id: str) -> int:
     raise AssertionError(f"no agent process of {server_id}")
 
 
+@contextlib.contextmanager
+def _launched(cli: Any, *args: str) -> Iterator[dict[str, Any]]:
+    """`paraconnect launch command … --wait`; the server is stopped afterwards, whatever
+    happened (the hub's local agents outlive the hub by design)."""
+    r = cli("launch", "command", "--session", "lab", "--wait", "--json", *args)
+    assert r.returncode == 0, r
+    info = json.loads(r.stdout)
+    try:
+        yield info
+    finally:
+        r = cli("servers", "stop", info["id"], "--json")
+        assert json.loads(r.stdout)["state"] == "stopped", r
+
+
 @pytest.mark.usefixtures("hub_proc")
 def test_launched_program_is_private_and_no_secret_in_ps(
     cli: object, home: Path, session: Session, tmp_path: Path, other_user: str
@@ -47,9 +64,11 @@ def test_launched_program_is_private_and_no_secret_in_ps(
     os.chmod(tmp_path, 0o755)  # noqa: S103 - so that only the namespace, not the mode, protects
     program = [sys.executable, "-m", "http.server", "--bind", "0.0.0.0", "--directory",  # noqa: S104
                str(site), "{port}"]  # fmt: skip
-    r = cli("launch", "command", "--session", "lab", "--wait", "--json", "--", *program)  # type: ignore[operator]
-    assert r.returncode == 0, r
-    info = json.loads(r.stdout)
+    with _launched(cli, "--", *program) as info:
+        _private_and_no_secret(info, other_user)
+
+
+def _private_and_no_secret(info: dict[str, Any], other_user: str) -> None:
     assert info["state"] == "connected", info
     assert MARKER in _get(info["local"])  # the session, through the hub's tunnel
     agent = _agent_of(info["id"])
@@ -67,8 +86,6 @@ def test_launched_program_is_private_and_no_secret_in_ps(
     assert not [line for line in lines if token in line]
     peek = as_other(other_user, f"print(open('/proc/{agent}/environ').read())")
     assert peek.returncode == 1 and "PermissionError" in peek.stderr, peek
-    r = cli("servers", "stop", info["id"], "--json")  # type: ignore[operator]
-    assert json.loads(r.stdout)["state"] == "stopped"
 
 
 @pytest.mark.usefixtures("hub_proc")
@@ -81,15 +98,10 @@ def test_launch_shared_leg_reaches_the_agent(
     os.chmod(tmp_path, 0o755)  # noqa: S103 - only the leg is under test
     program = [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory",
                str(site), "{port}"]  # fmt: skip
-    r = cli("launch", "command", "--session", "lab", "--wait", "--json", "--shared-leg", "--",  # type: ignore[operator]
-            *program)  # fmt: skip
-    assert r.returncode == 0, r
-    info = json.loads(r.stdout)
-    agent = _agent_of(info["id"])
-    assert b"--shared-leg" in Path(f"/proc/{agent}/cmdline").read_bytes().split(b"\0")
-    found = program_listeners(agent)
-    assert [netns for _pid, _port, netns in found] == [host_netns()]
-    seen = other_connects(other_user, [("127.0.0.1", found[0][1])])
-    assert MARKER in next(iter(seen.values()))
-    r = cli("servers", "stop", info["id"], "--json")  # type: ignore[operator]
-    assert json.loads(r.stdout)["state"] == "stopped"
+    with _launched(cli, "--shared-leg", "--", *program) as info:
+        agent = _agent_of(info["id"])
+        assert b"--shared-leg" in Path(f"/proc/{agent}/cmdline").read_bytes().split(b"\0")
+        found = program_listeners(agent)
+        assert [netns for _pid, _port, netns in found] == [host_netns()]
+        seen = other_connects(other_user, [("127.0.0.1", found[0][1])])
+        assert MARKER in next(iter(seen.values()))

@@ -9,10 +9,13 @@ agent refuses such a program in one line, unless --shared-leg, which `debug serv
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -271,3 +274,41 @@ def test_pv_reverse_command(command: list[str], expected: list[str] | None) -> N
     else:
         bridge = [sys.executable, "-m", "paraconnect.servers._kinds_pvrc", "--unix", "{unix}", "--"]
         assert got == [*bridge, *expected]
+
+
+def test_stopping_the_agent_ends_a_member_that_blocks_sigterm(
+    pki: Pki, procs: object, tmp_path: Path
+) -> None:
+    """pvserver --rc blocks SIGTERM while it dials: the agent's stop reaches every process of the
+    program's group (SIGKILL after a grace period), not only the broker it started."""
+    pidfile = tmp_path / "stubborn.pid"
+    stubborn = (
+        "import os, signal, time; signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM]); "
+        f"open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(300)"
+    )
+    program = (
+        "import socket, subprocess, sys; subprocess.Popen([sys.executable, '-c', sys.argv[2]]); "
+        "s = socket.create_server(('127.0.0.1', int(sys.argv[1]))); s.accept()"
+    )
+    agent: Proc = procs(  # type: ignore[operator]
+        "serve", "--creds", "lab", "--listen", "127.0.0.1:0", "--json", "--",
+        sys.executable, "-c", program, "{port}", stubborn,
+    )  # fmt: skip
+    agent.ready(60)
+    deadline = time.monotonic() + 30
+    while not pidfile.exists() or not pidfile.read_text():
+        assert time.monotonic() < deadline, "the program's child never started"
+        time.sleep(0.05)
+    pid = int(pidfile.read_text())
+    try:
+        assert agent.stop() == 0
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{pid}").exists():
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            if state == "Z":
+                break  # dead, waiting for its reaper
+            assert time.monotonic() < deadline, f"pid {pid} outlived the agent"
+            time.sleep(0.1)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)  # the test's own leftover, if the agent failed

@@ -492,14 +492,30 @@ class Program:
                 remove_private_dir(self._dir)
 
     async def _stop(self, proc: anyio.abc.Process) -> None:
-        if proc.returncode is not None:
-            return
+        """End the program's whole process group, not only the process we started: a member
+        that blocks SIGTERM (pvserver --rc while it dials) would outlive the agent."""
         with anyio.CancelScope(shield=True):
+            if not _group_alive(proc.pid):
+                await proc.wait()
+                return
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
             with anyio.move_on_after(5):
                 await proc.wait()
+                while _group_alive(proc.pid):  # noqa: ASYNC110 - no event says "group empty"
+                    await anyio.sleep(_POLL)
                 return
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
+
+
+def _group_alive(pgid: int) -> bool:
+    """Is any process left in the group?  (Its id stays reserved while one is.)"""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # a member that changed user (runuser, setuid) is still a member
+    return True
