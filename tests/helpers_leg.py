@@ -87,23 +87,26 @@ def other_connects(user: str, targets: list[tuple[str, int]]) -> dict[str, str]:
 
 _CMDLINES = """
 import json, os
-out = []
+out = {}
 for pid in os.listdir("/proc"):
     if pid.isdigit():
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                out.append(fh.read().replace(b"\\0", b" ").decode(errors="replace"))
+                out[pid] = fh.read().replace(b"\\0", b" ").decode(errors="replace")
         except OSError:
             pass
 print(json.dumps(out))
 """
 
 
-def others_view_of_cmdlines(user: str) -> list[str]:
-    """Every command line on the host, as another user reads them (ps does the same)."""
+def others_view_of_cmdlines(user: str, agent: int) -> list[str]:
+    """The command lines of the agent and every process under it, as another user reads them
+    in /proc (as ps does).  Only those: the machine runs other people's tests too."""
     proc = as_other(user, _CMDLINES)
     assert proc.returncode == 0, proc.stderr
-    return list(json.loads(proc.stdout))
+    seen = {int(pid): line for pid, line in json.loads(proc.stdout).items()}
+    ours = [agent, *descendants(agent)]
+    return [seen[pid] for pid in ours if pid in seen]
 
 
 def descendants(pid: int) -> list[int]:

@@ -81,7 +81,7 @@ def _private_and_no_secret(info: dict[str, Any], other_user: str) -> None:
         if "=" in line
     ).get(TOKEN_ENV)
     assert token, "the local launcher passes the token in the environment"
-    lines = others_view_of_cmdlines(other_user)
+    lines = others_view_of_cmdlines(other_user, agent)
     assert any(info["id"] in line for line in lines)  # the other user does see the agent
     assert not [line for line in lines if token in line]
     peek = as_other(other_user, f"print(open('/proc/{agent}/environ').read())")

@@ -185,7 +185,7 @@ def test_another_user_cannot_reach_pvserver_nor_read_a_secret(
     assert xsockets and all(name.startswith("@") for name in xsockets), xsockets
     seen = other_connects_unix(other_user, xsockets)
     assert all(v.startswith("refused: ") for v in seen.values()), seen
-    lines = others_view_of_cmdlines(other_user)
+    lines = others_view_of_cmdlines(other_user, agent.popen.pid)
     assert any("pvserver" in line for line in lines)  # the other user does see it run
     assert not [line for line in lines if "connect-id" in line or "connect_id" in line]
     client: Proc = procs(  # type: ignore[operator]

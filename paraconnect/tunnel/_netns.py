@@ -139,7 +139,8 @@ def _tie_child() -> None:
 def _exit_like(proc: subprocess.Popen[bytes]) -> None:
     code = proc.wait()
     if code < 0:  # end the way the program ended, so that the agent can say so
-        signal.signal(-code, signal.SIG_DFL)
+        with contextlib.suppress(OSError, ValueError):  # SIGKILL has no handler to reset
+            signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)
     os._exit(code & 0xFF)
 
@@ -194,21 +195,27 @@ def main(argv: list[str]) -> int:
     except OSError as exc:
         print(f"paraconnect: cannot start program {command[0]!r}: {exc}", file=sys.stderr)
         return 127
-    threading.Thread(target=_exit_like, args=(proc,), daemon=True).start()
+    # A stop for the broker alone (the agent died: parent-death signal) is passed on; the
+    # broker then ends when the program does, with its status, having reaped it.
+    signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
     while port and not _listening(port):
-        time.sleep(0.01)  # the agent bounds the wait (--ready-timeout) and sees the exit
+        if proc.poll() is not None:
+            _exit_like(proc)
+        time.sleep(0.01)  # the agent bounds the wait (--ready-timeout)
     chan.send(f"ready {how} {port}".encode())
-    _serve(chan, port) if port else _wait_agent(chan)
-    with contextlib.suppress(ProcessLookupError):
-        proc.terminate()
-    _exit_like(proc)
+    threading.Thread(target=_serve_then_stop, args=(chan, port, proc), daemon=True).start()
+    _exit_like(proc)  # the main thread: only it may take the program's way out (its signal)
     return 0
 
 
-def _wait_agent(chan: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        while chan.recv(16):
-            pass
+def _serve_then_stop(chan: socket.socket, port: int, proc: subprocess.Popen[bytes]) -> None:
+    if port:
+        _serve(chan, port)
+    else:
+        with contextlib.suppress(OSError):
+            while chan.recv(16):
+                pass
+    proc.terminate()  # the agent is gone
 
 
 if __name__ == "__main__":

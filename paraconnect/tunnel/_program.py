@@ -511,11 +511,22 @@ class Program:
 
 
 def _group_alive(pgid: int) -> bool:
-    """Is any process left in the group?  (Its id stays reserved while one is.)"""
+    """Is a live process (not a zombie waiting for its reaper) left in the group?"""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True  # a member that changed user (runuser, setuid) is still a member
-    return True
+        pass  # a member that changed user (runuser, setuid) is still a member
+    if not os.path.isdir("/proc/self"):
+        return True
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                return True
+    return False
