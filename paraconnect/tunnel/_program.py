@@ -502,6 +502,9 @@ class Program:
                 os.killpg(proc.pid, signal.SIGTERM)
             with anyio.move_on_after(5):
                 await proc.wait()
+            # Once the process we started has ended, what is left of its group gets a short
+            # grace only: whoever stops the agent (the hub, a batch system) may not wait long.
+            with anyio.move_on_after(1 if proc.returncode is not None else 0):
                 while _group_alive(proc.pid):  # noqa: ASYNC110 - no event says "group empty"
                     await anyio.sleep(_POLL)
                 return
