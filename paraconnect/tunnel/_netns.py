@@ -154,13 +154,16 @@ def _serve(chan: socket.socket, port: int) -> None:
         if not req:
             return  # the agent is gone
         try:
-            conn = socket.create_connection(("127.0.0.1", port), timeout=10)
-        except OSError as exc:
-            chan.send(f"err {exc.strerror or exc}".encode())
-            continue
-        with conn:
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            socket.send_fds(chan, [b"ok"], [conn.fileno()])
+            try:
+                conn = socket.create_connection(("127.0.0.1", port), timeout=10)
+            except OSError as exc:
+                chan.send(f"err {exc.strerror or exc}".encode())
+                continue
+            with conn:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                socket.send_fds(chan, [b"ok"], [conn.fileno()])
+        except OSError:
+            return  # the agent went away mid-answer
 
 
 def main(argv: list[str]) -> int:
