@@ -9,6 +9,13 @@ Three paths to the same backend (a sink/echo server in its own process):
    TLSConnection client -> splice) and a "serve" process (TLS listener -> TLSConnection
    server -> splice -> backend).
 
+4. and 5. the real commands, ``paraconnect connect`` -> ``paraconnect serve`` -> the backend as
+   serve's program on ``{port}``: ``serve-netns`` runs it in its own network namespace (the
+   default: each connection comes from the broker in there, over a Unix socket, SCM_RIGHTS),
+   ``serve-shared`` on the host's loopback (``--shared-leg``, the leg before issue 12).  Their
+   ratios are the broker's cost; with both, the agent's own step is also timed alone: a
+   connection to its program (``Program.connect``) on each leg.
+
 The load generator runs in this process; every relay runs in a process of its own.  Printed:
 throughput of one stream, 64-byte round trip (median, p99; "added" is over raw TCP), memory per
 idle connection (RSS growth of the process that accepts TLS, divided by the count), and full
@@ -18,13 +25,14 @@ from elsewhere on a shared machine falls on all paths alike: trust the ratios mo
 absolute figures.  No assertions: figures vary with the machine.
 
     .venv/bin/python benchmarks/tunnel.py [--quick] [--bytes N] [--repeat N]
-                                          [--only raw,stunnel,paraconnect]
+                                [--only raw,stunnel,paraconnect,serve-shared,serve-netns]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import resource
 import socket
@@ -113,14 +121,14 @@ async def _serve_forever(listener: socket.socket, handler: Handler) -> None:
         task.add_done_callback(tasks.discard)
 
 
-def _listen() -> socket.socket:
-    listener = socket.create_server(("127.0.0.1", 0), backlog=4096)
+def _listen(port: int = 0) -> socket.socket:
+    listener = socket.create_server(("127.0.0.1", port), backlog=4096)
     print(listener.getsockname()[1], flush=True)
     return listener
 
 
-def role_backend() -> None:
-    asyncio.run(_serve_forever(_listen(), _backend_conn))
+def role_backend(port: int = 0) -> None:
+    asyncio.run(_serve_forever(_listen(port), _backend_conn))
 
 
 # -- the paraconnect pair ---------------------------------------------------------------------
@@ -180,6 +188,74 @@ def role_pc_connect(home: str, server: int) -> None:
         await splice(tls, plain)
 
     asyncio.run(_serve_forever(_listen(), conn))
+
+
+def _serve_path(name: str, home: str, shared: bool) -> tuple[list[subprocess.Popen[str]], Path_]:
+    """`paraconnect serve` with the backend as its program, and `paraconnect connect` to it."""
+    env = {**os.environ, "PARACONNECT_HOME": home}
+    pc = str(Path(sys.executable).with_name("paraconnect"))
+    program = [sys.executable, __file__, "--role", "backend", "{port}"]
+    serve = subprocess.Popen(
+        [pc, "serve", "--creds", "cli", "--listen", "127.0.0.1:0", "--json", "-q",
+         *(["--shared-leg"] if shared else []), "--", *program],
+        stdout=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    procs = [serve]
+    try:
+        assert serve.stdout is not None
+        addr = json.loads(serve.stdout.readline())["listen"][0]
+        connect = subprocess.Popen(
+            [pc, "connect", addr, "--creds", "cli", "--local", "127.0.0.1:0", "--json", "-q"],
+            stdout=subprocess.PIPE, text=True, env=env,
+        )  # fmt: skip
+        procs.append(connect)
+        assert connect.stdout is not None
+        local = json.loads(connect.stdout.readline())["local"]
+    except BaseException:
+        _stop(*procs)
+        raise
+    return procs, Path_(name, int(local.rsplit(":", 1)[1]))
+
+
+_ACCEPT_AND_CLOSE = """
+import socket, sys
+s = socket.create_server(("127.0.0.1", int(sys.argv[1])), backlog=4096)
+while True:
+    s.accept()[0].close()
+"""
+
+
+def leg_connects(count: int, repeat: int) -> dict[str, list[float]]:
+    """The agent's own step alone: median microseconds of `Program.connect` (a connected socket
+    to the program, nothing sent), on the shared loopback leg and through the namespace broker,
+    interleaved rounds."""
+    import anyio
+
+    from paraconnect.tunnel import Program
+
+    out: dict[str, list[float]] = {"serve-shared": [], "serve-netns": []}
+
+    async def run() -> None:
+        async with anyio.create_task_group() as tg:
+            progs = {}
+            for name in out:
+                cmd = [sys.executable, "-c", _ACCEPT_AND_CLOSE, "{port}"]
+                prog = Program(cmd, shared_leg=name == "serve-shared")
+                await tg.start(prog.run)
+                progs[name] = prog
+            for _ in range(repeat):
+                for name, prog in progs.items():
+                    times = []
+                    for _ in range(count):
+                        t0 = time.perf_counter_ns()
+                        sock = await prog.connect(None, "benchmark")  # type: ignore[arg-type]
+                        times.append(time.perf_counter_ns() - t0)
+                        sock.close()
+                    out[name].append(statistics.median(times) / 1000)
+            tg.cancel_scope.cancel()
+
+    anyio.run(run)
+    return out
 
 
 # -- driving them -----------------------------------------------------------------------------
@@ -344,6 +420,9 @@ def measure(paths: list[Path_], args: argparse.Namespace) -> None:
         if p.pids:
             _note(f"  {p.name}: {args.idle} idle connections")
             p.idle_kib = idle_memory(p.port, p.pids, args.idle)
+    if {"serve-shared", "serve-netns"} <= {p.name for p in paths}:
+        _note("  the leg alone: connections to the program, shared and through the broker")
+        args.leg_connects = leg_connects(max(args.handshakes, 200), args.repeat)
 
 
 def _ratio(ours: float, theirs: float) -> str:
@@ -382,6 +461,23 @@ def report(paths: list[Path_], args: argparse.Namespace) -> None:
     row("connections/s, 4 at a time", lambda p: med(p.hs_parallel), ".0f", "   (higher is better)")
     row("idle KiB/conn, TLS server", lambda p: p.idle_kib.get("server"), ".1f")
     row("idle KiB/conn, TLS client", lambda p: p.idle_kib.get("client"), ".1f")
+    shared, netns = by.get("serve-shared"), by.get("serve-netns")
+    if shared is not None and netns is not None:
+
+        def cost(get: Callable[[Path_], list[float]]) -> str:
+            return _ratio(med(get(netns)), med(get(shared)))
+
+        added = med(netns.rtt_median) - med(shared.rtt_median)
+        print("the namespace broker's cost, paraconnect serve, serve-netns / serve-shared:"
+              f" throughput {cost(lambda p: p.mbps)}, 64 B round trip"
+              f" {cost(lambda p: p.rtt_median)} ({added:+.1f} us), connections/s"
+              f" {cost(lambda p: p.hs_serial)} one at a time,"
+              f" {cost(lambda p: p.hs_parallel)} 4 at a time")  # fmt: skip
+        legs = getattr(args, "leg_connects", None)
+        if legs:
+            a, b = med(legs["serve-netns"]), med(legs["serve-shared"])
+            print(f"the agent's connect to its program alone: {b:.1f} us on the shared leg, {a:.1f}"
+                  f" us through the broker ({_ratio(a, b)}, {a - b:+.1f} us)")  # fmt: skip
     if args.repeat > 1:
         print("spread over rounds (min-max):")
         for p in paths:
@@ -400,7 +496,9 @@ def main() -> None:
     parser.add_argument("--idle", type=int, default=1000, help="idle connections to hold")
     parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds (median)")
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
-    parser.add_argument("--only", default="raw,stunnel,paraconnect", help="which paths")
+    parser.add_argument(
+        "--only", default="raw,stunnel,paraconnect,serve-shared,serve-netns", help="which paths"
+    )
     args = parser.parse_args()
     if args.quick:
         args.bytes = min(args.bytes, 64 << 20)
@@ -418,6 +516,10 @@ def main() -> None:
         for role, name in (("server", "srv"), ("client", "cli")):
             issued = session.issue(role, name)
             session.export(pem, name, issued.cert, issued.key)
+        # The commands' own session, node-bound as 'paraconnect issue' makes them by default.
+        cli = store.create_session("cli")
+        for role, name in (("server", "srv"), ("client", "cli")):
+            cli.issue(role, name, unique_id=store.unique_id().value)
         procs: list[subprocess.Popen[str]] = []
         pair = StunnelPair(tmp)
         try:
@@ -441,6 +543,11 @@ def main() -> None:
                 paths.append(
                     Path_("paraconnect", entry, {"server": serve.pid, "client": connect.pid})
                 )
+            for name in ("serve-shared", "serve-netns"):
+                if name in which:
+                    started, path = _serve_path(name, str(tmp / "home"), name == "serve-shared")
+                    procs += started
+                    paths.append(path)
             measure(paths, args)
         finally:
             pair.stop()
@@ -454,7 +561,7 @@ if __name__ == "__main__":
         role, rest = sys.argv[2], sys.argv[3:]
         try:
             if role == "backend":
-                role_backend()
+                role_backend(int(rest[0]) if rest else 0)
             elif role == "pc-serve":
                 role_pc_serve(rest[0], int(rest[1]))
             elif role == "pc-connect":

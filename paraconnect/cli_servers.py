@@ -225,6 +225,13 @@ def _launch_options(p: argparse.ArgumentParser) -> dict[str, dict[str, str]]:
         help="pvserver, hardened: it dials out to a loopback bridge, so nothing listens on the "
         "remote host; the client must accept (pvpython ReverseConnect) and 'servers dial' it",
     )
+    p.add_argument(
+        "--shared-leg",
+        action="store_true",
+        help="pvserver, command: run the program in the remote host's network (serve "
+        "--shared-leg): other users there CAN connect to its port; by default it runs in a "
+        "private network namespace, which also keeps it off the network",
+    )
     p.add_argument("--size", metavar="WxH", help="builtin: default frame size")
     p.add_argument(
         "--probe",
@@ -278,6 +285,10 @@ def _launch(outer: argparse.Namespace) -> int:
         if args.kind != "pvserver":
             raise ConfigError("--pv-reverse is an option of the pvserver kind")
         options["pv_reverse"] = True
+    if args.shared_leg:
+        if args.kind == "builtin":
+            raise ConfigError("--shared-leg is an option of the pvserver and command kinds")
+        options["shared_leg"] = True
     for key in ("walltime", "python", "ranks", "xvfb", "size", "probe", "log_regex", "http_path"):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)

@@ -13,6 +13,7 @@ a command cleanly; ``connect`` and ``listen`` first tell the agent where to phon
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from typing import TYPE_CHECKING, Any
@@ -95,8 +96,13 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         "serve",
         help="run a program on a private leg and serve it over mutual TLS (the agent)",
         description="Start COMMAND with {port}, {unix} or {fd} replaced by its private leg "
-        "(and {connect_id} by a random number its clients are told), then listen for clients "
-        "(--listen, forward) or dial them (--phone-home, reverse).",
+        "(and {connect_id} by a random number its clients are told; it is not a secret), then "
+        "listen for clients (--listen, forward) or dial them (--phone-home, reverse). A "
+        "program on {port} runs in a user + network namespace of its own, so that no other "
+        "user or host can connect to anything it listens on; it therefore cannot reach the "
+        "network itself (multi-node MPI over TCP, licence servers): --shared-leg is the "
+        "escape. Where user namespaces are disabled, pvserver falls back to the reverse "
+        "bridge and any other {port} program is refused unless --shared-leg is given.",
     )
     _common(p, "server")
     _add_enroll_options(p)
@@ -121,6 +127,13 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         default=30.0,
         metavar="S",
         help="seconds the program may take to listen on its private leg (default 30)",
+    )
+    p.add_argument(
+        "--shared-leg",
+        action="store_true",
+        help="run a {port} program in the host's network, as it is: other local users CAN "
+        "connect to its port (and it can reach the network); only for programs that need "
+        "the network or where user namespaces are disabled",
     )
     p.add_argument(
         "--per-connection",
@@ -232,13 +245,17 @@ def _ready(args: argparse.Namespace, **fields: Any) -> None:
     _event(args, "ready", **fields)
 
 
-async def _until_signal(on_exit: Any = None) -> None:
-    """Return on SIGINT or SIGTERM, after running `on_exit` (an async callable) if given."""
+async def _until_signal(on_exit: Any = None, ready: Any = None) -> None:
+    """Return on SIGINT or SIGTERM, after running `on_exit` (an async callable) if given.
+    `ready` (say we are ready) runs once the signals are ours: a stop sent the moment the
+    ready line is read must drain, not kill the process outright."""
     import signal
 
     import anyio
 
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        if ready is not None:
+            ready()
         async for _signum in signals:
             break
     if on_exit is not None:
@@ -294,7 +311,12 @@ def _serve(args: argparse.Namespace) -> int:
     if command and args.per_connection:
         program = PerConnection(command)
     elif command:
-        program = Program(command, restart=args.restart, ready_timeout=args.ready_timeout)
+        program = Program(
+            command,
+            restart=args.restart,
+            ready_timeout=args.ready_timeout,
+            shared_leg=args.shared_leg,
+        )
     agent = Agent(
         creds,
         program=program,
@@ -313,16 +335,22 @@ def _serve(args: argparse.Namespace) -> int:
 
         async with anyio.create_task_group() as tg:
             addresses = await tg.start(agent.run)
+            if isinstance(program, Program):
+                from .tunnel import METRICS
+
+                METRICS.leg_from(lambda: program.protection)
             status = await _start_status(args, tg)
-            _ready(
+            ready = functools.partial(
+                _ready,
                 args,
                 **status,
                 listen=[str(a) for a in addresses],
                 phone_home=[str(h.endpoint) for h in agent.homes],
                 program=str(program.endpoint or "per connection") if program else args.target,
+                leg=getattr(program, "protection", "") or "",
                 level=agent.level.value,
             )
-            await _until_signal()
+            await _until_signal(ready=ready)
             await _drain(agent.side, args.drain_timeout)
             tg.cancel_scope.cancel()
         return 0
@@ -472,14 +500,15 @@ def _connect(args: argparse.Namespace) -> int:
         async with anyio.create_task_group() as tg:
             local = await tg.start(connector.run)
             agent = connector.agent
-            _ready(
+            ready = functools.partial(
+                _ready,
                 args,
                 local=str(local),
                 remote=str(connector.remote),
                 server_id=agent.server_id if agent else None,
                 connect_id=connector.connect_id,
             )
-            await _until_signal(on_exit)
+            await _until_signal(on_exit, ready)
             await _drain(connector.side, args.drain_timeout)
             tg.cancel_scope.cancel()
         return 0
@@ -534,8 +563,8 @@ def _listen(args: argparse.Namespace) -> int:
 
         async with anyio.create_task_group() as tg:
             address, local = await tg.start(listener.run)
-            _ready(args, listen=str(address), local=str(local))
-            await _until_signal(on_exit)
+            ready = functools.partial(_ready, args, listen=str(address), local=str(local))
+            await _until_signal(on_exit, ready)
             await _drain(listener.side, args.drain_timeout)
             tg.cancel_scope.cancel()
         return 0

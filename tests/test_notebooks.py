@@ -71,7 +71,7 @@ def test_02_share_with_a_friend(
 def test_03_paraview_pvserver(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DISPLAY", raising=False)
     text = outputs(run_notebook("03-paraview-pvserver.ipynb", tmp_path, monkeypatch, timeout=300))
-    assert "not kept between clients" in text.lower() and "pvpython --connect-id=" in text
+    assert "not kept between clients" in text.lower() and "pvpython, then simple.Connect(" in text
     assert text.count("'stopped'") == 2
 
 

@@ -114,9 +114,15 @@ def test_wall_time_limit_stops_the_server(home: Path, session: Session) -> None:
 
 def test_kinds_build_the_expected_command_lines() -> None:
     pv = build_kind("pvserver", {"python": "py"})
+    # No --connect-id: command lines are public to every local user; the agent runs pvserver in
+    # a network namespace of its own instead.
     assert pv.program == ("py", "-m", "paraconnect.servers._xvfb", "--", "pvserver",
-                          "--sp={port}", "--connect-id={connect_id}", "--no-mpi")  # fmt: skip
-    assert pv.restart == "always" and "NOT kept" in pv.note
+                          "--sp={port}", "--no-mpi")  # fmt: skip
+    assert pv.restart == "always" and "NOT kept" in pv.note and pv.agent_args == ()
+    shared = build_kind("pvserver", {"shared_leg": True})
+    assert shared.agent_args == ("--shared-leg",)
+    with pytest.raises(ConfigError, match="option shared_leg must be true or false"):
+        build_kind("command", {"shared_leg": "yes"}, ["nc", "-l", "{port}"])
     ranks = build_kind("pvserver", {"ranks": 2, "xvfb": "never"})
     # No wrapper of the kinds' own: the agent's Program ties every program it starts to the
     # agent's life (parent-death signal), see tests/test_faults_restart.py.

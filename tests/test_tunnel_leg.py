@@ -255,9 +255,13 @@ async def test_target_of_an_already_running_program(pki: Pki) -> None:
 async def test_target_owned_by_another_user_is_refused(
     pki: Pki, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # The other user's program answers every connection: a client's data forwarded there
+    # would come back as "LEAK", where the refusal closes the client's connection empty.
     proc = _as_nobody(
-        "import socket,time; s=socket.create_server(('127.0.0.1',0)); "
-        "print(s.getsockname()[1], flush=True); time.sleep(30)"
+        "import socket; s=socket.create_server(('127.0.0.1',0)); "
+        "print(s.getsockname()[1], flush=True)\n"
+        "while True:\n c, _ = s.accept()\n while c.recv(65536): pass\n"
+        " c.sendall(b'LEAK'); c.close()"
     )
     try:
         assert proc.stdout is not None

@@ -7,16 +7,33 @@ the next client gets a fresh pvserver (ParaView state is not kept across clients
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import socket
 import struct
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
 import pytest
 
-from .helpers_cli import Proc, procs_fixture  # noqa: F401 - the fixture `procs`
+from paraconnect.servers._kinds import build_kind
+
+from .helpers_cli import PARACONNECT, Proc, procs_fixture  # noqa: F401 - the fixture `procs`
+from .helpers_leg import (
+    NO_USERNS,
+    host_addresses,
+    host_netns,
+    other_connects,
+    other_connects_unix,
+    other_user_fixture,  # noqa: F401 - the fixture `other_user`
+    others_view_of_cmdlines,
+    program_listeners,
+    program_unix_listeners,
+)
 from .helpers_tunnel import Pki
 
 PV_CLIENT = str(Path(__file__).with_name("paraview") / "pv_client.py")
@@ -91,18 +108,19 @@ def _xvfb() -> list[str]:
     return [sys.executable, "-m", "paraconnect.servers._xvfb", "--always", "--"]
 
 
-def _pvpython(port: int, out: Path, connect_id: int, *logs: Proc) -> None:
+def _pvpython(port: int, out: Path, connect_id: int | None, *logs: Proc) -> None:
+    cid = [f"--connect-id={connect_id}"] if connect_id is not None else []
     proc = subprocess.run(
-        [*_xvfb(), "pvpython", f"--connect-id={connect_id}", PV_CLIENT, "connect",
-         str(port), str(out)],
+        [*_xvfb(), "pvpython", *cid, PV_CLIENT, "connect", str(port), str(out)],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     tails = "".join(f"\n--- {p.log.name}:\n" + p.log.read_text()[-3000:] for p in logs)
     assert f"rendered {out}" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:] + tails
 
 
-# The agent picks the connect id ({connect_id}) and tells it to its clients.
-PVSERVER = [*_xvfb(), "pvserver", "--sp={port}", "--connect-id={connect_id}"]
+# The README's line: pvserver runs in a network namespace of its own, so no --connect-id (which
+# every local user would read in ps) is needed to keep strangers out.
+PVSERVER = [*_xvfb(), "pvserver", "--sp={port}", "--no-mpi"]
 
 
 def test_pvserver_forward_twice(pki: Pki, procs: object, tmp_path: Path) -> None:
@@ -115,10 +133,11 @@ def test_pvserver_forward_twice(pki: Pki, procs: object, tmp_path: Path) -> None
         "connect", addr, "--creds", "lab", "--local", "127.0.0.1:0", "--json"
     )
     event = client.ready()
-    port, cid = int(str(event["local"]).rsplit(":", 1)[1]), int(event["connect_id"])  # type: ignore[call-overload]
+    port = int(str(event["local"]).rsplit(":", 1)[1])
+    assert event["connect_id"] is None
     for i in range(2):  # the second client meets a fresh pvserver
         out = tmp_path / f"forward{i}.png"
-        _pvpython(port, out, cid, agent, client)
+        _pvpython(port, out, None, agent, client)
         _check_sphere(out)
     assert agent.popen.poll() is None
 
@@ -136,7 +155,91 @@ def test_pvserver_reverse(pki: Pki, procs: object, tmp_path: Path) -> None:
     port = int(str(event["local"]).rsplit(":", 1)[1])
     server = listener.next_event(90)
     assert server["event"] == "server" and server["server_id"] == "srv"
-    cid = int(server["connect_id"])  # type: ignore[call-overload]
+    assert server["connect_id"] is None
     out = tmp_path / "reverse.png"
-    _pvpython(port, out, cid, agent, listener)
+    _pvpython(port, out, None, agent, listener)
     _check_sphere(out)
+
+
+def test_another_user_cannot_reach_pvserver_nor_read_a_secret(
+    pki: Pki, procs: object, tmp_path: Path, other_user: str
+) -> None:
+    """Debian's pvserver binds 0.0.0.0 (no bind option): with the pvserver kind's own command
+    line, another local user reaches none of its ports, on loopback or the host's address, and
+    reads no connect id in any command line; the session's pvpython renders through the tunnel."""
+    program = build_kind("pvserver", {"xvfb": "always"}).program
+    agent: Proc = procs(  # type: ignore[operator]
+        "serve", "--creds", "lab", "--listen", "127.0.0.1:0", "--json", "--restart", "always",
+        "--ready-timeout", "60", "--", *program,
+    )  # fmt: skip
+    ready = agent.ready(90)
+    found = program_listeners(agent.popen.pid)
+    assert any("pvserver" in Path(f"/proc/{pid}/cmdline").read_text() for pid, _p, _n in found)
+    targets = [(addr, port) for _pid, port, _ns in found for addr in host_addresses()]
+    seen = other_connects(other_user, targets)
+    assert all(v.startswith("refused: ") for v in seen.values()), seen
+    assert all(netns != host_netns() for _pid, _port, netns in found), found
+    # Its X server (Xvfb, which holds the pictures) is as private: no socket path in
+    # /tmp/.X11-unix, an abstract socket of the namespace only.
+    xsockets = program_unix_listeners(agent.popen.pid, "Xvfb")
+    assert xsockets and all(name.startswith("@") for name in xsockets), xsockets
+    seen = other_connects_unix(other_user, xsockets)
+    assert all(v.startswith("refused: ") for v in seen.values()), seen
+    lines = others_view_of_cmdlines(other_user, agent.popen.pid)
+    assert any("pvserver" in line for line in lines)  # the other user does see it run
+    assert not [line for line in lines if "connect-id" in line or "connect_id" in line]
+    client: Proc = procs(  # type: ignore[operator]
+        "connect",
+        ready["listen"][0],
+        "--creds",
+        "lab",
+        "--local",
+        "127.0.0.1:0",
+        "--json",  # type: ignore[index]
+    )
+    port = int(str(client.ready()["local"]).rsplit(":", 1)[1])
+    out = tmp_path / "private.png"
+    _pvpython(port, out, None, agent, client)
+    _check_sphere(out)
+
+
+def test_pvserver_falls_back_to_the_reverse_bridge_without_user_namespaces(
+    pki: Pki, home: Path, tmp_path: Path, procs: object
+) -> None:
+    """Where no user namespace can be made, the pvserver kind's line runs pvserver --rc behind
+    the reverse bridge (it listens nowhere), said in one log line; a client's connection makes
+    a real pvserver dial the bridge."""
+    program = build_kind("pvserver", {"xvfb": "always"}).program
+    log = tmp_path / "agent.log"
+    with open(log, "w") as err:
+        agent = subprocess.Popen(
+            [*NO_USERNS, *PARACONNECT, "serve", "--creds", "lab", "--listen", "127.0.0.1:0",
+             "--json", "--restart", "always", "--ready-timeout", "60", "--", *program],
+            stdout=subprocess.PIPE, stderr=err, text=True,
+            env={**os.environ, "PARACONNECT_HOME": str(home)},
+        )  # fmt: skip
+    try:
+        assert agent.stdout is not None
+        ready = json.loads(agent.stdout.readline() or "{}")
+        assert ready.get("event") == "ready", log.read_text()
+        assert ready["leg"] == (
+            "unix socket in a 0700 directory; pvserver dials back over loopback to a bridge "
+            "that takes this user's connection only (no network namespace here)"
+        )
+        text = log.read_text()
+        assert text.count("pvserver falls back to the reverse bridge") == 1, text
+        assert "user namespaces are not available here" in text
+        client: Proc = procs(  # type: ignore[operator]
+            "connect", ready["listen"][0], "--creds", "lab", "--local", "127.0.0.1:0", "--json"
+        )
+        local = str(client.ready()["local"])
+        host, _, port = local.rpartition(":")
+        with socket.create_connection((host, int(port)), timeout=30):
+            deadline = time.monotonic() + 90
+            while "pvserver dialled in; relaying" not in log.read_text():
+                assert time.monotonic() < deadline, log.read_text()[-3000:]
+                assert agent.poll() is None, log.read_text()[-3000:]
+                time.sleep(0.1)
+    finally:
+        agent.terminate()
+        agent.communicate(timeout=30)

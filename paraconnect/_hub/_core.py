@@ -350,7 +350,7 @@ class Hub:
         python = str(options.get("python") or sys.executable)
         argv = [python, "-m", "paraconnect.cli", "serve", *creds, "--json"]
         argv += ["--server-id", server_id, "--restart", kind.restart]
-        argv += ["--ready-timeout", f"{kind.ready_timeout:g}"]
+        argv += ["--ready-timeout", f"{kind.ready_timeout:g}", *kind.agent_args]
         if mode == "reverse":
             argv += ["--phone-home", self.phone_home_address(session)]
             argv += ["--interval", f"{float(options.get('interval', 1.0)):g}"]

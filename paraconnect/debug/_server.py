@@ -13,7 +13,8 @@ from cryptography import x509
 from ..errors import ParaconnectError
 from ..pki import Credentials, Passphrase, Role, SecurityLevel, Store
 from ..tls import server_context
-from ..tunnel._hello import exchange_hello
+from ..tunnel._hello import Purpose, exchange_hello, read_message
+from ..tunnel._stream import ByteStream
 from ._chain import check_peer_cert
 from ._client import client_hello_on, ssl_reason
 from ._creds import begin
@@ -195,7 +196,6 @@ async def _what_arrives(
         report.fail("hello", f"paraconnect's hello failed ({side}): {text}", explain(exc))
         await conn.aclose()
         return
-    await conn.aclose()
     label = f"server {theirs.server_id!r}" if theirs.server_id else "the peer"
     report.ok(
         "hello",
@@ -203,6 +203,35 @@ async def _what_arrives(
         "completed paraconnect's hello; both sides said yes",
         server_id=theirs.server_id,
     )
+    try:
+        await _leg(report, conn, theirs.purpose, timeout)
+    finally:
+        await conn.aclose()
+
+
+async def _leg(report: Report, conn: ByteStream, purpose: Purpose, timeout: float) -> None:  # noqa: ASYNC109
+    """An agent's control channel starts with its info, which says how the program's leg is
+    kept private."""
+    if purpose is not Purpose.CONTROL:
+        return
+    try:
+        async with asyncio.timeout(timeout):
+            msg = await read_message(conn)
+    except (TimeoutError, ParaconnectError):
+        msg = None
+    leg = msg.get("leg") if msg and msg.get("type") == "info" else None
+    if not isinstance(leg, str) or not leg:
+        report.skip("leg", "the agent did not say how its program's leg is protected")
+    elif leg.startswith("shared"):
+        report.warn(
+            "leg",
+            f"the program's leg: {leg}",
+            "drop --shared-leg unless the program needs the host's network; without it the "
+            "program runs in a private network namespace",
+            leg=leg,
+        )
+    else:
+        report.ok("leg", f"the program's leg: {leg}", leg=leg)
 
 
 def _refused(report: Report, error: BaseException | None) -> None:

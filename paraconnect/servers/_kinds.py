@@ -2,11 +2,14 @@
 
 - ``builtin``: paraconnect's own renderer, ``python -m paraconnect.render --unix {unix}`` (or
   ``--fd {fd}``).
-- ``pvserver``: ParaView's server on a loopback port with a random ``--connect-id``,
+- ``pvserver``: ParaView's server on ``{port}``, which the agent gives it in a user + network
+  namespace of its own (Debian's pvserver binds 0.0.0.0 and has no bind option: there, nobody
+  else can reach it; no ``--connect-id``, which every local user could read in ``ps``),
   ``--no-mpi`` unless ranks are asked for (then ``mpiexec -n N pvserver``), under its own Xvfb
-  (``-displayfd -noreset``) when the remote host has no DISPLAY.  pvserver exits when its client
-  leaves: the agent restarts it (``--restart always``) and the user is told that ParaView state
-  is not kept between clients.
+  (``-displayfd -noreset``) when the remote host has no DISPLAY.  Where user namespaces are
+  disabled the agent falls back to the reverse bridge below by itself.  pvserver exits when its
+  client leaves: the agent restarts it (``--restart always``) and the user is told that
+  ParaView state is not kept between clients.
 - ``pvserver`` with ``pv_reverse``: hardened; pvserver ``--rc`` dials a loopback bridge
   (``_kinds_pvrc``) so nothing listens on the remote host; the client pvpython must accept
   (``ReverseConnect``), and the hub dials it.  Trade-off: no listening socket on the remote host
@@ -15,6 +18,12 @@
 - ``command``: any TCP program whose command line holds ``{port}`` (or ``{unix}``/``{fd}``);
   ready when it listens there (probe ``port``), or when its output matches ``log_regex`` (probe
   ``log``) or ``GET http_path`` answers (probe ``http``), through the ``_kinds_probe`` wrapper.
+  The agent runs it in a network namespace of its own (as pvserver), and refuses it where none
+  can be made.
+
+Option ``shared_leg`` (pvserver, command): run the program in the host's network instead
+(``serve --shared-leg``): other local users CAN then connect to its port; only for programs that
+need the network (multi-node MPI over TCP, licence servers).
 
 A kind only builds command lines; the hub wraps them in ``paraconnect serve``.
 """
@@ -55,6 +64,14 @@ class ServerKind:
     ready_timeout: float = 60.0
     note: str = ""
     options: Mapping[str, Any] = field(default_factory=dict)
+    agent_args: tuple[str, ...] = ()  # options of `paraconnect serve` the kind asks for
+
+
+def _agent_args(options: Mapping[str, Any]) -> tuple[str, ...]:
+    shared = options.get("shared_leg", False)
+    if type(shared) is not bool:
+        raise ConfigError(f"option shared_leg must be true or false, not {shared!r}")
+    return ("--shared-leg",) if shared else ()
 
 
 def _python(options: Mapping[str, Any]) -> str:
@@ -90,7 +107,7 @@ def build_kind(
     if kind == "pvserver":
         ranks = _int(opts, "ranks", None)
         pvserver = str(opts.get("pvserver", "pvserver"))
-        argv = [pvserver, "--sp={port}", "--connect-id={connect_id}"]
+        argv = [pvserver, "--sp={port}"]
         if ranks is None:
             argv.append("--no-mpi")
         else:
@@ -118,9 +135,17 @@ def build_kind(
                 restart="on-failure",
                 note=PVSERVER_NOTE + "; " + PV_REVERSE_NOTE,
                 options=opts,
+                agent_args=_agent_args(opts),
             )
         program = tuple(argv)
-        return ServerKind("pvserver", program, restart="always", note=PVSERVER_NOTE, options=opts)
+        return ServerKind(
+            "pvserver",
+            program,
+            restart="always",
+            note=PVSERVER_NOTE,
+            options=opts,
+            agent_args=_agent_args(opts),
+        )
     if kind == "command":
         argv = list(command)
         if not argv:
@@ -152,5 +177,7 @@ def build_kind(
             argv = [*wrapper, "--", *(a.replace("{port}", "{inner_port}") for a in argv)]
         restart = str(opts.get("restart", "no"))
         program = tuple(argv)
-        return ServerKind("command", program, restart=restart, options=opts)
+        return ServerKind(
+            "command", program, restart=restart, options=opts, agent_args=_agent_args(opts)
+        )
     raise ConfigError(f"unknown server kind {kind!r}; choose one of {', '.join(KINDS)}")

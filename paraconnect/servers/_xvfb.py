@@ -3,8 +3,11 @@ private Xvfb when there is no DISPLAY (or always).
 
 Debian's ParaView has no EGL/OSMesa: without X, pvserver silently stops rendering (FACTS.md).
 Xvfb picks its own display and reports it (``-displayfd``), so concurrent servers never race for
-one; ``-noreset`` keeps it from regenerating when its last client leaves.  COMMAND's exit status
-is passed on and Xvfb is stopped with it.
+one; ``-noreset`` keeps it from regenerating when its last client leaves.  It listens on no TCP
+port and on no socket path in /tmp/.X11-unix (which every local user may connect to): only on
+Linux's abstract socket, which belongs to the network namespace, so that inside the agent's
+private namespace (``tunnel/_netns``) no other user can reach the X server and its pictures.
+COMMAND's exit status is passed on and Xvfb is stopped with it.
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ def main(argv: list[str]) -> int:
     read_end, write_end = os.pipe()
     try:
         xvfb = subprocess.Popen(
-            ["Xvfb", "-displayfd", str(write_end), "-nolisten", "tcp", "-noreset",
+            ["Xvfb", "-displayfd", str(write_end), "-nolisten", "tcp", "-nolisten", "unix",
+             "-noreset",
              "-screen", "0", "1280x1024x24"],
             pass_fds=[write_end],
             preexec_fn=tie_to_parent,

@@ -320,7 +320,13 @@ class Agent:
     def _info(self) -> dict[str, object]:
         """What a verified client learns first on a control channel."""
         connect_id = getattr(self.program, "connect_id", None)
-        return {"type": "info", "server_id": self.side.server_id, "connect_id": connect_id}
+        leg = getattr(self.program, "protection", None) or None  # `debug server` says it
+        return {
+            "type": "info",
+            "server_id": self.side.server_id,
+            "connect_id": connect_id,
+            "leg": leg,
+        }
 
     async def _client_control(self, conn: ByteStream, where: str) -> None:
         label = conn.peer.label

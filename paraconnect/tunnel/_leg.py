@@ -1,8 +1,10 @@
 """The private leg: the only clear text, reachable by this user alone.
 
 Preference order (ARCHITECTURE.md): an inherited socket the program takes (``{fd}``), else a
-Unix socket in a fresh 0700 directory (``{unix}``), else loopback TCP (``{port}``).  Loopback TCP
-is open to every local user, so it is checked both ways:
+Unix socket in a fresh 0700 directory (``{unix}``), else TCP (``{port}``), which the program
+gets inside a network namespace of its own (`_netns`: nobody else can reach it there).  Loopback
+TCP in the host's network is open to every local user, so where it is used (``serve
+--shared-leg``, ``--target``, the client's ``--local``) it is checked both ways:
 
 * where we listen (the client's ``--local`` endpoint), each connecting socket's owner is looked
   up (``SO_PEERCRED`` for Unix sockets; for TCP the kernel's sock_diag by address pair, else

@@ -2,13 +2,26 @@
 
 Placeholders in its command line:
 
-``{port}``  a free loopback TCP port the program must listen on (the agent checks that the
-            socket listening there belongs to this user before it forwards anything);
+``{port}``  a TCP port the program must listen on.  By default the program runs in a user +
+            network namespace of its own (`_netns`): its loopback, and whatever else it
+            listens on, is reachable by nobody else, and a broker in there hands the agent
+            each connection.  Where no such namespace can be made, a ParaView ``pvserver``
+            falls back to the reverse bridge (``_kinds_pvrc``) and any other program is
+            refused, unless ``shared_leg`` (``serve --shared-leg``) accepts a port on the
+            host's loopback that every local user can connect to (the agent then checks that
+            the socket listening there belongs to this user before it forwards anything);
 ``{unix}``  a path in a fresh 0700 directory where the program must listen (a Unix socket);
 ``{fd}``    the number of an inherited, already listening Unix socket (systemd's socket
             activation: ``LISTEN_FDS=1``; the program accepts on it);
 ``{connect_id}`` (optional, with one of the above) a random number for ParaView's
-            ``--connect-id``; the agent tells it to its clients after their hello.
+            ``--connect-id``; the agent tells it to its clients after their hello.  It is
+            NOT a secret (every local user reads command lines in /proc) and protects
+            nothing: the namespace does.
+
+A program with ``{unix}``/``{fd}`` whose command line also holds ``{inner_port}`` or ``{rc_port}``
+(the probe and reverse-bridge wrappers, which open TCP ports of their own) runs in a namespace of
+its own too; ``{inner_port}`` (a port the program listens on) is refused without one, as
+``{port}`` is.
 
 The program learns the session from ``PARACONNECT_SESSION`` (its id), the level from
 ``PARACONNECT_LEVEL`` and its own leg from ``PARACONNECT_LEG``.  A long-running program serves
@@ -45,7 +58,7 @@ from ._leg import (
     remove_private_dir,
 )
 
-__all__ = ["Program", "ProgramExited", "Restart"]
+__all__ = ["Program", "ProgramExited", "Restart", "pv_reverse_command"]
 
 log = logging.getLogger("paraconnect.tunnel")
 
@@ -74,6 +87,44 @@ def _tied_to_us(argv: list[str]) -> list[str]:
 
 
 _POLL = 0.02
+_BROKER = str(Path(__file__).with_name("_netns.py"))  # stdlib only: run as a script, fast
+_BROKER_TIMEOUT = 15.0
+
+PROTECTION_NETNS = (
+    "private network namespace ({how}): nobody else can connect to the program's ports; a "
+    "broker inside hands over each connection"
+)
+PROTECTION_UNIX = "unix socket in a 0700 directory"
+PROTECTION_FD = "inherited socket (no address anyone else can reach)"
+PROTECTION_SHARED = (
+    "shared loopback leg: other local users CAN connect to port {port} (--shared-leg)"
+)
+PROTECTION_PV_FALLBACK = (
+    "unix socket in a 0700 directory; pvserver dials back over loopback to a bridge that "
+    "takes this user's connection only (no network namespace here)"
+)
+
+
+class _NoNamespace(Exception):
+    """The broker could not make a namespace here; the reason is the message."""
+
+
+def pv_reverse_command(command: Sequence[str]) -> list[str] | None:
+    """ParaView's `pvserver --sp={port}` rewritten for the reverse bridge (``_kinds_pvrc``):
+    pvserver dials a loopback port of the bridge instead of listening.  None for any other
+    program."""
+    argv = list(command)
+    at = next((i for i, a in enumerate(argv) if Path(a).name.startswith("pvserver")), None)
+    if at is None or not any(a in ("--sp={port}", "--server-port={port}") for a in argv[at:]):
+        return None
+    kept = [
+        a
+        for a in argv[at + 1 :]
+        if a not in ("--sp={port}", "--server-port={port}") and not a.startswith("--connect-id=")
+    ]
+    rc = ["--rc", "--client-host=127.0.0.1", "--server-port={rc_port}"]
+    bridge = [sys.executable, "-m", "paraconnect.servers._kinds_pvrc", "--unix", "{unix}", "--"]
+    return [*bridge, *argv[: at + 1], *rc, *kept]
 
 
 class Restart(enum.StrEnum):
@@ -127,6 +178,7 @@ class Program:
         ready_timeout: float = READY_TIMEOUT,
         env: dict[str, str] | None = None,
         max_restarts: int = 5,
+        shared_leg: bool = False,
     ) -> None:
         if not command:
             raise ConfigError("no program given: put its command line after '--'")
@@ -139,22 +191,46 @@ class Program:
             )
         self.command = list(command)
         self.kind = kinds[0]
-        # ParaView's --connect-id: a matching token, not authentication, but it keeps other
-        # local users' stray connections out of a loopback leg; clients learn it from the agent.
+        # ParaView's --connect-id: a matching token, public in /proc/*/cmdline: it keeps stray
+        # connections of a --shared-leg out, nothing more; clients learn it from the agent.
         self.connect_id = secrets.randbelow(2**31 - 2) + 1 if "{connect_id}" in joined else None
         self.restart = Restart.parse(restart)
         self.ready_timeout = ready_timeout
         self.extra_env = env or {}
         self.max_restarts = max_restarts
+        self.shared_leg = shared_leg
         self.endpoint: Endpoint | None = None
         self.name = Path(command[0]).name
+        # How the leg is kept private, in words (`debug server`, the status page).
+        self.protection = ""
+        self._netns: bool | None = None  # None: not tried yet; False: none can be made here
+        self._chan: socket.socket | None = None  # our end of the broker's socket pair
+        self._chan_lock = anyio.Lock()
         self._dir: Path | None = None
         self._ready = anyio.Event()
 
-    def _prepare(self) -> tuple[list[str], Endpoint, list[int], socket.socket | None]:
+    @property
+    def _needs_namespace(self) -> bool:
+        """Does the program listen on TCP where, outside a namespace, every user could
+        connect?"""
+        return self.kind == "{port}" or "{inner_port}" in " ".join(self.command)
+
+    def _namespace_mode(self) -> str | None:
+        if self.shared_leg or self._netns is False:
+            return None
         if self.kind == "{port}":
-            ep = Endpoint("127.0.0.1", free_loopback_port())
-            value = str(ep.port)
+            return "port"
+        if any(p in " ".join(self.command) for p in ("{inner_port}", "{rc_port}")):
+            return "exec"
+        return None
+
+    def _prepare(
+        self, mode: str | None
+    ) -> tuple[list[str], Endpoint, list[int], socket.socket | None]:
+        if self.kind == "{port}":
+            # In a namespace the broker picks the port in there: {port} stays for it.
+            ep = Endpoint("127.0.0.1", 0 if mode else free_loopback_port())
+            value = "{port}" if mode else str(ep.port)
         else:
             self._dir = self._dir or private_dir()
             path = self._dir / "leg.sock"
@@ -174,16 +250,52 @@ class Program:
             argv = [a.replace("{connect_id}", str(self.connect_id)) for a in argv]
         return argv, ep, pass_fds, inherited
 
-    async def _wait_ready(self, proc: anyio.abc.Process, ep: Endpoint) -> None:
+    def _describe_leg(self, ep: Endpoint, how: str | None) -> str:
+        if how is not None and self.kind == "{port}":
+            return PROTECTION_NETNS.format(how=how)
+        base = {"{unix}": PROTECTION_UNIX, "{fd}": PROTECTION_FD}.get(self.kind)
+        if base is None:
+            return PROTECTION_SHARED.format(port=ep.port)
+        if how is not None:
+            return f"{base}; the program's own TCP ports in a private network namespace ({how})"
+        if "{rc_port}" in " ".join(self.command):
+            return PROTECTION_PV_FALLBACK
+        if "{inner_port}" in " ".join(self.command):
+            return f"{base}; the program's own TCP port is on the SHARED loopback (--shared-leg)"
+        return base
+
+    def _broker_message(self, chan: socket.socket) -> bytes | None:
+        try:
+            return chan.recv(256)
+        except BlockingIOError:
+            return None
+        except OSError:
+            return b""
+
+    async def _wait_ready(
+        self, proc: anyio.abc.Process, ep: Endpoint, chan: socket.socket | None
+    ) -> tuple[Endpoint, str | None]:
+        how: str | None = None
         with anyio.move_on_after(self.ready_timeout) as scope:
             while True:
+                # The broker's word first: it is sent before the broker exits.
+                if chan is not None and how is None:
+                    msg = self._broker_message(chan)
+                    if msg is not None and msg.startswith(b"none "):
+                        raise _NoNamespace(msg[5:].decode(errors="replace"))
+                    if msg is not None and msg.startswith(b"ready "):
+                        _word, how, port = msg.decode().split()
+                        if self.kind == "{port}":
+                            return Endpoint("127.0.0.1", int(port)), how
                 if proc.returncode is not None:
                     raise ProgramExited(
                         f"program {self.name!r} {_describe(proc.returncode)} before it accepted "
                         f"connections on {ep}; check its output above",
                         proc.returncode,
                     )
-                if ep.path is not None or not _HAVE_PROC:
+                if chan is not None and how is None:
+                    pass  # not in its namespace yet
+                elif ep.path is not None or not _HAVE_PROC:
                     if ep.path is None or _is_socket(ep.path):
                         try:
                             sock = await connect_endpoint(ep, timeout=1.0)
@@ -191,7 +303,7 @@ class Program:
                             pass
                         else:
                             sock.close()
-                            return
+                            return ep, how
                 else:
                     owner = listening_uid(ep.host, ep.port)
                     if owner is not None:
@@ -201,15 +313,36 @@ class Program:
                                 f"not by {self.name!r} of user {os.getuid()}; refusing to "
                                 "forward there (someone took the port first: start again)"
                             )
-                        return
+                        return ep, how
                 await anyio.sleep(_POLL)
-        if scope.cancelled_caught:
-            raise ProgramExited(
-                f"program {self.name!r} did not listen on {ep} within "
-                f"{self.ready_timeout:g} s; check that its command line uses {self.kind} "
-                "as the address to listen on",
-                1,
+        assert scope.cancelled_caught  # noqa: S101 - the loop only ends by returning or raising
+        raise ProgramExited(
+            f"program {self.name!r} did not listen on {ep} within "
+            f"{self.ready_timeout:g} s; check that its command line uses {self.kind} "
+            "as the address to listen on",
+            1,
+        )
+
+    def _no_namespace(self, reason: str) -> None:
+        """No namespace here: fall back (pvserver), refuse, or run in the host's network."""
+        self._netns = False
+        if not self._needs_namespace:
+            log.info("%s; %s runs in the host's network", reason, self.name)
+            return
+        fallback = pv_reverse_command(self.command)
+        if fallback is None:
+            raise ConfigError(
+                f"program {self.name!r} would listen on a TCP port that every local user can "
+                f"connect to, and no private network can be made for it here ({reason}); "
+                "refused: let it listen on {unix} or {fd}, or accept that risk with --shared-leg"
             )
+        log.warning(
+            "%s: pvserver falls back to the reverse bridge (it dials a loopback port that only "
+            "this user's connection is taken on); clients connect with ReverseConnect, as with "
+            "--pv-reverse",
+            reason,
+        )
+        self.command, self.kind, self.connect_id = fallback, "{unix}", None
 
     async def connect(self, peer: PeerIdentity, where: str) -> socket.socket:
         """A fresh connection to the program over the private leg."""
@@ -217,24 +350,73 @@ class Program:
         ep = self.endpoint
         if ep is None:
             raise NetworkError(f"program {self.name!r} is not running")
+        chan = self._chan
+        if chan is not None:
+            return await self._from_broker(chan)
         # The port's owner was checked when the program came up; it cannot change hands while
         # the program lives, and a restart checks again.
         return await connect_endpoint(ep)
+
+    async def _from_broker(self, chan: socket.socket) -> socket.socket:
+        """One round trip to the broker in the program's namespace: it connects there and
+        hands us the connected socket."""
+        # One request in flight at a time, finished even if our caller is cancelled: answers
+        # come back in order, so an abandoned one would be handed to the next caller.
+        async with self._chan_lock:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(_BROKER_TIMEOUT):
+                try:
+                    chan.send(b"c")
+                    while True:
+                        try:
+                            msg, fds, _flags, _addr = socket.recv_fds(chan, 256, 1)
+                            break
+                        except BlockingIOError:
+                            await anyio.wait_readable(chan)
+                except OSError as exc:
+                    msg, fds = f"err {exc.strerror or exc}".encode(), []
+                if fds:
+                    sock = socket.socket(fileno=fds[0])
+                    sock.setblocking(False)
+                    return sock
+                if not msg:
+                    raise NetworkError(f"program {self.name!r} is not running (its broker ended)")
+                raise NetworkError(
+                    f"cannot connect to program {self.name!r} in its network namespace: "
+                    f"{msg[4:].decode(errors='replace')}"
+                )
+        raise NetworkError(
+            f"the namespace broker of {self.name!r} did not answer within {_BROKER_TIMEOUT:g} s"
+        )
+
+    def _spawn_argv(
+        self, argv: list[str], mode: str | None, pass_fds: list[int]
+    ) -> tuple[list[str], socket.socket | None, socket.socket | None]:
+        if mode is None:
+            return _tied_to_us(argv), None, None
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours.setblocking(False)
+        pass_fds.append(theirs.fileno())
+        broker = [sys.executable, "-I", _BROKER, "--sock", str(theirs.fileno())]
+        broker += ["--parent", str(os.getpid()), "--mode", mode, "--"]
+        return [*broker, *argv], ours, theirs
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[Endpoint]) -> None:
         failures = 0  # consecutive quick failures; clean exits under --restart always are free
         started = False
         try:
             while True:
-                argv, ep, pass_fds, inherited = self._prepare()
+                mode = self._namespace_mode()
+                argv, ep, pass_fds, inherited = self._prepare(mode)
                 env = {**os.environ, **self.extra_env, "PARACONNECT_LEG": str(ep)}
                 if inherited is not None:
                     env["LISTEN_FDS"] = "1"
                     env["LISTEN_FDNAMES"] = "paraconnect"
-                log.info("starting %s on private leg %s", " ".join(argv), ep)
+                where = f"its own network namespace ({self.kind})" if mode else f"private leg {ep}"
+                log.info("starting %s in %s", " ".join(argv), where)
+                spawn, chan, theirs = self._spawn_argv(argv, mode, pass_fds)
                 try:
                     proc = await anyio.open_process(
-                        _tied_to_us(argv),
+                        spawn,
                         stdin=subprocess.DEVNULL,
                         stdout=2,  # keep our stdout for the ready line; logs share stderr
                         stderr=None,
@@ -243,28 +425,48 @@ class Program:
                         start_new_session=True,
                     )
                 except OSError as exc:
+                    if chan is not None:
+                        chan.close()
                     raise ConfigError(f"cannot start program {argv[0]!r}: {exc}") from exc
                 finally:
                     if inherited is not None:
                         inherited.close()
+                    if theirs is not None:
+                        theirs.close()
                 up_since = anyio.current_time()
                 try:
                     try:
-                        await self._wait_ready(proc, ep)
+                        ep, how = await self._wait_ready(proc, ep, chan)
+                    except _NoNamespace as exc:
+                        self._no_namespace(str(exc))
+                        continue  # at once, outside a namespace (the finally stops the broker)
                     except ProgramExited:
                         if not started or self.restart is Restart.NO:
                             raise  # a first start that fails is a configuration problem
                         code = proc.returncode if proc.returncode is not None else 1
                     else:
+                        if how is not None:
+                            self._netns = True
+                        self.protection = self._describe_leg(ep, how)
                         self.endpoint = ep
+                        self._chan = chan if self.kind == "{port}" else None
                         self._ready.set()
                         if not started:
                             started = True
                             task_status.started(ep)
-                        log.info("program %s is ready on %s (pid %d)", self.name, ep, proc.pid)
+                        log.info(
+                            "program %s is ready on %s (pid %d); leg: %s",
+                            self.name,
+                            ep,
+                            proc.pid,
+                            self.protection,
+                        )
                         code = await proc.wait()
                 finally:
                     await self._stop(proc)
+                    self._chan = None
+                    if chan is not None:
+                        chan.close()
                 self._ready = anyio.Event()
                 what = f"program {self.name!r} (pid {proc.pid}) {_describe(code)}"
                 wanted = self.restart is Restart.ALWAYS or (
@@ -290,14 +492,44 @@ class Program:
                 remove_private_dir(self._dir)
 
     async def _stop(self, proc: anyio.abc.Process) -> None:
-        if proc.returncode is not None:
-            return
+        """End the program's whole process group, not only the process we started: a member
+        that blocks SIGTERM (pvserver --rc while it dials) would outlive the agent."""
         with anyio.CancelScope(shield=True):
+            if not _group_alive(proc.pid):
+                await proc.wait()
+                return
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
             with anyio.move_on_after(5):
                 await proc.wait()
+            # Once the process we started has ended, what is left of its group gets a short
+            # grace only: whoever stops the agent (the hub, a batch system) may not wait long.
+            with anyio.move_on_after(1 if proc.returncode is not None else 0):
+                while _group_alive(proc.pid):  # noqa: ASYNC110 - no event says "group empty"
+                    await anyio.sleep(_POLL)
                 return
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
+
+
+def _group_alive(pgid: int) -> bool:
+    """Is a live process (not a zombie waiting for its reaper) left in the group?"""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # a member that changed user (runuser, setuid) is still a member
+    if not os.path.isdir("/proc/self"):
+        return True
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                return True
+    return False

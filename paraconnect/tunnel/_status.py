@@ -74,6 +74,7 @@ class Metrics:
         self.closed_bytes_out = 0
         self._open: set[_Open] = set()
         self._servers: Callable[[], Mapping[str, int]] | None = None
+        self._leg: Callable[[], str] | None = None
 
     # -- fed by the tunnel ---------------------------------------------------------------
 
@@ -110,6 +111,10 @@ class Metrics:
         if only_if is None or self._servers == only_if:
             self._servers = provider
 
+    def leg_from(self, provider: Callable[[], str] | None) -> None:
+        """How the agent in this process keeps its program's leg private, in words."""
+        self._leg = provider
+
     # -- rendered ------------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, object]:
@@ -128,7 +133,9 @@ class Metrics:
         servers: dict[str, int] = {}
         if self._servers is not None:
             servers = {str(k): int(v) for k, v in self._servers().items()}
+        leg = {"leg": self._leg()} if self._leg is not None else {}
         return {
+            **leg,
             "connections_open": {"control": by_kind["control"], "data": by_kind["data"]},
             "connections_total": {"control": total.get("control", 0), "data": total.get("data", 0)},
             "handshakes": {"ok": ok, "failed": failed},
