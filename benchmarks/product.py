@@ -138,7 +138,9 @@ def start_pc(home: Path, procs: list[subprocess.Popen[str]]) -> Route:
     return Route("pc", local, {"server": serve.pid, "client": connect.pid})
 
 
-def start_hub(home: Path, procs: list[subprocess.Popen[str]]) -> Route:
+def start_hub(
+    home: Path, procs: list[subprocess.Popen[str]], cleanups: list[Callable[[], object]]
+) -> Route:
     env = {**os.environ, "PARACONNECT_HOME": str(home)}
     hub = _json_cmd("hub", "--session", "bench", env=env)
     procs.append(hub)
@@ -150,6 +152,16 @@ def start_hub(home: Path, procs: list[subprocess.Popen[str]]) -> Route:
         capture_output=True, text=True, env=env, timeout=120, check=True,
     )  # fmt: skip
     info = json.loads(launched.stdout.strip().splitlines()[-1])
+    # A hub that stops leaves its servers running (the next hub re-adopts them): stop ours.
+    cleanups.append(
+        lambda: subprocess.run(
+            [PARACONNECT, "servers", "stop", info["id"]],
+            capture_output=True,
+            env=env,
+            timeout=60,
+            check=False,
+        )  # fmt: skip
+    )
     return Route("pc-hub", _port_of(info["local"]), {"server": 0, "client": hub.pid})
 
 
@@ -246,6 +258,7 @@ def main() -> None:
             issued = session.issue(role, name, unique_id=node)
             session.export(pem, name, issued.cert, issued.key)
         procs: list[subprocess.Popen[str]] = []
+        cleanups: list[Callable[[], object]] = []
         pairs = [StunnelPair(tmp / "default", nodelay=False), StunnelPair(tmp / "nd")]
         try:
             backend, backend_port = T._spawn("--role", "backend")
@@ -259,9 +272,11 @@ def main() -> None:
                 )
             routes.append(start_pc(tmp / "home", procs))
             if args.hub:
-                routes.append(start_hub(tmp / "home", procs))
+                routes.append(start_hub(tmp / "home", procs, cleanups))
             measure(routes, args)
         finally:
+            for cleanup in cleanups:
+                cleanup()
             for pair in pairs:
                 pair.stop()
             T._stop(*reversed(procs))
