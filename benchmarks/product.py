@@ -153,15 +153,8 @@ def start_hub(
     )  # fmt: skip
     info = json.loads(launched.stdout.strip().splitlines()[-1])
     # A hub that stops leaves its servers running (the next hub re-adopts them): stop ours.
-    cleanups.append(
-        lambda: subprocess.run(
-            [PARACONNECT, "servers", "stop", info["id"]],
-            capture_output=True,
-            env=env,
-            timeout=60,
-            check=False,
-        )  # fmt: skip
-    )
+    stop = [PARACONNECT, "servers", "stop", info["id"]]
+    cleanups.append(lambda: subprocess.run(stop, capture_output=True, env=env, timeout=60))
     return Route("pc-hub", _port_of(info["local"]), {"server": 0, "client": hub.pid})
 
 
