@@ -66,7 +66,7 @@ class Home:
             raise ProtocolError("a phone_home message has a bad interval or deadline")
         try:
             return cls(Endpoint(host, port), float(interval), deadline)
-        except ConfigError as exc:
+        except (ConfigError, OverflowError) as exc:
             raise ProtocolError(f"a bad phone_home message: {exc}") from None
 
 
