@@ -128,8 +128,11 @@ class SecureListener:
         if refusal.hello is None:
             log.warning("refused connection from %s: %s", refusal.where, refusal.reason)
         else:
-            label = refusal.peer.label if refusal.peer is not None else "a peer"
-            log.warning("refused %s at %s: %s", label, refusal.where, refusal.reason)
+            ident = refusal.peer.identity if refusal.peer is not None else None
+            # Named as its certificate proves it (as it claims at level none).
+            name = ident.name if ident is not None else refusal.hello.server_id
+            role = refusal.hello.role.value
+            log.warning("refused %s %r at %s: %s", role, name, refusal.where, refusal.reason)
         if self.on_refused is not None:
             try:
                 self.on_refused(refusal)
