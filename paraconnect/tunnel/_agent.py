@@ -270,12 +270,12 @@ class Agent:
             except BadMessage as exc:
                 if exc.kind == PhoneHome.type:
                     await write_frame(conn, Error(str(exc)).to_dict())
-                elif exc.kind is None:
-                    return _Unknown(repr(obj.get("type")))  # the caller's to answer or not
-                else:
+                elif exc.kind in (Crl.type, Policy.type):
                     if exc.kind == Crl.type:
                         crl_parts.clear()
                     log.warning("%s sent a malformed %s message; ignored", source, exc.kind)
+                else:  # unknown, or of no use malformed: the caller's to answer or not
+                    return _Unknown(repr(obj.get("type")))
                 continue
             match msg:
                 case Ping():
