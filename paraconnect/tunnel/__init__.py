@@ -1,6 +1,7 @@
-"""Tunnels: the agent (serve), the client side (connect, listen), phone home, the hello
-protocol, the private leg, the TLS Pool call for Python programs, accounting of every
-connection attempt, and the status metrics."""
+"""Tunnels: the agent (serve), the client side (connect), the reverse listener (listen, and
+the hub's phone-home ports), the one secure listener every accepting role uses, phone home,
+the hello protocol and the typed control messages, the private leg, the TLS Pool call for
+Python programs, accounting of every connection attempt, and the status metrics."""
 
 from ._accounting import Accounting, Attempt, ConnRecord, Summary, parse_since, summarize
 from ._agent import Agent, Target
