@@ -91,9 +91,11 @@ class SecureListener:
         return list(self.addresses)
 
     def close(self) -> None:
+        """Close every bound socket; a later `bind` binds afresh."""
         for sock in self._sockets:
             sock.close()
         self._sockets.clear()
+        self.addresses.clear()
 
     async def serve(self, tg: anyio.abc.TaskGroup) -> None:
         """Accept on every bound address for ever, each peer in its own task of `tg`; the
