@@ -42,11 +42,16 @@ from ..servers._kinds import ServerKind, build_kind
 from ..servers._registry import ServerRecord, ServerRegistry
 from ..servers._supervisor import ServerEvent, Supervisor
 from ..tls import PeerIdentity
-from ..tunnel import Endpoint, parse_endpoint
-from ..tunnel._secure import identity_label
-from ..tunnel._status import METRICS
+from ..tunnel import (
+    METRICS,
+    AgentLink,
+    ByServerId,
+    Endpoint,
+    ReverseListener,
+    identity_label,
+    parse_endpoint,
+)
 from ..vocab import FINAL_STATES, Mode, ServerState
-from ._agents import AgentAccepted, SessionAgents
 from ._events import EventBus
 from ._forward import ForwardLinks
 from ._info import ServerInfo, make_launcher
@@ -95,7 +100,7 @@ class Hub:
         ehost, _, eport = (enroll_listen or f"{self.listen_host}:0").rpartition(":")
         self._enroll_sessions: dict[str, tuple[Session, Credentials]] = {}
         self.enroller = EnrollServer(self.registry, self._enroll_sessions, (ehost, int(eport)))
-        self._sessions: dict[str, SessionAgents] = {}
+        self._sessions: dict[str, ReverseListener] = {}
         self._session_lock = anyio.Lock()
         self._locals: dict[str, str] = {}
         self._connect_ids: dict[str, int | None] = {}
@@ -110,7 +115,7 @@ class Hub:
         self._portal: anyio.from_thread.BlockingPortal | None = None
         self.started = anyio.Event()
         self.bus = EventBus()
-        self._links: dict[str, AgentAccepted] = {}
+        self._links: dict[str, AgentLink] = {}
         self._attempts: Counter[str] = Counter()
         self.supervisor.subscribe(self._server_event)
 
@@ -213,7 +218,7 @@ class Hub:
             sess.issue(Role.CLIENT, "hub", unique_id=uid)
         return load_credentials(session, role=Role.CLIENT, store=self.store, unique_id=uid)
 
-    async def _session(self, session: str) -> SessionAgents:
+    async def _session(self, session: str) -> ReverseListener:
         async with self._session_lock:
             agents = self._sessions.get(session)
             if agents is not None:
@@ -221,21 +226,24 @@ class Hub:
             saved = self.registry.listener(session)
             host, port = saved if saved else (self.listen_host, self.listen_port)
             creds = self._creds(session)
-            agents = SessionAgents(
+            agents = ReverseListener(
                 creds,
                 Endpoint(host, port),
-                admit=self._admit,
+                rule=ByServerId(self._admit),
                 on_agent=self._agent_came,
                 on_gone=self._agent_left,
+                handshake_timeout=10.0,
+                # The hub binds where it is told, as it always did; level none warns in its log.
+                insecure=True,
             )
             agents.side.observers.append(self._observe)
-            address = await self._running().start(agents.run)
+            address, _local = await self._running().start(agents.run)
             self.registry.set_listener(session, address.host, address.port)
             self._sessions[session] = agents
             self._enroll_sessions[session] = (self.store.open_session(session), creds)
             return agents
 
-    def session_agents(self, session: str) -> SessionAgents:
+    def session_agents(self, session: str) -> ReverseListener:
         agents = self._sessions.get(session)
         if agents is None:
             raise ConfigError(f"session {session!r} has no phone-home listener in this hub")
@@ -281,7 +289,7 @@ class Hub:
                 return f"its certificate is not the one issued for {server_id}"
         return None
 
-    def _agent_came(self, link: AgentAccepted) -> None:
+    def _agent_came(self, link: AgentLink) -> None:
         self._connect_ids[link.server_id] = link.connect_id
         self._links[link.server_id] = link
         self._attempts[link.server_id] += 1
@@ -294,7 +302,7 @@ class Hub:
         })  # fmt: skip
         self.supervisor.phoned_home(link.server_id, f"phoned home from {link.where}")
 
-    def _agent_left(self, link: AgentAccepted) -> None:
+    def _agent_left(self, link: AgentLink) -> None:
         if self._links.get(link.server_id) is link:
             del self._links[link.server_id]
         rec = self.registry.get(link.server_id)
@@ -332,7 +340,7 @@ class Hub:
     async def _readopt(self, rec: ServerRecord) -> None:
         agents = self._sessions[rec.session]
         if rec.mode == "reverse":
-            self._locals[rec.id] = str(agents.open_local(rec.id, Endpoint("127.0.0.1", 0)))
+            self._locals[rec.id] = str(agents.open_local(Endpoint("127.0.0.1", 0), rec.id))
         if rec.launcher == MANUAL:
             # Started by hand: no job to re-attach; it is awaited until it phones home.
             self.supervisor.transition(
@@ -478,7 +486,7 @@ class Hub:
             ttl = float(opts.get("token_ttl", DEFAULT_TOKEN_TTL))
             env[TOKEN_ENV] = issue_token(self.registry, server_id, sess.name, ttl)
         if mode == "reverse":
-            self._locals[server_id] = str(agents.open_local(server_id, Endpoint("127.0.0.1", 0)))
+            self._locals[server_id] = str(agents.open_local(Endpoint("127.0.0.1", 0), server_id))
         return server_id, the_kind, creds, env
 
     async def _relaunch(self, server_id: str) -> Job:

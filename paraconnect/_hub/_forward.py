@@ -14,8 +14,7 @@ import anyio.abc
 
 from ..errors import ParaconnectError
 from ..pki import Credentials
-from ..tunnel import Connector, Endpoint
-from ..tunnel._secure import identity_label
+from ..tunnel import Connector, Endpoint, identity_label
 
 __all__ = ["ForwardLinks"]
 

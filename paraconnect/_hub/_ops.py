@@ -387,7 +387,7 @@ async def _listeners(hub: Hub, fields: Mapping[str, Any]) -> Any:
             "phone_home": hub.phone_home_address(name),
             "enroll": hub.enroll_address(name),
             "level": agents.level.value,
-            "agents": sorted(agents.agents),
+            "agents": sorted(link.server_id for link in agents.agents),
         })  # fmt: skip
     return out
 
@@ -397,7 +397,7 @@ async def _listeners(hub: Hub, fields: Mapping[str, Any]) -> Any:
 
 @op("accounting")
 async def _accounting(hub: Hub, fields: Mapping[str, Any]) -> Any:
-    from ..tunnel._accounting import Accounting, parse_since, summarize
+    from ..tunnel import Accounting, parse_since, summarize
 
     since_field = fields.get("since")
     since: float | None = None

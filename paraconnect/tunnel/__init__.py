@@ -1,16 +1,20 @@
-"""Tunnels: the agent (serve), the client side (connect, listen), phone home, the hello
-protocol, the private leg, the TLS Pool call for Python programs, accounting of every
-connection attempt, and the status metrics."""
+"""Tunnels: the agent (serve), the client side (connect), the reverse listener (listen, and
+the hub's phone-home ports), the one secure listener every accepting role uses, phone home,
+the hello protocol and the typed control messages, the private leg, the TLS Pool call for
+Python programs, accounting of every connection attempt, and the status metrics."""
 
 from ._accounting import Accounting, Attempt, ConnRecord, Summary, parse_since, summarize
 from ._agent import Agent, Target
-from ._client import AgentLink, Connector, ReverseListener
+from ._client import Connector
 from ._hello import MAX_FRAME, VERSION, Hello, Purpose
 from ._leg import Endpoint, check_same_user, parse_endpoint, peer_uid
+from ._listener import Established, Refusal, SecureListener
+from ._messages import Message
 from ._perconn import PerConnection, peer_environment
 from ._phonehome import Backoff, Home
 from ._program import Program, ProgramExited, Restart
-from ._secure import Side, Tracked, secure
+from ._reverse import AgentLink, ByServerId, Pinned, ReverseListener, Rule
+from ._secure import Side, Tracked, identity_label, secure
 from ._status import METRICS, Metrics, render_json, render_prometheus
 from ._stream import ByteStream
 
@@ -23,24 +27,32 @@ __all__ = [
     "AgentLink",
     "Attempt",
     "Backoff",
+    "ByServerId",
     "ByteStream",
     "ConnRecord",
     "Connector",
     "Endpoint",
+    "Established",
     "Hello",
     "Home",
+    "Message",
     "Metrics",
     "PerConnection",
+    "Pinned",
     "Program",
     "ProgramExited",
     "Purpose",
+    "Refusal",
     "Restart",
     "ReverseListener",
+    "Rule",
+    "SecureListener",
     "Side",
     "Summary",
     "Target",
     "Tracked",
     "check_same_user",
+    "identity_label",
     "parse_endpoint",
     "parse_since",
     "peer_environment",

@@ -8,18 +8,16 @@ Reverse (phone home): the agent dials a listener until one takes it, keeps a con
 there, and opens one data connection per ``{"type": "open", "channel": ...}`` request.  A
 ``phone_home`` message on that channel moves it to another listener (phone a friend).
 
-Control messages (hello framing, after a successful hello; each answered by ``ok``/``error``
-where noted):
+Control messages (`_messages`; each answered by ``ok``/``error`` where noted):
 
-* agent → peer, first on every control channel: ``info {server_id, connect_id}``;
-* client → agent (forward): ``phone_home {host, port, interval, deadline}`` → ok/error;
-  ``ping`` → ``pong``;
-* listener → agent (reverse): ``open {channel}`` (dial back a data connection whose hello
-  carries that channel token); ``phone_home {...}`` → ok/error, then the agent moves there.
-* client or listener → agent: ``crl {pem}``, the session owner's current revocation list;
-  ``policy {signed}``, the owner's policy signed with the session key (pki.sign_policy)
-  (no answer): applied if the session CA signed it and it is newer, kept beside credentials
-  that are a directory of PEM files, and open connections now refused are closed.
+* agent → peer, first on every control channel: `Info` (server id, connect id);
+* client → agent (forward): `PhoneHome` → ok/error; `Ping` → `Pong`;
+* listener → agent (reverse): `Open` (dial back a data connection whose hello carries that
+  channel token); `PhoneHome` → ok/error, then the agent moves there.
+* client or listener → agent: `Crl`, the session owner's current revocation list; `Policy`,
+  the owner's policy signed with the session key (pki.sign_policy) (no answer): applied if the
+  session CA signed it and it is newer, kept beside credentials that are a directory of PEM
+  files, and open connections now refused are closed.
 
 A bad peer costs only its own connection: it is logged and closed, the agent keeps serving.
 """
@@ -30,6 +28,7 @@ import logging
 import os
 import socket
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import anyio
@@ -40,13 +39,21 @@ from ..pki import Credentials, Role, SecurityLevel, Store
 from ..tls import PeerIdentity
 from ._accounting import Accounting
 from ._hello import Purpose, read_message, write_frame
-from ._leg import (
-    Endpoint,
-    bind_listener,
-    bound_endpoint,
-    connect_endpoint,
-    listening_uid,
-    parse_endpoint,
+from ._leg import Endpoint, connect_endpoint, listening_uid, parse_endpoint
+from ._listener import Established, SecureListener
+from ._messages import (
+    BadMessage,
+    Crl,
+    Error,
+    Info,
+    Message,
+    Ok,
+    Open,
+    PhoneHome,
+    Ping,
+    Policy,
+    Pong,
+    decode,
 )
 from ._perconn import PerConnection
 from ._phonehome import Backoff, Home
@@ -55,13 +62,18 @@ from ._proxyproto import proxy_header
 from ._relay import relay
 from ._secure import HANDSHAKE_TIMEOUT, Side, Tracked
 from ._stream import ByteStream
-from ._util import guard, single_error, tls_accept_loop
+from ._util import guard, single_error
 
 __all__ = ["Agent", "Target", "check_insecure"]
 
 log = logging.getLogger("paraconnect.tunnel")
 
-MAX_CRL_PARTS = 64  # frames of one pushed revocation list (12 KiB each: thousands of entries)
+
+@dataclass(frozen=True, slots=True)
+class _Unknown:
+    """A control message of a type this release does not know (`repr` of its type)."""
+
+    shown: str
 
 
 class Target(Protocol):
@@ -166,17 +178,14 @@ class Agent:
     ) -> None:
         """Serve until cancelled or until the program ends for good (ProgramExited)."""
         check_insecure(self.level, self.listen + [h.endpoint for h in self.homes], self.insecure)
-        sockets: list[socket.socket] = []
+        listener = SecureListener(self.side, self.listen, self._incoming)
         try:
             self.side.open_accounting()
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 if self.program is not None:
                     await tg.start(self.program.run)
-                for ep in self.listen:
-                    lsock = bind_listener(ep)
-                    sockets.append(lsock)
-                    bound = bound_endpoint(lsock, ep)
+                for bound in listener.bind():
                     self.addresses.append(bound)
                     log.info(
                         "serving %s on %s (session %s…, level %s)",
@@ -185,7 +194,8 @@ class Agent:
                         self.side.session_id[:8],
                         self.level.value,
                     )
-                    tg.start_soon(tls_accept_loop, lsock, tg, self._incoming, str(bound))
+                if self.listen:
+                    tg.start_soon(listener.serve, tg)
                 for home in self.homes:
                     self.phone(home)
                 tg.start_soon(self.side.watch)
@@ -194,8 +204,7 @@ class Agent:
             raise single_error(group) from None
         finally:
             self._tg = None
-            for lsock in sockets:
-                lsock.close()
+            listener.close()
             self.side.close()
 
     def _running(self) -> anyio.abc.TaskGroup:
@@ -216,71 +225,67 @@ class Agent:
 
     # -- forward: accept clients ---------------------------------------------------------
 
-    async def _incoming(self, sock: socket.socket, where: str) -> None:
-        try:
-            conn, hello = await self.side.establish(sock, server_side=True)
-        except ParaconnectError as exc:
-            log.warning("refused connection from %s: %s", where, exc)
-            return
+    async def _incoming(self, peer: Established) -> None:
+        conn, hello, where = peer.conn, peer.hello, peer.where
         with self.side.track(conn, hello, where) as tracked:
             if hello.purpose is Purpose.DATA:
                 await self._data(conn, where, tracked)
             else:
                 await self._client_control(conn, where)
 
-    def _crl_message(self, msg: dict[str, object], source: str, parts: list[str]) -> None:
+    def _crl_part(self, msg: Crl, source: str, parts: list[str]) -> None:
         """One part of the owner's revocation list; the whole list is checked and applied."""
-        pem, part, total = msg.get("pem"), msg.get("part", 0), msg.get("parts", 1)
-        if (
-            not isinstance(pem, str)
-            or type(part) is not int
-            or type(total) is not int
-            or not 0 <= part < total <= MAX_CRL_PARTS
-            or part != len(parts)
-        ):
+        if msg.part != len(parts):
             parts.clear()
             log.warning("%s sent a malformed revocation list message; ignored", source)
             return
-        parts.append(pem)
-        if len(parts) == total:
+        parts.append(msg.pem)
+        if len(parts) == msg.parts:
             text = "".join(parts)
             parts.clear()
             self.side.accept_crl(text, source)
 
-    async def _asked_home(self, conn: ByteStream, msg: dict[str, object]) -> Home | None:
+    async def _asked_home(self, conn: ByteStream, msg: PhoneHome) -> Home | None:
         """A ``phone_home`` request, answered: the new home, or None (refused: error sent)."""
         try:
-            home = Home.from_message(msg)
-            check_insecure(self.level, [home.endpoint], self.insecure)
+            check_insecure(self.level, [msg.home.endpoint], self.insecure)
         except ParaconnectError as exc:
-            await write_frame(conn, {"type": "error", "reason": str(exc)})
+            await write_frame(conn, Error(str(exc)).to_dict())
             return None
-        await write_frame(conn, {"type": "ok"})
-        return home
+        await write_frame(conn, Ok().to_dict())
+        return msg.home
 
-    async def _any_channel(
-        self, conn: ByteStream, msg: dict[str, object], source: str, crl_parts: list[str]
-    ) -> bool:
-        """What every control channel may carry (ping, the owner's CRL and policy); False
-        when `msg` is none of these."""
-        kind = msg.get("type")
-        if kind == "ping":
-            await write_frame(conn, {"type": "pong"})
-        elif kind == "crl":
-            self._crl_message(msg, source, crl_parts)
-        elif kind == "policy":
-            self._policy_message(msg, source)
-        else:
-            return False
-        return True
-
-    def _policy_message(self, msg: dict[str, object], source: str) -> None:
-        """The owner's signed policy: checked (signature, newer) and applied live."""
-        signed = msg.get("signed")
-        if not isinstance(signed, str):
-            log.warning("%s sent a malformed policy message; ignored", source)
-            return
-        self.side.accept_policy(signed, source)
+    async def _next(
+        self, conn: ByteStream, source: str, crl_parts: list[str]
+    ) -> Message | _Unknown | None:
+        """The next control message for this side's own `match`, with what every control
+        channel may carry (ping, the owner's CRL and policy) handled here; None at the end.
+        A message that does not decode is answered (a refused phone_home) or ignored."""
+        while True:
+            obj = await read_message(conn)
+            if obj is None:
+                return None
+            try:
+                msg = decode(obj)
+            except BadMessage as exc:
+                if exc.kind == PhoneHome.type:
+                    await write_frame(conn, Error(str(exc)).to_dict())
+                elif exc.kind in (Crl.type, Policy.type):
+                    if exc.kind == Crl.type:
+                        crl_parts.clear()
+                    log.warning("%s sent a malformed %s message; ignored", source, exc.kind)
+                else:  # unknown, or of no use malformed: the caller's to answer or not
+                    return _Unknown(repr(obj.get("type")))
+                continue
+            match msg:
+                case Ping():
+                    await write_frame(conn, Pong().to_dict())
+                case Crl():
+                    self._crl_part(msg, source, crl_parts)
+                case Policy(signed=signed):
+                    self.side.accept_policy(signed, source)
+                case _:
+                    return msg
 
     async def _data(self, conn: ByteStream, where: str, tracked: Tracked) -> None:
         from ._splice import SpliceResult
@@ -317,35 +322,32 @@ class Agent:
             result.reason,
         )
 
-    def _info(self) -> dict[str, object]:
+    def _info(self) -> Info:
         """What a verified client learns first on a control channel."""
         connect_id = getattr(self.program, "connect_id", None)
         leg = getattr(self.program, "protection", None) or None  # `debug server` says it
-        return {
-            "type": "info",
-            "server_id": self.side.server_id,
-            "connect_id": connect_id,
-            "leg": leg,
-        }
+        return Info(self.side.server_id, connect_id, leg)
 
     async def _client_control(self, conn: ByteStream, where: str) -> None:
         label = conn.peer.label
         log.info("control connection from %s at %s", label, where)
         crl_parts: list[str] = []
+        source = f"{label} at {where}"
         try:
-            await write_frame(conn, self._info())
-            while True:
-                msg = await read_message(conn)
-                if msg is None:
-                    break
-                kind = msg.get("type")
-                if kind == "phone_home":
-                    home = await self._asked_home(conn, msg)
-                    if home is not None:
-                        log.info("%s asks this server to phone home to %s", label, home.endpoint)
-                        self.phone(home)
-                elif not await self._any_channel(conn, msg, f"{label} at {where}", crl_parts):
-                    await write_frame(conn, {"type": "error", "reason": f"unknown {kind!r}"})
+            await write_frame(conn, self._info().to_dict())
+            while (msg := await self._next(conn, source, crl_parts)) is not None:
+                match msg:
+                    case PhoneHome():
+                        home = await self._asked_home(conn, msg)
+                        if home is not None:
+                            log.info(
+                                "%s asks this server to phone home to %s", label, home.endpoint
+                            )
+                            self.phone(home)
+                    case _Unknown(shown=shown):
+                        await write_frame(conn, Error(f"unknown {shown}").to_dict())
+                    case _:  # a message for the other direction: not taken here
+                        await write_frame(conn, Error(f"unknown {msg.type!r}").to_dict())
         except ParaconnectError as exc:
             log.warning("control connection from %s at %s failed: %s", label, where, exc)
         finally:
@@ -413,27 +415,23 @@ class Agent:
         """Serve a listener's control channel; True when it sent us elsewhere."""
         tg = self._running()
         crl_parts: list[str] = []
+        source = f"{conn.peer.label} at {home.endpoint}"
         try:
-            await write_frame(conn, self._info())
-            while True:
-                msg = await read_message(conn)
-                if msg is None:
-                    return False
-                kind = msg.get("type")
-                if kind == "open":
-                    channel = msg.get("channel")
-                    if isinstance(channel, str) and 0 < len(channel) <= 64:
+            await write_frame(conn, self._info().to_dict())
+            while (msg := await self._next(conn, source, crl_parts)) is not None:
+                match msg:
+                    case Open(channel=channel):
                         tg.start_soon(self._open_channel, home, channel, conn.peer.label)
-                elif kind == "phone_home":
-                    new = await self._asked_home(conn, msg)
-                    if new is None or str(new.endpoint) == str(home.endpoint):
-                        continue
-                    log.info("%s sends this server to %s", conn.peer.label, new.endpoint)
-                    self.phone(new)
-                    return True
-                else:
-                    source = f"{conn.peer.label} at {home.endpoint}"
-                    await self._any_channel(conn, msg, source, crl_parts)
+                    case PhoneHome():
+                        new = await self._asked_home(conn, msg)
+                        if new is None or str(new.endpoint) == str(home.endpoint):
+                            continue
+                        log.info("%s sends this server to %s", conn.peer.label, new.endpoint)
+                        self.phone(new)
+                        return True
+                    case _:  # unknown, or not for an agent: a listener gets no answer
+                        log.debug("%s sent %s; ignored", source, msg)
+            return False
         except ParaconnectError as exc:
             log.warning("control channel to %s failed: %s", home.endpoint, exc)
             return False

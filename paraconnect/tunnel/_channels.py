@@ -1,22 +1,20 @@
 """Data channels asked of an agent that phoned home: the listener sends ``open {channel}`` on
 the agent's control channel, and the agent dials back a data connection whose hello carries
-that one-time token.  Used by `ReverseListener` and by the hub's per-server endpoints."""
+that one-time token.  Used by `ReverseListener` (``listen`` and the hub)."""
 
 from __future__ import annotations
 
 import contextlib
 import secrets
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
 
 import anyio
 
 from ..errors import NetworkError, ParaconnectError
+from ._control import Control
 from ._hello import Hello
+from ._messages import Open
 from ._stream import ByteStream
-
-if TYPE_CHECKING:
-    from ._client import _Control
 
 __all__ = ["CHANNEL_TIMEOUT", "DataChannels"]
 
@@ -42,7 +40,7 @@ class DataChannels:
         return True
 
     @contextlib.asynccontextmanager
-    async def request(self, control: _Control, server_id: str) -> AsyncIterator[Arrival]:
+    async def request(self, control: Control, server_id: str) -> AsyncIterator[Arrival]:
         """Ask the agent `server_id` on `control` for a data connection and wait for it
         (NetworkError if none comes within CHANNEL_TIMEOUT); it is closed on leaving."""
         channel = secrets.token_hex(16)
@@ -51,7 +49,7 @@ class DataChannels:
         self._pending[channel] = (server_id, event, slot)
         try:
             try:
-                await control.send({"type": "open", "channel": channel})
+                await control.send(Open(channel))
                 with anyio.move_on_after(CHANNEL_TIMEOUT):
                     await event.wait()
             except ParaconnectError as exc:

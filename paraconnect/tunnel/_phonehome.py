@@ -36,7 +36,7 @@ class Home:
             raise ConfigError(f"phone home to {self.endpoint}: give HOST:PORT, not a Unix path")
         if not 0 < self.interval <= 86400:
             raise ConfigError(f"--interval {self.interval:g}: give seconds between 0 and 86400")
-        if self.deadline is not None and self.deadline <= 0:
+        if self.deadline is not None and not self.deadline > 0:  # NaN too
             raise ConfigError(f"--deadline {self.deadline:g}: give a positive number of seconds")
 
     @classmethod
@@ -66,7 +66,7 @@ class Home:
             raise ProtocolError("a phone_home message has a bad interval or deadline")
         try:
             return cls(Endpoint(host, port), float(interval), deadline)
-        except ConfigError as exc:
+        except (ConfigError, OverflowError) as exc:
             raise ProtocolError(f"a bad phone_home message: {exc}") from None
 
 

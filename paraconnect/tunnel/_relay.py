@@ -8,18 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import anyio
 
+from ..errors import ParaconnectError
 from ._stream import ByteStream, PlainConnection
 
 if TYPE_CHECKING:
+    from ._hello import Hello
+    from ._secure import Side
     from ._splice import SpliceResult
 
-__all__ = ["RelayResult", "relay"]
+__all__ = ["RelayResult", "relay", "relay_tracked"]
+
+log = logging.getLogger("paraconnect.tunnel")
 
 _CHUNK = 256 * 1024
 
@@ -109,3 +115,29 @@ async def relay(
         with anyio.CancelScope(shield=True):
             plain.close()
             await conn.aclose()
+
+
+async def relay_tracked(
+    side: Side, conn: ByteStream, hello: Hello, local: socket.socket, where: str
+) -> None:
+    """Relay a data connection under the side's registry and accounting."""
+    from ._splice import SpliceResult
+
+    label = conn.peer.label
+    with side.track(conn, hello, where) as tracked:
+        tracked.live = SpliceResult()
+        try:
+            result = await relay(conn, local, live=tracked.live)
+        except ParaconnectError as exc:
+            tracked.reason = f"failed: {exc}"
+            log.warning("tunnel to %s for %s failed: %s", label, where, exc)
+            return
+        tracked.reason = result.reason
+        log.info(
+            "tunnel to %s for %s closed: %d bytes in, %d out (%s)",
+            label,
+            where,
+            result.bytes_to_plain,
+            result.bytes_to_peer,
+            result.reason,
+        )

@@ -1,0 +1,241 @@
+"""Control messages: what travels on a control channel after the hello, as typed records.
+
+Each message is a frozen dataclass that knows its wire ``type`` and checks its own fields when
+decoded (`decode`), as h11's events do: a handler matches on the record (``match msg: case
+Open(channel=c): ...``) and never looks into a dict.  Adding a message means a class here and a
+``case`` in the side(s) that handle it.  Framing (length prefix, JSON, version) stays
+`_hello`'s, on the shared `_wire` codec.
+
+* agent → peer, first on every control channel: `Info` (server id, the program's connect id);
+* client or listener → agent: `PhoneHome` (answered `Ok` / `Error`), `Ping` (answered `Pong`),
+  `Crl` (one part of the owner's revocation list), `Policy` (the owner's signed policy);
+* listener → agent (reverse): `Open` (dial back a data connection for this channel token).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from ..errors import ProtocolError
+from ._phonehome import Home
+
+__all__ = [
+    "MAX_CHANNEL",
+    "MAX_CRL_PARTS",
+    "BadMessage",
+    "Crl",
+    "Error",
+    "Info",
+    "Message",
+    "Ok",
+    "Open",
+    "PhoneHome",
+    "Ping",
+    "Policy",
+    "Pong",
+    "decode",
+    "encode",
+]
+
+MAX_CHANNEL = 64  # characters of a channel token
+MAX_CRL_PARTS = 64  # frames of one pushed revocation list (12 KiB each: thousands of entries)
+
+
+class BadMessage(ProtocolError):
+    """A control message this side cannot take: unknown type, or a field missing or wrong.
+    `kind` is the message's type when it named a known one (None otherwise), so that a side
+    can answer or ignore it as that message's rules say."""
+
+    def __init__(self, text: str, kind: str | None = None) -> None:
+        super().__init__(text)
+        self.kind = kind
+
+
+def _bad(kind: str, field: str, want: str) -> BadMessage:
+    return BadMessage(f"the {kind} message needs {field!r} to be {want}", kind)
+
+
+def _int(obj: Mapping[str, Any], kind: str, field: str, default: object = None) -> int:
+    value = obj.get(field, default)
+    if type(value) is not int:
+        raise _bad(kind, field, "an integer")
+    return value
+
+
+def _str(obj: Mapping[str, Any], kind: str, field: str) -> str:
+    value = obj.get(field)
+    if not isinstance(value, str):
+        raise _bad(kind, field, "a string")
+    return value
+
+
+class _Message:
+    type: ClassVar[str]
+
+    def fields(self) -> dict[str, Any]:
+        return {}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The frame's object (its version is added by `write_frame`)."""
+        return {"type": self.type, **self.fields()}
+
+
+@dataclass(frozen=True, slots=True)
+class Info(_Message):
+    type: ClassVar[str] = "info"
+    server_id: str
+    connect_id: int | None = None
+    leg: str | None = None  # how the program's leg is protected (`debug server` says it)
+
+    def fields(self) -> dict[str, Any]:
+        return {"server_id": self.server_id, "connect_id": self.connect_id, "leg": self.leg}
+
+    @classmethod
+    def parse(cls, obj: Mapping[str, Any]) -> Info:
+        connect_id = obj.get("connect_id")
+        if connect_id is not None and type(connect_id) is not int:
+            raise _bad(cls.type, "connect_id", "an integer or null")
+        leg = obj.get("leg")
+        if leg is not None and not isinstance(leg, str):
+            raise _bad(cls.type, "leg", "a string or null")
+        return cls(_str(obj, cls.type, "server_id"), connect_id, leg)
+
+
+@dataclass(frozen=True, slots=True)
+class PhoneHome(_Message):
+    type: ClassVar[str] = "phone_home"
+    home: Home
+
+    def fields(self) -> dict[str, Any]:
+        return {k: v for k, v in self.home.to_message().items() if k != "type"}
+
+    @classmethod
+    def parse(cls, obj: Mapping[str, Any]) -> PhoneHome:
+        try:
+            return cls(Home.from_message(obj))
+        except ProtocolError as exc:
+            raise BadMessage(str(exc), cls.type) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Open(_Message):
+    type: ClassVar[str] = "open"
+    channel: str
+
+    def fields(self) -> dict[str, Any]:
+        return {"channel": self.channel}
+
+    @classmethod
+    def parse(cls, obj: Mapping[str, Any]) -> Open:
+        channel = obj.get("channel")
+        if not isinstance(channel, str) or not 0 < len(channel) <= MAX_CHANNEL:
+            raise _bad(cls.type, "channel", f"a token of 1 to {MAX_CHANNEL} characters")
+        return cls(channel)
+
+
+@dataclass(frozen=True, slots=True)
+class Crl(_Message):
+    """One part of the owner's revocation list; a long list spans several parts."""
+
+    type: ClassVar[str] = "crl"
+    pem: str
+    part: int = 0
+    parts: int = 1
+
+    def fields(self) -> dict[str, Any]:
+        return {"pem": self.pem, "part": self.part, "parts": self.parts}
+
+    @classmethod
+    def parse(cls, obj: Mapping[str, Any]) -> Crl:
+        pem = _str(obj, cls.type, "pem")
+        part = _int(obj, cls.type, "part", 0)
+        parts = _int(obj, cls.type, "parts", 1)
+        if not 0 <= part < parts <= MAX_CRL_PARTS:
+            raise BadMessage(
+                f"the crl message needs 0 <= 'part' < 'parts' <= {MAX_CRL_PARTS}, "
+                f"not part {part} of {parts}",
+                cls.type,
+            )
+        return cls(pem, part, parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy(_Message):
+    type: ClassVar[str] = "policy"
+    signed: str
+
+    def fields(self) -> dict[str, Any]:
+        return {"signed": self.signed}
+
+    @classmethod
+    def parse(cls, obj: Mapping[str, Any]) -> Policy:
+        return cls(_str(obj, cls.type, "signed"))
+
+
+@dataclass(frozen=True, slots=True)
+class Ping(_Message):
+    type: ClassVar[str] = "ping"
+
+    @classmethod
+    def parse(cls, obj: Mapping[str, Any]) -> Ping:
+        return cls()
+
+
+@dataclass(frozen=True, slots=True)
+class Pong(_Message):
+    type: ClassVar[str] = "pong"
+
+    @classmethod
+    def parse(cls, obj: Mapping[str, Any]) -> Pong:
+        return cls()
+
+
+@dataclass(frozen=True, slots=True)
+class Ok(_Message):
+    type: ClassVar[str] = "ok"
+
+    @classmethod
+    def parse(cls, obj: Mapping[str, Any]) -> Ok:
+        return cls()
+
+
+@dataclass(frozen=True, slots=True)
+class Error(_Message):
+    type: ClassVar[str] = "error"
+    reason: str
+
+    def fields(self) -> dict[str, Any]:
+        return {"reason": self.reason}
+
+    @classmethod
+    def parse(cls, obj: Mapping[str, Any]) -> Error:
+        reason = obj.get("reason")
+        # A refusal without a reason is still a refusal: never lose it over its wording.
+        return cls(reason if isinstance(reason, str) else "no reason given")
+
+
+Message = Info | PhoneHome | Open | Crl | Policy | Ping | Pong | Ok | Error
+
+_TYPES: dict[str, Any] = {
+    cls.type: cls for cls in (Info, PhoneHome, Open, Crl, Policy, Ping, Pong, Ok, Error)
+}
+
+
+def decode(obj: object) -> Message:
+    """The message a decoded frame carries; BadMessage (a ProtocolError) naming the type or
+    field at fault for anything else."""
+    if not isinstance(obj, Mapping):
+        raise BadMessage("a control message must be a JSON object")
+    kind = obj.get("type")
+    cls = _TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        shown = repr(kind)[:64]
+        raise BadMessage(f"unknown control message type {shown}")
+    message: Message = cls.parse(obj)
+    return message
+
+
+def encode(msg: Message) -> dict[str, Any]:
+    return msg.to_dict()
