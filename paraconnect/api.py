@@ -33,12 +33,12 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ._hub._client import AsyncHubEvents, HubEvents
 from ._runtime import Runtime, runtime
 from .errors import ConfigError, NetworkError, ParaconnectError
+from .hub import AsyncHubEvents, HubEvents
 
 if TYPE_CHECKING:
-    from .widgets import RemoteView
+    from .render import RemoteView
 
 __all__ = [
     "AsyncServer",
@@ -488,7 +488,7 @@ class Server:
             raise NetworkError(
                 f"server {self.id} is {info['state']}, not connected; call wait_connected() first"
             )
-        from .widgets import RemoteView
+        from .render import RemoteView
 
         host, _, port = str(info["local"]).rpartition(":")
         return RemoteView(host=host, port=int(port), dataset=dataset, width=width, height=height)

@@ -359,8 +359,7 @@ def _stop(args: argparse.Namespace) -> int:
 
 async def _serve_status(tg: Any, address: str) -> str:
     """The tunnel metrics (connections, handshakes, bytes, servers by state) over HTTP."""
-    from .tunnel import parse_endpoint
-    from .tunnel._status import serve_status
+    from .tunnel import parse_endpoint, serve_status
 
     ep = parse_endpoint(address, "--status")
     if ep.path is not None:
@@ -377,7 +376,7 @@ def _hub(args: argparse.Namespace) -> int:
     import anyio
 
     from .hub import Hub, LaunchRules, serve_control
-    from .tunnel._util import single_error
+    from .tunnel import single_error
 
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

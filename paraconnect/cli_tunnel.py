@@ -263,7 +263,7 @@ async def _drain(side: Any, grace: float) -> None:
 def _run(main: Any) -> int:
     import anyio
 
-    from .tunnel._util import single_error
+    from .tunnel import single_error
 
     try:
         result: int = anyio.run(main, backend="asyncio")
@@ -352,8 +352,7 @@ async def _start_status(args: argparse.Namespace, tg: Any) -> dict[str, str]:
     """Start the status endpoint if asked; the ready event then names its address."""
     if not getattr(args, "status", None):
         return {}
-    from .tunnel import parse_endpoint
-    from .tunnel._status import serve_status
+    from .tunnel import parse_endpoint, serve_status
 
     ep = parse_endpoint(args.status, "--status")
     if ep.path is not None:
@@ -425,7 +424,7 @@ def _maybe_enroll(args: argparse.Namespace) -> None:
     import anyio
 
     from .pki import Store
-    from .servers._enroll import enroll
+    from .servers import enroll
 
     creds_dir = Path(args.creds_dir).absolute()
     uid = Store().unique_id().value

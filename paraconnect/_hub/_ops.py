@@ -397,7 +397,7 @@ async def _listeners(hub: Hub, fields: Mapping[str, Any]) -> Any:
 
 @op("accounting")
 async def _accounting(hub: Hub, fields: Mapping[str, Any]) -> Any:
-    from ..tunnel._accounting import Accounting, parse_since, summarize
+    from ..tunnel import Accounting, parse_since, summarize
 
     since_field = fields.get("since")
     since: float | None = None

@@ -12,10 +12,16 @@ from cryptography import x509
 from ..errors import NetworkError, ParaconnectError, ProtocolError, TrustError
 from ..pki import Credentials, Passphrase, Role, SecurityLevel, Store
 from ..tls import ANONYMOUS, client_context, peer_identity
-from ..tunnel import Side
-from ..tunnel._hello import Hello, Purpose, exchange_hello, read_message
-from ..tunnel._stream import ByteStream, PlainConnection
-from ..tunnel._tlsconn import TLSConnection
+from ..tunnel import (
+    ByteStream,
+    Hello,
+    PlainConnection,
+    Purpose,
+    Side,
+    TLSConnection,
+    exchange_hello,
+    read_message,
+)
 from ._chain import check_peer_cert
 from ._creds import begin
 from ._explain import alert_words, explain

@@ -26,6 +26,7 @@ from ..pki import (
     load_credentials,
     load_crl,
     parse_pem_certificates,
+    spki_der,
 )
 from ..tunnel import Endpoint, parse_endpoint
 from ._chain import freshest_crl
@@ -241,12 +242,6 @@ def _gather_session(report: Report, name: str, role: Role | None, store: Store) 
     return pieces
 
 
-def _spki(obj: object) -> bytes:
-    return obj.public_bytes(  # type: ignore[attr-defined, no-any-return]
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-
-
 def check_creds(
     report: Report,
     spec: str | Path | Credentials,
@@ -339,7 +334,7 @@ def _check_pieces(
     # key vs certificate
     if p.key is not None:
         public = p.key.public_key()  # type: ignore[attr-defined]
-        if _spki(public) == _spki(p.cert.public_key()):
+        if spki_der(public) == spki_der(p.cert.public_key()):
             report.ok("key-matches", "the private key matches the certificate")
         else:
             report.fail(

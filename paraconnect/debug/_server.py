@@ -13,7 +13,7 @@ from cryptography import x509
 from ..errors import ParaconnectError
 from ..pki import Credentials, Passphrase, Role, SecurityLevel, Store
 from ..tls import server_context
-from ..tunnel._hello import exchange_hello
+from ..tunnel import exchange_hello
 from ._chain import check_peer_cert
 from ._client import client_hello_on, ssl_reason
 from ._creds import begin

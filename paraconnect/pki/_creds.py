@@ -21,24 +21,16 @@ from ._certs import (
     session_level_of,
     signed_by,
 )
-from ._keys import Passphrase, PrivateKey, load_private_key, resolve_passphrase
+from ._keys import (
+    Passphrase,
+    PrivateKey,
+    check_key_matches,
+    load_private_key,
+    resolve_passphrase,
+)
 from ._store import SecurityLevel, Store
 
 __all__ = ["Credentials", "check_key_matches", "check_validity", "load_credentials"]
-
-
-def _spki(obj: object) -> bytes:
-    return obj.public_bytes(  # type: ignore[attr-defined, no-any-return]
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-
-
-def check_key_matches(key: PrivateKey, cert: x509.Certificate, source: object) -> None:
-    if _spki(key.public_key()) != _spki(cert.public_key()):
-        raise CredentialError(
-            f"{source}: the private key does not match the certificate; "
-            "use the key that was issued with it, or issue a new certificate"
-        )
 
 
 def _human(delta: dt.timedelta) -> str:

@@ -18,6 +18,7 @@ from ._protocol import VERSION as PROTOCOL_VERSION
 if TYPE_CHECKING:
     from ._main import main, serve
     from ._server import RenderServer, ServerOptions
+    from ._view import RemoteView
 
 __all__ = [
     "DATASETS",
@@ -26,6 +27,7 @@ __all__ = [
     "AsyncRenderClient",
     "Frame",
     "RemoteRenderError",
+    "RemoteView",
     "RenderClient",
     "RenderServer",
     "RenderTimeout",
@@ -39,11 +41,13 @@ _LAZY = {
     "ServerOptions": "._server",
     "serve": "._main",
     "main": "._main",
+    "RemoteView": "._view",  # an anywidget: needs the jupyter extra
 }
 
 
 def __getattr__(name: str) -> Any:
     # The server imports VTK (a second or more, and an optional extra); clients never need it.
+    # The widget needs anywidget (the jupyter extra).
     if name in _LAZY:
         import importlib
 

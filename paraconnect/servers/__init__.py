@@ -30,7 +30,7 @@ takes what the command left behind with it when it ends.
 from ._batch import BatchJob, BatchLauncher, Queued, Scheduler
 from ._enroll import DEFAULT_TOKEN_TTL, EnrollServer, enroll, issue_token
 from ._kinds import KINDS, ServerKind, build_kind
-from ._launch import Job, JobState, JobStatus, Launcher, LaunchSpec, reattach
+from ._launch import Job, JobState, JobStatus, Launcher, LaunchSpec
 from ._launchers import (
     LauncherEntry,
     LauncherOption,
@@ -38,6 +38,7 @@ from ._launchers import (
     launcher_entries,
     launcher_entry,
     make_launcher,
+    reattach,
     register_launcher,
     unregister_launcher,
 )

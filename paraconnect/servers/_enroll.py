@@ -52,9 +52,18 @@ from .. import _wire
 from .._accept import serve_listener
 from .._fs import ensure_private_dir, write_atomic
 from ..errors import ConfigError, NetworkError, ParaconnectError, ProtocolError, TrustError
-from ..pki import Credentials, Identity, Role, Session, Store, build_leaf, fingerprint
-from ..pki._keys import PublicKey
-from ..pki._names import check_name, check_unique_id
+from ..pki import (
+    Credentials,
+    Identity,
+    PublicKey,
+    Role,
+    Session,
+    Store,
+    build_leaf,
+    check_name,
+    check_unique_id,
+    fingerprint,
+)
 from ._registry import ServerRegistry
 
 __all__ = [

@@ -5,14 +5,16 @@ connection attempt, and the status metrics."""
 from ._accounting import Accounting, Attempt, ConnRecord, Summary, parse_since, summarize
 from ._agent import Agent, Target
 from ._client import AgentLink, Connector, ReverseListener
-from ._hello import MAX_FRAME, VERSION, Hello, Purpose
+from ._hello import MAX_FRAME, VERSION, Hello, Purpose, exchange_hello, read_message
 from ._leg import Endpoint, check_same_user, parse_endpoint, peer_uid
 from ._perconn import PerConnection, peer_environment
 from ._phonehome import Backoff, Home
 from ._program import Program, ProgramExited, Restart
 from ._secure import Side, Tracked, secure
-from ._status import METRICS, Metrics, render_json, render_prometheus
-from ._stream import ByteStream
+from ._status import METRICS, Metrics, render_json, render_prometheus, serve_status
+from ._stream import ByteStream, PlainConnection
+from ._tlsconn import TLSConnection
+from ._util import single_error
 
 __all__ = [
     "MAX_FRAME",
@@ -31,6 +33,7 @@ __all__ = [
     "Home",
     "Metrics",
     "PerConnection",
+    "PlainConnection",
     "Program",
     "ProgramExited",
     "Purpose",
@@ -38,15 +41,20 @@ __all__ = [
     "ReverseListener",
     "Side",
     "Summary",
+    "TLSConnection",
     "Target",
     "Tracked",
     "check_same_user",
+    "exchange_hello",
     "parse_endpoint",
     "parse_since",
     "peer_environment",
     "peer_uid",
+    "read_message",
     "render_json",
     "render_prometheus",
     "secure",
+    "serve_status",
+    "single_error",
     "summarize",
 ]

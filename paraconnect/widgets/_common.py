@@ -13,9 +13,9 @@ from typing import Any
 
 import ipywidgets as w
 
-from .._hub._client import HubEvents
 from ..api import Hub, hub
 from ..errors import ParaconnectError
+from ..hub import HubEvents
 
 log = logging.getLogger("paraconnect.widgets")
 
