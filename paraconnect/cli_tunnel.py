@@ -348,18 +348,24 @@ def _add_status_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+async def serve_status_at(tg: Any, address: str) -> str:
+    """Start the tunnel metrics (connections, handshakes, bytes, servers by state) over HTTP
+    on `address` (``--status``) in `tg`; its URL."""
+    from ._wire import hostport
+    from .tunnel import parse_endpoint, serve_status
+
+    ep = parse_endpoint(address, "--status")
+    if ep.path is not None:
+        raise ConfigError("--status takes HOST:PORT on loopback, not a unix socket")
+    port = await tg.start(serve_status, ep.host, ep.port)
+    return f"http://{hostport(ep.host, port)}/metrics"
+
+
 async def _start_status(args: argparse.Namespace, tg: Any) -> dict[str, str]:
     """Start the status endpoint if asked; the ready event then names its address."""
     if not getattr(args, "status", None):
         return {}
-    from .tunnel import parse_endpoint, serve_status
-
-    ep = parse_endpoint(args.status, "--status")
-    if ep.path is not None:
-        raise ConfigError("--status takes HOST:PORT on loopback, not a unix socket")
-    port = await tg.start(serve_status, ep.host, ep.port)
-    host = f"[{ep.host}]" if ":" in ep.host else ep.host
-    return {"status": f"http://{host}:{port}/metrics"}
+    return {"status": await serve_status_at(tg, args.status)}
 
 
 # -- serve --enroll: credentials made here, certified by the hub ------------------------

@@ -16,11 +16,12 @@ from ..pki import (
     Identity,
     SecurityLevel,
     Store,
+    crl_number,
     fingerprint,
     parse_pem_certificates,
     revocation_reason,
 )
-from ._chain import crl_number_of, human
+from ._chain import human
 from ._report import NODE_BINDING_LIMIT, Report
 
 __all__ = [
@@ -159,18 +160,17 @@ def crl_steps(
             "copy a fresh crl.pem from the session",
         )
         return
-    if own is not None and beside is not None and crl_number_of(own) > crl_number_of(beside):
+    if own is not None and beside is not None and crl_number(own) > crl_number(beside):
         report.warn(
             "crl",
-            f"the revocation list beside the credentials (number {crl_number_of(beside)}) is older "
-            f"than the session's (number {crl_number_of(own)}): it misses recent revocations",
+            f"the revocation list beside the credentials (number {crl_number(beside)}) is older "
+            f"than the session's (number {crl_number(own)}): it misses recent revocations",
             f"copy {session.crl_path if session else 'the session crl.pem'} to {beside_path}",
         )
         return
     report.ok(
         "crl",
-        f"revocation list present and current (number {crl_number_of(crl)}, "
-        f"{len(list(crl))} revoked)",
+        f"revocation list present and current (number {crl_number(crl)}, {len(list(crl))} revoked)",
     )
 
 

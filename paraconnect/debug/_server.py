@@ -10,6 +10,7 @@ from pathlib import Path
 
 from cryptography import x509
 
+from .._wire import address_label
 from ..errors import ParaconnectError
 from ..pki import Credentials, Passphrase, Role, SecurityLevel, Store
 from ..tls import server_context
@@ -23,12 +24,6 @@ from ._probe import classify, tls_probe
 from ._report import Report
 
 __all__ = ["diagnose_server"]
-
-
-def _label(addr: object) -> str:
-    if isinstance(addr, tuple) and len(addr) >= 2:
-        return f"[{addr[0]}]:{addr[1]}" if ":" in str(addr[0]) else f"{addr[0]}:{addr[1]}"
-    return str(addr)
 
 
 async def diagnose_server(
@@ -82,7 +77,7 @@ async def diagnose_server(
             return report
     finally:
         lsock.close()
-    where = _label(peer)
+    where = address_label(peer)
     report.ok(
         "arrival",
         f"a connection arrived from {where} ({address_class(str(peer[0]))} address)",

@@ -23,9 +23,10 @@ if TYPE_CHECKING:
         parse_pem_certificates,
         parse_pem_crl,
         revocation_reason,
+        revoked_entry,
         signed_by,
     )
-    from ._creds import Credentials, check_validity, load_credentials
+    from ._creds import Credentials, check_validity, human_duration, load_credentials
     from ._keys import (
         KeyType,
         Passphrase,
@@ -80,11 +81,13 @@ _WHERE = {
     "load_crl": "_certs",
     "parse_pem_certificates": "_certs",
     "revocation_reason": "_certs",
+    "revoked_entry": "_certs",
     "parse_pem_crl": "_certs",
     "signed_by": "_certs",
     "Credentials": "_creds",
     "check_key_matches": "_keys",
     "check_validity": "_creds",
+    "human_duration": "_creds",
     "load_credentials": "_creds",
     "KeyType": "_keys",
     "Passphrase": "_keys",
@@ -152,6 +155,7 @@ __all__ = [
     "crl_number",
     "default_home",
     "fingerprint",
+    "human_duration",
     "import_bundle",
     "key_type_of",
     "load_credentials",
@@ -166,6 +170,7 @@ __all__ = [
     "read_bundle",
     "remove_rule",
     "revocation_reason",
+    "revoked_entry",
     "save_policy",
     "set_default",
     "share",

@@ -42,6 +42,7 @@ __all__ = [
     "parse_pem_crl",
     "pem",
     "revocation_reason",
+    "revoked_entry",
     "session_level_of",
     "signed_by",
 ]
@@ -262,6 +263,14 @@ def revocation_reason(entry: x509.RevokedCertificate) -> x509.ReasonFlags:
         return entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
     except x509.ExtensionNotFound:
         return x509.ReasonFlags.unspecified
+
+
+def revoked_entry(
+    crl: x509.CertificateRevocationList, serial: int
+) -> x509.RevokedCertificate | None:
+    """The entry of `crl` revoking the certificate with this serial, or None (the one lookup
+    the tunnel refuses on and the debugger explains)."""
+    return crl.get_revoked_certificate_by_serial_number(serial)
 
 
 def build_crl(

@@ -51,6 +51,7 @@ from cryptography.x509.oid import NameOID
 from .. import _wire
 from .._accept import serve_listener
 from .._fs import ensure_private_dir, write_atomic
+from .._wire import address_label
 from ..errors import ConfigError, NetworkError, ParaconnectError, ProtocolError, TrustError
 from ..pki import (
     Credentials,
@@ -94,10 +95,7 @@ def _peer(stream: anyio.abc.SocketStream) -> str:
         addr = stream.extra(anyio.abc.SocketAttribute.remote_address)  # noqa: S610
     except (OSError, anyio.TypedAttributeLookupError):
         return "an unknown address"
-    if not isinstance(addr, tuple):
-        return str(addr)
-    host, port = addr[:2]
-    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return address_label(addr, unix=str(addr))
 
 
 def _digest(token: str) -> str:
