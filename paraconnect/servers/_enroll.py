@@ -65,6 +65,7 @@ from ..pki import (
     check_unique_id,
     fingerprint,
 )
+from ..tunnel import parse_endpoint
 from ._registry import ServerRegistry
 
 __all__ = [
@@ -466,9 +467,11 @@ async def enroll(
     The hub must show a certificate of the CA with fingerprint `ca_sha256` naming
     `hub_identity` (ROLE/NAME); the token is sent to nobody else."""
     want_role, want_name = parse_hub_identity(hub_identity)
-    host, _, port_text = hub.rpartition(":")
-    host = host.strip("[]")
-    if not host or not port_text.isdigit():
+    try:
+        hub_at = parse_endpoint(hub, "--enroll")
+    except ConfigError:
+        hub_at = None
+    if hub_at is None or hub_at.path is not None:
         raise ConfigError(f"--enroll {hub!r}: give the hub's enrolment address as HOST:PORT")
     pinned = _norm_fp(ca_sha256)
     if len(pinned) != 64 or any(c not in "0123456789abcdef" for c in pinned):
@@ -487,7 +490,7 @@ async def enroll(
     where = f"the hub at {hub}"
     try:
         with anyio.fail_after(timeout):
-            tcp = await anyio.connect_tcp(host, int(port_text))
+            tcp = await anyio.connect_tcp(hub_at.host, hub_at.port)
             # The pinned CA, as the TLS server name: the hub picks that session's certificate.
             sni = f"{pinned[:32]}.{pinned[32:]}.enroll.paraconnect"
             try:
