@@ -27,6 +27,7 @@ import anyio.from_thread
 
 from .. import _wire, errors
 from .._fs import read_public
+from .._portal import PortalThread
 from ..errors import ConfigError, NetworkError, ParaconnectError, ProtocolError
 
 __all__ = [
@@ -167,8 +168,8 @@ class HubClient:
 
     def __init__(self, home: Path | None = None, timeout: float = 120.0) -> None:
         self._client = AsyncHubClient(home, timeout)
-        self._portal_cm: Any = anyio.from_thread.start_blocking_portal(backend="asyncio")
-        self._portal: anyio.from_thread.BlockingPortal | None = self._portal_cm.__enter__()
+        self._portal = PortalThread("the hub client is closed")
+        self._portal.open()
         try:
             self._call(self._client.connect)
         except BaseException:
@@ -176,19 +177,10 @@ class HubClient:
             raise
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        if self._portal is None:
-            raise NetworkError("the hub client is closed")
         return self._portal.call(fn, *args)
 
     def close(self) -> None:
-        portal, cm = self._portal, self._portal_cm
-        self._portal = self._portal_cm = None
-        if portal is None:
-            return
-        try:
-            portal.call(self._client.aclose)
-        finally:
-            cm.__exit__(None, None, None)
+        self._portal.close(self._client.aclose)
 
     def __enter__(self) -> HubClient:
         return self
