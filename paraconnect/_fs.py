@@ -32,6 +32,7 @@ __all__ = [
     "file_stamp",
     "fsync_dir",
     "locked",
+    "read_all",
     "read_private",
     "read_public",
     "write_atomic",
@@ -160,12 +161,17 @@ def _read(path: Path, *, private: bool, what: str) -> bytes:
                     f"{what} {path} is readable by group/others "
                     f"(mode {stat.S_IMODE(st.st_mode):04o}); run 'chmod 600 {path}'"
                 )
-        chunks = []
-        while chunk := os.read(fd, 1 << 16):
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return read_all(fd)
     finally:
         os.close(fd)
+
+
+def read_all(fd: int) -> bytes:
+    """Everything left to read from `fd` (the caller opened it, O_NOFOLLOW, and closes it)."""
+    chunks = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def read_private(path: Path, what: str = "key file") -> bytes:

@@ -464,32 +464,17 @@ def _connect(args: argparse.Namespace) -> int:
         handshake_timeout=args.handshake_timeout,
     )
 
-    async def on_exit() -> None:
-        for home in homes:
-            try:
-                await connector.request_phone_home(home)
-            except ParaconnectError as exc:
-                print(f"paraconnect: warning: {exc}", file=sys.stderr)
+    def ready(local: Any) -> None:
+        agent = connector.agent
+        _ready(
+            args,
+            local=str(local),
+            remote=str(connector.remote),
+            server_id=agent.server_id if agent else None,
+            connect_id=connector.connect_id,
+        )
 
-    async def main() -> int:
-        import anyio
-
-        async with anyio.create_task_group() as tg:
-            local = await tg.start(connector.run)
-            agent = connector.agent
-            _ready(
-                args,
-                local=str(local),
-                remote=str(connector.remote),
-                server_id=agent.server_id if agent else None,
-                connect_id=connector.connect_id,
-            )
-            await _until_signal(on_exit)
-            await _drain(connector.side, args.drain_timeout)
-            tg.cancel_scope.cancel()
-        return 0
-
-    return _run(main)
+    return _serve_until_stopped(args, connector, homes, ready)
 
 
 def _listen(args: argparse.Namespace) -> int:
@@ -527,10 +512,21 @@ def _listen(args: argparse.Namespace) -> int:
         on_refused=on_refused,
     )
 
+    def ready(started: Any) -> None:
+        address, local = started
+        _ready(args, listen=str(address), local=str(local))
+
+    return _serve_until_stopped(args, listener, homes, ready)
+
+
+def _serve_until_stopped(args: argparse.Namespace, role: Any, homes: list[Home], ready: Any) -> int:
+    """Run `role` (a Connector or ReverseListener) until SIGINT/SIGTERM: `ready` with what it
+    started, then on the signal ask each of `homes` to phone home, drain, stop."""
+
     async def on_exit() -> None:
         for home in homes:
             try:
-                await listener.request_phone_home(home)
+                await role.request_phone_home(home)
             except ParaconnectError as exc:
                 print(f"paraconnect: warning: {exc}", file=sys.stderr)
 
@@ -538,10 +534,9 @@ def _listen(args: argparse.Namespace) -> int:
         import anyio
 
         async with anyio.create_task_group() as tg:
-            address, local = await tg.start(listener.run)
-            _ready(args, listen=str(address), local=str(local))
+            ready(await tg.start(role.run))
             await _until_signal(on_exit)
-            await _drain(listener.side, args.drain_timeout)
+            await _drain(role.side, args.drain_timeout)
             tg.cancel_scope.cancel()
         return 0
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from cryptography import x509
 
+from .._fs import read_all
 from ..errors import ParaconnectError
 from ..pki import (
     Identity,
@@ -39,10 +40,7 @@ def read_raw(path: Path) -> bytes:
     """A file's bytes, refusing symlinks but not judging permissions (that is a step)."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        chunks = []
-        while chunk := os.read(fd, 1 << 16):
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return read_all(fd)
     finally:
         os.close(fd)
 

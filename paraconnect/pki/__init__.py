@@ -7,8 +7,9 @@ does not pay for PKCS#12 support, and `paraconnect --help` loads no cryptography
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from ._bundle import Bundle, import_bundle, read_bundle, share
@@ -68,61 +69,61 @@ if TYPE_CHECKING:
     from ._uniqueid import UniqueId, node_unique_id
 
 _WHERE = {
-    "Bundle": "_bundle",
-    "import_bundle": "_bundle",
-    "read_bundle": "_bundle",
-    "share": "_bundle",
-    "CertInfo": "_certs",
-    "Identity": "_certs",
-    "Role": "_certs",
-    "build_leaf": "_certs",
-    "cert_info": "_certs",
-    "fingerprint": "_certs",
-    "load_crl": "_certs",
-    "parse_pem_certificates": "_certs",
-    "revocation_reason": "_certs",
-    "revoked_entry": "_certs",
-    "parse_pem_crl": "_certs",
-    "signed_by": "_certs",
-    "Credentials": "_creds",
-    "check_key_matches": "_keys",
-    "check_validity": "_creds",
-    "human_duration": "_creds",
-    "load_credentials": "_creds",
-    "KeyType": "_keys",
-    "Passphrase": "_keys",
-    "PublicKey": "_keys",
-    "key_type_of": "_keys",
-    "load_private_key": "_keys",
-    "spki_der": "_keys",
-    "check_name": "_names",
-    "check_unique_id": "_names",
-    "POLICY_FILE": "_policy",
-    "Policy": "_policy",
-    "Rule": "_policy",
-    "add_rule": "_policy",
-    "remove_rule": "_policy",
-    "set_default": "_policy",
-    "crl_number": "_policy",
-    "load_policy": "_policy",
-    "policy_path": "_policy",
-    "policy_warnings": "_policy",
-    "save_policy": "_policy",
-    "update_policy": "_policy",
-    "sign_policy": "_policy",
-    "verify_crl": "_policy",
-    "verify_policy": "_policy",
-    "write_crl_beside": "_policy",
-    "DEFAULT_CA_DAYS": "_store",
-    "DEFAULT_LEAF_DAYS": "_store",
-    "Issued": "_store",
-    "Record": "_store",
-    "SecurityLevel": "_store",
-    "Session": "_store",
-    "Store": "_store",
-    "default_home": "_store",
-    "UniqueId": "_uniqueid",
-    "node_unique_id": "_uniqueid",
+    "Bundle": "._bundle",
+    "import_bundle": "._bundle",
+    "read_bundle": "._bundle",
+    "share": "._bundle",
+    "CertInfo": "._certs",
+    "Identity": "._certs",
+    "Role": "._certs",
+    "build_leaf": "._certs",
+    "cert_info": "._certs",
+    "fingerprint": "._certs",
+    "load_crl": "._certs",
+    "parse_pem_certificates": "._certs",
+    "revocation_reason": "._certs",
+    "revoked_entry": "._certs",
+    "parse_pem_crl": "._certs",
+    "signed_by": "._certs",
+    "Credentials": "._creds",
+    "check_key_matches": "._keys",
+    "check_validity": "._creds",
+    "human_duration": "._creds",
+    "load_credentials": "._creds",
+    "KeyType": "._keys",
+    "Passphrase": "._keys",
+    "PublicKey": "._keys",
+    "key_type_of": "._keys",
+    "load_private_key": "._keys",
+    "spki_der": "._keys",
+    "check_name": "._names",
+    "check_unique_id": "._names",
+    "POLICY_FILE": "._policy",
+    "Policy": "._policy",
+    "Rule": "._policy",
+    "add_rule": "._policy",
+    "remove_rule": "._policy",
+    "set_default": "._policy",
+    "crl_number": "._policy",
+    "load_policy": "._policy",
+    "policy_path": "._policy",
+    "policy_warnings": "._policy",
+    "save_policy": "._policy",
+    "update_policy": "._policy",
+    "sign_policy": "._policy",
+    "verify_crl": "._policy",
+    "verify_policy": "._policy",
+    "write_crl_beside": "._policy",
+    "DEFAULT_CA_DAYS": "._store",
+    "DEFAULT_LEAF_DAYS": "._store",
+    "Issued": "._store",
+    "Record": "._store",
+    "SecurityLevel": "._store",
+    "Session": "._store",
+    "Store": "._store",
+    "default_home": "._store",
+    "UniqueId": "._uniqueid",
+    "node_unique_id": "._uniqueid",
 }
 
 __all__ = [
@@ -184,14 +185,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE, globals(), __all__)

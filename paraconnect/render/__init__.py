@@ -9,8 +9,9 @@ version.  This package is standalone: it imports nothing from the tunnel or serv
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from .._lazy import lazy_exports
 from ._client import AsyncRenderClient, Frame, RemoteRenderError, RenderClient, RenderTimeout
 from ._protocol import DATASETS, FORMATS
 from ._protocol import VERSION as PROTOCOL_VERSION
@@ -45,11 +46,6 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    # The server imports VTK (a second or more, and an optional extra); clients never need it.
-    # The widget needs anywidget (the jupyter extra).
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# The server imports VTK (a second or more, and an optional extra); clients never need it.
+# The widget needs anywidget (the jupyter extra).
+__getattr__, _ = lazy_exports(__name__, _LAZY, globals(), _LAZY)
