@@ -24,10 +24,6 @@ class PortalThread:
         self._cm: Any = None
         self._portal: anyio.from_thread.BlockingPortal | None = None
 
-    @property
-    def is_open(self) -> bool:
-        return self._portal is not None
-
     def open(self) -> None:
         cm = anyio.from_thread.start_blocking_portal(backend="asyncio")
         self._portal = cm.__enter__()
