@@ -447,22 +447,25 @@ def _maybe_enroll(args: argparse.Namespace) -> None:
 # -- connect / listen --------------------------------------------------------------------
 
 
-def _connect(args: argparse.Namespace) -> int:
+def _client_side(args: argparse.Namespace) -> tuple[Credentials, list[Home], dict[str, Any]]:
+    """What connect and listen both start from: logging, client credentials, the homes to ask
+    to phone home on exit, and the TLS options their role takes."""
     _setup_logging(args)
     from .pki import Role
+
+    tls = {
+        "level": args.level,
+        "insecure": args.insecure,
+        "handshake_timeout": args.handshake_timeout,
+    }
+    return _load(args, Role.CLIENT), _homes(args.on_exit_phone_home, args), tls
+
+
+def _connect(args: argparse.Namespace) -> int:
     from .tunnel import Connector
 
-    creds = _load(args, Role.CLIENT)
-    homes = _homes(args.on_exit_phone_home, args)
-    connector = Connector(
-        creds,
-        args.address,
-        args.local,
-        server_id=args.server_id,
-        level=args.level,
-        insecure=args.insecure,
-        handshake_timeout=args.handshake_timeout,
-    )
+    creds, homes, tls = _client_side(args)
+    connector = Connector(creds, args.address, args.local, server_id=args.server_id, **tls)
 
     def ready(local: Any) -> None:
         agent = connector.agent
@@ -478,12 +481,9 @@ def _connect(args: argparse.Namespace) -> int:
 
 
 def _listen(args: argparse.Namespace) -> int:
-    _setup_logging(args)
-    from .pki import Role
     from .tunnel import ReverseListener
 
-    creds = _load(args, Role.CLIENT)
-    homes = _homes(args.on_exit_phone_home, args)
+    creds, homes, tls = _client_side(args)
 
     def on_agent(link: AgentLink) -> None:
         # One line per server that phones home: scripts learn its connect id here.
@@ -503,9 +503,7 @@ def _listen(args: argparse.Namespace) -> int:
         creds,
         args.address,
         args.local,
-        level=args.level,
-        insecure=args.insecure,
-        handshake_timeout=args.handshake_timeout,
+        **tls,
         agent_wait=args.agent_wait,
         on_agent=on_agent,
         servers=args.servers,

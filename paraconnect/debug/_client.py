@@ -25,7 +25,7 @@ from ..tunnel import (
 from ._chain import check_peer_cert
 from ._creds import begin
 from ._explain import alert_words, explain
-from ._net import Address, connect_tcp, resolve
+from ._net import Address, connect_tcp
 from ._probe import TLSProbe, classify, http_probe, http_server_header, paraview_probe, tls_probe
 from ._report import Report
 
@@ -225,7 +225,7 @@ async def diagnose_client(
 ) -> Report:
     """Dial `address` (HOST:PORT) as `paraconnect connect` would, and explain each step."""
     report = Report("client", address)
-    start = begin(
+    start = await begin(
         report,
         address,
         creds,
@@ -237,10 +237,7 @@ async def diagnose_client(
     )
     if start is None:
         return report
-    ep, store, ours, lvl = start
-    addresses = await resolve(report, ep.host, ep.port)
-    if not addresses:
-        return report
+    ep, store, ours, lvl, addresses = start
     found = await connect_tcp(report, addresses, timeout)
     if found is None:
         report.skip("answer", "not reached: no TCP connection")

@@ -30,6 +30,7 @@ from ..pki import (
 )
 from ..tunnel import Endpoint, parse_endpoint
 from ._chain import freshest_crl
+from ._net import Address, resolve
 from ._ownchecks import (
     crl_steps,
     level_of,
@@ -414,7 +415,7 @@ def _our_crl_from(
     )
 
 
-def begin(
+async def begin(
     report: Report,
     address: str,
     creds: str | Path | Credentials,
@@ -423,10 +424,13 @@ def begin(
     store: Store | None,
     unique_id: str | None,
     level: SecurityLevel | str | None,
-) -> tuple[Endpoint, Store, Credentials | None, SecurityLevel] | None:
+    *,
+    passive: bool = False,
+) -> tuple[Endpoint, Store, Credentials | None, SecurityLevel, list[Address]] | None:
     """What `debug client` and `debug server` both do first: read the TCP address, check our
-    own credentials (as a client: the side that verifies the agent), and settle the level.
-    None when the address is unusable (the report says why)."""
+    own credentials (as a client: the side that verifies the agent), settle the level, and
+    resolve the address (`passive`: to listen on).  None when the address is unusable or
+    resolves to nothing (the report says why)."""
     try:
         ep = parse_endpoint(address, "HOST:PORT")
     except ConfigError as exc:
@@ -447,4 +451,7 @@ def begin(
         level=wanted,
     )
     lvl = wanted or (ours.level if ours else SecurityLevel.MUTUAL)
-    return ep, store, ours, lvl
+    addresses = await resolve(report, ep.host, ep.port, passive=passive)
+    if not addresses:
+        return None
+    return ep, store, ours, lvl, addresses

@@ -19,7 +19,7 @@ from ._chain import check_peer_cert
 from ._client import client_hello_on, ssl_reason
 from ._creds import begin
 from ._explain import alert_words, explain, verify_words
-from ._net import address_class, bind_once, resolve
+from ._net import address_class, bind_once
 from ._probe import classify, tls_probe
 from ._report import Report
 
@@ -40,7 +40,7 @@ async def diagnose_server(
     """Listen on `address`, take the first connection, and explain it.  `on_listening`, if
     callable, is called with the bound port once the socket listens (for tests and UIs)."""
     report = Report("server", address)
-    start = begin(
+    start = await begin(
         report,
         address,
         creds,
@@ -49,13 +49,11 @@ async def diagnose_server(
         store,
         unique_id,
         level,
+        passive=True,
     )
     if start is None:
         return report
-    ep, store, ours, lvl = start
-    addresses = await resolve(report, ep.host, ep.port, passive=True)
-    if not addresses:
-        return report
+    ep, store, ours, lvl, addresses = start
     lsock = bind_once(report, addresses)
     if lsock is None:
         return report
