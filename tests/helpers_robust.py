@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from paraconnect.hub import HubClient
+from paraconnect.pki import Store
 
 from .conftest import PARACONNECT
 
@@ -34,6 +35,9 @@ class HubProc:
     control: Path
     enroll: tuple[str, int]
     log: Path
+    # The TLS server name an agent gives to pin the first session's CA (the endpoint shows
+    # nothing to a caller that names no session CA of the hub).
+    sni: str = "enroll.paraconnect"
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -68,7 +72,11 @@ def running_hub(home: Path, *sessions: str) -> Iterator[HubProc]:
         ready = json.loads(proc.stdout.readline())
         assert ready["event"] == "ready", ready
         found = _wait_for(log, _ENROLL_RE, time.monotonic() + 30)
-        yield HubProc(proc, home, Path(ready["control"]), (found[1], int(found[2])), log)
+        sni = "enroll.paraconnect"
+        if sessions:
+            fp = Store(home).open_session(sessions[0]).ca_fingerprint.replace(":", "").lower()
+            sni = f"{fp[:32]}.{fp[32:]}.enroll.paraconnect"
+        yield HubProc(proc, home, Path(ready["control"]), (found[1], int(found[2])), log, sni)
     finally:
         proc.terminate()
         proc.wait(30)
@@ -98,13 +106,14 @@ def read_until_closed(sock: socket.socket | ssl.SSLSocket, limit: int = 1 << 20)
     return out
 
 
-def enrol_tls(address: tuple[str, int]) -> ssl.SSLSocket:
-    """A TLS connection to the enrolment endpoint, as an agent opens one (no certificate)."""
+def enrol_tls(address: tuple[str, int], sni: str = "enroll.paraconnect") -> ssl.SSLSocket:
+    """A TLS connection to the enrolment endpoint, as an agent opens one (no certificate,
+    the pinned CA named in the server name)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     raw = socket.create_connection(address, timeout=30)
-    return ctx.wrap_socket(raw, server_hostname="enroll.paraconnect")
+    return ctx.wrap_socket(raw, server_hostname=sni)
 
 
 def recv_frame(sock: ssl.SSLSocket) -> dict[str, object]:

@@ -63,13 +63,14 @@ def _throw(
     ctx: ssl.SSLContext | None = None,
     *,
     after_first_frame: bool = False,
+    sni: str = "fuzz.paraconnect",
 ) -> None:
     """Connect, (TLS,) send `data`, half-close, and read until the far end closes."""
     raw = socket.create_connection(address, timeout=30)
     sock: socket.socket = raw
     try:
         if ctx is not None:
-            sock = ctx.wrap_socket(raw, server_hostname="fuzz.paraconnect")
+            sock = ctx.wrap_socket(raw, server_hostname=sni)
         if after_first_frame:
             recv_frame(sock)  # type: ignore[arg-type]
         sock.sendall(data)
@@ -107,13 +108,14 @@ def test_fuzz_hub_enrolment_endpoint(home: Path, session: Session) -> None:
         @example(b"", False)
         def throw(data: bytes, tls: bool) -> None:
             if tls:
-                _throw(hub.enroll, data, ctx, after_first_frame=True)
+                # Naming the session CA, as an agent does: past the handshake to the parser.
+                _throw(hub.enroll, data, ctx, after_first_frame=True, sni=hub.sni)
             else:
                 _throw(hub.enroll, data)
 
         throw()
         # A good caller still gets the CA and an answer (here: its token is unknown).
-        with enrol_tls(hub.enroll) as good:
+        with enrol_tls(hub.enroll, hub.sni) as good:
             assert recv_frame(good)["type"] == "ca"
             good.sendall(
                 frame(

@@ -120,6 +120,6 @@ async def test_a_flood_at_the_hub_enrolment_endpoint_with_few_descriptors(
             await anyio.sleep(0.05)
         assert hub.serves()
         flood.stop()
-        with enrol_tls(hub.enroll) as good:
+        with enrol_tls(hub.enroll, hub.sni) as good:
             assert recv_frame(good)["type"] == "ca"
         assert "Too many open files" not in hub.log.read_text()

@@ -38,7 +38,7 @@ def test_a_bare_connect_to_enrolment_with_no_session_open(home: Path, store: Sto
 def test_deeply_nested_json_after_the_ca_frame(home: Path, session: Session) -> None:
     """A 50 KB ``[[[[…`` enrolment message raised RecursionError in json.loads."""
     with running_hub(home, session.name) as hub:
-        with enrol_tls(hub.enroll) as tls:
+        with enrol_tls(hub.enroll, hub.sni) as tls:
             assert recv_frame(tls)["type"] == "ca"
             tls.sendall(frame(nested(25_000)))
             reply = recv_frame(tls)
