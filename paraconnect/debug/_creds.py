@@ -141,10 +141,8 @@ def _gather_dir(report: Report, directory: Path, secret: bytes | None) -> _Piece
         )
         return pieces
     cert_path = with_keys[0]
-    try:
-        pieces.cert = parse_pem_certificates(read_raw(cert_path), cert_path)[0]
-    except (OSError, ParaconnectError) as exc:
-        report.fail("files", f"cannot read {cert_path}: {why(exc)}", "export it again")
+    pieces.cert = _read_cert(report, cert_path, "export it again")
+    if pieces.cert is None:
         return pieces
     report.ok(
         "files",
@@ -227,10 +225,8 @@ def _gather_session(report: Report, name: str, role: Role | None, store: Store) 
         rec = candidates[-1]
     cert_path = session.issued_dir / f"{rec.serial}.crt"
     pieces.key_path = session.issued_dir / f"{rec.serial}.key"
-    try:
-        pieces.cert = parse_pem_certificates(read_raw(cert_path), cert_path)[0]
-    except (OSError, ParaconnectError) as exc:
-        report.fail("files", f"cannot read {cert_path}: {why(exc)}", "issue a new certificate")
+    pieces.cert = _read_cert(report, cert_path, "issue a new certificate")
+    if pieces.cert is None:
         return pieces
     report.ok(
         "files",
@@ -241,6 +237,15 @@ def _gather_session(report: Report, name: str, role: Role | None, store: Store) 
         pieces.key = _load_key(report, read_raw(pieces.key_path), pieces.key_path, None)
     pieces.crl_path = session.crl_path
     return pieces
+
+
+def _read_cert(report: Report, path: Path, fix: str) -> x509.Certificate | None:
+    """The first certificate in `path`, or None with a failed "files" step saying why."""
+    try:
+        return parse_pem_certificates(read_raw(path), path)[0]
+    except (OSError, ParaconnectError) as exc:
+        report.fail("files", f"cannot read {path}: {why(exc)}", fix)
+        return None
 
 
 def check_creds(

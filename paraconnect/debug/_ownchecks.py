@@ -21,6 +21,7 @@ from ..pki import (
     fingerprint,
     parse_pem_certificates,
     revocation_reason,
+    revoked_entry,
 )
 from ._chain import human
 from ._report import NODE_BINDING_LIMIT, Report
@@ -115,7 +116,7 @@ def crl_steps(
     now: dt.datetime,
 ) -> None:
     if crl is not None:
-        entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
+        entry = revoked_entry(crl, cert.serial_number)
         if entry is not None:
             why = str(revocation_reason(entry).value)
             report.fail(

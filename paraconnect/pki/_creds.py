@@ -18,6 +18,7 @@ from ._certs import (
     Role,
     load_crl,
     parse_pem_certificates,
+    revoked_entry,
     session_level_of,
     signed_by,
 )
@@ -107,7 +108,7 @@ class Credentials:
         check_validity(self.cert, f"certificate {self.identity.name!r} from {self.source}", now)
         check_validity(self.ca_cert, f"session certificate from {self.source}", now)
         if self.crl is not None:
-            entry = self.crl.get_revoked_certificate_by_serial_number(self.cert.serial_number)
+            entry = revoked_entry(self.crl, self.cert.serial_number)
             if entry is not None:
                 raise TrustError(
                     f"certificate {self.identity.name!r} from {self.source} was revoked at "
