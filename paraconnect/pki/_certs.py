@@ -80,6 +80,12 @@ class Identity:
     name: str
     unique_id: str | None = None
 
+    @property
+    def label(self) -> str:
+        """How logs, accounting and messages name it: ``server 'pv' on node-7``."""
+        node = f" on {self.unique_id}" if self.unique_id else ""
+        return f"{self.role.value} {self.name!r}{node}"
+
     def uri(self) -> str:
         base = f"{URI_SCHEME}://{self.session_id}/{self.role.value}/{self.name}"
         if self.unique_id:

@@ -35,10 +35,7 @@ class PeerIdentity:
 
     @property
     def label(self) -> str:
-        if self.identity is None:
-            return "anonymous (no TLS)"
-        node = f" on {self.identity.unique_id}" if self.identity.unique_id else ""
-        return f"{self.identity.role.value} {self.identity.name!r}{node}"
+        return self.identity.label if self.identity is not None else "anonymous (no TLS)"
 
     def as_dict(self) -> dict[str, object]:
         ident = self.identity
