@@ -47,6 +47,8 @@ log = logging.getLogger("paraconnect.hub.client")
 
 EventCallback = Callable[[str, dict[str, Any]], None]
 
+# -- the control socket's wire and where to find it: the server (_control) uses these too, so
+# that the two sides share one definition and _control imports this module, not the reverse.
 
 MAX_REQUEST = 1 << 20
 
