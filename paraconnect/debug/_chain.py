@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +34,7 @@ from ..pki import (
 from ..tls import accepted_roles, binding_refusal, role_refusal
 from ._report import NODE_BINDING_LIMIT, Report
 
-__all__ = ["check_peer_cert", "freshest_crl", "human", "key_id"]
+__all__ = ["check_peer_cert", "check_peer_of", "freshest_crl", "human", "key_id"]
 
 
 def human(delta: dt.timedelta) -> str:
@@ -93,6 +94,24 @@ def check_peer_cert(
     _peer_validity(report, peer, now or dt.datetime.now(dt.UTC))
     _peer_revoked(report, peer, creds, store)
     _peer_unique_id(report, peer, level)
+
+
+def check_peer_of(
+    report: Report,
+    sslobj: ssl.SSLObject,
+    creds: Credentials | None,
+    *,
+    level: SecurityLevel,
+    store: Store | None,
+) -> bool:
+    """:func:`check_peer_cert` on the certificate of a finished handshake, judged as the
+    listener and connector judge it (acting as a client); False when the peer sent none."""
+    der = sslobj.getpeercert(binary_form=True)
+    if not der:
+        return False
+    cert = x509.load_der_x509_certificate(der)
+    check_peer_cert(report, cert, creds, level=level, our_role=Role.CLIENT, store=store)
+    return True
 
 
 def _peer_ca(report: Report, peer: _Peer, creds: Credentials | None, store: Store | None) -> None:

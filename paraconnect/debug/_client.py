@@ -7,8 +7,6 @@ import socket
 import ssl
 from pathlib import Path
 
-from cryptography import x509
-
 from ..errors import NetworkError, ParaconnectError, ProtocolError, TrustError
 from ..pki import Credentials, Passphrase, Role, SecurityLevel, Store
 from ..tls import ANONYMOUS, client_context, peer_identity
@@ -22,7 +20,7 @@ from ..tunnel import (
     exchange_hello,
     read_message,
 )
-from ._chain import check_peer_cert
+from ._chain import check_peer_of
 from ._creds import begin
 from ._explain import alert_words, explain
 from ._net import Address, connect_tcp
@@ -269,19 +267,10 @@ async def diagnose_client(
         )
     else:
         report.ok("tls", f"TLS 1.3 agreed, cipher {cipher}", version=version, cipher=cipher)
-    der = sslobj.getpeercert(binary_form=True)
-    if not der:
+    if not check_peer_of(report, sslobj, ours, level=lvl, store=store):
         report.fail("peer-ca", "the peer sent no certificate", "dial a paraconnect agent")
         sock.close()
         return report
-    check_peer_cert(
-        report,
-        x509.load_der_x509_certificate(der),
-        ours,
-        level=lvl,
-        our_role=Role.CLIENT,
-        store=store,
-    )
     if ours is None:
         sock.close()
         report.skip("accepted", "not tried: our credentials cannot be used (see above)")

@@ -8,14 +8,12 @@ import socket
 import ssl
 from pathlib import Path
 
-from cryptography import x509
-
 from .._wire import address_label
 from ..errors import ParaconnectError
-from ..pki import Credentials, Passphrase, Role, SecurityLevel, Store
+from ..pki import Credentials, Passphrase, SecurityLevel, Store
 from ..tls import server_context
 from ..tunnel import exchange_hello
-from ._chain import check_peer_cert
+from ._chain import check_peer_of
 from ._client import client_hello_on, ssl_reason
 from ._creds import begin
 from ._explain import alert_words, explain, verify_words
@@ -162,16 +160,7 @@ async def _what_arrives(
         version=version,
         cipher=cipher,
     )
-    der = sslobj.getpeercert(binary_form=True)
-    if der:
-        check_peer_cert(
-            report,
-            x509.load_der_x509_certificate(der),
-            ours,
-            level=lvl,
-            our_role=Role.CLIENT,
-            store=store,
-        )
+    check_peer_of(report, sslobj, ours, level=lvl, store=store)
     conn, hello = client_hello_on(probe, sock, ours, lvl, unique_id or store.unique_id().value)
     try:
         theirs = await exchange_hello(
