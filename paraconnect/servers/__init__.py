@@ -28,7 +28,7 @@ takes what the command left behind with it when it ends.
 """
 
 from ._batch import BatchJob, BatchLauncher, Queued, Scheduler
-from ._enroll import DEFAULT_TOKEN_TTL, EnrollServer, enroll, issue_token
+from ._enroll import DEFAULT_TOKEN_TTL, HUB_IDENTITY, EnrollServer, enroll, issue_token, retire
 from ._kinds import KINDS, ServerKind, build_kind
 from ._launch import Job, JobState, JobStatus, Launcher, LaunchSpec
 from ._launchers import (
@@ -52,6 +52,7 @@ from ._supervisor import RestartPolicy, ServerEvent, Supervisor
 __all__ = [
     "DEFAULT_TOKEN_TTL",
     "FINAL_STATES",
+    "HUB_IDENTITY",
     "KINDS",
     "BatchJob",
     "BatchLauncher",
@@ -88,5 +89,6 @@ __all__ = [
     "make_launcher",
     "reattach",
     "register_launcher",
+    "retire",
     "unregister_launcher",
 ]
