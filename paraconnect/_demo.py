@@ -72,6 +72,7 @@ class _Command:
 
 def run(keep: bool = False, out: str | None = None, dataset: str = "wavelet") -> int:
     from .pki import Store
+    from .tunnel import parse_endpoint
 
     try:
         from .render import RenderClient
@@ -131,9 +132,9 @@ def run(keep: bool = False, out: str | None = None, dataset: str = "wavelet") ->
         server = listen.event("server", 60)
         print(f"   the server phoned home: {server.get('peer', server)}")
 
-        host, _, port = str(ready["local"]).rpartition(":")
+        local = parse_endpoint(str(ready["local"]), "the listener's local address")
         t0 = time.perf_counter()
-        with RenderClient(host.strip("[]"), int(port), timeout=60) as client:
+        with RenderClient(local.host, local.port, timeout=60) as client:
             facts = client.load(dataset)
             client.camera(azimuth=30, elevation=20)
             frame = client.save_png(picture)

@@ -20,11 +20,19 @@ from pathlib import Path
 
 from .errors import CredentialError, StorageError
 
+# What tells that a file changed without reading it: mtime, inode (a rename put a new file in
+# place) and size; None while it does not exist.
+FileStamp = tuple[int, int, int] | None
+
 __all__ = [
+    "FileStamp",
+    "boot_id",
     "check_private_dir",
     "ensure_private_dir",
+    "file_stamp",
     "fsync_dir",
     "locked",
+    "read_all",
     "read_private",
     "read_public",
     "write_atomic",
@@ -153,12 +161,17 @@ def _read(path: Path, *, private: bool, what: str) -> bytes:
                     f"{what} {path} is readable by group/others "
                     f"(mode {stat.S_IMODE(st.st_mode):04o}); run 'chmod 600 {path}'"
                 )
-        chunks = []
-        while chunk := os.read(fd, 1 << 16):
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return read_all(fd)
     finally:
         os.close(fd)
+
+
+def read_all(fd: int) -> bytes:
+    """Everything left to read from `fd` (the caller opened it, O_NOFOLLOW, and closes it)."""
+    chunks = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def read_private(path: Path, what: str = "key file") -> bytes:
@@ -183,3 +196,24 @@ def locked(lock_path: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def file_stamp(path: Path | None) -> FileStamp:
+    """The :data:`FileStamp` of `path`, None when there is no such file (or no path)."""
+    if path is None:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_ino, st.st_size)
+
+
+def boot_id() -> str:
+    """This boot of the kernel, so that a pid written before a reboot is not taken as alive."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        # Unknown, not a made-up id: the job wrapper (servers/_posix.py) reads an empty one as
+        # "cannot tell", where any other value unlike the real one would claim a reboot.
+        return ""

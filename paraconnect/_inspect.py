@@ -10,9 +10,18 @@ from cryptography import x509
 
 from ._fs import read_private, read_public
 from .errors import CredentialError, ParaconnectError
-from .pki import Store, cert_info, check_validity, parse_pem_certificates, read_bundle
-from .pki._certs import parse_pem_crl, revocation_reason, signed_by
-from .pki._keys import key_type_of, load_private_key
+from .pki import (
+    Store,
+    cert_info,
+    check_validity,
+    key_type_of,
+    load_private_key,
+    parse_pem_certificates,
+    parse_pem_crl,
+    read_bundle,
+    revocation_reason,
+    signed_by,
+)
 
 __all__ = ["describe_file"]
 

@@ -23,8 +23,8 @@ import anyio
 import anyio.abc
 import anyio.from_thread
 
-from ._hub._client import AsyncHubClient
 from .errors import ConfigError, ParaconnectError
+from .hub import AsyncHubClient
 from .vocab import FINAL_STATES
 
 __all__ = ["Runtime", "runtime"]
@@ -108,7 +108,7 @@ class Runtime:
     # -- finding or embedding the hub -----------------------------------------------------------
 
     def _connect(self) -> AsyncHubClient:
-        from ._hub._control import find_hub
+        from .hub import find_hub
 
         for _attempt in range(2):
             try:
@@ -142,7 +142,7 @@ class Runtime:
         try:
             future, done = self.loop.portal.start_task(embedded, name="paraconnect embedded hub")
         except BaseExceptionGroup as group:  # the hub's task group: say the one error it had
-            from .tunnel._util import single_error
+            from .tunnel import single_error
 
             raise single_error(group) from None
         self._embedded_task, self._embedded_done = future, done

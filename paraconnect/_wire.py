@@ -25,10 +25,12 @@ from .errors import NetworkError, ProtocolError
 __all__ = [
     "HEADER_SIZE",
     "MAX_DEPTH",
+    "address_label",
     "anyio_receive",
     "decode",
     "encode",
     "header",
+    "hostport",
     "nesting",
     "payload_length",
     "read_anyio",
@@ -147,3 +149,20 @@ async def read_anyio(
 ) -> dict[str, Any] | None:
     """`read_frame` over an anyio byte stream (the control socket, enrolment)."""
     return await read_frame(anyio_receive(stream), limit=limit, what=what, eof_ok=eof_ok)
+
+
+# -- addresses in messages -----------------------------------------------------------------
+
+
+def hostport(host: object, port: object) -> str:
+    """``host:port``, an IPv6 address in brackets (``[::1]:8443``), as parse_endpoint reads it."""
+    text = str(host)
+    return f"[{text}]:{port}" if ":" in text else f"{text}:{port}"
+
+
+def address_label(addr: object, unix: str = "a local socket") -> str:
+    """A socket address (``getpeername``, anyio's remote_address) for a message: host:port for
+    an IP address, the path (or `unix` when unnamed) for a Unix socket."""
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        return hostport(addr[0], addr[1])
+    return str(addr) or unix

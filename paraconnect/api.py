@@ -33,12 +33,13 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ._hub._client import AsyncHubEvents, HubEvents
 from ._runtime import Runtime, runtime
 from .errors import ConfigError, NetworkError, ParaconnectError
+from .hub import AsyncHubEvents, HubEvents
 
 if TYPE_CHECKING:
-    from .widgets import RemoteView
+    from .render import RemoteView
+    from .tunnel import Endpoint
 
 __all__ = [
     "AsyncServer",
@@ -363,17 +364,29 @@ async def aconnect_reverse(
     )
 
 
+def _local_endpoint(info: Mapping[str, Any]) -> Endpoint:
+    """The server's local endpoint (``info["local"]``, HOST:PORT as the hub writes it)."""
+    from .tunnel import parse_endpoint
+
+    return parse_endpoint(str(info["local"]), f"server {info.get('id')}'s local address")
+
+
 def _forward_options(
     address: str, launcher: str, options: Mapping[str, Any] | None,
     launcher_options: Mapping[str, Any] | None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:  # fmt: skip
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit():
+    from .tunnel import parse_endpoint
+
+    try:
+        ep = parse_endpoint(address)
+    except ConfigError:
+        ep = None
+    if ep is None or ep.path is not None:
         raise ConfigError(f"connect_forward needs HOST:PORT, not {address!r} (e.g. 'node7:11111')")
     opts = {"forward_listen": address, **(options or {})}
     lopts = dict(launcher_options or {})
     if launcher == "ssh":
-        lopts.setdefault("host", host.strip("[]"))
+        lopts.setdefault("host", ep.host)
     return opts, lopts
 
 
@@ -443,10 +456,10 @@ class Server:
         note = str(info.get("note") or "")
         if info["kind"] == "pvserver" and info.get("local"):
             cid = f" --connect-id={info['connect_id']}" if info.get("connect_id") else ""
-            host, _, port = str(info["local"]).rpartition(":")
+            local = _local_endpoint(info)
             hint = (
-                f"pvpython{cid}, then simple.Connect('{host}', {port}) "
-                f"(or 'paraview --server-url=cs://{host}:{port}{cid}')"
+                f"pvpython{cid}, then simple.Connect('{local.host}', {local.port}) "
+                f"(or 'paraview --server-url=cs://{local}{cid}')"
             )
             note = f"{note} {hint}".strip()
         return note
@@ -488,10 +501,12 @@ class Server:
             raise NetworkError(
                 f"server {self.id} is {info['state']}, not connected; call wait_connected() first"
             )
-        from .widgets import RemoteView
+        from .render import RemoteView
 
-        host, _, port = str(info["local"]).rpartition(":")
-        return RemoteView(host=host, port=int(port), dataset=dataset, width=width, height=height)
+        local = _local_endpoint(info)
+        return RemoteView(
+            host=local.host, port=local.port, dataset=dataset, width=width, height=height
+        )
 
     def __repr__(self) -> str:
         info = self._async.info

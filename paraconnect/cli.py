@@ -28,8 +28,6 @@ def _add_passphrase(p: argparse.ArgumentParser, help_text: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import _cli_pki as pki
-
     parser = argparse.ArgumentParser(
         prog="paraconnect",
         description="Secure forward and reverse connections to remote rendering servers.",
@@ -41,8 +39,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="data directory (default: $PARACONNECT_HOME, else the user data dir)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in (_add_session, _add_issue, _add_share_import, _add_revoke, _add_inspect, _add_demo):
+        add(sub)
+    from . import cli_debug, cli_policy, cli_servers, cli_tunnel
 
-    # session ...
+    for module in (cli_tunnel, cli_debug, cli_policy, cli_servers):
+        module.add_parsers(sub)
+    return parser
+
+
+def _add_session(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """session create, list, show, delete."""
+    from . import _cli_pki
+
     session = sub.add_parser("session", help="create, list, show or delete sessions")
     ssub = session.add_subparsers(dest="session_command", metavar="ACTION", required=True)
     p = ssub.add_parser("create", help="create a session: a session key and certificate (CA)")
@@ -64,19 +73,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_passphrase(p, "encrypt the session key with the passphrase in FILE ('-': stdin)")
     _add_json(p)
-    p.set_defaults(func=pki.session_create)
+    p.set_defaults(func=_cli_pki.session_create)
     p = ssub.add_parser("list", help="list sessions")
     _add_json(p)
-    p.set_defaults(func=pki.session_list)
+    p.set_defaults(func=_cli_pki.session_list)
     p = ssub.add_parser("show", help="show a session and the certificates it issued")
     p.add_argument("name")
     _add_json(p)
-    p.set_defaults(func=pki.session_show)
+    p.set_defaults(func=_cli_pki.session_show)
     p = ssub.add_parser("delete", help="delete a session and everything it holds")
     p.add_argument("name")
-    p.set_defaults(func=pki.session_delete)
+    p.set_defaults(func=_cli_pki.session_delete)
 
-    # issue
+
+def _add_issue(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """issue: server, client and node certificates."""
+    from . import _cli_pki
+
     p = sub.add_parser(
         "issue",
         help="issue a server, client or node certificate",
@@ -104,9 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_passphrase(p, "passphrase of an encrypted session key")
     _add_json(p)
-    p.set_defaults(func=pki.issue)
+    p.set_defaults(func=_cli_pki.issue)
 
-    # share / import
+
+def _add_share_import(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """share (a friend bundle) and import (one given to us)."""
+    from . import _cli_pki
+
     p = sub.add_parser("share", help="issue a friend's client certificate as a PKCS#12 bundle")
     p.add_argument("friend", help="the friend's name")
     p.add_argument("--session", required=True, metavar="S")
@@ -118,15 +135,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unique-id", metavar="ID", help="bind to the friend's node unique ID")
     p.add_argument("--ca-passphrase-file", metavar="FILE", help="passphrase of the session key")
     _add_json(p)
-    p.set_defaults(func=pki.share)
+    p.set_defaults(func=_cli_pki.share)
     p = sub.add_parser("import", help="install a friend bundle (PKCS#12) into your own store")
     p.add_argument("file", metavar="FILE.p12")
     _add_passphrase(p, "bundle passphrase from FILE ('-': stdin)")
     p.add_argument("--as", dest="as_name", metavar="NAME", help="local name of the session")
     _add_json(p)
-    p.set_defaults(func=pki.import_)
+    p.set_defaults(func=_cli_pki.import_)
 
-    # revoke
+
+def _add_revoke(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """revoke by name or serial."""
+    from . import _cli_pki
+
     p = sub.add_parser("revoke", help="revoke certificates by name or serial")
     p.add_argument("target", metavar="NAME|SERIAL")
     p.add_argument("--session", required=True, metavar="S")
@@ -137,19 +158,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_passphrase(p, "passphrase of an encrypted session key")
     _add_json(p)
-    p.set_defaults(func=pki.revoke)
+    p.set_defaults(func=_cli_pki.revoke)
 
-    # inspect / unique-id
+
+def _add_inspect(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """inspect a file; print this node's unique ID."""
+    from . import _cli_pki
+
     p = sub.add_parser("inspect", help="describe a certificate, CRL, key or bundle")
     p.add_argument("file")
     p.add_argument("--session", metavar="S", help="also check it against this session")
     _add_passphrase(p, "passphrase of a bundle")
     _add_json(p)
-    p.set_defaults(func=pki.inspect)
+    p.set_defaults(func=_cli_pki.inspect)
     p = sub.add_parser("unique-id", help="print this node's unique ID")
     _add_json(p)
-    p.set_defaults(func=pki.unique_id)
+    p.set_defaults(func=_cli_pki.unique_id)
 
+
+def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """demo: the quickstart, in JupyterLab, headless or as commands."""
     p = sub.add_parser(
         "demo",
         help="a session, the built-in renderer phoning home, a picture through the tunnel",
@@ -173,20 +201,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-browser", action="store_true", help="JupyterLab: open no browser")
     p.set_defaults(func=_demo)
-
-    from . import cli_tunnel
-
-    cli_tunnel.add_parsers(sub)
-    from . import cli_debug
-
-    cli_debug.add_parsers(sub)
-    from . import cli_policy
-
-    cli_policy.add_parsers(sub)
-    from . import cli_servers
-
-    cli_servers.add_parsers(sub)
-    return parser
 
 
 def _demo(args: argparse.Namespace) -> int:

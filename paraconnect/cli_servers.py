@@ -368,27 +368,15 @@ def _stop(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _serve_status(tg: Any, address: str) -> str:
-    """The tunnel metrics (connections, handshakes, bytes, servers by state) over HTTP."""
-    from .tunnel import parse_endpoint
-    from .tunnel._status import serve_status
-
-    ep = parse_endpoint(address, "--status")
-    if ep.path is not None:
-        raise ConfigError("--status takes HOST:PORT on loopback, not a unix socket")
-    port = await tg.start(serve_status, ep.host, ep.port)
-    host = f"[{ep.host}]" if ":" in ep.host else ep.host
-    return f"http://{host}:{port}/metrics"
-
-
 def _hub(args: argparse.Namespace) -> int:
     import logging
     import signal
 
     import anyio
 
+    from .cli_tunnel import serve_status_at
     from .hub import Hub, LaunchRules, serve_control
-    from .tunnel._util import single_error
+    from .tunnel import single_error
 
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -414,7 +402,7 @@ def _hub(args: argparse.Namespace) -> int:
             control = await tg.start(serve_control, hub)
             fields = {"control": str(control), "phone_home": addresses, "at": time.time()}
             if args.status:
-                fields["status"] = await _serve_status(tg, args.status)
+                fields["status"] = await serve_status_at(tg, args.status)
             if args.json:
                 print(json.dumps({"event": "ready", **fields}), flush=True)
             else:

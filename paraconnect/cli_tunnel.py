@@ -280,7 +280,7 @@ async def _drain(side: Any, grace: float) -> None:
 def _run(main: Any) -> int:
     import anyio
 
-    from .tunnel._util import single_error
+    from .tunnel import single_error
 
     try:
         result: int = anyio.run(main, backend="asyncio")
@@ -376,19 +376,24 @@ def _add_status_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+async def serve_status_at(tg: Any, address: str) -> str:
+    """Start the tunnel metrics (connections, handshakes, bytes, servers by state) over HTTP
+    on `address` (``--status``) in `tg`; its URL."""
+    from ._wire import hostport
+    from .tunnel import parse_endpoint, serve_status
+
+    ep = parse_endpoint(address, "--status")
+    if ep.path is not None:
+        raise ConfigError("--status takes HOST:PORT on loopback, not a unix socket")
+    port = await tg.start(serve_status, ep.host, ep.port)
+    return f"http://{hostport(ep.host, port)}/metrics"
+
+
 async def _start_status(args: argparse.Namespace, tg: Any) -> dict[str, str]:
     """Start the status endpoint if asked; the ready event then names its address."""
     if not getattr(args, "status", None):
         return {}
-    from .tunnel import parse_endpoint
-    from .tunnel._status import serve_status
-
-    ep = parse_endpoint(args.status, "--status")
-    if ep.path is not None:
-        raise ConfigError("--status takes HOST:PORT on loopback, not a unix socket")
-    port = await tg.start(serve_status, ep.host, ep.port)
-    host = f"[{ep.host}]" if ":" in ep.host else ep.host
-    return {"status": f"http://{host}:{port}/metrics"}
+    return {"status": await serve_status_at(tg, args.status)}
 
 
 # -- serve --enroll: credentials made here, certified by the hub ------------------------
@@ -453,7 +458,7 @@ def _maybe_enroll(args: argparse.Namespace) -> None:
     import anyio
 
     from .pki import Store
-    from .servers._enroll import enroll
+    from .servers import enroll
 
     creds_dir = Path(args.creds_dir).absolute()
     uid = Store().unique_id().value
@@ -470,59 +475,43 @@ def _maybe_enroll(args: argparse.Namespace) -> None:
 # -- connect / listen --------------------------------------------------------------------
 
 
-def _connect(args: argparse.Namespace) -> int:
+def _client_side(args: argparse.Namespace) -> tuple[Credentials, list[Home], dict[str, Any]]:
+    """What connect and listen both start from: logging, client credentials, the homes to ask
+    to phone home on exit, and the TLS options their role takes."""
     _setup_logging(args)
     from .pki import Role
+
+    tls = {
+        "level": args.level,
+        "insecure": args.insecure,
+        "handshake_timeout": args.handshake_timeout,
+    }
+    return _load(args, Role.CLIENT), _homes(args.on_exit_phone_home, args), tls
+
+
+def _connect(args: argparse.Namespace) -> int:
     from .tunnel import Connector
 
-    creds = _load(args, Role.CLIENT)
-    homes = _homes(args.on_exit_phone_home, args)
-    connector = Connector(
-        creds,
-        args.address,
-        args.local,
-        server_id=args.server_id,
-        level=args.level,
-        insecure=args.insecure,
-        handshake_timeout=args.handshake_timeout,
-    )
+    creds, homes, tls = _client_side(args)
+    connector = Connector(creds, args.address, args.local, server_id=args.server_id, **tls)
 
-    async def on_exit() -> None:
-        for home in homes:
-            try:
-                await connector.request_phone_home(home)
-            except ParaconnectError as exc:
-                print(f"paraconnect: warning: {exc}", file=sys.stderr)
+    def ready(local: Any) -> None:
+        agent = connector.agent
+        _ready(
+            args,
+            local=str(local),
+            remote=str(connector.remote),
+            server_id=agent.server_id if agent else None,
+            connect_id=connector.connect_id,
+        )
 
-    async def main() -> int:
-        import anyio
-
-        async with anyio.create_task_group() as tg:
-            local = await tg.start(connector.run)
-            agent = connector.agent
-            ready = functools.partial(
-                _ready,
-                args,
-                local=str(local),
-                remote=str(connector.remote),
-                server_id=agent.server_id if agent else None,
-                connect_id=connector.connect_id,
-            )
-            await _until_signal(on_exit, ready)
-            await _drain(connector.side, args.drain_timeout)
-            tg.cancel_scope.cancel()
-        return 0
-
-    return _run(main)
+    return _serve_until_stopped(args, connector, homes, ready)
 
 
 def _listen(args: argparse.Namespace) -> int:
-    _setup_logging(args)
-    from .pki import Role
     from .tunnel import ReverseListener
 
-    creds = _load(args, Role.CLIENT)
-    homes = _homes(args.on_exit_phone_home, args)
+    creds, homes, tls = _client_side(args)
 
     def on_agent(link: AgentLink) -> None:
         # One line per server that phones home: scripts learn its connect id here.
@@ -542,19 +531,28 @@ def _listen(args: argparse.Namespace) -> int:
         creds,
         args.address,
         args.local,
-        level=args.level,
-        insecure=args.insecure,
-        handshake_timeout=args.handshake_timeout,
+        **tls,
         agent_wait=args.agent_wait,
         on_agent=on_agent,
         servers=args.servers,
         on_refused=on_refused,
     )
 
+    def ready(started: Any) -> None:
+        address, local = started
+        _ready(args, listen=str(address), local=str(local))
+
+    return _serve_until_stopped(args, listener, homes, ready)
+
+
+def _serve_until_stopped(args: argparse.Namespace, role: Any, homes: list[Home], ready: Any) -> int:
+    """Run `role` (a Connector or ReverseListener) until SIGINT/SIGTERM: `ready` with what it
+    started, then on the signal ask each of `homes` to phone home, drain, stop."""
+
     async def on_exit() -> None:
         for home in homes:
             try:
-                await listener.request_phone_home(home)
+                await role.request_phone_home(home)
             except ParaconnectError as exc:
                 print(f"paraconnect: warning: {exc}", file=sys.stderr)
 
@@ -562,10 +560,11 @@ def _listen(args: argparse.Namespace) -> int:
         import anyio
 
         async with anyio.create_task_group() as tg:
-            address, local = await tg.start(listener.run)
-            ready = functools.partial(_ready, args, listen=str(address), local=str(local))
-            await _until_signal(on_exit, ready)
-            await _drain(listener.side, args.drain_timeout)
+            started = await tg.start(role.run)
+            # The ready line is printed once the stop signals are ours: a stop sent the moment
+            # it is read drains instead of killing the process outright.
+            await _until_signal(on_exit, functools.partial(ready, started))
+            await _drain(role.side, args.drain_timeout)
             tg.cancel_scope.cancel()
         return 0
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -24,8 +25,10 @@ import anyio
 import anyio.abc
 import anyio.from_thread
 
-from .. import errors
-from ..errors import NetworkError, ParaconnectError, ProtocolError
+from .. import _wire, errors
+from .._fs import read_public
+from .._portal import PortalThread
+from ..errors import ConfigError, NetworkError, ParaconnectError, ProtocolError
 
 __all__ = [
     "AsyncHubClient",
@@ -34,11 +37,53 @@ __all__ = [
     "HubClient",
     "HubEvents",
     "decode_event",
+    "encode_control",
+    "find_hub",
+    "read_control",
+    "runtime_dir",
 ]
 
 log = logging.getLogger("paraconnect.hub.client")
 
 EventCallback = Callable[[str, dict[str, Any]], None]
+
+# -- the control socket's wire and where to find it: the server (_control) uses these too, so
+# that the two sides share one definition and _control imports this module, not the reverse.
+
+MAX_REQUEST = 1 << 20
+
+
+def runtime_dir(home: Path | None = None) -> Path:
+    """Where a running hub keeps its control socket and runtime file (0700)."""
+    if home is None:
+        from ..pki import default_home  # the store module, only when no home is given
+
+        home = default_home()
+    return home / "run"
+
+
+async def read_control(stream: anyio.abc.ByteStream) -> dict[str, Any] | None:
+    """One request (or reply); None when the peer closed between them."""
+    return await _wire.read_anyio(stream, limit=MAX_REQUEST, what="a control message", eof_ok=True)
+
+
+def encode_control(obj: dict[str, Any]) -> bytes:
+    return _wire.encode(obj, limit=MAX_REQUEST, what="a control message")
+
+
+def find_hub(home: Path | None = None) -> Path:
+    """The control socket of the hub running for `home`; a ConfigError says how to start one."""
+    rdir = runtime_dir(home)
+    info_path = rdir / "hub.json"
+    try:
+        info = json.loads(read_public(info_path, "hub runtime file"))
+        pid = int(info["pid"])
+        os.kill(pid, 0)
+        return Path(info["control"])
+    except (ParaconnectError, OSError, ValueError, KeyError, TypeError):
+        raise ConfigError(
+            f"no hub runs for {rdir.parent}; start one with 'paraconnect hub' (or in Jupyter)"
+        ) from None
 
 
 def _error(reply: dict[str, Any]) -> ParaconnectError:
@@ -76,9 +121,6 @@ class AsyncHubClient:
         await self.aclose()
 
     async def connect(self) -> None:
-        # _control imports this module for HubClient: import it here, not at the top.
-        from ._control import find_hub
-
         path = self.control or find_hub(self.home)
         try:
             self._stream = await anyio.connect_unix(path)
@@ -96,15 +138,13 @@ class AsyncHubClient:
 
     async def request(self, op: str, **fields: Any) -> Any:
         """Run one op; its result, or the hub's error raised as its ParaconnectError class."""
-        from ._control import _frame, _read
-
         if self._stream is None:
             raise NetworkError("the hub client is closed; connect() first")
         try:
             async with self._lock:
                 with anyio.fail_after(self.timeout):
-                    await self._stream.send(_frame({"op": op, **fields}))
-                    reply = await _read(self._stream)
+                    await self._stream.send(encode_control({"op": op, **fields}))
+                    reply = await read_control(self._stream)
         except TimeoutError:
             # A late reply would be read as the answer to the next request: start afresh.
             self.broken = True
@@ -130,8 +170,8 @@ class HubClient:
 
     def __init__(self, home: Path | None = None, timeout: float = 120.0) -> None:
         self._client = AsyncHubClient(home, timeout)
-        self._portal_cm: Any = anyio.from_thread.start_blocking_portal(backend="asyncio")
-        self._portal: anyio.from_thread.BlockingPortal | None = self._portal_cm.__enter__()
+        self._portal = PortalThread("the hub client is closed")
+        self._portal.open()
         try:
             self._call(self._client.connect)
         except BaseException:
@@ -139,19 +179,10 @@ class HubClient:
             raise
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        if self._portal is None:
-            raise NetworkError("the hub client is closed")
         return self._portal.call(fn, *args)
 
     def close(self) -> None:
-        portal, cm = self._portal, self._portal_cm
-        self._portal = self._portal_cm = None
-        if portal is None:
-            return
-        try:
-            portal.call(self._client.aclose)
-        finally:
-            cm.__exit__(None, None, None)
+        self._portal.close(self._client.aclose)
 
     def __enter__(self) -> HubClient:
         return self

@@ -21,35 +21,20 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.abc
 
-from .. import _wire
 from .._accept import serve_listener
-from .._fs import ensure_private_dir, read_public, write_atomic
+from .._fs import ensure_private_dir, write_atomic
 from ..errors import ConfigError, NetworkError, ParaconnectError, ProtocolError
-from ..pki import default_home
-from ._client import HubClient
+from ._client import MAX_REQUEST, HubClient, find_hub, runtime_dir
+from ._client import encode_control as _frame
+from ._client import read_control as _read
 from ._ops import dispatch
 
 if TYPE_CHECKING:
     from ._core import Hub
 
-__all__ = ["HubClient", "find_hub", "runtime_dir", "serve_control"]
+__all__ = ["MAX_REQUEST", "HubClient", "find_hub", "runtime_dir", "serve_control"]
 
 log = logging.getLogger("paraconnect.hub")
-
-MAX_REQUEST = 1 << 20
-
-
-def runtime_dir(home: Path | None = None) -> Path:
-    return (home or default_home()) / "run"
-
-
-async def _read(stream: anyio.abc.ByteStream) -> dict[str, Any] | None:
-    """One request (or reply); None when the peer closed between them."""
-    return await _wire.read_anyio(stream, limit=MAX_REQUEST, what="a control message", eof_ok=True)
-
-
-def _frame(obj: dict[str, Any]) -> bytes:
-    return _wire.encode(obj, limit=MAX_REQUEST, what="a control message")
 
 
 async def _dispatch(hub: Hub, req: dict[str, Any]) -> Any:
@@ -155,18 +140,3 @@ async def serve_control(
             path.unlink()
         with contextlib.suppress(OSError):
             info_path.unlink()
-
-
-def find_hub(home: Path | None = None) -> Path:
-    """The control socket of the hub running for `home`; a ConfigError says how to start one."""
-    rdir = runtime_dir(home)
-    info_path = rdir / "hub.json"
-    try:
-        info = json.loads(read_public(info_path, "hub runtime file"))
-        pid = int(info["pid"])
-        os.kill(pid, 0)
-        return Path(info["control"])
-    except (ParaconnectError, OSError, ValueError, KeyError, TypeError):
-        raise ConfigError(
-            f"no hub runs for {rdir.parent}; start one with 'paraconnect hub' (or in Jupyter)"
-        ) from None

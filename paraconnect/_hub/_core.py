@@ -9,7 +9,6 @@ code, no second copy), :meth:`Hub.subscribe` for events, :meth:`Hub.stop_thread`
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import dataclasses
 import logging
@@ -30,17 +29,22 @@ import anyio.from_thread
 from .._fs import ensure_private_dir
 from ..errors import ConfigError, NotFoundError, ParaconnectError
 from ..pki import Credentials, Role, SecurityLevel, Session, Store, load_credentials
-from ..servers import Job, Launcher, LaunchSpec
-from ..servers._enroll import (
+from ..servers import (
     DEFAULT_TOKEN_TTL,
     HUB_IDENTITY,
     EnrollServer,
+    Job,
+    Launcher,
+    LaunchSpec,
+    ServerEvent,
+    ServerKind,
+    ServerRecord,
+    ServerRegistry,
+    Supervisor,
+    build_kind,
     issue_token,
     retire,
 )
-from ..servers._kinds import ServerKind, build_kind
-from ..servers._registry import ServerRecord, ServerRegistry
-from ..servers._supervisor import ServerEvent, Supervisor
 from ..tls import PeerIdentity
 from ..tunnel import (
     METRICS,
@@ -56,6 +60,7 @@ from ._events import EventBus
 from ._forward import ForwardLinks
 from ._info import ServerInfo, make_launcher
 from ._rules import LaunchRules
+from ._thread import ThreadedHub
 
 __all__ = ["Hub", "ServerInfo", "make_launcher"]
 
@@ -65,7 +70,7 @@ TOKEN_ENV = "PARACONNECT_ENROLL_TOKEN"  # noqa: S105 - the name of a variable
 MANUAL = "manual"  # the launcher name of agents started by hand (Hub.agent_command)
 
 
-class Hub:
+class Hub(ThreadedHub):
     """One hub per user data directory."""
 
     def __init__(
@@ -111,8 +116,6 @@ class Hub:
         self._launchers: dict[str, Launcher] = {}
         self._specs: dict[str, LaunchSpec] = {}
         self._tg: anyio.abc.TaskGroup | None = None
-        self._portal_cm: Any = None
-        self._portal: anyio.from_thread.BlockingPortal | None = None
         self.started = anyio.Event()
         self.bus = EventBus()
         self._links: dict[str, AgentLink] = {}
@@ -152,58 +155,10 @@ class Hub:
             )
         return self._tg
 
-    def start_in_thread(self, on_exit: Callable[[BaseException | None], None] | None = None) -> Hub:
-        """Run the hub on an event loop thread of its own; returns once it serves.  `on_exit`
-        hears, on that thread, why the hub stopped serving (None: it was stopped)."""
-        self._portal_cm = anyio.from_thread.start_blocking_portal(backend="asyncio")
-        self._portal = self._portal_cm.__enter__()
-        try:
-            running = self._portal.start_task_soon(self.run)
-            if on_exit is not None:
-                running.add_done_callback(
-                    lambda f: on_exit(None if f.cancelled() else f.exception())
-                )
-            # A hub that fails before it serves says why here, instead of a wait for ever.
-            started = self._portal.start_task_soon(self.started.wait)
-            concurrent.futures.wait((running, started), return_when="FIRST_COMPLETED")
-            if not started.done():
-                started.cancel()
-                running.result()
-                raise ConfigError("the hub stopped before it served; see the log above")
-        except BaseException:
-            self.stop_thread()
-            raise
-        return self
-
-    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run the async method `fn` (e.g. ``hub.launch``) on the hub's loop and wait for it."""
-        return self.submit(fn, *args).result()
-
-    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
-        """Start the async `fn` on the hub's loop from another thread, without waiting: an
-        asyncio caller awaits ``asyncio.wrap_future(hub.submit(...))``."""
-        portal = self._portal
-        if portal is None:
-            raise ConfigError("the hub runs no thread of its own; use start_in_thread() first")
-        try:
-            return portal.start_task_soon(fn, *args)
-        except RuntimeError as exc:  # the portal closed under us
-            raise ConfigError("the hub is stopping; try again once it runs") from exc
-
     async def start_task(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run a long-lived task (``fn(*args, task_status=...)``) in the hub's own task group,
         so that it ends with the hub; returns what it reports as started."""
         return await self._running().start(fn, *args)
-
-    def stop_thread(self) -> None:
-        """Stop the hub's loop thread.  Launched servers keep running and phone home again."""
-        portal, cm = self._portal, self._portal_cm
-        self._portal = self._portal_cm = None
-        if portal is None:
-            return
-        with contextlib.suppress(Exception):
-            portal.call(self._cancel)
-        cm.__exit__(None, None, None)
 
     async def _cancel(self) -> None:
         if self._tg is not None:

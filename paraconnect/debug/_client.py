@@ -7,19 +7,23 @@ import socket
 import ssl
 from pathlib import Path
 
-from cryptography import x509
-
 from ..errors import NetworkError, ParaconnectError, ProtocolError, TrustError
 from ..pki import Credentials, Passphrase, Role, SecurityLevel, Store
 from ..tls import ANONYMOUS, client_context, peer_identity
-from ..tunnel import Side
-from ..tunnel._hello import Hello, Purpose, exchange_hello, read_message
-from ..tunnel._stream import ByteStream, PlainConnection
-from ..tunnel._tlsconn import TLSConnection
-from ._chain import check_peer_cert
+from ..tunnel import (
+    ByteStream,
+    Hello,
+    PlainConnection,
+    Purpose,
+    Side,
+    TLSConnection,
+    exchange_hello,
+    read_message,
+)
+from ._chain import check_peer_of
 from ._creds import begin
 from ._explain import alert_words, explain
-from ._net import Address, connect_tcp, resolve
+from ._net import Address, connect_tcp
 from ._probe import TLSProbe, classify, http_probe, http_server_header, paraview_probe, tls_probe
 from ._report import Report
 
@@ -219,7 +223,7 @@ async def diagnose_client(
 ) -> Report:
     """Dial `address` (HOST:PORT) as `paraconnect connect` would, and explain each step."""
     report = Report("client", address)
-    start = begin(
+    start = await begin(
         report,
         address,
         creds,
@@ -231,10 +235,7 @@ async def diagnose_client(
     )
     if start is None:
         return report
-    ep, store, ours, lvl = start
-    addresses = await resolve(report, ep.host, ep.port)
-    if not addresses:
-        return report
+    ep, store, ours, lvl, addresses = start
     found = await connect_tcp(report, addresses, timeout)
     if found is None:
         report.skip("answer", "not reached: no TCP connection")
@@ -266,19 +267,10 @@ async def diagnose_client(
         )
     else:
         report.ok("tls", f"TLS 1.3 agreed, cipher {cipher}", version=version, cipher=cipher)
-    der = sslobj.getpeercert(binary_form=True)
-    if not der:
+    if not check_peer_of(report, sslobj, ours, level=lvl, store=store):
         report.fail("peer-ca", "the peer sent no certificate", "dial a paraconnect agent")
         sock.close()
         return report
-    check_peer_cert(
-        report,
-        x509.load_der_x509_certificate(der),
-        ours,
-        level=lvl,
-        our_role=Role.CLIENT,
-        store=store,
-    )
     if ours is None:
         sock.close()
         report.skip("accepted", "not tried: our credentials cannot be used (see above)")

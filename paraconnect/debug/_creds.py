@@ -26,9 +26,11 @@ from ..pki import (
     load_credentials,
     load_crl,
     parse_pem_certificates,
+    spki_der,
 )
 from ..tunnel import Endpoint, parse_endpoint
 from ._chain import freshest_crl
+from ._net import Address, resolve
 from ._ownchecks import (
     crl_steps,
     level_of,
@@ -139,10 +141,8 @@ def _gather_dir(report: Report, directory: Path, secret: bytes | None) -> _Piece
         )
         return pieces
     cert_path = with_keys[0]
-    try:
-        pieces.cert = parse_pem_certificates(read_raw(cert_path), cert_path)[0]
-    except (OSError, ParaconnectError) as exc:
-        report.fail("files", f"cannot read {cert_path}: {why(exc)}", "export it again")
+    pieces.cert = _read_cert(report, cert_path, "export it again")
+    if pieces.cert is None:
         return pieces
     report.ok(
         "files",
@@ -225,10 +225,8 @@ def _gather_session(report: Report, name: str, role: Role | None, store: Store) 
         rec = candidates[-1]
     cert_path = session.issued_dir / f"{rec.serial}.crt"
     pieces.key_path = session.issued_dir / f"{rec.serial}.key"
-    try:
-        pieces.cert = parse_pem_certificates(read_raw(cert_path), cert_path)[0]
-    except (OSError, ParaconnectError) as exc:
-        report.fail("files", f"cannot read {cert_path}: {why(exc)}", "issue a new certificate")
+    pieces.cert = _read_cert(report, cert_path, "issue a new certificate")
+    if pieces.cert is None:
         return pieces
     report.ok(
         "files",
@@ -241,10 +239,13 @@ def _gather_session(report: Report, name: str, role: Role | None, store: Store) 
     return pieces
 
 
-def _spki(obj: object) -> bytes:
-    return obj.public_bytes(  # type: ignore[attr-defined, no-any-return]
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+def _read_cert(report: Report, path: Path, fix: str) -> x509.Certificate | None:
+    """The first certificate in `path`, or None with a failed "files" step saying why."""
+    try:
+        return parse_pem_certificates(read_raw(path), path)[0]
+    except (OSError, ParaconnectError) as exc:
+        report.fail("files", f"cannot read {path}: {why(exc)}", fix)
+        return None
 
 
 def check_creds(
@@ -339,7 +340,7 @@ def _check_pieces(
     # key vs certificate
     if p.key is not None:
         public = p.key.public_key()  # type: ignore[attr-defined]
-        if _spki(public) == _spki(p.cert.public_key()):
+        if spki_der(public) == spki_der(p.cert.public_key()):
             report.ok("key-matches", "the private key matches the certificate")
         else:
             report.fail(
@@ -419,7 +420,7 @@ def _our_crl_from(
     )
 
 
-def begin(
+async def begin(
     report: Report,
     address: str,
     creds: str | Path | Credentials,
@@ -428,10 +429,13 @@ def begin(
     store: Store | None,
     unique_id: str | None,
     level: SecurityLevel | str | None,
-) -> tuple[Endpoint, Store, Credentials | None, SecurityLevel] | None:
+    *,
+    passive: bool = False,
+) -> tuple[Endpoint, Store, Credentials | None, SecurityLevel, list[Address]] | None:
     """What `debug client` and `debug server` both do first: read the TCP address, check our
-    own credentials (as a client: the side that verifies the agent), and settle the level.
-    None when the address is unusable (the report says why)."""
+    own credentials (as a client: the side that verifies the agent), settle the level, and
+    resolve the address (`passive`: to listen on).  None when the address is unusable or
+    resolves to nothing (the report says why)."""
     try:
         ep = parse_endpoint(address, "HOST:PORT")
     except ConfigError as exc:
@@ -452,4 +456,7 @@ def begin(
         level=wanted,
     )
     lvl = wanted or (ours.level if ours else SecurityLevel.MUTUAL)
-    return ep, store, ours, lvl
+    addresses = await resolve(report, ep.host, ep.port, passive=passive)
+    if not addresses:
+        return None
+    return ep, store, ours, lvl, addresses

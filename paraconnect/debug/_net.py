@@ -9,6 +9,7 @@ import ipaddress
 import socket
 from dataclasses import dataclass
 
+from .._wire import hostport
 from ._explain import bind_words, connect_words
 from ._report import Report
 
@@ -26,8 +27,7 @@ class Address:
 
     @property
     def label(self) -> str:
-        port = self.sockaddr[1]
-        return f"[{self.host}]:{port}" if self.family == socket.AF_INET6 else f"{self.host}:{port}"
+        return hostport(self.host, self.sockaddr[1])
 
     @property
     def version(self) -> str:
@@ -217,6 +217,6 @@ def bind_once(report: Report, addresses: list[Address]) -> socket.socket | None:
         return None
     sock.setblocking(False)
     host, port = sock.getsockname()[:2]
-    bound = f"[{host}]:{port}" if addr.family == socket.AF_INET6 else f"{host}:{port}"
+    bound = hostport(host, port)
     report.ok("bind", f"listening on {bound}", address=bound, port=port)
     return sock

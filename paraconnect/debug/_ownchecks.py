@@ -11,16 +11,19 @@ from pathlib import Path
 
 from cryptography import x509
 
+from .._fs import read_all
 from ..errors import ParaconnectError
 from ..pki import (
     Identity,
     SecurityLevel,
     Store,
+    crl_number,
     fingerprint,
     parse_pem_certificates,
     revocation_reason,
+    revoked_entry,
 )
-from ._chain import crl_number_of, human
+from ._chain import human
 from ._report import NODE_BINDING_LIMIT, Report
 
 __all__ = [
@@ -38,10 +41,7 @@ def read_raw(path: Path) -> bytes:
     """A file's bytes, refusing symlinks but not judging permissions (that is a step)."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        chunks = []
-        while chunk := os.read(fd, 1 << 16):
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return read_all(fd)
     finally:
         os.close(fd)
 
@@ -116,7 +116,7 @@ def crl_steps(
     now: dt.datetime,
 ) -> None:
     if crl is not None:
-        entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
+        entry = revoked_entry(crl, cert.serial_number)
         if entry is not None:
             why = str(revocation_reason(entry).value)
             report.fail(
@@ -159,18 +159,17 @@ def crl_steps(
             "copy a fresh crl.pem from the session",
         )
         return
-    if own is not None and beside is not None and crl_number_of(own) > crl_number_of(beside):
+    if own is not None and beside is not None and crl_number(own) > crl_number(beside):
         report.warn(
             "crl",
-            f"the revocation list beside the credentials (number {crl_number_of(beside)}) is older "
-            f"than the session's (number {crl_number_of(own)}): it misses recent revocations",
+            f"the revocation list beside the credentials (number {crl_number(beside)}) is older "
+            f"than the session's (number {crl_number(own)}): it misses recent revocations",
             f"copy {session.crl_path if session else 'the session crl.pem'} to {beside_path}",
         )
         return
     report.ok(
         "crl",
-        f"revocation list present and current (number {crl_number_of(crl)}, "
-        f"{len(list(crl))} revoked)",
+        f"revocation list present and current (number {crl_number(crl)}, {len(list(crl))} revoked)",
     )
 
 

@@ -96,9 +96,6 @@ class Report:
                 return s
         raise KeyError(f"no step {name!r} in this report: {[s.name for s in self.steps]}")
 
-    def has(self, name: str) -> bool:
-        return any(s.name == name for s in self.steps)
-
     def as_dict(self) -> dict[str, Any]:
         return {
             "command": self.command,

@@ -8,28 +8,20 @@ import socket
 import ssl
 from pathlib import Path
 
-from cryptography import x509
-
+from .._wire import address_label
 from ..errors import ParaconnectError
-from ..pki import Credentials, Passphrase, Role, SecurityLevel, Store
+from ..pki import Credentials, Passphrase, SecurityLevel, Store
 from ..tls import server_context
-from ..tunnel._hello import Purpose, exchange_hello, read_message
-from ..tunnel._stream import ByteStream
-from ._chain import check_peer_cert
+from ..tunnel import ByteStream, Purpose, exchange_hello, read_message
+from ._chain import check_peer_of
 from ._client import client_hello_on, ssl_reason
 from ._creds import begin
 from ._explain import alert_words, explain, verify_words
-from ._net import address_class, bind_once, resolve
+from ._net import address_class, bind_once
 from ._probe import classify, tls_probe
 from ._report import Report
 
 __all__ = ["diagnose_server"]
-
-
-def _label(addr: object) -> str:
-    if isinstance(addr, tuple) and len(addr) >= 2:
-        return f"[{addr[0]}]:{addr[1]}" if ":" in str(addr[0]) else f"{addr[0]}:{addr[1]}"
-    return str(addr)
 
 
 async def diagnose_server(
@@ -46,7 +38,7 @@ async def diagnose_server(
     """Listen on `address`, take the first connection, and explain it.  `on_listening`, if
     callable, is called with the bound port once the socket listens (for tests and UIs)."""
     report = Report("server", address)
-    start = begin(
+    start = await begin(
         report,
         address,
         creds,
@@ -55,13 +47,11 @@ async def diagnose_server(
         store,
         unique_id,
         level,
+        passive=True,
     )
     if start is None:
         return report
-    ep, store, ours, lvl = start
-    addresses = await resolve(report, ep.host, ep.port, passive=True)
-    if not addresses:
-        return report
+    ep, store, ours, lvl, addresses = start
     lsock = bind_once(report, addresses)
     if lsock is None:
         return report
@@ -83,7 +73,7 @@ async def diagnose_server(
             return report
     finally:
         lsock.close()
-    where = _label(peer)
+    where = address_label(peer)
     report.ok(
         "arrival",
         f"a connection arrived from {where} ({address_class(str(peer[0]))} address)",
@@ -170,16 +160,7 @@ async def _what_arrives(
         version=version,
         cipher=cipher,
     )
-    der = sslobj.getpeercert(binary_form=True)
-    if der:
-        check_peer_cert(
-            report,
-            x509.load_der_x509_certificate(der),
-            ours,
-            level=lvl,
-            our_role=Role.CLIENT,
-            store=store,
-        )
+    check_peer_of(report, sslobj, ours, level=lvl, store=store)
     conn, hello = client_hello_on(probe, sock, ours, lvl, unique_id or store.unique_id().value)
     try:
         theirs = await exchange_hello(

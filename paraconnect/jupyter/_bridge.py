@@ -22,7 +22,7 @@ import anyio.abc
 
 from ..errors import ConfigError
 from ..hub import Hub, find_hub, serve_control
-from ..tunnel._util import single_error
+from ..tunnel import single_error
 from ._config import Paraconnect
 
 __all__ = ["RESTART_DELAYS", "HubThread"]
@@ -178,7 +178,7 @@ class HubThread:
 
     async def op(self, op: str, fields: Mapping[str, Any]) -> Any:
         """Run operation `op` (docs/hub-api.md) on the hub's loop; await it on the caller's."""
-        from .._hub._ops import dispatch
+        from ..hub import dispatch
 
         hub = self.hub
         if hub is None:

@@ -9,17 +9,23 @@ from typing import Any
 from traitlets import Dict, Float, Int, List, TraitError, Unicode, validate
 from traitlets.config import Configurable
 
+from .._wire import hostport
+from ..errors import ConfigError
 from ..hub import LaunchRules
 from ..pki import SecurityLevel, default_home
+from ..tunnel import parse_endpoint
 
 __all__ = ["Paraconnect"]
 
 
 def _host_port(value: str, what: str) -> str:
-    host, sep, port = value.strip().rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    try:
+        ep = parse_endpoint(value.strip(), f"Paraconnect.{what}")
+    except ConfigError:
+        ep = None
+    if ep is None or ep.path is not None:
         raise TraitError(f"Paraconnect.{what} {value!r}: give HOST:PORT, e.g. 0.0.0.0:8765")
-    return f"{host}:{int(port)}"
+    return hostport(ep.host, ep.port)
 
 
 class Paraconnect(Configurable):

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from .._fs import read_private, write_atomic
 from ..errors import ConfigError, CredentialError
 from ._certs import Identity, Role, signed_by
-from ._keys import Passphrase, PrivateKey, resolve_passphrase
+from ._keys import Passphrase, PrivateKey, check_key_matches, resolve_passphrase
 from ._store import DEFAULT_LEAF_DAYS, Issued, Record, Session, Store
 
 __all__ = ["Bundle", "import_bundle", "read_bundle", "share"]
@@ -119,8 +119,6 @@ def read_bundle(path: Path, passphrase: Passphrase | None) -> Bundle:
         )
     if not isinstance(parsed.key, PrivateKey):
         raise CredentialError(f"bundle {path}: unsupported key algorithm")
-    from ._creds import check_key_matches
-
     check_key_matches(parsed.key, cert, path)
     return Bundle(ca, cert, parsed.key, ident)
 

@@ -42,6 +42,7 @@ __all__ = [
     "parse_pem_crl",
     "pem",
     "revocation_reason",
+    "revoked_entry",
     "session_level_of",
     "signed_by",
 ]
@@ -78,6 +79,12 @@ class Identity:
     role: Role
     name: str
     unique_id: str | None = None
+
+    @property
+    def label(self) -> str:
+        """How logs, accounting and messages name it: ``server 'pv' on node-7``."""
+        node = f" on {self.unique_id}" if self.unique_id else ""
+        return f"{self.role.value} {self.name!r}{node}"
 
     def uri(self) -> str:
         base = f"{URI_SCHEME}://{self.session_id}/{self.role.value}/{self.name}"
@@ -117,6 +124,22 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def _key_usage(*, ca: bool, key_encipherment: bool = False) -> x509.KeyUsage:
+    """Signing always; certificates and CRLs for the CA only; key encipherment for an RSA leaf
+    (of our key types, the only one that can encipher)."""
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=key_encipherment,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
 def build_ca(
     key: PrivateKey,
     session_id: str,
@@ -146,20 +169,7 @@ def build_ca(
         .not_valid_before(now - CLOCK_SKEW)
         .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_key_usage(ca=True), critical=True)
         .add_extension(ski, critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
@@ -216,20 +226,7 @@ def build_leaf(
         .not_valid_before(now - CLOCK_SKEW)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=rsa,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_key_usage(ca=False, key_encipherment=rsa), critical=True)
         # Both purposes: a reverse connection makes the server the TLS client.
         .add_extension(
             x509.ExtendedKeyUsage(
@@ -262,6 +259,14 @@ def revocation_reason(entry: x509.RevokedCertificate) -> x509.ReasonFlags:
         return entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
     except x509.ExtensionNotFound:
         return x509.ReasonFlags.unspecified
+
+
+def revoked_entry(
+    crl: x509.CertificateRevocationList, serial: int
+) -> x509.RevokedCertificate | None:
+    """The entry of `crl` revoking the certificate with this serial, or None (the one lookup
+    the tunnel refuses on and the debugger explains)."""
+    return crl.get_revoked_certificate_by_serial_number(serial)
 
 
 def build_crl(

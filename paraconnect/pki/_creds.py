@@ -18,39 +18,41 @@ from ._certs import (
     Role,
     load_crl,
     parse_pem_certificates,
+    revoked_entry,
     session_level_of,
     signed_by,
 )
-from ._keys import Passphrase, PrivateKey, load_private_key, resolve_passphrase
+from ._keys import (
+    Passphrase,
+    PrivateKey,
+    check_key_matches,
+    load_private_key,
+    resolve_passphrase,
+)
 from ._store import SecurityLevel, Store
 
-__all__ = ["Credentials", "check_key_matches", "check_validity", "load_credentials"]
+__all__ = [
+    "Credentials",
+    "check_key_matches",
+    "check_validity",
+    "human_duration",
+    "load_credentials",
+]
 
 
-def _spki(obj: object) -> bytes:
-    return obj.public_bytes(  # type: ignore[attr-defined, no-any-return]
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-
-
-def check_key_matches(key: PrivateKey, cert: x509.Certificate, source: object) -> None:
-    if _spki(key.public_key()) != _spki(cert.public_key()):
-        raise CredentialError(
-            f"{source}: the private key does not match the certificate; "
-            "use the key that was issued with it, or issue a new certificate"
-        )
-
-
-def _human(delta: dt.timedelta) -> str:
+def human_duration(delta: dt.timedelta, *, spaced: bool = False) -> str:
+    """``2d 3h``, ``4h 5m``, ``6m 7s`` (either sign); `spaced` writes ``2 d 3 h``, ``4 h 5 min``,
+    ``6 min 7 s``, as the debugger's sentences do."""
     seconds = int(abs(delta.total_seconds()))
     days, rest = divmod(seconds, 86400)
     hours, rest = divmod(rest, 3600)
-    minutes = rest // 60
+    minutes, seconds = divmod(rest, 60)
+    d, h, m, s = (" d", " h", " min", " s") if spaced else ("d", "h", "m", "s")
     if days:
-        return f"{days}d {hours}h"
+        return f"{days}{d} {hours}{h}"
     if hours:
-        return f"{hours}h {minutes}m"
-    return f"{minutes}m {rest % 60}s"
+        return f"{hours}{h} {minutes}{m}"
+    return f"{minutes}{m} {seconds}{s}"
 
 
 def check_validity(cert: x509.Certificate, what: str, now: dt.datetime | None = None) -> None:
@@ -59,13 +61,14 @@ def check_validity(cert: x509.Certificate, what: str, now: dt.datetime | None = 
     nb, na = cert.not_valid_before_utc, cert.not_valid_after_utc
     if now < nb:
         raise CredentialError(
-            f"{what} is not valid until {nb:%Y-%m-%d %H:%M:%S} UTC, {_human(nb - now)} from "
-            f"now by this machine's clock ({now:%Y-%m-%d %H:%M:%S} UTC); this clock is probably "
+            f"{what} is not valid until {nb:%Y-%m-%d %H:%M:%S} UTC, "
+            f"{human_duration(nb - now)} from now by this machine's clock "
+            f"({now:%Y-%m-%d %H:%M:%S} UTC); this clock is probably "
             "behind the issuer's: check time synchronisation (timedatectl, chrony) on both"
         )
     if now >= na:
         raise CredentialError(
-            f"{what} expired at {na:%Y-%m-%d %H:%M} UTC ({_human(now - na)} ago); "
+            f"{what} expired at {na:%Y-%m-%d %H:%M} UTC ({human_duration(now - na)} ago); "
             "issue a new one with 'paraconnect issue'"
         )
 
@@ -105,7 +108,7 @@ class Credentials:
         check_validity(self.cert, f"certificate {self.identity.name!r} from {self.source}", now)
         check_validity(self.ca_cert, f"session certificate from {self.source}", now)
         if self.crl is not None:
-            entry = self.crl.get_revoked_certificate_by_serial_number(self.cert.serial_number)
+            entry = revoked_entry(self.crl, self.cert.serial_number)
             if entry is not None:
                 raise TrustError(
                     f"certificate {self.identity.name!r} from {self.source} was revoked at "

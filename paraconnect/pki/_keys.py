@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -12,11 +13,15 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from ..errors import ConfigError, CredentialError
 from ..vocab import KeyType
 
+if TYPE_CHECKING:
+    from cryptography import x509
+
 __all__ = [
     "KeyType",
     "Passphrase",
     "PrivateKey",
     "PublicKey",
+    "check_key_matches",
     "dump_private_key",
     "generate_key",
     "key_type_of",
@@ -24,6 +29,7 @@ __all__ = [
     "resolve_passphrase",
     "sign_data",
     "signing_hash",
+    "spki_der",
     "verify_data",
 ]
 
@@ -31,6 +37,21 @@ PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPri
 PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | rsa.RSAPublicKey
 # A passphrase is given, never asked for: bytes, str, or a callback returning either.
 Passphrase = bytes | str | Callable[[], bytes | str]
+
+
+def spki_der(obj: object) -> bytes:
+    """The DER SubjectPublicKeyInfo of a public key: what two keys share when they match."""
+    return obj.public_bytes(  # type: ignore[attr-defined, no-any-return]
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def check_key_matches(key: PrivateKey, cert: x509.Certificate, source: object) -> None:
+    if spki_der(key.public_key()) != spki_der(cert.public_key()):
+        raise CredentialError(
+            f"{source}: the private key does not match the certificate; "
+            "use the key that was issued with it, or issue a new certificate"
+        )
 
 
 def generate_key(key_type: KeyType) -> PrivateKey:

@@ -41,6 +41,7 @@ from ._certs import (
     parse_pem_certificates,
     pem,
     revocation_reason,
+    revoked_entry,
     session_level_of,
 )
 from ._keys import (
@@ -136,7 +137,7 @@ class Session:
 
     def revocation_of(self, serial: int) -> x509.RevokedCertificate | None:
         crl = self.crl()
-        return None if crl is None else crl.get_revoked_certificate_by_serial_number(serial)
+        return None if crl is None else revoked_entry(crl, serial)
 
     def records(self) -> list[Record]:
         revoked: dict[str, tuple[str, str]] = {}

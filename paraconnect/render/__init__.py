@@ -9,8 +9,9 @@ version.  This package is standalone: it imports nothing from the tunnel or serv
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from .._lazy import lazy_exports
 from ._client import AsyncRenderClient, Frame, RemoteRenderError, RenderClient, RenderTimeout
 from ._protocol import DATASETS, FORMATS
 from ._protocol import VERSION as PROTOCOL_VERSION
@@ -18,6 +19,7 @@ from ._protocol import VERSION as PROTOCOL_VERSION
 if TYPE_CHECKING:
     from ._main import main, serve
     from ._server import RenderServer, ServerOptions
+    from ._view import RemoteView
 
 __all__ = [
     "DATASETS",
@@ -26,6 +28,7 @@ __all__ = [
     "AsyncRenderClient",
     "Frame",
     "RemoteRenderError",
+    "RemoteView",
     "RenderClient",
     "RenderServer",
     "RenderTimeout",
@@ -39,13 +42,10 @@ _LAZY = {
     "ServerOptions": "._server",
     "serve": "._main",
     "main": "._main",
+    "RemoteView": "._view",  # an anywidget: needs the jupyter extra
 }
 
 
-def __getattr__(name: str) -> Any:
-    # The server imports VTK (a second or more, and an optional extra); clients never need it.
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# The server imports VTK (a second or more, and an optional extra); clients never need it.
+# The widget needs anywidget (the jupyter extra).
+__getattr__, _ = lazy_exports(__name__, _LAZY, globals(), _LAZY)

@@ -25,6 +25,7 @@ import anyio
 import anyio.abc
 import anyio.from_thread
 
+from .._portal import PortalThread
 from ..errors import ConfigError, NetworkError, ParaconnectError, ProtocolError
 from . import _protocol as P
 
@@ -397,8 +398,7 @@ class RenderClient:
         timeout: float = 30.0,
     ) -> None:
         self._client = AsyncRenderClient(host, port, unix=unix, sock=sock, timeout=timeout)
-        self._portal_cm: Any = None
-        self._portal: anyio.from_thread.BlockingPortal | None = None
+        self._portal = PortalThread(f"the render client for {self._client.where} is not open")
 
     @property
     def server_info(self) -> dict[str, Any]:
@@ -421,13 +421,10 @@ class RenderClient:
         self.close()
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        if self._portal is None:
-            raise NetworkError(f"the render client for {self._client.where} is not open")
         return self._portal.call(fn, *args)
 
     def open(self) -> dict[str, Any]:
-        self._portal_cm = anyio.from_thread.start_blocking_portal()
-        self._portal = self._portal_cm.__enter__()
+        self._portal.open()
         try:
             return dict(self._call(self._client.open))
         except BaseException:
@@ -435,13 +432,7 @@ class RenderClient:
             raise
 
     def close(self) -> None:
-        if self._portal is None:
-            return
-        try:
-            self._portal.call(self._client.aclose)
-        finally:
-            self._portal = None
-            self._portal_cm.__exit__(None, None, None)
+        self._portal.close(self._client.aclose)
 
     def load(
         self,

@@ -28,6 +28,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from .._accept import serve_listener
 from .._version import __version__
+from .._wire import hostport
 from ..errors import ConfigError, ParaconnectError, ProtocolError
 from . import _protocol as P
 from ._encode import JPEG_ENCODER, encode_timed
@@ -129,7 +130,7 @@ class RenderServer:
         sock = listener.listeners[0].extra(  # noqa: S610 (anyio's typed attributes)
             anyio.abc.SocketAttribute.local_address
         )
-        where = f"{sock[0]}:{sock[1]}" if ":" not in str(sock[0]) else f"[{sock[0]}]:{sock[1]}"
+        where = hostport(sock[0], sock[1])
         await self._serve(listener, where, task_status)
 
     async def serve_unix(

@@ -28,9 +28,9 @@ takes what the command left behind with it when it ends.
 """
 
 from ._batch import BatchJob, BatchLauncher, Queued, Scheduler
-from ._enroll import DEFAULT_TOKEN_TTL, EnrollServer, enroll, issue_token
+from ._enroll import DEFAULT_TOKEN_TTL, HUB_IDENTITY, EnrollServer, enroll, issue_token, retire
 from ._kinds import KINDS, ServerKind, build_kind
-from ._launch import Job, JobState, JobStatus, Launcher, LaunchSpec, reattach
+from ._launch import Job, JobState, JobStatus, Launcher, LaunchSpec
 from ._launchers import (
     LauncherEntry,
     LauncherOption,
@@ -38,6 +38,7 @@ from ._launchers import (
     launcher_entries,
     launcher_entry,
     make_launcher,
+    reattach,
     register_launcher,
     unregister_launcher,
 )
@@ -51,6 +52,7 @@ from ._supervisor import RestartPolicy, ServerEvent, Supervisor
 __all__ = [
     "DEFAULT_TOKEN_TTL",
     "FINAL_STATES",
+    "HUB_IDENTITY",
     "KINDS",
     "BatchJob",
     "BatchLauncher",
@@ -87,5 +89,6 @@ __all__ = [
     "make_launcher",
     "reattach",
     "register_launcher",
+    "retire",
     "unregister_launcher",
 ]

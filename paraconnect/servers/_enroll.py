@@ -51,10 +51,21 @@ from cryptography.x509.oid import NameOID
 from .. import _wire
 from .._accept import serve_listener
 from .._fs import ensure_private_dir, write_atomic
+from .._wire import address_label
 from ..errors import ConfigError, NetworkError, ParaconnectError, ProtocolError, TrustError
-from ..pki import Credentials, Identity, Role, Session, Store, build_leaf, fingerprint
-from ..pki._keys import PublicKey
-from ..pki._names import check_name, check_unique_id
+from ..pki import (
+    Credentials,
+    Identity,
+    PublicKey,
+    Role,
+    Session,
+    Store,
+    build_leaf,
+    check_name,
+    check_unique_id,
+    fingerprint,
+)
+from ..tunnel import parse_endpoint
 from ._registry import ServerRegistry
 
 __all__ = [
@@ -85,10 +96,7 @@ def _peer(stream: anyio.abc.SocketStream) -> str:
         addr = stream.extra(anyio.abc.SocketAttribute.remote_address)  # noqa: S610
     except (OSError, anyio.TypedAttributeLookupError):
         return "an unknown address"
-    if not isinstance(addr, tuple):
-        return str(addr)
-    host, port = addr[:2]
-    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return address_label(addr, unix=str(addr))
 
 
 def _digest(token: str) -> str:
@@ -459,9 +467,11 @@ async def enroll(
     The hub must show a certificate of the CA with fingerprint `ca_sha256` naming
     `hub_identity` (ROLE/NAME); the token is sent to nobody else."""
     want_role, want_name = parse_hub_identity(hub_identity)
-    host, _, port_text = hub.rpartition(":")
-    host = host.strip("[]")
-    if not host or not port_text.isdigit():
+    try:
+        hub_at = parse_endpoint(hub, "--enroll")
+    except ConfigError:
+        hub_at = None
+    if hub_at is None or hub_at.path is not None:
         raise ConfigError(f"--enroll {hub!r}: give the hub's enrolment address as HOST:PORT")
     pinned = _norm_fp(ca_sha256)
     if len(pinned) != 64 or any(c not in "0123456789abcdef" for c in pinned):
@@ -480,7 +490,7 @@ async def enroll(
     where = f"the hub at {hub}"
     try:
         with anyio.fail_after(timeout):
-            tcp = await anyio.connect_tcp(host, int(port_text))
+            tcp = await anyio.connect_tcp(hub_at.host, hub_at.port)
             # The pinned CA, as the TLS server name: the hub picks that session's certificate.
             sni = f"{pinned[:32]}.{pinned[32:]}.enroll.paraconnect"
             try:

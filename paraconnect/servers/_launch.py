@@ -33,7 +33,6 @@ __all__ = [
     "JobStatus",
     "LaunchSpec",
     "Launcher",
-    "reattach",
     "run_command",
 ]
 
@@ -365,24 +364,6 @@ class Launcher(abc.ABC):
     @abc.abstractmethod
     def reattach(cls, described: Mapping[str, Any]) -> Job:
         """A live handle on the job that `described` (from :meth:`Job.describe`) names."""
-
-
-def reattach(described: Mapping[str, Any]) -> Job:
-    """Turn a :meth:`Job.describe` dict back into a job handle, whichever launcher made it."""
-    from ._launchers import launcher_entries, launcher_entry
-
-    kind = described.get("launcher") if isinstance(described, Mapping) else None
-    try:
-        launcher = launcher_entry(kind).load() if isinstance(kind, str) else None
-    except ConfigError:
-        launcher = None
-    if launcher is None:
-        known = ", ".join(sorted(e.name for e in launcher_entries() if e.hub_runs))
-        raise ConfigError(
-            f"cannot re-attach a job of launcher {kind!r}; known launchers: {known} "
-            "(was the description written by Job.describe()?)"
-        )
-    return launcher.reattach(described)
 
 
 @dataclass(frozen=True)

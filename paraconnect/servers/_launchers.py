@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
-    from ._launch import Launcher
+    from ._launch import Job, Launcher
 
 __all__ = [
     "LauncherEntry",
@@ -27,6 +27,7 @@ __all__ = [
     "launcher_entries",
     "launcher_entry",
     "make_launcher",
+    "reattach",
     "register_launcher",
     "unregister_launcher",
 ]
@@ -167,6 +168,22 @@ def make_launcher(name: str, options: Mapping[str, Any] | None = None) -> Launch
                 f"(launcher option {option.key!r}: {option.help})"
             )
     return entry.load().from_options(opts)
+
+
+def reattach(described: Mapping[str, Any]) -> Job:
+    """Turn a :meth:`Job.describe` dict back into a job handle, whichever launcher made it."""
+    kind = described.get("launcher") if isinstance(described, Mapping) else None
+    try:
+        launcher = launcher_entry(kind).load() if isinstance(kind, str) else None
+    except ConfigError:
+        launcher = None
+    if launcher is None:
+        known = ", ".join(sorted(e.name for e in launcher_entries() if e.hub_runs))
+        raise ConfigError(
+            f"cannot re-attach a job of launcher {kind!r}; known launchers: {known} "
+            "(was the description written by Job.describe()?)"
+        )
+    return launcher.reattach(described)
 
 
 # -- the launchers paraconnect ships: one line each -------------------------------------------

@@ -17,7 +17,7 @@ from typing import Any
 
 import anyio
 
-from .._fs import ensure_private_dir, write_atomic
+from .._fs import boot_id, ensure_private_dir, write_atomic
 from ..errors import ConfigError, ParaconnectError, StorageError
 from ..pki import default_home
 from ._launch import (
@@ -52,13 +52,6 @@ class LocalShell(Shell):
                 f"{doing} on localhost failed: {lines[-1] if lines else f'exit code {rc}'}"
             )
         return out.decode(errors="replace")
-
-
-def _boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
 
 
 def _reap(pid: int) -> None:
@@ -134,7 +127,7 @@ class LocalLauncher(Launcher):
             shell=LocalShell(),
             job_dir=str(job_dir),
             pid=pid,
-            boot_id=_boot_id(),
+            boot_id=boot_id(),
             **spec.job_fields(
                 job_id, "localhost", JobStatus(JobState.RUNNING, f"started as pid {pid}")
             ),
@@ -143,11 +136,11 @@ class LocalLauncher(Launcher):
     @classmethod
     def reattach(cls, described: Mapping[str, Any]) -> Job:
         d = Described.parse(described, cls.name)
-        job_dir, pid, boot_id = shell_options(d.options, cls.name)
+        job_dir, pid, boot = shell_options(d.options, cls.name)
         return LocalJob(
             shell=LocalShell(),
             job_dir=job_dir,
             pid=pid,
-            boot_id=boot_id,
+            boot_id=boot,
             **d.job_fields(),
         )

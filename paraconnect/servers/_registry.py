@@ -238,22 +238,22 @@ class ServerRegistry:
     def token(self, digest: str) -> tuple[str, str, float, float | None] | None:
         """A token's (server_id, session, expires, used) without spending it, or None."""
         with self._tx() as db:
-            row = db.execute(
-                "SELECT server_id, session, expires, used FROM tokens WHERE digest = ?", (digest,)
-            ).fetchone()
-        if row is None:
-            return None
-        return row["server_id"], row["session"], row["expires"], row["used"]
+            return _token_row(db, digest)
 
     def use_token(self, digest: str, now: float) -> tuple[str, str, float, float | None] | None:
         """Mark a token used (atomically); returns (server_id, session, expires, used_before)
         or None if unknown."""
         with self._tx() as db:
-            row = db.execute(
-                "SELECT server_id, session, expires, used FROM tokens WHERE digest = ?", (digest,)
-            ).fetchone()
-            if row is None:
-                return None
-            if row["used"] is None:
+            row = _token_row(db, digest)
+            if row is not None and row[3] is None:
                 db.execute("UPDATE tokens SET used = ? WHERE digest = ?", (now, digest))
-            return row["server_id"], row["session"], row["expires"], row["used"]
+            return row
+
+
+def _token_row(db: sqlite3.Connection, digest: str) -> tuple[str, str, float, float | None] | None:
+    row = db.execute(
+        "SELECT server_id, session, expires, used FROM tokens WHERE digest = ?", (digest,)
+    ).fetchone()
+    if row is None:
+        return None
+    return row["server_id"], row["session"], row["expires"], row["used"]

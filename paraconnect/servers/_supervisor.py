@@ -31,7 +31,8 @@ import anyio.abc
 from anyio.streams.memory import MemoryObjectSendStream
 
 from ..errors import ConfigError, NotFoundError, ParaconnectError
-from ._launch import Job, JobState, exit_reason, reattach
+from ._launch import Job, JobState, exit_reason
+from ._launchers import reattach
 from ._registry import FINAL_STATES, ServerRecord, ServerRegistry, ServerState
 
 __all__ = ["RestartPolicy", "ServerEvent", "Supervisor"]

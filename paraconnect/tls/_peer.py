@@ -12,7 +12,15 @@ from cryptography import x509
 from ..errors import TrustError
 from ..pki import Identity, Role, SecurityLevel, fingerprint
 
-__all__ = ["ANONYMOUS", "PeerIdentity", "check_peer", "peer_identity"]
+__all__ = [
+    "ANONYMOUS",
+    "PeerIdentity",
+    "accepted_roles",
+    "binding_refusal",
+    "check_peer",
+    "peer_identity",
+    "role_refusal",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,10 +35,7 @@ class PeerIdentity:
 
     @property
     def label(self) -> str:
-        if self.identity is None:
-            return "anonymous (no TLS)"
-        node = f" on {self.identity.unique_id}" if self.identity.unique_id else ""
-        return f"{self.identity.role.value} {self.identity.name!r}{node}"
+        return self.identity.label if self.identity is not None else "anonymous (no TLS)"
 
     def as_dict(self) -> dict[str, object]:
         ident = self.identity
@@ -76,6 +81,39 @@ _ACCEPTS: dict[Role, tuple[Role, ...]] = {
 }
 
 
+def accepted_roles(our_role: Role) -> tuple[Role, ...]:
+    """The roles a peer may hold to talk to us acting as `our_role` (at every level with TLS)."""
+    return _ACCEPTS[our_role]
+
+
+def role_refusal(ident: Identity, our_role: Role) -> str | None:
+    """Why a peer of this identity may not talk to `our_role`, or None when it may."""
+    if ident.role in _ACCEPTS[our_role]:
+        return None
+    return (
+        f"the peer presented a {ident.role.value} certificate ({ident.name!r}), which cannot "
+        f"talk to a {our_role.value}; it needs a "
+        f"{' or '.join(r.value for r in _ACCEPTS[our_role])} certificate"
+    )
+
+
+def binding_refusal(
+    ident: Identity, common_name: str | None, claimed_unique_id: str | None = None
+) -> str | None:
+    """Level mutual: why this certificate is not bound to the node it runs on, or None."""
+    if not ident.unique_id or common_name != ident.unique_id:
+        return (
+            f"the peer's certificate {ident.name!r} is not bound to a node (level mutual needs "
+            "a certificate issued with the node's unique ID)"
+        )
+    if claimed_unique_id is not None and claimed_unique_id != ident.unique_id:
+        return (
+            f"the peer says it runs on node {claimed_unique_id!r}, but its certificate "
+            f"{ident.name!r} was issued for node {ident.unique_id!r}: a copied certificate"
+        )
+    return None
+
+
 def check_peer(
     peer: PeerIdentity,
     *,
@@ -87,7 +125,8 @@ def check_peer(
     """Apply the security level to a peer TLS has already verified against the session CA.
 
     Session and role are checked at every level with TLS; the levels differ only in node
-    binding (mutual), so a friend's client certificate never passes for a server at encrypt."""
+    binding (mutual), so a friend's client certificate never passes for a server at encrypt.
+    The debugger (paraconnect.debug) explains its verdicts with the same rule functions."""
     if level is SecurityLevel.NONE:
         return
     ident = peer.identity
@@ -98,21 +137,8 @@ def check_peer(
             f"the peer's certificate belongs to session {ident.session_id[:8]}…, "
             f"not ours ({session_id[:8]}…)"
         )
-    if ident.role not in _ACCEPTS[our_role]:
-        raise TrustError(
-            f"the peer presented a {ident.role.value} certificate ({ident.name!r}), which cannot "
-            f"talk to a {our_role.value}; it needs a "
-            f"{' or '.join(r.value for r in _ACCEPTS[our_role])} certificate"
-        )
-    if level is SecurityLevel.ENCRYPT:
-        return
-    if not ident.unique_id or peer.common_name != ident.unique_id:
-        raise TrustError(
-            f"the peer's certificate {ident.name!r} is not bound to a node (level mutual needs "
-            "a certificate issued with the node's unique ID)"
-        )
-    if claimed_unique_id is not None and claimed_unique_id != ident.unique_id:
-        raise TrustError(
-            f"the peer says it runs on node {claimed_unique_id!r}, but its certificate "
-            f"{ident.name!r} was issued for node {ident.unique_id!r}: a copied certificate"
-        )
+    why = role_refusal(ident, our_role)
+    if why is None and level is SecurityLevel.MUTUAL:
+        why = binding_refusal(ident, peer.common_name, claimed_unique_id)
+    if why is not None:
+        raise TrustError(why)

@@ -9,9 +9,9 @@ refused with a logged error and the previous policy stays in force.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
+from .._fs import FileStamp, file_stamp
 from ..errors import ConfigError, TrustError
 from ..pki import Policy, load_policy
 from ._peer import PeerIdentity
@@ -19,8 +19,6 @@ from ._peer import PeerIdentity
 __all__ = ["PolicyWatcher", "check_policy", "policy_refusal"]
 
 log = logging.getLogger("paraconnect.tls")
-
-_Stamp = tuple[int, int, int] | None
 
 
 def policy_refusal(policy: Policy, peer: PeerIdentity) -> str | None:
@@ -41,29 +39,21 @@ def check_policy(policy: Policy, peer: PeerIdentity) -> None:
         raise TrustError(why)
 
 
-def _stamp(path: Path) -> _Stamp:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_mtime_ns, st.st_ino, st.st_size)
-
-
 class PolicyWatcher:
     """The policy in force for one side, reloaded when `path` changes."""
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self.policy = Policy()
-        self._stamp: _Stamp = None
+        self._stamp: FileStamp = None
         if path is not None:
-            self._stamp = _stamp(path)
+            self._stamp = file_stamp(path)
             if self._stamp is not None:
                 # At start there is no previous policy to keep: a broken file stops the start.
                 self.policy = load_policy(path)
 
     @property
-    def stamp(self) -> _Stamp:
+    def stamp(self) -> FileStamp:
         """The file's (mtime_ns, inode, size) when last read; None if there was none."""
         return self._stamp
 
@@ -72,13 +62,13 @@ class PolicyWatcher:
         read: a copy written beside it must not count as a second change."""
         self.policy = policy
         if self.path is not None:
-            self._stamp = _stamp(self.path)
+            self._stamp = file_stamp(self.path)
 
     def refresh(self) -> bool:
         """Reload if the file changed; True when the policy in force changed."""
         if self.path is None:
             return False
-        stamp = _stamp(self.path)
+        stamp = file_stamp(self.path)
         if stamp == self._stamp:
             return False
         self._stamp = stamp

@@ -6,7 +6,7 @@ Python programs, accounting of every connection attempt, and the status metrics.
 from ._accounting import Accounting, Attempt, ConnRecord, Summary, parse_since, summarize
 from ._agent import Agent, Target
 from ._client import Connector
-from ._hello import MAX_FRAME, VERSION, Hello, Purpose
+from ._hello import MAX_FRAME, VERSION, Hello, Purpose, exchange_hello, read_message
 from ._leg import Endpoint, check_same_user, parse_endpoint, peer_uid
 from ._listener import Established, Refusal, SecureListener
 from ._messages import Message
@@ -15,8 +15,10 @@ from ._phonehome import Backoff, Home
 from ._program import Program, ProgramExited, Restart
 from ._reverse import AgentLink, ByServerId, Pinned, ReverseListener, Rule
 from ._secure import Side, Tracked, identity_label, secure
-from ._status import METRICS, Metrics, render_json, render_prometheus
-from ._stream import ByteStream
+from ._status import METRICS, Metrics, render_json, render_prometheus, serve_status
+from ._stream import ByteStream, PlainConnection
+from ._tlsconn import TLSConnection
+from ._util import single_error
 
 __all__ = [
     "MAX_FRAME",
@@ -39,6 +41,7 @@ __all__ = [
     "Metrics",
     "PerConnection",
     "Pinned",
+    "PlainConnection",
     "Program",
     "ProgramExited",
     "Purpose",
@@ -49,16 +52,21 @@ __all__ = [
     "SecureListener",
     "Side",
     "Summary",
+    "TLSConnection",
     "Target",
     "Tracked",
     "check_same_user",
+    "exchange_hello",
     "identity_label",
     "parse_endpoint",
     "parse_since",
     "peer_environment",
     "peer_uid",
+    "read_message",
     "render_json",
     "render_prometheus",
     "secure",
+    "serve_status",
+    "single_error",
     "summarize",
 ]

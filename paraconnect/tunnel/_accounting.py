@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .._fs import boot_id
 from ..errors import StorageError
 
 __all__ = [
@@ -97,13 +98,6 @@ CREATE INDEX IF NOT EXISTS {db}connections_open ON connections(outcome) WHERE ou
 """
 
 
-def _boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return "unknown-boot"
-
-
 def _start_time(pid: int) -> str | None:
     """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat)."""
     try:
@@ -115,7 +109,7 @@ def _start_time(pid: int) -> str | None:
 
 def writer_id(pid: int | None = None) -> str:
     pid = os.getpid() if pid is None else pid
-    return f"{_boot_id()}/{pid}/{_start_time(pid) or '?'}"
+    return f"{boot_id()}/{pid}/{_start_time(pid) or '?'}"
 
 
 def _writer_alive(writer: str, boot: str) -> bool:
@@ -211,7 +205,7 @@ class Accounting:
         self.path = path
         self.archive_path = path.with_name(ARCHIVE_FILE)
         self.writer = writer_id()
-        self._boot = _boot_id()
+        self._boot = boot_id()
         try:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             if not path.exists():

@@ -1,13 +1,10 @@
-"""The relay: copy bytes between a TLS connection and a plain socket, both ways, until both
-directions are closed.
+"""The relay: bytes between a TLS connection and a plain socket, both ways, until both close.
 
-It runs as selector callbacks on the asyncio loop, not as tasks: a readiness event calls the
-callback of the direction it concerns, which moves as much as it can without blocking and then
-(re)arms exactly the readers and writers that direction still needs.  No task, future or
-coroutine frame per chunk, one large read per event into buffers shared by the whole thread, and
-plaintext goes straight from the decrypting ``SSLObject.read`` into the ``send`` to the plain
-socket.  Data is copied into a per-connection object only when a destination cannot take it all
-at once.
+Selector callbacks on the asyncio loop, not tasks (no task, future or frame per chunk): an event
+runs its direction's callback, which moves what it can without blocking and re-arms only what
+that direction still needs.  One large read per event into buffers shared by the thread;
+plaintext goes from ``SSLObject.read`` straight into ``send``, copied only when a destination
+cannot take it all at once.
 """
 
 from __future__ import annotations
@@ -24,8 +21,7 @@ from ._tlsconn import BIO_SLICE, BUFFERS, RECV_SIZE, TLSConnection, describe_ssl
 
 __all__ = ["SpliceResult", "splice"]
 
-# Reads per direction per readiness event before yielding to the other connections of the loop
-# (the reader stays armed, so a level-triggered selector comes straight back).
+# Reads a direction an event before the loop's other connections (level-triggered: it returns).
 _MAX_READS = 4
 # Leave at least one whole TLS record (16 KiB plaintext) of room when decrypting into the
 # shared plaintext buffer, so a read never stops mid-record for lack of space.
@@ -162,10 +158,8 @@ class _Splice:
                 self.t.send(self.bio_out.read())
         self._finish(f"tls error: {describe_ssl_error(exc, self.tls.where)}", reset=self.t)
 
-    # -- arming --------------------------------------------------------------------------
-    # Each direction has its own callback, so an event runs only the direction it concerns:
-    # tls readable / plain writable drive a -> b, plain readable / tls writable drive b -> a.
-    # The selector is touched only when a wish changes (every change is an epoll_ctl).
+    # -- arming: one callback a direction (tls readable / plain writable drive a -> b, plain
+    # readable / tls writable b -> a); the selector is touched only when a wish changes.
 
     def _arm_ab(self, r_tls: bool, w_plain: bool) -> None:
         loop = self.loop
@@ -570,9 +564,8 @@ async def splice(
     other side with a reset too.  `initial_to_plain` / `initial_to_tls` are bytes the caller
     already holds (e.g. read past the hello) and are sent first.
 
-    splice owns both sockets: when it returns, or is cancelled, both are closed.  Cancellation
-    (asyncio or anyio) re-raises after closing them, with ``result.reason == "cancelled"``.
-    """
+    splice owns both sockets: closed when it returns or is cancelled (which re-raises, with
+    ``result.reason == "cancelled"``)."""
     loop = asyncio.get_running_loop()
     if result is None:
         result = SpliceResult()

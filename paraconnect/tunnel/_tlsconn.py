@@ -22,6 +22,7 @@ import ssl
 import threading
 from collections.abc import Callable
 
+from .._wire import address_label
 from ..errors import NetworkError, ParaconnectError, ProtocolError, TrustError
 from ..tls import PeerIdentity, peer_identity
 
@@ -67,10 +68,7 @@ def peer_label(sock: socket.socket) -> str:
         addr = sock.getpeername()
     except OSError:
         return "an unconnected peer"
-    if isinstance(addr, tuple) and len(addr) >= 2:
-        host = f"[{addr[0]}]" if ":" in str(addr[0]) else str(addr[0])
-        return f"{host}:{addr[1]}"
-    return str(addr) or "a local socket"
+    return address_label(addr)
 
 
 # OpenSSL verify codes (X509_V_ERR_*) that have a plain-words explanation.

@@ -20,6 +20,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from .._fs import FileStamp, file_stamp
 from ..errors import CredentialError, ParaconnectError, StorageError
 from ..pki import (
     Credentials,
@@ -28,6 +29,7 @@ from ..pki import (
     load_credentials,
     load_crl,
     policy_path,
+    revoked_entry,
     save_policy,
     sign_policy,
     verify_crl,
@@ -40,18 +42,6 @@ from ._trust_state import TrustState, state_path
 __all__ = ["Trust"]
 
 log = logging.getLogger("paraconnect.tunnel")
-
-_Stamp = tuple[int, int, int] | None
-
-
-def _stamp_of(path: Path | None) -> _Stamp:
-    if path is None:
-        return None
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_mtime_ns, st.st_ino, st.st_size)
 
 
 def _beside_pem_files(path: Path | None) -> bool:
@@ -67,10 +57,10 @@ class Trust:
     def __init__(self, creds: Credentials) -> None:
         self.creds = creds
         self.crl_path = creds.crl_path
-        self._crl_stamp: _Stamp = None
+        self._crl_stamp: FileStamp = None
         self.crl_generation = 0
         self.unpushed = False
-        self._signed: tuple[_Stamp, str] | None = None
+        self._signed: tuple[FileStamp, str] | None = None
         # The newest policy and list ever applied here, across restarts.
         self.state = TrustState(state_path(creds), creds.identity.session_id)
         # Credentials that are a directory of PEM files follow their files too (a renewed
@@ -107,7 +97,7 @@ class Trust:
 
     def refresh_crl(self) -> bool:
         """Re-read the CRL file if it changed; True when a new list is in force."""
-        stamp = _stamp_of(self.crl_path)
+        stamp = file_stamp(self.crl_path)
         if stamp == self._crl_stamp or self.crl_path is None or stamp is None:
             return False
         self._crl_stamp = stamp
@@ -193,7 +183,7 @@ class Trust:
         """Why `peer` is refused now (revoked, or denied by policy), or None."""
         crl = self.creds.crl
         if crl is not None and peer.serial is not None:
-            entry = crl.get_revoked_certificate_by_serial_number(peer.serial)
+            entry = revoked_entry(crl, peer.serial)
             if entry is not None:
                 return (
                     f"{peer.label} (serial {peer.serial:x}) was revoked at "
@@ -234,7 +224,7 @@ class Trust:
             assert self.crl_path is not None  # noqa: S101 - checked just above
             try:
                 write_crl_beside(self.crl_path, crl)
-                self._crl_stamp = _stamp_of(self.crl_path)
+                self._crl_stamp = file_stamp(self.crl_path)
             except StorageError as exc:
                 log.error("cannot keep the revocation list from %s: %s", source, exc)
         self._apply_crl(crl)

@@ -7,8 +7,8 @@ Needs the ``jupyter`` extra (ipywidgets, anywidget, pyzmq).
 
 from __future__ import annotations
 
+from ..render import RemoteView  # it lives beside its RenderClient; api.view() makes one
 from ._credentials import CredentialsWidget
-from ._remoteview import RemoteView
 from ._share import ShareWidget
 from ._watcher import PhoneHomeWatcher
 

@@ -13,13 +13,13 @@ from typing import Any
 
 import ipywidgets as w
 
-from .._hub._client import HubEvents
 from ..api import Hub, hub
 from ..errors import ParaconnectError
+from ..hub import HubEvents
 
 log = logging.getLogger("paraconnect.widgets")
 
-__all__ = ["EventDriven", "error_html", "hub_of", "table_html", "when"]
+__all__ = ["EventDriven", "attempt", "error_html", "hub_of", "table_html", "when"]
 
 
 def hub_of(given: Hub | None, home: Path | str | None = None) -> Hub:
@@ -50,6 +50,18 @@ def table_html(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 
 def error_html(exc: ParaconnectError) -> str:
     return f"<span style='color:#b00'>{html.escape(str(exc))}</span>"
+
+
+def attempt(message: w.HTML, action: Callable[[], object], done: str) -> bool:
+    """Run a button's `action` (hub requests); show its error, or `done` (HTML), in `message`.
+    True when it worked."""
+    try:
+        action()
+    except ParaconnectError as exc:
+        message.value = error_html(exc)
+        return False
+    message.value = done
+    return True
 
 
 class EventDriven:

@@ -11,7 +11,7 @@ import ipywidgets as w
 
 from ..api import Hub
 from ..errors import ConfigError, ParaconnectError
-from ._common import EventDriven, button, error_html, hub_of, when
+from ._common import EventDriven, attempt, button, error_html, hub_of, when
 
 __all__ = ["ShareWidget"]
 
@@ -80,13 +80,11 @@ class ShareWidget(w.VBox, EventDriven):  # type: ignore[misc]  # ipywidgets is u
         self.refresh()
 
     def revoke(self, serial: str) -> None:
-        try:
+        def go() -> None:
             self.hub.request("revoke", session=self.session, target=serial)
-        except ParaconnectError as exc:
-            self.message.value = error_html(exc)
-            return
-        self.message.value = f"revoked {serial[:12]}"
-        self.refresh()
+
+        if attempt(self.message, go, f"revoked {serial[:12]}"):
+            self.refresh()
 
     def refresh(self) -> None:
         try:

@@ -21,7 +21,7 @@ import ipywidgets as w
 from ..api import Hub
 from ..errors import ParaconnectError
 from ..vocab import FINAL_STATES
-from ._common import EventDriven, button, error_html, hub_of
+from ._common import EventDriven, attempt, button, error_html, hub_of
 
 __all__ = ["PhoneHomeWatcher"]
 
@@ -130,25 +130,20 @@ class PhoneHomeWatcher(w.VBox, EventDriven):  # type: ignore[misc]  # ipywidgets
 
     def accept(self, server_id: str) -> None:
         """Allow this server's certificate in its session's policy (a rule on top)."""
-        try:
-            self._rule(server_id, "allow")
-        except ParaconnectError as exc:
-            self.message.value = error_html(exc)
-            return
-        self.message.value = f"accepted {html.escape(server_id)}"
-        with self._lock:
-            self._draw()
+        done = f"accepted {html.escape(server_id)}"
+        if attempt(self.message, lambda: self._rule(server_id, "allow"), done):
+            with self._lock:
+                self._draw()
 
     def reject(self, server_id: str) -> None:
         """Deny this server's certificate (a rule on top) and stop the server."""
-        try:
+
+        def go() -> None:
             self._rule(server_id, "deny")
             self.hub.request("stop", id=server_id, grace=5)
-        except ParaconnectError as exc:
-            self.message.value = error_html(exc)
-            return
-        self.message.value = f"rejected {html.escape(server_id)}: denied and stopped"
-        self.refresh()
+
+        if attempt(self.message, go, f"rejected {html.escape(server_id)}: denied and stopped"):
+            self.refresh()
 
     def close(self) -> None:
         self._stop_listening()

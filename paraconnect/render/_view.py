@@ -18,7 +18,7 @@ import anywidget
 import traitlets
 
 from ..errors import ConfigError
-from ..render import Frame, RenderClient
+from ._client import Frame, RenderClient
 
 __all__ = ["RemoteView"]
 
