@@ -38,7 +38,11 @@ async def test_the_agent_answers_each_control_message_as_its_type_says(pki: Pki)
 
         with anyio.fail_after(30):
             first = await read_message(conn)
-        assert first is not None and decode(first) == Info("srv", None)
+        assert first is not None
+        info = decode(first)
+        # Its info also says how the program's leg is protected (`debug server` reports it).
+        assert isinstance(info, Info) and (info.server_id, info.connect_id) == ("srv", None)
+        assert info.leg is not None and info.leg.startswith("private network namespace"), info
         assert await ask({"type": "ping"}) == Pong()
         assert await ask({"type": "reboot"}) == Error("unknown 'reboot'")
         assert await ask({"type": "open", "channel": "c" * 32}) == Error("unknown 'open'")
