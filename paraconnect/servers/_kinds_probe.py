@@ -13,7 +13,6 @@ checking that this user owns the listener).  Exits with COMMAND's exit status.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import http.client
 import os
 import re
@@ -23,17 +22,7 @@ import sys
 import threading
 import time
 
-from paraconnect.servers._kinds_tie import tie_to_parent
-
-
-def _pump(src: socket.socket, dst: socket.socket) -> None:
-    try:
-        while data := src.recv(1 << 16):
-            dst.sendall(data)
-    except OSError:
-        pass
-    with contextlib.suppress(OSError):
-        dst.shutdown(socket.SHUT_WR)
+from paraconnect.servers._kinds_tie import pump, tie_to_parent
 
 
 def _relay(client: socket.socket, port: int) -> None:
@@ -52,8 +41,8 @@ def _relay(client: socket.socket, port: int) -> None:
         inner.close()
         client.close()
         return
-    a = threading.Thread(target=_pump, args=(client, inner), daemon=True)
-    b = threading.Thread(target=_pump, args=(inner, client), daemon=True)
+    a = threading.Thread(target=pump, args=(client, inner), daemon=True)
+    b = threading.Thread(target=pump, args=(inner, client), daemon=True)
     a.start()
     b.start()
     a.join()

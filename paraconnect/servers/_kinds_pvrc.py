@@ -15,26 +15,15 @@ the accepting one (``pvpython`` with ``simple.ReverseConnect(port)``), which the
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import subprocess
 import sys
 import threading
 
-from paraconnect.servers._kinds_tie import tie_to_parent
+from paraconnect.servers._kinds_tie import pump, tie_to_parent
 
 ACCEPT_TIMEOUT = 60.0
-
-
-def _pump(src: socket.socket, dst: socket.socket) -> None:
-    try:
-        while data := src.recv(1 << 16):
-            dst.sendall(data)
-    except OSError:
-        pass
-    with contextlib.suppress(OSError):
-        dst.shutdown(socket.SHUT_WR)
 
 
 def _same_user(sock: socket.socket) -> bool:
@@ -74,8 +63,8 @@ def serve_one(agent: socket.socket, command: list[str]) -> None:
         rc.close()
         print("paraconnect-pvrc: pvserver dialled in; relaying", file=sys.stderr, flush=True)
         threads = [
-            threading.Thread(target=_pump, args=(agent, pv), daemon=True),
-            threading.Thread(target=_pump, args=(pv, agent), daemon=True),
+            threading.Thread(target=pump, args=(agent, pv), daemon=True),
+            threading.Thread(target=pump, args=(pv, agent), daemon=True),
         ]
         for t in threads:
             t.start()

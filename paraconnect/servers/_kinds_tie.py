@@ -3,13 +3,16 @@
 a wrapper killed with SIGKILL takes them along. The agent ties the wrapper itself to the agent
 (paraconnect.tunnel's Program does so for every program it starts). Linux only; elsewhere it
 does nothing. ``python -m paraconnect.servers._kinds_tie -- COMMAND`` is the same as a wrapper.
+The wrappers that relay a connection (``_kinds_probe``, ``_kinds_pvrc``) share `pump` too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
+import socket
 import sys
 
 PR_SET_PDEATHSIG = 1
@@ -24,6 +27,17 @@ def tie_to_parent(sig: int = signal.SIGTERM) -> None:
         libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
     except (OSError, AttributeError):
         return
+
+
+def pump(src: socket.socket, dst: socket.socket) -> None:
+    """Copy `src` to `dst` until `src` ends, then end `dst`'s sending side (a relay thread)."""
+    try:
+        while data := src.recv(1 << 16):
+            dst.sendall(data)
+    except OSError:
+        pass
+    with contextlib.suppress(OSError):
+        dst.shutdown(socket.SHUT_WR)
 
 
 def main(argv: list[str]) -> int:
