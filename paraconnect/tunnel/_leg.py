@@ -152,7 +152,6 @@ def _same_ip(a: bytes, b: bytes) -> bool:
 
 
 _SOCK_DIAG_BY_FAMILY = 20
-_NLMSG_ERROR = 2
 _NLM_F_REQUEST = 1
 _NETLINK_SOCK_DIAG = 4
 _NO_COOKIE = 0xFFFFFFFF
