@@ -11,6 +11,7 @@ refusal hook (`handle_refusal`, as anyio's `TLSListener.handle_handshake_error`)
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Sequence
@@ -104,7 +105,12 @@ class SecureListener:
         try:
             async with anyio.create_task_group() as loops:
                 for sock, address in zip(self._sockets, self.addresses, strict=True):
-                    loops.start_soon(tls_accept_loop, sock, tg, self._incoming, str(address))
+                    loops.start_soon(
+                        functools.partial(
+                            tls_accept_loop, sock, tg, self._incoming, str(address),
+                            first_byte_timeout=self.side.handshake_timeout,
+                        )
+                    )  # fmt: skip
         finally:
             self.close()
 

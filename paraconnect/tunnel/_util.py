@@ -31,10 +31,16 @@ Handler = Callable[[socket.socket, str], Coroutine[Any, Any, None]]
 log = logging.getLogger("paraconnect.tunnel")
 
 # TLS handshakes (and hellos) in progress per listener (the same cap as the hub's enrolment
-# endpoint).  Each holds a descriptor until it ends or times out; beyond this many the listener
-# stops accepting, so a flood of half-open connections waits in the kernel's backlog and leaves
-# descriptors for the program's leg and the relays of connected peers.
+# endpoint).  Each holds a descriptor until it ends or times out.
 MAX_HANDSHAKES = MAX_IN_HAND
+# Accepted connections that have sent nothing yet, per listener.  A TLS client speaks first (its
+# ClientHello is on its way with the handshake's first packet): a connection that stays silent
+# holds a descriptor for nothing.  When this many are silent the oldest is closed to make room,
+# so a flood of half-open connections neither exhausts descriptors nor keeps a real client
+# waiting behind it in the kernel's backlog.
+MAX_SILENT = 32
+FIRST_BYTE_TIMEOUT = 10.0
+_EVICTION_LOG_EVERY = 10.0  # seconds between the warnings that count closed silent peers
 
 # The accepting task's "my handshake is over" callback (see accept_loop and Side.establish).
 _SLOT: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
@@ -103,50 +109,25 @@ async def accept_loop(
     handle: Handler,
     where: str,
     check: Callable[[socket.socket], object] | None = None,
-    *,
-    handshakes: int | None = None,
 ) -> None:
     """Accept connections for ever, each handled in its own task of `tg`, one bad peer never
     stopping the loop.  `check` may refuse a connection (raise a ParaconnectError) before any
     task is spent on it.  A task cancelled before it ever ran never sees its socket: those are
-    closed here, so no descriptor is left behind when the listener stops.
-
-    With `handshakes`, at most that many accepted connections are still in their handshake
-    (the handler's `Side.establish` calls `handshake_done`); beyond it nothing is accepted."""
+    closed here, so no descriptor is left behind when the listener stops."""
     from ._leg import accept
 
     unclaimed: set[socket.socket] = set()
-    slots = anyio.Semaphore(handshakes) if handshakes else None
 
-    def one_release() -> Callable[[], None]:
-        done = False
-
-        def release() -> None:
-            nonlocal done
-            if not done and slots is not None:
-                done = True
-                slots.release()
-
-        return release
-
-    async def claim(sock: socket.socket, peer: str, release: Callable[[], None]) -> None:
+    async def claim(sock: socket.socket, peer: str) -> None:
         unclaimed.discard(sock)
-        _SLOT.set(release)
-        try:
-            with guard(peer):
-                await handle(sock, peer)
-        finally:
-            release()
+        with guard(peer):
+            await handle(sock, peer)
 
     try:
         while True:
-            if slots is not None:
-                await slots.acquire()
-            release = one_release()
             try:
                 sock, addr = await accept(lsock)
             except OSError as exc:
-                release()
                 # Out of file descriptors and the like: say so, breathe, keep serving.
                 log.warning("accepting on %s failed: %s; retrying", where, exc)
                 await anyio.sleep(0.1)
@@ -157,17 +138,90 @@ async def accept_loop(
                 except ParaconnectError as exc:
                     log.warning("%s", exc)
                     sock.close()
-                    release()
                     continue
             unclaimed.add(sock)
-            tg.start_soon(claim, sock, describe_addr(addr), release)
+            tg.start_soon(claim, sock, describe_addr(addr))
     finally:
         for sock in unclaimed:
             sock.close()
 
 
 async def tls_accept_loop(
-    lsock: socket.socket, tg: anyio.abc.TaskGroup, handle: Handler, where: str
+    lsock: socket.socket,
+    tg: anyio.abc.TaskGroup,
+    handle: Handler,
+    where: str,
+    *,
+    first_byte_timeout: float = FIRST_BYTE_TIMEOUT,
 ) -> None:
-    """`accept_loop` for a TLS listener: at most MAX_HANDSHAKES handshakes in progress."""
-    await accept_loop(lsock, tg, handle, where, handshakes=MAX_HANDSHAKES)
+    """`accept_loop` for a TLS listener.  A connection waits silent (at most MAX_SILENT of
+    them; the oldest is closed to make room) until its first bytes arrive or
+    `first_byte_timeout` passes, then for one of MAX_HANDSHAKES handshake slots, which the
+    handler's `Side.establish` gives back with `handshake_done` once the hello is over (a peer
+    silent that long then meets the handler's own handshake timeout, which reports it).
+    Descriptors in hand stay bounded whatever arrives, and accepting never stops, so a real
+    client is not queued behind a flood."""
+    from ._leg import accept
+
+    slots = anyio.Semaphore(MAX_HANDSHAKES)
+    silent: dict[socket.socket, anyio.CancelScope] = {}  # oldest first
+    unclaimed: set[socket.socket] = set()
+    evicted = 0
+    logged_at = -_EVICTION_LOG_EVERY
+
+    async def gate(sock: socket.socket, peer: str, scope: anyio.CancelScope) -> None:
+        unclaimed.discard(sock)
+        slot = False
+        try:
+            with scope:
+                with anyio.move_on_after(first_byte_timeout):
+                    await anyio.wait_readable(sock)
+                await slots.acquire()
+                slot = True
+        finally:
+            silent.pop(sock, None)
+            if not slot:  # closed to make room, or the listener stops: never handed over
+                sock.close()
+        if not slot:
+            return
+        done = False
+
+        def release() -> None:
+            nonlocal done
+            if not done:
+                done = True
+                slots.release()
+
+        _SLOT.set(release)
+        try:
+            with guard(peer):
+                await handle(sock, peer)
+        finally:
+            release()
+
+    try:
+        while True:
+            try:
+                sock, addr = await accept(lsock)
+            except OSError as exc:
+                log.warning("accepting on %s failed: %s; retrying", where, exc)
+                await anyio.sleep(0.1)
+                continue
+            if len(silent) >= MAX_SILENT:
+                oldest = next(iter(silent))
+                silent.pop(oldest).cancel()  # its gate closes it
+                evicted += 1
+                now = anyio.current_time()
+                if now - logged_at >= _EVICTION_LOG_EVERY:
+                    log.warning(
+                        "%s: closed %d connection(s) that sent nothing while others waited "
+                        "(a flood of half-open connections?)", where, evicted,
+                    )  # fmt: skip
+                    logged_at, evicted = now, 0
+            scope = anyio.CancelScope()
+            silent[sock] = scope
+            unclaimed.add(sock)
+            tg.start_soon(gate, sock, describe_addr(addr), scope)
+    finally:
+        for sock in unclaimed:
+            sock.close()
