@@ -486,6 +486,8 @@ class Side:
                     self.context(server_side),
                     server_side=server_side,
                     timeout=self.handshake_timeout,
+                    # The dialler speaks first (its hello): that write carries the flight.
+                    hold_last_flight=not server_side,
                 )
         except ParaconnectError as exc:
             sock.close()
