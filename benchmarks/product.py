@@ -12,7 +12,9 @@ private leg, the peer-uid check of the local endpoint):
    (the backend is the agent's program, on the agent's private leg, as a user runs pvserver);
 5. ``pc-hub`` (``--hub``): a ``paraconnect hub`` with a server launched through it (``paraconnect
    launch command``), reached at the hub's local endpoint: the notebook's path, through the
-   hub's relay.
+   hub's relay;
+6. ``pc-aio`` (``--aio``): ``pc`` again with ``PARACONNECT_LOOP=asyncio``: serve and connect on
+   the standard library's event loop rather than uvloop's (where uvloop is installed).
 
 Printed, each as a ratio to both stunnel configurations: throughput of one stream and the
 aggregate of 4 concurrent streams, the 64-byte round trip (median, p99), full mutual-TLS
@@ -21,7 +23,7 @@ that accepts TLS and of the one that dials.  Rounds are interleaved and medians 
 that load from elsewhere falls on every path alike; the machine's load is printed with them.
 No assertions: figures vary with the machine.
 
-    .venv/bin/python benchmarks/product.py [--quick] [--hub] [--bytes N] [--repeat N]
+    .venv/bin/python benchmarks/product.py [--quick] [--hub] [--aio] [--bytes N] [--repeat N]
 """
 
 from __future__ import annotations

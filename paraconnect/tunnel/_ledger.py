@@ -5,8 +5,9 @@ pid checks SQLite makes): written one at a time, the row a connection opens and 
 closes were a tenth of a busy agent's time.  The ledger queues them and commits what gathered
 within `FLUSH_DELAY` in one transaction, on the loop's thread, in order (a row is inserted
 before it is completed, also within one flush).  `flush()` writes at once: the side calls it
-before its periodic byte counts and when it closes, so nothing queued is lost on an orderly
-stop.  A process killed with SIGKILL loses at most the last `FLUSH_DELAY` of openings and
+before its periodic byte counts, before it tells an observer (the hub's events) of a
+connection, and when it closes, so nothing queued is lost on an orderly stop and no one hears
+of a connection that the accounting does not show yet.  A process killed with SIGKILL loses at most the last `FLUSH_DELAY` of openings and
 closings; refused attempts are not queued (their rows are written when they happen).
 """
 

@@ -385,10 +385,9 @@ class Side:
         reason = (
             f"closed by this side: {tracked.closed_by}" if tracked.closed_by else tracked.reason
         )
+        if tracked.row is not None:
+            self._ledger.finish(tracked.row, bytes_in=bytes_in, bytes_out=bytes_out, reason=reason)
         self._tell(tracked, "closed", bytes_in=bytes_in, bytes_out=bytes_out, reason=reason)
-        if tracked.row is None:
-            return
-        self._ledger.finish(tracked.row, bytes_in=bytes_in, bytes_out=bytes_out, reason=reason)
 
     def _progress(self) -> None:
         self._ledger.flush()
@@ -561,6 +560,8 @@ class Side:
     def _tell(self, tracked: Tracked, state: str, **extra: object) -> None:
         if not self.observers:
             return
+        # Whoever hears of a connection (the hub's events) finds it in the accounting already.
+        self._ledger.flush()
         hello = tracked.hello
         self._notify({
             "event": "connection", "state": state, "session": self.session_id,
