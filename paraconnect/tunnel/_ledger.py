@@ -7,8 +7,9 @@ within `FLUSH_DELAY` in one transaction, on the loop's thread, in order (a row i
 before it is completed, also within one flush).  `flush()` writes at once: the side calls it
 before its periodic byte counts, before it tells an observer (the hub's events) of a
 connection, and when it closes, so nothing queued is lost on an orderly stop and no one hears
-of a connection that the accounting does not show yet.  A process killed with SIGKILL loses at most the last `FLUSH_DELAY` of openings and
-closings; refused attempts are not queued (their rows are written when they happen).
+of a connection that the accounting does not show yet.  A process killed with SIGKILL loses
+at most the last `FLUSH_DELAY` of openings and closings; refused attempts are not queued (their
+rows are written when they happen).
 """
 
 from __future__ import annotations
