@@ -12,7 +12,9 @@ private leg, the peer-uid check of the local endpoint):
    (the backend is the agent's program, on the agent's private leg, as a user runs pvserver);
 5. ``pc-hub`` (``--hub``): a ``paraconnect hub`` with a server launched through it (``paraconnect
    launch command``), reached at the hub's local endpoint: the notebook's path, through the
-   hub's relay.
+   hub's relay;
+6. ``pc-aio`` (``--aio``): ``pc`` again with ``PARACONNECT_LOOP=asyncio``: serve and connect on
+   the standard library's event loop rather than uvloop's (where uvloop is installed).
 
 Printed, each as a ratio to both stunnel configurations: throughput of one stream and the
 aggregate of 4 concurrent streams, the 64-byte round trip (median, p99), full mutual-TLS
@@ -21,7 +23,7 @@ that accepts TLS and of the one that dials.  Rounds are interleaved and medians 
 that load from elsewhere falls on every path alike; the machine's load is printed with them.
 No assertions: figures vary with the machine.
 
-    .venv/bin/python benchmarks/product.py [--quick] [--hub] [--bytes N] [--repeat N]
+    .venv/bin/python benchmarks/product.py [--quick] [--hub] [--aio] [--bytes N] [--repeat N]
 """
 
 from __future__ import annotations
@@ -118,8 +120,10 @@ def _port_of(address: object) -> int:
     return int(str(address).rsplit(":", 1)[1])
 
 
-def start_pc(home: Path, procs: list[subprocess.Popen[str]]) -> Route:
+def start_pc(home: Path, procs: list[subprocess.Popen[str]], name: str = "pc") -> Route:
     env = {**os.environ, "PARACONNECT_HOME": str(home)}
+    if name == "pc-aio":
+        env["PARACONNECT_LOOP"] = "asyncio"  # the standard library's loop, not uvloop
     backend = [sys.executable, __file__, "--role", "backend-at", "{port}"]
     serve = _json_cmd(
         "serve", "--creds", "bench", "--listen", "127.0.0.1:0", "--", *backend, env=env
@@ -135,7 +139,7 @@ def start_pc(home: Path, procs: list[subprocess.Popen[str]]) -> Route:
     )
     procs.append(connect)
     _started(connect, "paraconnect connect")
-    return Route("pc", local, {"server": serve.pid, "client": connect.pid})
+    return Route(name, local, {"server": serve.pid, "client": connect.pid})
 
 
 def start_hub(
@@ -217,6 +221,10 @@ def report(routes: list[Route], args: argparse.Namespace) -> None:
     row("idle KiB/conn, TLS client", lambda r: r.idle.get("client"), ".1f", True)
     print("Ratios: paraconnect over stunnel, higher is better on every row (times and memory")
     print("inverted). raw connections/s are plain TCP. pc-hub's 'client' memory is the hub's.")
+    from paraconnect.tunnel import loop_options
+
+    loop = "uvloop's" if loop_options() else "asyncio's"
+    print(f"serve and connect run on {loop} event loop (pc-aio: asyncio's); the hub on asyncio's.")
     load = os.getloadavg()
     print(f"Load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on "
           f"{os.cpu_count()} CPUs.")  # fmt: skip
@@ -230,6 +238,9 @@ def main() -> None:
     parser.add_argument("--idle", type=int, default=500, help="idle connections to hold")
     parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds (median)")
     parser.add_argument("--hub", action="store_true", help="also the hub's relay (pc-hub)")
+    parser.add_argument(
+        "--aio", action="store_true", help="also pc on asyncio's own loop (pc-aio), not uvloop"
+    )
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
     args = parser.parse_args()
     if args.quick:
@@ -264,6 +275,8 @@ def main() -> None:
                     Route(name, pair.entry, {"server": pair.server_pid, "client": pair.client_pid})
                 )
             routes.append(start_pc(tmp / "home", procs))
+            if args.aio:
+                routes.append(start_pc(tmp / "home", procs, "pc-aio"))
             if args.hub:
                 routes.append(start_hub(tmp / "home", procs, cleanups))
             measure(routes, args)

@@ -280,10 +280,10 @@ async def _drain(side: Any, grace: float) -> None:
 def _run(main: Any) -> int:
     import anyio
 
-    from .tunnel import single_error
+    from .tunnel import loop_options, single_error
 
     try:
-        result: int = anyio.run(main, backend="asyncio")
+        result: int = anyio.run(main, backend="asyncio", backend_options=loop_options())
     except BaseExceptionGroup as group:
         raise single_error(group) from None
     return result

@@ -18,7 +18,7 @@ from ._secure import Side, Tracked, identity_label, secure
 from ._status import METRICS, Metrics, render_json, render_prometheus, serve_status
 from ._stream import ByteStream, PlainConnection
 from ._tlsconn import TLSConnection
-from ._util import single_error
+from ._util import loop_options, single_error
 
 __all__ = [
     "MAX_FRAME",
@@ -58,6 +58,7 @@ __all__ = [
     "check_same_user",
     "exchange_hello",
     "identity_label",
+    "loop_options",
     "parse_endpoint",
     "parse_since",
     "peer_environment",

@@ -7,7 +7,8 @@ Open rows are touched now and then with their byte counts (``last_seen``), so th
 writing process dies (kill -9, a crash, a reboot) the row keeps what was known: the next opener
 marks rows of dead writers ``lost`` (the writer is told apart by boot id, pid and the pid's
 start time, so a reused pid is not taken for the dead one), with ``end`` set to the last sign
-of life.  Commits survive the death of the process (WAL, ``synchronous=NORMAL``).
+of life.  Commits survive the death of the process (WAL, ``synchronous=NORMAL``); a side
+gathers its open and close rows for a few milliseconds into one commit (`_ledger`).
 
 Rotation moves closed rows past an age or a row count into ``accounting-archive.sqlite3``
 beside it, in one transaction; queries read both files, so summaries do not change.
@@ -253,7 +254,17 @@ class Accounting:
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        db.execute("COMMIT")
+        try:
+            db.execute("COMMIT")
+        except sqlite3.Error:
+            if db.in_transaction:  # e.g. busy past the timeout: leave no transaction open
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            raise
+
+    def transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """The writes made inside are committed together (one commit for many rows)."""
+        return self._tx()
 
     # -- writing -------------------------------------------------------------------------
 

@@ -225,7 +225,6 @@ async def exchange_hello(
             else:
                 theirs = Hello.from_dict(await read_frame(conn))
                 ours = replace(ours, purpose=theirs.purpose, channel=theirs.channel)
-                await write_frame(conn, ours.to_dict())
             refusal: str | None = None
             try:
                 _check(conn, theirs, level=level, session_id=session_id, our_role=ours.role)
@@ -237,11 +236,22 @@ async def exchange_hello(
                     check(conn.peer, theirs)
             except TrustError as exc:
                 refusal = str(exc)
+            verdict_out: dict[str, Any] = (
+                {"ok": True} if refusal is None else {"ok": False, "reason": refusal}
+            )
+            if initiator:
+                await write_frame(conn, verdict_out)
+            else:
+                # The acceptor's hello and its verdict, the same frames in the same order, in
+                # one write: one TLS record and one segment, where two cost a send and a
+                # wakeup of the peer each.
+                await conn.send(
+                    encode_frame({"v": VERSION, **ours.to_dict()})
+                    + encode_frame({"v": VERSION, **verdict_out})
+                )
             if refusal is not None:
-                await write_frame(conn, {"ok": False, "reason": refusal})
                 await _linger(conn)
                 raise TrustError(f"refused {where}: {refusal}")
-            await write_frame(conn, {"ok": True})
             verdict = await read_frame(conn)
     except TimeoutError:
         raise NetworkError(

@@ -286,6 +286,19 @@ def check_same_user(sock: socket.socket, where: str) -> int:
     return uid
 
 
+def _literal(host: str, port: int) -> tuple[int, object]:
+    """(family, sockaddr) when `host` is an IP address, else (0, None)."""
+    if "%" in host:  # a scoped IPv6 address: getaddrinfo fills in the scope
+        return 0, None
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return 0, None
+    if ip.version == 4:
+        return socket.AF_INET, (host, port)
+    return socket.AF_INET6, (host, port, 0, 0)
+
+
 async def connect_endpoint(ep: Endpoint, timeout: float = 10.0) -> socket.socket:  # noqa: ASYNC109
     """Connect a non-blocking socket to a TCP endpoint or a Unix socket path."""
     loop = asyncio.get_running_loop()
@@ -293,12 +306,16 @@ async def connect_endpoint(ep: Endpoint, timeout: float = 10.0) -> socket.socket
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         target: object = ep.path
     else:
-        try:
-            infos = await loop.getaddrinfo(ep.host, ep.port, type=socket.SOCK_STREAM)
-        except OSError as exc:
-            raise NetworkError(f"cannot resolve {ep}: {exc}") from exc
-        family, _type, proto, _name, target = infos[0]
-        sock = socket.socket(family, socket.SOCK_STREAM, proto)
+        family, target = _literal(ep.host, ep.port)
+        if not family:
+            # A name: resolved in asyncio's thread pool.  An address (the usual case, and every
+            # data connection of a tunnel) skips that thread hop.
+            try:
+                infos = await loop.getaddrinfo(ep.host, ep.port, type=socket.SOCK_STREAM)
+            except OSError as exc:
+                raise NetworkError(f"cannot resolve {ep}: {exc}") from exc
+            family, _type, _proto, _name, target = infos[0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setblocking(False)
     try:
         async with asyncio.timeout(timeout):

@@ -154,12 +154,15 @@ def _serve(chan: socket.socket, port: int) -> None:
         if not req:
             return  # the agent is gone
         try:
-            try:
-                conn = socket.create_connection(("127.0.0.1", port), timeout=10)
-            except OSError as exc:
-                chan.send(f"err {exc.strerror or exc}".encode())
-                continue
+            # An address, not a name: no getaddrinfo per connection (create_connection's).
+            conn = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             with conn:
+                try:
+                    conn.settimeout(10)
+                    conn.connect(("127.0.0.1", port))
+                except OSError as exc:
+                    chan.send(f"err {exc.strerror or exc}".encode())
+                    continue
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 socket.send_fds(chan, [b"ok"], [conn.fileno()])
         except OSError:

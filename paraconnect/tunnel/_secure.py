@@ -42,6 +42,7 @@ from ..pki import (
 from ..tls import ANONYMOUS, PeerIdentity, PolicyWatcher, client_context, server_context
 from ._accounting import Accounting, Attempt
 from ._hello import HELLO_TIMEOUT, Hello, Purpose, exchange_hello
+from ._ledger import Ledger, Row
 from ._status import METRICS, Metrics, classify_failure
 from ._stream import ByteStream, PlainConnection
 from ._trust import Trust
@@ -87,7 +88,7 @@ class Tracked:
         self.scope = anyio.CancelScope()
         self.started = time.time()
         self.live: SpliceResult | None = None  # the relay's live counters (data connections)
-        self.row: int | None = None
+        self.row: Row | None = None
         self.closed_by: str | None = None
         self.reason = "closed"
 
@@ -172,6 +173,7 @@ class Side:
             accounting if isinstance(accounting, Accounting) else None
         )
         self._accounting_failed = False
+        self._ledger = Ledger(lambda: self.accounting)
         self.local_identity = identity_label(creds.identity) or "anonymous"
         # Who is told of connections opened, closed and refused (the hub's live events).
         # Called on the side's loop with a JSON-able dict and, for a refusal, the error; a
@@ -324,7 +326,9 @@ class Side:
         return self.data_open()
 
     def close(self) -> None:
-        """Release the accounting database (reopened on the next connection)."""
+        """Write what the accounting has queued and release the database (reopened on the
+        next connection)."""
+        self._ledger.flush()
         if self._accounting is not None and self._accounting_wanted is True:
             self._accounting.close()
             self._accounting = None
@@ -361,8 +365,8 @@ class Side:
         tracked = Tracked(self, conn, hello, where)
         server_id = hello.server_id if self.role is Role.CLIENT else self.server_id
         attempt = self._attempt(tracked.kind, where, conn.peer, server_id)
-        row = self._account(lambda acc: acc.start(attempt, tracked.started))
-        tracked.row = row if isinstance(row, int) else None
+        if self.accounting is not None:
+            tracked.row = self._ledger.start(attempt, tracked.started)
         self.open.add(tracked)
         self.metrics.opened(tracked)
         self._tell(tracked, "open")
@@ -381,16 +385,17 @@ class Side:
         reason = (
             f"closed by this side: {tracked.closed_by}" if tracked.closed_by else tracked.reason
         )
+        if tracked.row is not None:
+            self._ledger.finish(tracked.row, bytes_in=bytes_in, bytes_out=bytes_out, reason=reason)
         self._tell(tracked, "closed", bytes_in=bytes_in, bytes_out=bytes_out, reason=reason)
-        if tracked.row is None:
-            return
-        row = tracked.row
-        self._account(
-            lambda acc: acc.finish(row, bytes_in=bytes_in, bytes_out=bytes_out, reason=reason)
-        )
 
     def _progress(self) -> None:
-        rows = [(t.row, *t.byte_counts()) for t in self.open if t.row is not None]
+        self._ledger.flush()
+        rows = [
+            (t.row.id, *t.byte_counts())
+            for t in self.open
+            if t.row is not None and t.row.id is not None
+        ]
         if rows:
             self._account(lambda acc: acc.progress(rows))
 
@@ -486,6 +491,8 @@ class Side:
                     self.context(server_side),
                     server_side=server_side,
                     timeout=self.handshake_timeout,
+                    # The dialler speaks first (its hello): that write carries the flight.
+                    hold_last_flight=not server_side,
                 )
         except ParaconnectError as exc:
             sock.close()
@@ -553,6 +560,8 @@ class Side:
     def _tell(self, tracked: Tracked, state: str, **extra: object) -> None:
         if not self.observers:
             return
+        # Whoever hears of a connection (the hub's events) finds it in the accounting already.
+        self._ledger.flush()
         hello = tracked.hello
         self._notify({
             "event": "connection", "state": state, "session": self.session_id,

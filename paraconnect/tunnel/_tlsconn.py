@@ -44,6 +44,27 @@ RECV_SIZE = 256 * 1024
 BIO_SLICE = 32 * 1024
 
 
+# What a peer's certificate says, by its DER (with the session's version and cipher): parsing a
+# certificate costs more than the rest of a handshake's Python, and a tunnel's peers present
+# the same few certificates again and again.  Only what the certificate itself holds is kept:
+# revocation, policy and node binding are judged afresh on every connection.
+_PEERS: dict[tuple[bytes, str | None, str | None], PeerIdentity] = {}
+_PEERS_MAX = 256
+
+
+def _peer_of(sslobj: ssl.SSLObject) -> PeerIdentity:
+    der = sslobj.getpeercert(binary_form=True)
+    cipher = sslobj.cipher()
+    key = (der or b"", sslobj.version(), cipher[0] if cipher else None)
+    peer = _PEERS.get(key)
+    if peer is None:
+        peer = peer_identity(sslobj)  # raises when there is no certificate: never cached
+        if len(_PEERS) >= _PEERS_MAX:
+            _PEERS.clear()
+        _PEERS[key] = peer
+    return peer
+
+
 class _Buffers(threading.local):
     """Scratch buffers shared by every connection of one thread (one event loop).
 
@@ -247,6 +268,7 @@ class TLSConnection:
         *,
         server_side: bool,
         timeout: float = 10.0,  # noqa: ASYNC109 - the API others call; applied inside
+        hold_last_flight: bool = False,
     ) -> TLSConnection:
         """Run the TLS handshake on `sock` (connected; made non-blocking here).
 
@@ -254,6 +276,11 @@ class TLSConnection:
         when a certificate is refused (by us or, as an alert, by the peer), and
         :class:`ProtocolError` when the peer does not speak TLS 1.3.  On any failure the
         socket is closed (after telling the peer why, when TLS has an alert for it).
+
+        `hold_last_flight`: a client that writes first leaves its last flight (certificate,
+        Finished) in the outgoing BIO, to go out in one segment with that first write: one
+        send and one wakeup of the peer fewer per connection.  Every read, write and close
+        sends what is held first.
         """
         loop = asyncio.get_running_loop()
         sock.setblocking(False)
@@ -267,8 +294,8 @@ class TLSConnection:
         conn = cls(sock, sslobj, bio_in, bio_out, loop)
         try:
             async with asyncio.timeout(timeout):
-                await conn._handshake()
-            conn.peer = peer_identity(sslobj)
+                await conn._handshake(hold_last_flight)
+            conn.peer = _peer_of(sslobj)
         except TimeoutError as exc:
             conn._abort()
             raise NetworkError(
@@ -289,7 +316,7 @@ class TLSConnection:
             raise
         return conn
 
-    async def _handshake(self) -> None:
+    async def _handshake(self, hold_last_flight: bool = False) -> None:
         while True:
             try:
                 self._ssl.do_handshake()
@@ -302,7 +329,8 @@ class TLSConnection:
                         "check its log"
                     ) from None
                 continue
-            await self._flush()
+            if not hold_last_flight:
+                await self._flush()
             return
 
     # -- plumbing ----------------------------------------------------------------------------
