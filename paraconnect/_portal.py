@@ -20,13 +20,16 @@ class PortalThread:
     and waits, ``close(last)`` runs `last` (the client's ``aclose``) and stops the thread.
     A call while closed raises NetworkError with `closed_message`."""
 
-    def __init__(self, closed_message: str) -> None:
+    def __init__(self, closed_message: str, backend_options: dict[str, Any] | None = None) -> None:
         self.closed_message = closed_message
+        self.backend_options = backend_options
         self._cm: Any = None
         self._portal: anyio.from_thread.BlockingPortal | None = None
 
     def open(self) -> None:
-        cm = anyio.from_thread.start_blocking_portal(backend="asyncio")
+        cm = anyio.from_thread.start_blocking_portal(
+            backend="asyncio", backend_options=self.backend_options
+        )
         self._portal = cm.__enter__()
         self._cm = cm
 

@@ -376,7 +376,7 @@ def _hub(args: argparse.Namespace) -> int:
 
     from .cli_tunnel import serve_status_at
     from .hub import Hub, LaunchRules, serve_control
-    from .tunnel import single_error
+    from .tunnel import loop_options, single_error
 
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -414,7 +414,7 @@ def _hub(args: argparse.Namespace) -> int:
         return 0
 
     try:
-        result: int = anyio.run(main, backend="asyncio")
+        result: int = anyio.run(main, backend="asyncio", backend_options=loop_options())
     except BaseExceptionGroup as group:
         raise single_error(group) from None
     return result

@@ -13,6 +13,7 @@ import anyio
 
 from .._portal import PortalThread
 from ..errors import ConfigError
+from ..tunnel import loop_options
 
 __all__ = ["ThreadedHub"]
 
@@ -34,7 +35,8 @@ class ThreadedHub:
     ) -> Self:
         """Run the hub on an event loop thread of its own; returns once it serves.  `on_exit`
         hears, on that thread, why the hub stopped serving (None: it was stopped)."""
-        self._thread = PortalThread("the hub's thread is closed")
+        # The hub relays every byte of its servers' streams: the relays' loop (uvloop).
+        self._thread = PortalThread("the hub's thread is closed", loop_options())
         self._thread.open()
         try:
             running = self._thread.submit(self.run)

@@ -64,10 +64,8 @@ PROGRESS_INTERVAL = 2.0  # how often open connections' byte counts reach the acc
 
 
 def identity_label(ident: Identity | None) -> str | None:
-    if ident is None:
-        return None
-    node = f" on {ident.unique_id}" if ident.unique_id else ""
-    return f"{ident.role.value} {ident.name!r}{node}"
+    """`Identity.label`, or None for no identity (what logs and accounting record)."""
+    return ident.label if ident is not None else None
 
 
 class Tracked:
