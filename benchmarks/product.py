@@ -224,7 +224,7 @@ def report(routes: list[Route], args: argparse.Namespace) -> None:
     from paraconnect.tunnel import loop_options
 
     loop = "uvloop's" if loop_options() else "asyncio's"
-    print(f"serve and connect run on {loop} event loop (pc-aio: asyncio's); the hub on asyncio's.")
+    print(f"serve, connect and the hub run on {loop} event loop (pc-aio: asyncio's).")
     load = os.getloadavg()
     print(f"Load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on "
           f"{os.cpu_count()} CPUs.")  # fmt: skip
