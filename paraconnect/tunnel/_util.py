@@ -122,6 +122,19 @@ def single_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return group
 
 
+async def _accept_one(lsock: socket.socket, where: str) -> tuple[socket.socket, Any] | None:
+    """One accepted connection; None after a failure (out of descriptors and the like): said,
+    a breath taken, and the caller goes on serving."""
+    from ._leg import accept
+
+    try:
+        return await accept(lsock)
+    except OSError as exc:
+        log.warning("accepting on %s failed: %s; retrying", where, exc)
+        await anyio.sleep(0.1)
+        return None
+
+
 async def accept_loop(
     lsock: socket.socket,
     tg: anyio.abc.TaskGroup,
@@ -133,7 +146,6 @@ async def accept_loop(
     stopping the loop.  `check` may refuse a connection (raise a ParaconnectError) before any
     task is spent on it.  A task cancelled before it ever ran never sees its socket: those are
     closed here, so no descriptor is left behind when the listener stops."""
-    from ._leg import accept
 
     unclaimed: set[socket.socket] = set()
 
@@ -144,13 +156,10 @@ async def accept_loop(
 
     try:
         while True:
-            try:
-                sock, addr = await accept(lsock)
-            except OSError as exc:
-                # Out of file descriptors and the like: say so, breathe, keep serving.
-                log.warning("accepting on %s failed: %s; retrying", where, exc)
-                await anyio.sleep(0.1)
+            got = await _accept_one(lsock, where)
+            if got is None:
                 continue
+            sock, addr = got
             if check is not None:
                 try:
                     check(sock)
@@ -180,7 +189,6 @@ async def tls_accept_loop(
     silent that long then meets the handler's own handshake timeout, which reports it).
     Descriptors in hand stay bounded whatever arrives, and accepting never stops, so a real
     client is not queued behind a flood."""
-    from ._leg import accept
 
     slots = anyio.Semaphore(MAX_HANDSHAKES)
     silent: dict[socket.socket, anyio.CancelScope] = {}  # oldest first
@@ -220,12 +228,10 @@ async def tls_accept_loop(
 
     try:
         while True:
-            try:
-                sock, addr = await accept(lsock)
-            except OSError as exc:
-                log.warning("accepting on %s failed: %s; retrying", where, exc)
-                await anyio.sleep(0.1)
+            got = await _accept_one(lsock, where)
+            if got is None:
                 continue
+            sock, addr = got
             if len(silent) >= MAX_SILENT:
                 oldest = next(iter(silent))
                 silent.pop(oldest).cancel()  # its gate closes it
