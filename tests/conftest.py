@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,38 @@ from .helpers_tunnel import Pki, make_pki
 
 REPO = Path(__file__).resolve().parent.parent
 PARACONNECT = str(Path(sys.executable).with_name("paraconnect"))
+
+
+def _orphans() -> dict[int, str]:
+    """Processes whose parent is init (pid 1): what a test left behind ends up there."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue  # gone meanwhile
+        ppid = int(text.rsplit(")", 1)[1].split()[1])
+        if ppid == 1 and cmdline:  # kernel threads have no command line
+            found[int(stat.parent.name)] = cmdline.replace(b"\0", b" ").decode(errors="replace")
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_left_behind() -> Iterator[None]:
+    """The suite checks that no test leaves a process running (STYLE: no process left behind).
+    Set up first, so it is torn down last, after every other fixture stopped its daemons."""
+    before = set(_orphans())
+    yield
+    deadline = time.monotonic() + 15  # a process told to stop may take a moment to exit
+    while True:
+        left = {pid: cmd for pid, cmd in _orphans().items() if pid not in before}
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert not left, "processes left behind by the tests:\n" + "\n".join(
+        f"  {pid}: {cmd[:200]}" for pid, cmd in sorted(left.items())
+    )
 
 
 @pytest.fixture
