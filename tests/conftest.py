@@ -7,12 +7,14 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 
-from paraconnect.pki import Session, Store
+from paraconnect.pki import Role, Session, Store, load_credentials
+from paraconnect.servers import EnrollServer, ServerRecord, ServerRegistry
 
 from .helpers_tunnel import Pki, make_pki
 
@@ -80,6 +82,32 @@ def anyio_backend() -> str:
 def pki(home: Path) -> Pki:
     """A session with node-bound server and client certificates (helpers_tunnel.make_pki)."""
     return make_pki(home)
+
+
+@pytest.fixture
+def registry(home: Path) -> ServerRegistry:
+    """A server registry with two servers waiting to enrol (srv-a, srv-b) in session 'lab'."""
+    reg = ServerRegistry(home / "servers.sqlite3")
+    now = time.time()
+    for sid in ("srv-a", "srv-b"):
+        reg.add(
+            ServerRecord(sid, "builtin", "lab", "reverse", "local", "submitted", "test", now, now)
+        )
+    return reg
+
+
+@pytest.fixture
+async def hub_addr(store: Store, session: Session, registry: ServerRegistry) -> AsyncIterator[str]:
+    """The real enrolment endpoint, run as the hub runs it: with the hub's node-bound client
+    certificate in the session; its HOST:PORT."""
+    uid = store.unique_id().value
+    session.issue(Role.CLIENT, "hub", unique_id=uid)
+    creds = load_credentials("lab", role=Role.CLIENT, store=store, unique_id=uid)
+    server = EnrollServer(registry, {"lab": (session, creds)})
+    async with anyio.create_task_group() as tg:
+        host, port = await tg.start(server.run)
+        yield f"{host}:{port}"
+        tg.cancel_scope.cancel()
 
 
 class Result:

@@ -5,8 +5,6 @@ only hashed; the agent refuses a hub whose CA is not the pinned one."""
 from __future__ import annotations
 
 import stat
-import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -20,34 +18,11 @@ from cryptography.x509.oid import NameOID
 from paraconnect.errors import ProtocolError, TrustError
 from paraconnect.pki import Credentials, Role, Session, Store, load_credentials
 from paraconnect.servers._enroll import EnrollServer, enroll, issue_token
-from paraconnect.servers._registry import ServerRecord, ServerRegistry
+from paraconnect.servers._registry import ServerRegistry
 
 from .conftest import PARACONNECT
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def registry(home: Path) -> ServerRegistry:
-    reg = ServerRegistry(home / "servers.sqlite3")
-    now = time.time()
-    for sid in ("srv-a", "srv-b"):
-        reg.add(
-            ServerRecord(sid, "builtin", "lab", "reverse", "local", "submitted", "test", now, now)
-        )
-    return reg
-
-
-@pytest.fixture
-async def hub_addr(store: Store, session: Session, registry: ServerRegistry) -> AsyncIterator[str]:
-    uid = store.unique_id().value
-    session.issue(Role.CLIENT, "hub", unique_id=uid)
-    creds = load_credentials("lab", role=Role.CLIENT, store=store, unique_id=uid)
-    server = EnrollServer(registry, {"lab": (session, creds)})
-    async with anyio.create_task_group() as tg:
-        host, port = await tg.start(server.run)
-        yield f"{host}:{port}"
-        tg.cancel_scope.cancel()
 
 
 @pytest.mark.anyio

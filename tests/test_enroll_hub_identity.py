@@ -10,8 +10,6 @@ import json
 import re
 import ssl
 import struct
-import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -21,9 +19,9 @@ from anyio.streams.tls import TLSStream
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from paraconnect.pki import Issued, Role, Session, Store, load_credentials
-from paraconnect.servers._enroll import EnrollServer, issue_token
-from paraconnect.servers._registry import ServerRecord, ServerRegistry
+from paraconnect.pki import Issued, Role, Session, Store
+from paraconnect.servers._enroll import issue_token
+from paraconnect.servers._registry import ServerRegistry
 
 from .conftest import PARACONNECT
 
@@ -31,28 +29,6 @@ pytestmark = pytest.mark.timeout(60)
 
 _LEN = struct.Struct("!I")
 HUB_IDENTITY = "client/hub:enroll"  # what the hub's enrolment line pins
-
-
-@pytest.fixture
-def registry(home: Path) -> ServerRegistry:
-    reg = ServerRegistry(home / "servers.sqlite3")
-    now = time.time()
-    reg.add(ServerRecord("srv-a", "builtin", "lab", "reverse", "local", "submitted", "t", now, now))
-    return reg
-
-
-@pytest.fixture
-async def hub_addr(store: Store, session: Session, registry: ServerRegistry) -> AsyncIterator[str]:
-    """The real endpoint, run as the hub runs it: with the hub's node-bound client certificate
-    in the session."""
-    uid = store.unique_id().value
-    session.issue(Role.CLIENT, "hub", unique_id=uid)
-    creds = load_credentials("lab", role=Role.CLIENT, store=store, unique_id=uid)
-    server = EnrollServer(registry, {"lab": (session, creds)})
-    async with anyio.create_task_group() as tg:
-        host, port = await tg.start(server.run)
-        yield f"{host}:{port}"
-        tg.cancel_scope.cancel()
 
 
 class FakeEndpoint:

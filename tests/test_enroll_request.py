@@ -8,8 +8,7 @@ from __future__ import annotations
 import json
 import ssl
 import struct
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,36 +22,13 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
 from paraconnect.errors import TrustError
-from paraconnect.pki import Role, Session, Store, load_credentials
-from paraconnect.servers._enroll import EnrollServer, enroll, issue_token
-from paraconnect.servers._registry import ServerRecord, ServerRegistry
+from paraconnect.pki import Session, load_credentials
+from paraconnect.servers._enroll import enroll, issue_token
+from paraconnect.servers._registry import ServerRegistry
 
 pytestmark = pytest.mark.timeout(60)
 
 _LEN = struct.Struct("!I")
-
-
-@pytest.fixture
-def registry(home: Path) -> ServerRegistry:
-    reg = ServerRegistry(home / "servers.sqlite3")
-    now = time.time()
-    for sid in ("srv-a", "srv-b"):
-        reg.add(
-            ServerRecord(sid, "builtin", "lab", "reverse", "local", "submitted", "test", now, now)
-        )
-    return reg
-
-
-@pytest.fixture
-async def hub_addr(store: Store, session: Session, registry: ServerRegistry) -> AsyncIterator[str]:
-    uid = store.unique_id().value
-    session.issue(Role.CLIENT, "hub", unique_id=uid)
-    creds = load_credentials("lab", role=Role.CLIENT, store=store, unique_id=uid)
-    server = EnrollServer(registry, {"lab": (session, creds)})
-    async with anyio.create_task_group() as tg:
-        host, port = await tg.start(server.run)
-        yield f"{host}:{port}"
-        tg.cancel_scope.cancel()
 
 
 async def _frame(stream: TLSStream) -> dict[str, Any]:
