@@ -505,7 +505,12 @@ class Server:
 
         local = _local_endpoint(info)
         return RemoteView(
-            host=local.host, port=local.port, dataset=dataset, width=width, height=height
+            host=local.host,
+            port=local.port,
+            dataset=dataset,
+            width=width,
+            height=height,
+            server_id=self.id,
         )
 
     def __repr__(self) -> str:

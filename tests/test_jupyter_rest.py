@@ -19,6 +19,7 @@ from tornado import web
 from paraconnect.errors import ConfigError
 from paraconnect.hub import HubClient
 from paraconnect.jupyter._handlers import handlers
+from paraconnect.jupyter._view import ViewHandler
 from paraconnect.jupyter._websocket import EventsHandler
 
 from .conftest import openssl
@@ -62,10 +63,11 @@ def _routes() -> list[tuple[str, str]]:
 
 def test_every_route_refuses_a_request_without_credentials(server: JupyterServer) -> None:
     routes = _routes()
-    assert len(routes) == 23 and ("paraconnect/api/events", "GET") in routes
+    assert len(routes) == 24 and ("paraconnect/api/events", "GET") in routes
+    assert ("paraconnect/api/servers/1/view", "GET") in routes
     for _pattern, cls in handlers:
         assert issubclass(cls, APIHandler) or (
-            cls is EventsHandler and issubclass(cls, JupyterHandler)
+            cls in (EventsHandler, ViewHandler) and issubclass(cls, JupyterHandler)
         )
     # A matching XSRF cookie and header: so that it is the authentication that refuses the
     # POST, PUT and DELETE requests, not Jupyter's XSRF check.
@@ -75,6 +77,54 @@ def test_every_route_refuses_a_request_without_credentials(server: JupyterServer
         for headers in (xsrf, {**xsrf, "Authorization": "token not-the-token"}):
             resp = server.request(method, path, body, token=False, headers=headers)
             assert resp.status == 403, f"{method} {path} answered {resp.status} without a token"
+
+
+def check_view_websocket(server: JupyterServer, sid: str) -> None:
+    """A browser's line to a view: Jupyter's token or nothing, this hub's servers only, one
+    request frame a message, frames back as binary messages."""
+    import websocket
+
+    from paraconnect.render import _protocol as P
+
+    url = server.ws_base + f"paraconnect/api/servers/{sid}/view"
+    for header in ([], ["Authorization: token not-the-token"]):
+        with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+            websocket.create_connection(url, header=header, timeout=30)
+        assert refused.value.status_code == 403
+    auth = [f"Authorization: token {server.token}"]
+    with pytest.raises(websocket.WebSocketBadStatusException) as missing:
+        websocket.create_connection(url.replace(sid, "no-such-server"), header=auth, timeout=30)
+    assert missing.value.status_code == 404
+
+    ws = websocket.create_connection(url, header=auth, timeout=60)
+    try:
+
+        def ask(header: dict[str, Any]) -> P.Message:
+            ws.send_binary(P.encode_message(header))
+            opcode, data = ws.recv_data()
+            assert opcode == websocket.ABNF.OPCODE_BINARY
+            decoder = P.FrameDecoder()
+            decoder.feed(data)
+            msg = decoder.next_message()
+            assert msg is not None and decoder.pending == 0  # exactly one frame a message
+            return msg
+
+        assert ask({"op": "hello", "v": P.VERSION}).header["op"] == "hello"
+        assert ask({"op": "load", "dataset": "sphere", "id": 1}).header["op"] == "ok"
+        frame = ask({"op": "render", "format": "png", "id": 2})
+        assert frame.header["op"] == "frame" and frame.payload.startswith(b"\x89PNG")
+        ws.send("a text message")  # not a request frame: the line closes
+        opcode, _ = ws.recv_data(control_frame=True)
+        assert opcode == websocket.ABNF.OPCODE_CLOSE
+    finally:
+        ws.shutdown()  # close() skips a socket whose peer already closed the websocket
+    ws = websocket.create_connection(url, header=auth, timeout=60)
+    try:
+        ws.send_binary(P.PREFIX.pack(2, 5) + b"{}hello")  # a payload from a client
+        opcode, _ = ws.recv_data(control_frame=True)
+        assert opcode == websocket.ABNF.OPCODE_CLOSE
+    finally:
+        ws.shutdown()  # close() skips a socket whose peer already closed the websocket
 
 
 def test_the_events_websocket_refuses_a_handshake_without_credentials(
@@ -269,6 +319,7 @@ def test_builtin_launch_reaches_connected_with_events_logs_and_stop(
         info = server.ok("GET", f"servers/{sid}")
         assert info["state"] == "connected", info
         check_frame(int(info["local"].rsplit(":", 1)[1]))  # a real frame through the hub
+        check_view_websocket(server, sid)
 
         # Paraconnect.max_servers=1: a second launch is refused while this one runs.
         refused = server.api("POST", "servers", launch)

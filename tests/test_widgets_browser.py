@@ -1,6 +1,7 @@
 """RemoteView's front end (the inline ``_esm``) in a real browser: JupyterLab in Debian's
-Chromium, a notebook whose kernel finds the Jupyter server's hub, frames shown, a mouse drag
-that turns the camera, and the "save PNG" button's download."""
+Chromium, a notebook whose kernel finds the Jupyter server's hub, frames shown over the view's
+own websocket, a mouse drag that turns the camera (also while the kernel is busy), and the
+"save PNG" button's download."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 pytest.importorskip("playwright")
 pytest.importorskip("vtk")
 
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Locator, Page, expect
 
 from paraconnect.widgets._watcher import _shorten_ids
 
@@ -47,12 +48,19 @@ def lab(tmp_path: Path) -> Iterator[JupyterServer]:
             server.stop_servers()
 
 
-def open_notebook(page: Page, lab: JupyterServer) -> None:
+FRAMES = "() => document.querySelector('.paraconnect-remoteview').paraconnectStats.frames.length"
+LIVE = """() => {
+  const v = document.querySelector('.paraconnect-remoteview');
+  return !!v && !!v.paraconnectStats && v.paraconnectStats.live;
+}"""
+
+
+def open_notebook(page: Page, lab: JupyterServer, cells: list[str] = CELLS) -> None:
     notebook = {
         "cells": [
             {"cell_type": "code", "metadata": {}, "source": src, "outputs": [],
              "execution_count": None}
-            for src in CELLS
+            for src in cells
         ],
         "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
                                     "language": "python"}},
@@ -63,7 +71,8 @@ def open_notebook(page: Page, lab: JupyterServer) -> None:
     page.goto(lab.url(f"lab/tree/view.ipynb?token={lab.token}"))
     page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget")
     page.wait_for_function(KERNEL_IDLE)
-    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    # Not awaited: the promise settles only when every cell has run (never, for a sleeper).
+    page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
 
 
 def test_remote_view_shows_frames_turns_on_drag_and_saves(
@@ -75,10 +84,13 @@ def test_remote_view_shows_frames_turns_on_drag_and_saves(
         page.set_default_timeout(90_000)
         open_notebook(page, lab)
         img = page.locator(".paraconnect-remoteview img")
-        expect(img).to_have_attribute("src", re.compile("^data:image/jpeg;base64,"))
+        # Frames come over the view's own websocket (blob: URLs), not through the kernel.
+        expect(img).to_have_attribute("src", re.compile("^blob:"))
+        page.wait_for_function(LIVE)
         first = img.get_attribute("src")
         status = page.locator(".paraconnect-remoteview-bar span")
         expect(status).to_contain_text("320x240")
+        expect(status).to_contain_text("(live)")
         box = img.bounding_box()
         assert box is not None
         x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
@@ -114,4 +126,44 @@ def test_remote_view_shows_frames_turns_on_drag_and_saves(
         expect(notebook.get_by_text("alice · revoked", exact=False)).to_be_visible()
         assert lab.ok("GET", "sessions/lab/friends")[0]["status"] == "revoked"
         screenshot(page, "share-widget", tmp_path)
+        context.close()
+
+
+def drag(page: Page, img: Locator, dx: int) -> None:
+    box = img.bounding_box()
+    assert box is not None
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + dx, y + 5, steps=10)
+    page.mouse.up()
+
+
+KERNEL_BUSY = KERNEL_IDLE.replace("'idle'", "'busy'")
+
+
+def test_the_view_turns_while_the_kernel_is_busy(lab: JupyterServer, tmp_path: Path) -> None:
+    """A cell that sleeps keeps the kernel busy; the view still answers the mouse, because its
+    frames and inputs never pass through the kernel."""
+    cells = [*CELLS[:2], "import time\ntime.sleep(600)"]
+    with chromium() as browser:
+        context = browser.new_context(viewport=VIEWPORT)
+        page = context.new_page()
+        page.set_default_timeout(90_000)
+        open_notebook(page, lab, cells)
+        img = page.locator(".paraconnect-remoteview img")
+        expect(img).to_have_attribute("src", re.compile("^blob:"))
+        page.wait_for_function(LIVE)
+        page.wait_for_function(KERNEL_BUSY)  # the sleeping cell runs
+        before = page.evaluate(FRAMES)
+        shown = img.get_attribute("src")
+        drag(page, img, 90)
+        page.wait_for_function(f"() => ({FRAMES[6:]}) > {before}")
+        expect(img).not_to_have_attribute("src", shown or "")
+        assert page.evaluate(KERNEL_BUSY), "the kernel finished: the test proved nothing"
+        screenshot(page, "remote-view-busy-kernel", tmp_path)
+        page.evaluate(
+            "() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.interrupt()"
+        )
+        page.wait_for_function(KERNEL_IDLE)
         context.close()

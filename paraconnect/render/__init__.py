@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from .._lazy import lazy_exports
 from ._client import AsyncRenderClient, Frame, RemoteRenderError, RenderClient, RenderTimeout
-from ._protocol import DATASETS, FORMATS
+from ._protocol import DATASETS, FORMATS, MAX_HEADER, FrameDecoder
 from ._protocol import VERSION as PROTOCOL_VERSION
 
 if TYPE_CHECKING:
@@ -24,9 +24,11 @@ if TYPE_CHECKING:
 __all__ = [
     "DATASETS",
     "FORMATS",
+    "MAX_HEADER",
     "PROTOCOL_VERSION",
     "AsyncRenderClient",
     "Frame",
+    "FrameDecoder",
     "RemoteRenderError",
     "RemoteView",
     "RenderClient",

@@ -105,12 +105,14 @@ class AsyncRenderClient:
         unix: str | os.PathLike[str] | None = None,
         sock: socket.socket | None = None,
         timeout: float = 30.0,
+        scene: str | None = None,
     ) -> None:
         if [port is None, unix is None, sock is None].count(False) != 1:
             raise ConfigError(
                 "give the render server's TCP port, its Unix socket path, or a connected socket"
             )
         self.host, self.port, self.unix, self.timeout = host, port, unix, timeout
+        self.scene = scene  # a shared scene's name (protocol ``hello``)
         self._sock = sock
         if sock is not None:
             self.where = f"socket fd {sock.fileno()}"
@@ -161,7 +163,10 @@ class AsyncRenderClient:
                 f"{getattr(exc, 'strerror', None) or exc or 'timed out'}; is it running?"
             ) from exc
         try:
-            self.server_info = (await self._request({"op": "hello", "v": P.VERSION})).header
+            hello: dict[str, Any] = {"op": "hello", "v": P.VERSION}
+            if self.scene is not None:
+                hello["scene"] = self.scene
+            self.server_info = (await self._request(hello)).header
         except BaseException:
             stream, self._stream = self._stream, None
             with anyio.CancelScope(shield=True):
@@ -396,8 +401,11 @@ class RenderClient:
         unix: str | os.PathLike[str] | None = None,
         sock: socket.socket | None = None,
         timeout: float = 30.0,
+        scene: str | None = None,
     ) -> None:
-        self._client = AsyncRenderClient(host, port, unix=unix, sock=sock, timeout=timeout)
+        self._client = AsyncRenderClient(
+            host, port, unix=unix, sock=sock, timeout=timeout, scene=scene
+        )
         self._portal = PortalThread(f"the render client for {self._client.where} is not open")
 
     @property

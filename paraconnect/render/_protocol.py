@@ -15,20 +15,31 @@ Limits: a header is at most 64 KiB (``MAX_HEADER``); a server payload at most 51
 Client → server (each may carry an ``"id"`` (int or string), echoed in the reply):
 
 =========  =================================================================================
-``hello``  ``{"op": "hello", "v": 1}``: must be the first message.
+``hello``  ``{"op": "hello", "v": 1, "scene": NAME}``: must be the first message.  ``scene``
+           (optional, 8 to 64 of ``A-Za-z0-9_-``) shares one scene among every connection
+           that names it (a notebook's kernel and the browser showing its view): what one
+           changes, the others' streams show.  Without it the connection's scene is its own.
 ``load``   ``{"op": "load", "dataset": "wavelet"|"sphere"|"cone", ...options}`` or
            ``{"op": "load", "path": "/data/x.vtu"}``; options: ``triangles`` (sphere),
            ``resolution`` (cone), ``extent`` (wavelet half-size), ``representation``
            (``"surface"``, ``"wireframe"``, ``"points"``, ``"outline"``, ``"contour"``).
 ``resize`` ``{"op": "resize", "w": 1280, "h": 720}`` (1..8192 each).
 ``camera`` ``{"op": "camera", "azimuth": deg, "elevation": deg, "zoom": factor,
-           "reset": bool}``: all optional; reset first, then azimuth, elevation, zoom.
+           "reset": bool, "interactive": bool}``: all optional; reset first, then azimuth,
+           elevation, zoom.  ``interactive`` true: this connection's stream sends frames at
+           its ``drag_quality`` until a camera request says false, which also brings one frame
+           at full quality (the still after a drag).
 ``render`` ``{"op": "render", "format": "jpeg"|"png", "quality": 1..100, "optimize": bool}``:
            one frame back; ``optimize`` makes JPEG Huffman tables optimal (about a third
            smaller, about twice the encode time: for slow links).
-``stream`` ``{"op": "stream", "fps": 30, "spin": 0.0, "format", "quality", "optimize"}``: frames
-           are pushed whenever the scene changed (or every frame while ``spin`` degrees of
-           azimuth per frame is not 0), at most ``fps`` per second (0: as fast as possible).
+``stream`` ``{"op": "stream", "fps": 30, "spin": 0.0, "format", "quality", "optimize",
+           "window": 0, "drag_quality": q}``: frames are pushed whenever the scene changed (or
+           every frame while ``spin`` degrees of azimuth per frame is not 0), at most ``fps``
+           per second (0: as fast as possible).  ``window`` N > 0: at most N frames not yet
+           acknowledged (``ack``) are in flight; changes meanwhile fold into the next frame, so
+           a slow viewer never gets a backlog.  ``drag_quality``: JPEG quality while the
+           camera is interactive (default: ``quality``).
+``ack``    ``{"op": "ack", "n": frame_number}``: the viewer has shown frame n (no reply).
 ``stop``   stops the stream; its reply comes after the last stream frame.
 ``bye``    the server replies and closes.
 =========  =================================================================================
@@ -58,6 +69,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -73,7 +85,9 @@ __all__ = [
     "MAX_SIZE",
     "PREFIX",
     "REPRESENTATIONS",
+    "SCENE_NAME",
     "VERSION",
+    "Ack",
     "BadRequest",
     "Bye",
     "Camera",
@@ -98,6 +112,7 @@ MAX_SIZE = 8192
 FORMATS = ("jpeg", "png")
 DATASETS = ("wavelet", "sphere", "cone")
 REPRESENTATIONS = ("auto", "surface", "wireframe", "points", "outline", "contour")
+SCENE_NAME = re.compile(r"[A-Za-z0-9_-]{8,64}")
 
 Format = Literal["jpeg", "png"]
 RequestId = int | str | None
@@ -166,6 +181,17 @@ class FrameDecoder:
         return max(1, int(PREFIX.size + hlen + plen) - len(self._buf))
 
     def next_message(self) -> Message | None:
+        raw = self.next_raw()
+        if raw is None:
+            return None
+        hlen = PREFIX.unpack_from(raw)[0]
+        return Message(
+            _decode_header(raw[PREFIX.size : PREFIX.size + hlen]), raw[PREFIX.size + hlen :]
+        )
+
+    def next_raw(self) -> bytes | None:
+        """The next complete frame as it came (prefix, header, payload), checked against the
+        limits but not decoded: for relays that pass frames on unchanged."""
         if self._broken:
             raise ProtocolError("the frame stream is broken; close the connection")
         if len(self._buf) < PREFIX.size:
@@ -187,10 +213,9 @@ class FrameDecoder:
         end = PREFIX.size + hlen + plen
         if len(self._buf) < end:
             return None
-        raw = bytes(self._buf[PREFIX.size : PREFIX.size + hlen])
-        payload = bytes(self._buf[PREFIX.size + hlen : end])
+        frame = bytes(self._buf[:end])
         del self._buf[:end]
-        return Message(_decode_header(raw), payload)
+        return frame
 
     def eof(self) -> None:
         """Call at end of stream: raises ProtocolError if it ended mid-frame."""
@@ -221,6 +246,7 @@ def _decode_header(raw: bytes) -> dict[str, Any]:
 class Hello:
     v: int
     id: RequestId = None
+    scene: str | None = None  # a shared scene's name
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +272,7 @@ class Camera:
     zoom: float = 1.0
     reset: bool = False
     id: RequestId = None
+    interactive: bool | None = None  # None: leaves the connection's drag state as it is
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,6 +291,14 @@ class Stream:
     quality: int = 85
     optimize: bool = False
     id: RequestId = None
+    window: int = 0  # frames in flight without an ack; 0: no limit
+    drag_quality: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    n: int
+    id: RequestId = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,15 +311,16 @@ class Bye:
     id: RequestId = None
 
 
-Request = Hello | Load | Resize | Camera | Render | Stream | Stop | Bye
+Request = Hello | Load | Resize | Camera | Render | Stream | Ack | Stop | Bye
 
 _FIELDS: dict[str, frozenset[str]] = {
-    "hello": frozenset({"v", "client"}),
+    "hello": frozenset({"v", "client", "scene"}),
     "load": frozenset({"dataset", "path", "triangles", "resolution", "extent", "representation"}),
     "resize": frozenset({"w", "h"}),
-    "camera": frozenset({"azimuth", "elevation", "zoom", "reset"}),
+    "camera": frozenset({"azimuth", "elevation", "zoom", "reset", "interactive"}),
     "render": frozenset({"format", "quality", "optimize"}),
-    "stream": frozenset({"fps", "spin", "format", "quality", "optimize"}),
+    "stream": frozenset({"fps", "spin", "format", "quality", "optimize", "window", "drag_quality"}),
+    "ack": frozenset({"n"}),
     "stop": frozenset(),
     "bye": frozenset(),
 }
@@ -352,7 +388,10 @@ def _hello(header: Mapping[str, Any], rid: RequestId) -> Hello:
     v = header.get("v")
     if not _is_int(v):
         raise BadRequest("'hello' needs an integer protocol version 'v'")
-    return Hello(v=v, id=rid)
+    scene = header.get("scene")
+    if scene is not None and not (isinstance(scene, str) and SCENE_NAME.fullmatch(scene)):
+        raise BadRequest("'scene' must be 8 to 64 letters, digits, '_' or '-'", kind="config")
+    return Hello(v=v, id=rid, scene=scene)
 
 
 def _load(header: Mapping[str, Any], rid: RequestId) -> Load:
@@ -403,6 +442,7 @@ def _camera(header: Mapping[str, Any], rid: RequestId) -> Camera:
         zoom=_number(header, "zoom", 1.0, 1e-3, 1e3),
         reset=reset,
         id=rid,
+        interactive=_flag(header, "interactive") if "interactive" in header else None,
     )
 
 
@@ -430,6 +470,10 @@ def _stream(header: Mapping[str, Any], rid: RequestId) -> Stream:
         quality=_integer(header, "quality", 85, 1, 100),
         optimize=_flag(header, "optimize"),
         id=rid,
+        window=_integer(header, "window", 0, 0, 64),
+        drag_quality=(
+            _integer(header, "drag_quality", 85, 1, 100) if "drag_quality" in header else None
+        ),
     )
 
 
@@ -440,6 +484,7 @@ _PARSERS: dict[str, Callable[[Mapping[str, Any], RequestId], Request]] = {
     "camera": _camera,
     "render": _render,
     "stream": _stream,
+    "ack": lambda header, rid: Ack(n=_integer(header, "n", 0, 0, 2**53), id=rid),
     "stop": lambda header, rid: Stop(id=rid),
     "bye": lambda header, rid: Bye(id=rid),
 }

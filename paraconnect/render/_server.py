@@ -1,7 +1,9 @@
 """The render server: a TCP or Unix-socket listener speaking the frame protocol of _protocol.py.
 
 Threads: the event loop does the network; one render thread owns every OpenGL context (one
-Scene per connection) and does render + raw readback; a small pool encodes frames.  A streaming
+Scene per connection, or per shared scene name: the kernel's view and the browser's stream of
+it are two connections on one scene) and does render + raw readback; a small pool encodes
+frames.  A streaming
 connection pipelines: while frame N encodes on the pool and frame N-1 is being sent, frame N+1
 renders.  A slow client pushes back through TCP onto its own stream only.
 """
@@ -16,9 +18,10 @@ import logging
 import os
 import socket
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,6 +42,15 @@ __all__ = ["RenderServer", "ServerOptions", "check_loopback"]
 log = logging.getLogger("paraconnect.render")
 T = TypeVar("T")
 _EncodeResult = tuple[RawFrame, bytes, float]
+_Pending = tuple[Future[_EncodeResult], P.Stream]  # a frame encoding, and how it was asked
+
+
+@dataclass(slots=True)
+class _Shared:
+    """A scene that the connections naming it share (``hello``'s ``scene``)."""
+
+    scene: Scene
+    members: set[_Connection] = field(default_factory=set)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +91,8 @@ class RenderServer:
         )
         self.facts: dict[str, str] = {}
         self.clients = 0
+        self.shared: dict[str, _Shared] = {}
+        self._sharing = anyio.Lock()  # one connection at a time makes or leaves a shared scene
 
     async def on_render_thread(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -218,6 +232,11 @@ class _Connection:
         self.stream_scope: anyio.CancelScope | None = None
         self.stream_done: anyio.Event | None = None
         self.counted = False
+        self.scene_name: str | None = None
+        self.interactive = False  # the viewer is dragging: stream frames at drag quality
+        self.inflight = 0  # stream frames made and not yet acknowledged
+        self.unacked: deque[int] = deque()  # numbers of stream frames sent, not yet acked
+        self.acked = anyio.Event()
 
     # --- I/O ---------------------------------------------------------------------------
 
@@ -335,6 +354,7 @@ class _Connection:
             return False
         self.server.clients += 1
         self.counted = True
+        self.scene_name = req.scene
         await self.send(
             {
                 "op": "hello",
@@ -352,12 +372,33 @@ class _Connection:
         return True
 
     async def get_scene(self) -> Scene:
-        if self.scene is None:
+        if self.scene is not None:
+            return self.scene
+        name = self.scene_name
+        if name is None:
             self.scene = await self.server.on_render_thread(self.server.new_scene)
+            return self.scene
+        server = self.server
+        async with server._sharing:
+            shared = server.shared.get(name)
+            if shared is None:
+                scene = await server.on_render_thread(server.new_scene)
+                shared = server.shared[name] = _Shared(scene)
+            shared.members.add(self)
+            self.scene = shared.scene
         return self.scene
 
     def mark_changed(self) -> None:
-        self.changed.set()
+        """Every stream showing this scene renders again (its own only, if not shared)."""
+        shared = self.server.shared.get(self.scene_name) if self.scene_name else None
+        for conn in shared.members if shared is not None else (self,):
+            conn.changed.set()
+
+    def ack(self, n: int) -> None:
+        while self.unacked and self.unacked[0] <= n:
+            self.unacked.popleft()
+            self.inflight -= 1
+        self.acked.set()
 
     async def dispatch(self, req: P.Request, tg: anyio.abc.TaskGroup) -> bool:
         """Carry out one request; False ends the connection."""
@@ -371,6 +412,9 @@ class _Connection:
         if isinstance(req, P.Stop):
             await self.stop_stream()
             await self.send({"op": "ok", "id": req.id})
+            return True
+        if isinstance(req, P.Ack):
+            self.ack(req.n)
             return True
         scene = await self.get_scene()
         if isinstance(req, P.Load):
@@ -389,6 +433,8 @@ class _Connection:
             self.mark_changed()
             await self.send({"op": "ok", "id": req.id, "w": req.w, "h": req.h})
         elif isinstance(req, P.Camera):
+            if req.interactive is not None:
+                self.interactive = req.interactive
             await on_render(
                 scene.camera,
                 azimuth=req.azimuth,
@@ -396,6 +442,7 @@ class _Connection:
                 zoom=req.zoom,
                 reset=req.reset,
             )
+            # Also when it only ends a drag: that brings the full-quality still.
             self.mark_changed()
             await self.send({"op": "ok", "id": req.id})
         elif isinstance(req, P.Render):
@@ -462,10 +509,10 @@ class _Connection:
         self, scene: Scene, spec: P.Stream, scope: anyio.CancelScope, done: anyio.Event
     ) -> None:
         depth = max(1, min(3, self.server.options.encoders))
-        send, receive = anyio.create_memory_object_stream[Future[_EncodeResult]](depth)
+        send, receive = anyio.create_memory_object_stream[_Pending](depth)
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self.stream_sender, receive, spec)
+                tg.start_soon(self.stream_sender, receive)
                 with scope:
                     async with send:
                         try:
@@ -476,15 +523,21 @@ class _Connection:
             done.set()
 
     async def stream_producer(
-        self, scene: Scene, spec: P.Stream, send: MemoryObjectSendStream[Future[_EncodeResult]]
+        self, scene: Scene, spec: P.Stream, send: MemoryObjectSendStream[_Pending]
     ) -> None:
         interval = 1.0 / spec.fps if spec.fps > 0 else 0.0
         due = time.monotonic()
         first = True
+        self.inflight, self.unacked = 0, deque()
         while True:
             if not (first or spec.spin):
                 await self.changed.wait()
             first = False
+            # A viewer with `window` frames unacknowledged gets nothing more until it acks;
+            # what changes meanwhile folds into the one frame rendered after.
+            while spec.window and self.inflight >= spec.window:
+                self.acked = anyio.Event()
+                await self.acked.wait()
             self.changed = anyio.Event()
             if interval:
                 now = time.monotonic()
@@ -492,18 +545,23 @@ class _Connection:
                     await anyio.sleep(due - now)
                 due = max(due + interval, time.monotonic() - interval)
             raw = await self.render_frame(scene, spec.spin)
-            await send.send(self.encode(raw, spec))
+            use = spec
+            if self.interactive and spec.drag_quality is not None:
+                use = replace(spec, quality=spec.drag_quality)
+            self.inflight += 1
+            await send.send((self.encode(raw, use), use))
 
-    async def stream_sender(
-        self, receive: MemoryObjectReceiveStream[Future[_EncodeResult]], spec: P.Stream
-    ) -> None:
+    async def stream_sender(self, receive: MemoryObjectReceiveStream[_Pending]) -> None:
         async with receive:
-            async for fut in receive:
+            async for fut, spec in receive:
                 try:
                     result = await asyncio.wrap_future(fut)
                 except ParaconnectError as exc:
+                    self.inflight -= 1
+                    self.acked.set()
                     await self.error(exc, spec.id, fatal=False)
                     continue
+                self.unacked.append(self.frame_no + 1)  # the number send_frame gives it
                 await self.send_frame(result, spec, None, stream=True)
 
     async def stop_stream(self) -> None:
@@ -518,5 +576,11 @@ class _Connection:
             self.counted = False
         if self.scene is not None:
             scene, self.scene = self.scene, None
+            shared = self.server.shared.get(self.scene_name) if self.scene_name else None
+            if shared is not None:
+                shared.members.discard(self)
+                if shared.members:
+                    return  # the others still show it
+                del self.server.shared[self.scene_name]  # type: ignore[arg-type]
             with anyio.CancelScope(shield=True):
                 await self.server.on_render_thread(scene.close)
