@@ -224,9 +224,7 @@ class RemoteView(anywidget.AnyWidget):
     server_id = traitlets.Unicode("", help="the hub's server: the browser's own line").tag(
         sync=True
     )
-    scene = traitlets.Unicode("", help="the render server's scene this view shares").tag(
-        sync=True
-    )
+    scene = traitlets.Unicode("", help="the render server's scene this view shares").tag(sync=True)
 
     def __init__(
         self,
