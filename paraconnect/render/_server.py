@@ -373,31 +373,12 @@ class _Connection:
             await self.send({"op": "ok", "id": req.id})
             return True
         scene = await self.get_scene()
-        if isinstance(req, P.Load):
-            info = await on_render(
-                scene.load,
-                dataset=req.dataset,
-                path=req.path,
-                options=req.options,
-                representation=req.representation,
-                root=self.server.options.root,
-            )
-            self.mark_changed()
-            await self.send({"op": "ok", "id": req.id, "dataset": info.as_json()})
+        if isinstance(req, P.SCENE_OPS):
+            await self.scene_op(scene, req)
         elif isinstance(req, P.Resize):
             await on_render(scene.resize, req.w, req.h)
             self.mark_changed()
             await self.send({"op": "ok", "id": req.id, "w": req.w, "h": req.h})
-        elif isinstance(req, P.Camera):
-            await on_render(
-                scene.camera,
-                azimuth=req.azimuth,
-                elevation=req.elevation,
-                zoom=req.zoom,
-                reset=req.reset,
-            )
-            self.mark_changed()
-            await self.send({"op": "ok", "id": req.id})
         elif isinstance(req, P.Render):
             raw = await self.render_frame(scene, 0.0)
             result = await asyncio.wrap_future(self.encode(raw, req))
@@ -409,6 +390,66 @@ class _Connection:
             tg.start_soon(self.stream_task, scene, req, self.stream_scope, self.stream_done)
             await self.send({"op": "ok", "id": req.id})
         return True
+
+    async def scene_op(self, scene: Scene, req: P.Request) -> None:
+        """What the scene shows (load, camera, colour, filters, time, blocks, files, state):
+        carried out on the render thread; the reply carries the whole state."""
+        root = self.server.options.root
+
+        def work() -> tuple[dict[str, Any], bool]:
+            pipe = scene.pipeline
+            extra: dict[str, Any] = {}
+            if isinstance(req, P.Load):
+                info = scene.load(
+                    dataset=req.dataset,
+                    path=req.path,
+                    options=req.options,
+                    representation=req.representation,
+                    root=root,
+                    reader=req.reader,
+                )
+                extra["dataset"] = info.as_json()
+            elif isinstance(req, P.Camera):
+                scene.camera(
+                    azimuth=req.azimuth,
+                    elevation=req.elevation,
+                    zoom=req.zoom,
+                    reset=req.reset,
+                    preset=req.preset,
+                    pan=req.pan,
+                )
+            elif isinstance(req, P.Files):
+                return {"files": scene.files(req.path, root)}, False
+            elif isinstance(req, P.State):
+                return {"state": scene.state()}, False
+            elif isinstance(req, P.Color):
+                pipe.color_by(req.array, req.association, req.component, req.colormap, req.range)
+            elif isinstance(req, P.Display):
+                pipe.set_display(
+                    representation=req.representation,
+                    scalar_bar=req.scalar_bar,
+                    axes=req.axes,
+                    outline=req.outline,
+                    colormap=req.colormap,
+                    range=req.range,
+                )
+            elif isinstance(req, P.Filter):
+                if req.action == "clear":
+                    pipe.clear_filters()
+                else:
+                    pipe.add_filter(req.action, req.spec)
+                    scene.face_flat_data()
+            elif isinstance(req, P.Time):
+                pipe.set_step(req.index)
+            elif isinstance(req, P.Blocks):
+                pipe.select_blocks(req.select)
+            pipe.version += 1
+            return {**extra, "state": scene.state()}, True
+
+        reply, changed = await self.server.on_render_thread(work)
+        if changed:
+            self.mark_changed()
+        await self.send({"op": "ok", "id": req.id, **reply})
 
     # --- frames ------------------------------------------------------------------------
 
