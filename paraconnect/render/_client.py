@@ -238,9 +238,8 @@ class AsyncRenderClient:
 
     async def request(self, op: str, **fields: Any) -> dict[str, Any]:
         """Any request of the protocol (``"color"``, ``"filter"``, ``"time"`` ...; see
-        ``_protocol.py``); returns the reply's fields, such as ``"state"``.  Fields that are
-        None are left out."""
-        header = {"op": op, **{k: v for k, v in fields.items() if v is not None}}
+        ``_protocol.py``); returns the reply's fields, such as ``"state"``."""
+        header = {"op": op, **fields}
         reply = dict((await self._request(header)).header)
         reply.pop("op", None)
         reply.pop("id", None)

@@ -69,6 +69,37 @@ def _leaves(data: vtkDataObject) -> list[tuple[str, vtkDataSet]]:
     return found
 
 
+def _fill_missing(blocks: list[vtkDataSet]) -> list[vtkDataSet]:
+    """Copies of the blocks where each has every array of any block (NaN where it had none):
+    merging keeps only the arrays all inputs share, and blocks rarely share them all."""
+    wanted: dict[tuple[str, str], vtkDataArray] = {}
+    for block in blocks:
+        for association, fields in (("point", block.GetPointData()), ("cell", block.GetCellData())):
+            for i in range(fields.GetNumberOfArrays()):
+                arr = fields.GetArray(i)
+                if arr is not None and arr.GetName():
+                    wanted.setdefault((association, str(arr.GetName())), arr)
+    filled = []
+    for block in blocks:
+        copy = block.NewInstance()
+        copy.ShallowCopy(block)
+        for (association, name), like in wanted.items():
+            point = association == "point"
+            fields = copy.GetPointData() if point else copy.GetCellData()
+            if fields.GetArray(name) is not None:
+                continue
+            n = copy.GetNumberOfPoints() if point else copy.GetNumberOfCells()
+            missing = like.NewInstance()
+            missing.SetName(name)
+            missing.SetNumberOfComponents(like.GetNumberOfComponents())
+            missing.SetNumberOfTuples(n)
+            floating = like.IsA("vtkFloatArray") or like.IsA("vtkDoubleArray")
+            missing.Fill(math.nan if floating else 0)
+            fields.AddArray(missing)
+        filled.append(copy)
+    return filled
+
+
 def _arrays(data: vtkDataSet) -> list[dict[str, Any]]:
     out = []
     for association, fields in (("point", data.GetPointData()), ("cell", data.GetCellData())):
@@ -210,11 +241,16 @@ class Pipeline:
             self.data = chosen[0]
         else:
             append = vtkAppendFilter()
-            for block in chosen:
+            for block in _fill_missing(chosen):
                 append.AddInputData(block)
             append.Update()
             self.data = append.GetOutput()
         self.producer.SetOutput(self.data)
+        if self.color is not None:
+            names = {(a["name"], a["association"]) for a in _arrays(self.data)}
+            if (self.color["array"], self.color["association"]) not in names:
+                # The blocks or the time step shown lack the array: the default colouring.
+                self.color = self._default_color()
 
     # --- colouring ---------------------------------------------------------------------
 
@@ -444,6 +480,7 @@ class Pipeline:
         lo, hi = self.fixed_range or drange
         name = self.colormap or default_colormap(*drange)
         lut = lookup_table(name, lo, hi)
+        lut.SetNanColor(0.55, 0.55, 0.55)  # blocks without the array
         component = self.color["component"]
         if component == "magnitude":
             lut.SetVectorModeToMagnitude()
