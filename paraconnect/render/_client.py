@@ -221,8 +221,8 @@ class AsyncRenderClient:
         preset: str | None = None,
         pan: tuple[float, float] | None = None,
     ) -> None:
-        """Reset, then look along an axis (``preset`` "+x" ... "-z"), turn, zoom, and pan
-        (fractions of the view's height)."""
+        """Reset, then look along an axis (``preset`` "+x" ... "-z"), turn, zoom, and pan:
+        move the picture right and up by (dx, dy) view heights."""
         header: dict[str, Any] = {
             "op": "camera",
             "azimuth": azimuth,

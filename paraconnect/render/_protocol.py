@@ -26,7 +26,7 @@ Client → server (each may carry an ``"id"`` (int or string), echoed in the rep
 ``camera`` ``{"op": "camera", "azimuth": deg, "elevation": deg, "zoom": factor,
            "reset": bool, "preset": "+x"|"-x"|"+y"|"-y"|"+z"|"-z", "pan": [dx, dy]}``: all
            optional; reset first, then preset (look along that axis), azimuth, elevation,
-           zoom, pan (fractions of the view's height).
+           zoom, pan (moves the picture right and up by dx, dy view heights, as a drag).
 ``files``  ``{"op": "files", "path": "sub/dir"}``: one directory of the data root (the
            working directory without ``--root``): ``"files": {"path", "entries": [{"name",
            "path", "kind": "file"|"dir", "size", "reader"}], "truncated"}``.

@@ -326,7 +326,8 @@ class Scene:
         self.renderer.ResetCameraClippingRange()
 
     def _pan(self, dx: float, dy: float) -> None:
-        """Move the view by fractions of its height (dx right, dy up), focal point and all."""
+        """Move the picture right and up by (dx, dy) view heights: the camera, focal point and
+        all, moves the other way."""
         cam = self.renderer.GetActiveCamera()
         focal, position = cam.GetFocalPoint(), cam.GetPosition()
         height = 2.0 * math.dist(focal, position) * math.tan(math.radians(cam.GetViewAngle()) / 2)

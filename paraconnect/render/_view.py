@@ -131,7 +131,9 @@ class RemoteView(anywidget.AnyWidget):
         try:
             self._client.resize(width, height)
             if dataset is not None or path is not None:
-                self.dataset = self._client.load(dataset, path=path)
+                # A file asked for replaces the default dataset.
+                shown = None if path is not None else dataset
+                self.dataset = self._client.load(shown, path=path)
             self.view_state = self._client.state()
             self.refresh()
         except BaseException:
@@ -311,7 +313,7 @@ class RemoteView(anywidget.AnyWidget):
         reset: bool = False,
     ) -> dict[str, Any]:
         """``preset`` "+x" ... "-z" looks along that axis; then turn (degrees), zoom (factor)
-        and pan (fractions of the view's height)."""
+        and pan: move the picture right and up by (dx, dy) view heights, as a drag would."""
         return self._change(
             "camera",
             preset=preset,
