@@ -77,13 +77,13 @@ def _write(writer, data, path: Path) -> None:  # type: ignore[no-untyped-def]
 def _ensight(folder: Path) -> None:
     """EnSight Gold ASCII, written by hand (the wheel has no EnSight writer): one hexahedron."""
     xs, ys, zs = [0, 1, 1, 0, 0, 1, 1, 0], [0, 0, 1, 1, 0, 0, 1, 1], [0, 0, 0, 0, 1, 1, 1, 1]
-    geo = "EnSight test\ngeometry\nnode id off\nelement id off\npart\n%10d\ncube\n" % 1
-    geo += "coordinates\n%10d\n" % 8
+    geo = f"EnSight test\ngeometry\nnode id off\nelement id off\npart\n{1:10d}\ncube\n"
+    geo += f"coordinates\n{8:10d}\n"
     for axis in (xs, ys, zs):
-        geo += "".join("%12.5e\n" % v for v in axis)
-    geo += "hexa8\n%10d\n" % 1 + "".join("%10d" % i for i in range(1, 9)) + "\n"
+        geo += "".join(f"{v:12.5e}\n" for v in axis)
+    geo += f"hexa8\n{1:10d}\n" + "".join(f"{i:10d}" for i in range(1, 9)) + "\n"
     (folder / "cube.geo").write_text(geo)
-    values = "".join("%12.5e\n" % (v * 10.0) for v in range(8))
+    values = "".join(f"{v * 10.0:12.5e}\n" for v in range(8))
     (folder / "cube.temperature").write_text(f"temperature\npart\n{1:10d}\ncoordinates\n{values}")
     (folder / "cube.case").write_text(
         "FORMAT\ntype: ensight gold\n\nGEOMETRY\nmodel: cube.geo\n\n"
@@ -127,8 +127,8 @@ def write_formats(folder: Path) -> dict[str, int]:
     from vtkmodules.vtkIOHDF import vtkHDFWriter
     from vtkmodules.vtkIOLegacy import vtkDataSetWriter
     from vtkmodules.vtkIONetCDF import vtkNetCDFCFWriter
-    from vtkmodules.vtkIOPLY import vtkPLYWriter
     from vtkmodules.vtkIOParallelXML import vtkXMLPUnstructuredGridWriter
+    from vtkmodules.vtkIOPLY import vtkPLYWriter
     from vtkmodules.vtkIOXdmf2 import vtkXdmfWriter
     from vtkmodules.vtkIOXML import (
         vtkXMLImageDataWriter,

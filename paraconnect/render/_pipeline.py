@@ -162,6 +162,7 @@ class Pipeline:
         self.bar.SetWidth(0.1)
         self.bar.SetHeight(0.8)
         self.bar.SetNumberOfLabels(5)
+        self.bar.SetLabelFormat("%.3g")
         self.bar.VisibilityOff()
         renderer.AddViewProp(self.bar)
         # Orientation axes: a second renderer in the corner, on a layer above, turned with the
