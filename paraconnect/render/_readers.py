@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vtkmodules.vtkCommonCore import vtkLogger
 from vtkmodules.vtkCommonDataModel import vtkDataObject, vtkMultiBlockDataSet
 from vtkmodules.vtkCommonExecutionModel import vtkAlgorithm, vtkStreamingDemandDrivenPipeline
 
@@ -136,7 +137,16 @@ def _can_read(name: str, path: Path) -> bool:
     except ConfigError:
         return False
     check = getattr(reader, "CanReadFile", None)
-    return bool(check and check(str(path)))
+    if check is None:
+        return False
+    # A reader that says no logs why on stderr (the CGNS one, for any other HDF5 file):
+    # asking is not an error.
+    level = vtkLogger.GetCurrentVerbosityCutoff()  # stderr is the only sink here
+    vtkLogger.SetStderrVerbosity(vtkLogger.VERBOSITY_OFF)
+    try:
+        return bool(check(str(path)))
+    finally:
+        vtkLogger.SetStderrVerbosity(level)
 
 
 def detect(path: Path) -> str | None:
@@ -157,7 +167,7 @@ def detect(path: Path) -> str | None:
     if head.startswith(b"# vtk DataFile"):
         return "legacy"
     if head.startswith(b"\x89HDF\r\n\x1a\n") or head.startswith(b"CDF"):
-        for name in ("vtkhdf", "cgns", "exodus", "netcdf"):
+        for name in ("vtkhdf", "exodus", "cgns", "netcdf"):
             if _can_read(name, path):
                 return name
         return None

@@ -104,6 +104,9 @@ class RemoteView(anywidget.AnyWidget):
     width = traitlets.Int(640, help="frame width in pixels").tag(sync=True)
     height = traitlets.Int(480, help="frame height in pixels").tag(sync=True)
     status = traitlets.Unicode("", help="what the last frame cost").tag(sync=True)
+    view_state = traitlets.Dict(
+        help="the render server's whole view state (arrays, colouring, filters, time, camera)"
+    ).tag(sync=True)
 
     def __init__(
         self,
@@ -125,7 +128,6 @@ class RemoteView(anywidget.AnyWidget):
         self.last_frame: Frame | None = None
         self.last_png: bytes | None = None
         self.dataset: dict[str, Any] = {}
-        self.view_state: dict[str, Any] = {}
         self._client = RenderClient(host, port, timeout=timeout)
         self._client.open()
         try:
