@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +33,11 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     outside = folder.parent / "outside.vtu"
     outside.write_bytes((folder / "grid.vtu").read_bytes())
     (folder / "escape.vtu").symlink_to(outside)
+    # A collection inside the root that names a piece outside it.
+    (folder / "escape.vtm").write_text(
+        '<VTKFile type="vtkMultiBlockDataSet" version="1.0"><vtkMultiBlockDataSet>'
+        '<DataSet index="0" file="../outside.vtu"/></vtkMultiBlockDataSet></VTKFile>'
+    )
     return folder
 
 
@@ -106,6 +112,9 @@ def test_paths_outside_the_root_are_refused(client: RenderClient, root: Path) ->
     for escape in ("../outside.vtu", str(root.parent / "outside.vtu"), "escape.vtu"):
         with pytest.raises(ConfigError, match="outside the server's data root"):
             client.load(path=escape)
+    refused = re.escape("'escape.vtm' names '../outside.vtu', which is outside")
+    with pytest.raises(ConfigError, match=refused):
+        client.load(path="escape.vtm")
     with pytest.raises(ConfigError, match="outside the server's data root"):
         client.files("..")
 

@@ -427,6 +427,8 @@ class Pipeline:
                     f"volume rendering needs image data (.vti, the wavelet); this is {kind}: "
                     "use surface, slice or contour"
                 )
+            if rep == "volume" and self.color is None:
+                raise ConfigError("volume rendering needs an array to colour by; pick one first")
             self.representation = rep
         for key, attr in (("scalar_bar", "scalar_bar"), ("axes", "axes"),
                           ("outline", "show_outline")):  # fmt: skip
@@ -475,8 +477,8 @@ class Pipeline:
             self.mapper.ScalarVisibilityOff()
             self.actor.GetProperty().SetColor(*_SOLID)
             self.bar.VisibilityOff()
-            if volume:
-                raise ConfigError("volume rendering needs an array to colour by; pick one first")
+            self.actor.SetVisibility(True)
+            self.volume.SetVisibility(False)
             return
         lo, hi = self.fixed_range or drange
         name = self.colormap or default_colormap(*drange)

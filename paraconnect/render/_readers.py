@@ -272,10 +272,34 @@ def open_source(path: str, root: Path | None, reader: str | None = None) -> Sour
         raise ConfigError(f"{path!r} is a directory; give a file in it")
     if name == "pvd":
         return _pvd(path, real, root)
+    if root is not None and name in _COLLECTIONS:
+        _check_pieces(path, real, root)
     cls = _reader_class(name)
     vtk_reader = cls()
     _configure(name, vtk_reader, real)
     return algorithm_source(path, vtk_reader, str(cls.__name__))
+
+
+# XML files that name other files (pieces, blocks): those must be inside the root as well.
+_COLLECTIONS = {"vtm", "vtpd", "vtpc", "pvtp", "pvtu", "pvti", "pvts", "pvtr"}
+
+
+def _check_pieces(path: str, real: Path, root: Path) -> None:
+    try:
+        tree = ET.parse(real)  # noqa: S314 - a local file the user chose, tags only
+    except (ET.ParseError, OSError):
+        return  # the reader will say what is wrong with it
+    for item in tree.iter():
+        for key in ("file", "Source"):
+            ref = item.get(key)
+            if ref:
+                try:
+                    resolve(str((real.parent / ref).resolve()), root)
+                except ConfigError:
+                    raise ConfigError(
+                        f"{path!r} names {ref!r}, which is outside the server's data root "
+                        f"{str(root)!r}"
+                    ) from None
 
 
 def _pvd(path: str, real: Path, root: Path | None) -> Source:
