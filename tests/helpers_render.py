@@ -236,8 +236,9 @@ def write_in_subprocess(folder: Path) -> None:
     overridden by the MPI one, which crashes without MPI."""
     script = (
         "import json, sys; from pathlib import Path; "
-        "from tests.helpers_render import write_formats, write_edge_on; "
+        "from tests.helpers_render import write_formats, write_edge_on, write_end_on_line; "
         "f = Path(sys.argv[1]); write_edge_on(f / 'edge_on.vti'); "
+        "write_end_on_line(f / 'line.vtp'); "
         "(f / 'points.json').write_text(json.dumps(write_formats(f)))"
     )
     subprocess.run(
@@ -246,6 +247,19 @@ def write_in_subprocess(folder: Path) -> None:
         cwd=Path(__file__).parent.parent,
         timeout=90,
     )
+
+
+def write_end_on_line(path: Path) -> None:
+    """A polyline along z: a camera looking down -z sees it end-on, as one dot."""
+    from vtkmodules.vtkFiltersSources import vtkLineSource
+    from vtkmodules.vtkIOXML import vtkXMLPolyDataWriter
+
+    line = vtkLineSource()
+    line.SetPoint1(0.0, 0.0, 0.0)
+    line.SetPoint2(0.0, 0.0, 5.0)
+    line.SetResolution(10)
+    line.Update()
+    _write(vtkXMLPolyDataWriter(), line.GetOutput(), path)
 
 
 def pixels(c: RenderClient) -> npt.NDArray[np.int16]:

@@ -97,6 +97,12 @@ def test_the_edge_on_volume_of_the_issue_shows_something(client: RenderClient) -
     assert foreground(img).mean() > 0.2 and colours(img) > 20
 
 
+def test_a_line_seen_end_on_is_turned_across(client: RenderClient) -> None:
+    client.camera(reset=True)
+    client.load(path="line.vtp")
+    assert foreground(pixels(client)).sum() > 60, "the line is a dot"
+
+
 def test_unreadable_files_get_one_line_naming_the_reader(client: RenderClient) -> None:
     for path, reader in [
         ("runs/junk.vtu", "vtkXMLUnstructuredGridReader"),

@@ -255,19 +255,23 @@ class Scene:
 
     def face_flat_data(self) -> None:
         """If what is drawn is flat (a 2-D image, a slice, a planar isosurface) and the camera
-        sees it edge-on, look at it face-on instead: the default view must show something."""
+        sees it edge-on, or a line seen end-on, look at it across: the default view must show
+        something."""
         bounds = self.pipeline.visible_bounds()
         if bounds is None:
             return
         spans = [bounds[2 * i + 1] - bounds[2 * i] for i in range(3)]
         diag = math.hypot(*spans) or 1.0
         flat = [i for i in range(3) if spans[i] <= 1e-6 * diag]
-        if len(flat) != 1:
-            return
-        cam = self.renderer.GetActiveCamera()
-        direction = cam.GetDirectionOfProjection()
-        if abs(direction[flat[0]]) < 0.3:
-            self.camera(preset=("-x", "-y", "-z")[flat[0]])
+        direction = self.renderer.GetActiveCamera().GetDirectionOfProjection()
+        looks = ("-x", "-y", "-z")
+        if len(flat) == 1 and abs(direction[flat[0]]) < 0.3:
+            self.camera(preset=looks[flat[0]])
+        elif len(flat) == 2:
+            # A line: seen end-on it is a dot; look across it instead.
+            along = ({0, 1, 2} - set(flat)).pop()
+            if abs(direction[along]) > 0.9:
+                self.camera(preset=looks[flat[0]])
 
     def files(self, rel: str, root: Path | None) -> dict[str, Any]:
         # With no --root, the listing shows the server's working directory, and only it.
