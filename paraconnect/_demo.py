@@ -70,6 +70,18 @@ class _Command:
         self._log.close()
 
 
+def _colour_map(client: Any) -> str | None:
+    """Colour by the dataset's first array (a vector by its last component: the sphere's
+    normals show height), so the picture shows values, with the scalar bar naming them."""
+    state = client.state()
+    if state["color"] is None and state["arrays"]:
+        first = state["arrays"][0]
+        component = first["components"] - 1 if first["components"] > 1 else None
+        state = client.request("color", array=first["name"], component=component)["state"]
+    color = state["color"]
+    return f"{color['array']!r} ({state['colormap']})" if color else None
+
+
 def run(keep: bool = False, out: str | None = None, dataset: str = "wavelet") -> int:
     from .pki import Store
     from .tunnel import parse_endpoint
@@ -136,6 +148,7 @@ def run(keep: bool = False, out: str | None = None, dataset: str = "wavelet") ->
         t0 = time.perf_counter()
         with RenderClient(local.host, local.port, timeout=60) as client:
             facts = client.load(dataset)
+            coloured = _colour_map(client)
             client.camera(azimuth=30, elevation=20)
             frame = client.save_png(picture)
         elapsed = (time.perf_counter() - t0) * 1000
@@ -144,6 +157,7 @@ def run(keep: bool = False, out: str | None = None, dataset: str = "wavelet") ->
         if isinstance(facts, dict) and facts:
             summary = ", ".join(f"{k} {v}" for k, v in list(facts.items())[:3])
             print(f"   dataset: {summary}")
+        print(f"   coloured by {coloured} with a scalar bar" if coloured else "   one colour")
         print(f"   picture: {picture}")
         print("done: a session, a server that phoned home, and a picture through mutual TLS.")
         return 0

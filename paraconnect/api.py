@@ -488,9 +488,20 @@ class Server:
         return result
 
     def view(
-        self, dataset: str | None = "wavelet", *, width: int = 640, height: int = 480
+        self,
+        dataset: str | None = None,
+        *,
+        path: str | None = None,
+        width: int = 640,
+        height: int = 480,
     ) -> RemoteView:
-        """A RemoteView widget of this built-in renderer (drag rotates, wheel zooms)."""
+        """A RemoteView widget of this built-in renderer (drag rotates, wheel zooms) showing a
+        file on the server's host (``path=``) or a built-in dataset (``dataset=``, the wavelet
+        when neither is given)."""
+        if dataset is not None and path is not None:
+            raise ConfigError("view() shows a dataset or a file: give dataset= or path=, not both")
+        if dataset is None and path is None:
+            dataset = "wavelet"
         info = self.info
         if info["kind"] != "builtin":
             raise ConfigError(
@@ -508,6 +519,7 @@ class Server:
             host=local.host,
             port=local.port,
             dataset=dataset,
+            path=path,
             width=width,
             height=height,
             server_id=self.id,

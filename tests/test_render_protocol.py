@@ -155,6 +155,22 @@ def test_hello_parses_any_integer_version(v: int) -> None:
         ({"op": "stop", "now": True}, "does not take 'now'"),
         ({"id": 1.5, "op": "bye"}, "'id' must be"),
         ({"v": 1}, "no 'op'"),
+        ({"op": "camera", "preset": "x"}, "unknown preset 'x'; use one of \\+x"),
+        ({"op": "camera", "pan": [1]}, "'pan' must be a list of 2 finite numbers"),
+        ({"op": "load", "path": "a.vtu", "reader": 7}, "'reader' must be a reader's name"),
+        ({"op": "color"}, "'color' needs 'array'"),
+        ({"op": "color", "array": "p", "component": "x"}, "whole number or 'magnitude'"),
+        ({"op": "color", "array": "p", "range": [2, 1]}, "lo < hi"),
+        ({"op": "color", "array": "p", "association": "edge"}, "unknown association 'edge'"),
+        ({"op": "display", "axes": 1}, "'axes' must be true or false"),
+        ({"op": "filter"}, "needs an 'action'"),
+        ({"op": "filter", "action": "melt"}, "unknown action 'melt'"),
+        ({"op": "filter", "action": "slice", "normal": [0, 1]}, "'normal' must be a list of 3"),
+        ({"op": "filter", "action": "contour", "values": ["a"]}, "'values' must be a list"),
+        ({"op": "time", "index": -1}, "'index' is -1"),
+        ({"op": "blocks", "select": []}, "non-empty list of block indices"),
+        ({"op": "files", "path": 3}, "'path' must be a string"),
+        ({"op": "state", "all": True}, "does not take 'all'"),
     ],
 )
 def test_bad_requests_say_what_is_wrong(header: dict[str, object], message: str) -> None:
@@ -169,6 +185,37 @@ def test_good_requests() -> None:
     assert P.parse_request({"op": "stream", "fps": 0, "spin": 2}) == P.Stream(fps=0.0, spin=2.0)
     load = P.parse_request({"op": "load", "dataset": "sphere", "triangles": 1000})
     assert isinstance(load, P.Load) and load.options == {"triangles": 1000}
+
+
+def test_good_scene_requests() -> None:
+    color = P.parse_request({"op": "color", "array": "p", "component": "magnitude", "id": 3})
+    assert color == P.Color(array="p", component="magnitude", id=3)
+    solid = P.parse_request({"op": "color", "array": None, "range": "auto"})
+    assert solid == P.Color(array=None, range="auto")
+    cut = P.parse_request({"op": "filter", "action": "clip", "normal": [0, 0, 1], "invert": True})
+    assert cut == P.Filter(action="clip", spec={"normal": (0.0, 0.0, 1.0), "invert": True})
+    cam = P.parse_request({"op": "camera", "preset": "-y", "pan": [0.5, -0.25]})
+    assert isinstance(cam, P.Camera) and (cam.preset, cam.pan) == ("-y", (0.5, -0.25))
+    assert P.parse_request({"op": "time", "index": 4}) == P.Time(index=4)
+    assert P.parse_request({"op": "blocks", "select": [0, 2]}) == P.Blocks(select=(0, 2))
+
+
+@settings(deadline=None)
+@given(
+    st.sampled_from(sorted(set(P._FIELDS) - {"hello"})).flatmap(
+        lambda op: st.fixed_dictionaries(
+            {"op": st.just(op)},
+            optional={key: json_values for key in P._FIELDS[op]},
+        )
+    )
+)
+def test_every_op_with_any_field_values_parses_or_says_why(header: dict[str, object]) -> None:
+    try:
+        req = P.parse_request(header)
+    except P.BadRequest as exc:
+        assert str(exc) and "\n" not in str(exc)
+    else:
+        assert type(req).__name__.lower() == header["op"]
 
 
 def test_encode_message_refuses_a_huge_header_and_non_json() -> None:

@@ -347,17 +347,17 @@ def test_client_errors_are_clear(port: int) -> None:
 
 
 def test_data_root_confines_paths(tmp_path: Path) -> None:
-    from paraconnect.render._scene import _reader
+    from paraconnect.render._readers import open_source, resolve
 
     root = tmp_path / "data"
     root.mkdir()
     (root / "in.vtp").write_text("<VTKFile/>")
     (tmp_path / "out.vtp").write_text("<VTKFile/>")
     (root / "link.vtp").symlink_to(tmp_path / "out.vtp")
-    assert _reader("in.vtp", root).GetFileName() == str(root / "in.vtp")
+    assert resolve("in.vtp", root) == (root / "in.vtp").resolve()
     for escape in ("../out.vtp", str(tmp_path / "out.vtp"), "link.vtp"):
         with pytest.raises(ConfigError, match="outside the server's data root"):
-            _reader(escape, root)
+            open_source(escape, root)
 
 
 def test_inherited_socketpair_serves_one_client_then_exits(tmp_path: Path) -> None:

@@ -105,3 +105,27 @@ def test_remote_view_drag_wheel_and_save(api_hub: Hub, tmp_path: Path) -> None:
         assert img.size == (320, 240)
     view.close()
     srv.stop(grace=5)
+
+
+def test_server_view_of_a_file_on_its_host(api_hub: Hub, tmp_path: Path) -> None:
+    """srv.view(path=...) used to raise TypeError; the file is read on the server's side."""
+    from paraconnect.errors import ConfigError
+
+    from .helpers_render import write_edge_on
+
+    data = tmp_path / "field.vti"
+    write_edge_on(data)
+    srv = pc.connect_reverse(kind="builtin", session="lab")
+    srv.wait_connected(timeout=60, quiet=True)
+    with pytest.raises(ConfigError, match="give dataset= or path=, not both"):
+        srv.view(dataset="cone", path=str(data))
+    view = srv.view(path=str(data), width=320, height=240)
+    assert view.dataset["name"] == str(data) and view.dataset["arrays"] == ["distance"]
+    assert view.state["color"]["array"] == "distance"
+    before = view.last_frame
+    view.color_by("distance", colormap="magma")
+    assert view.view_state["colormap"] == "magma"
+    assert view.last_frame is not None and before is not None
+    assert view.last_frame.data != before.data
+    view.close()
+    srv.stop(grace=5)

@@ -197,15 +197,19 @@ class AsyncRenderClient:
         *,
         path: str | None = None,
         representation: str = "auto",
+        reader: str | None = None,
         **options: int,
     ) -> dict[str, Any]:
-        """Load a built-in dataset ("wavelet", "sphere", "cone") or a file on the server's host;
+        """Load a built-in dataset ("wavelet", "sphere", "cone") or a file on the server's host
+        (its reader chosen by extension and content, or ``reader`` by name: "ioss", ...);
         returns facts about it (points, cells, bounds, arrays)."""
         header: dict[str, Any] = {"op": "load", "representation": representation, **options}
         if dataset is not None:
             header["dataset"] = dataset
         if path is not None:
             header["path"] = path
+        if reader is not None:
+            header["reader"] = reader
         reply = await self._request(header)
         return dict(reply.header.get("dataset", {}))
 
@@ -219,16 +223,40 @@ class AsyncRenderClient:
         elevation: float = 0.0,
         zoom: float = 1.0,
         reset: bool = False,
+        preset: str | None = None,
+        pan: tuple[float, float] | None = None,
     ) -> None:
-        await self._request(
-            {
-                "op": "camera",
-                "azimuth": azimuth,
-                "elevation": elevation,
-                "zoom": zoom,
-                "reset": reset,
-            }
-        )
+        """Reset, then look along an axis (``preset`` "+x" ... "-z"), turn, zoom, and pan:
+        move the picture right and up by (dx, dy) view heights."""
+        header: dict[str, Any] = {
+            "op": "camera",
+            "azimuth": azimuth,
+            "elevation": elevation,
+            "zoom": zoom,
+            "reset": reset,
+        }
+        if preset is not None:
+            header["preset"] = preset
+        if pan is not None:
+            header["pan"] = list(pan)
+        await self._request(header)
+
+    async def request(self, op: str, **fields: Any) -> dict[str, Any]:
+        """Any request of the protocol (``"color"``, ``"filter"``, ``"time"`` ...; see
+        ``_protocol.py``); returns the reply's fields, such as ``"state"``."""
+        header = {"op": op, **fields}
+        reply = dict((await self._request(header)).header)
+        reply.pop("op", None)
+        reply.pop("id", None)
+        return reply
+
+    async def state(self) -> dict[str, Any]:
+        """The whole view: arrays, colouring, filters, time steps, blocks, camera."""
+        return dict((await self.request("state"))["state"])
+
+    async def files(self, path: str = "") -> dict[str, Any]:
+        """One directory of the server's data root: entries with size, kind and reader."""
+        return dict((await self.request("files", path=path))["files"])
 
     async def render(
         self, format: str = "jpeg", quality: int = 85, *, optimize: bool = False
@@ -448,11 +476,12 @@ class RenderClient:
         *,
         path: str | None = None,
         representation: str = "auto",
+        reader: str | None = None,
         **options: int,
     ) -> dict[str, Any]:
         async def go() -> dict[str, Any]:
             return await self._client.load(
-                dataset, path=path, representation=representation, **options
+                dataset, path=path, representation=representation, reader=reader, **options
             )
 
         return dict(self._call(go))
@@ -467,11 +496,27 @@ class RenderClient:
         elevation: float = 0.0,
         zoom: float = 1.0,
         reset: bool = False,
+        preset: str | None = None,
+        pan: tuple[float, float] | None = None,
     ) -> None:
         async def go() -> None:
-            await self._client.camera(azimuth=azimuth, elevation=elevation, zoom=zoom, reset=reset)
+            await self._client.camera(
+                azimuth=azimuth, elevation=elevation, zoom=zoom, reset=reset, preset=preset, pan=pan
+            )
 
         self._call(go)
+
+    def request(self, op: str, **fields: Any) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(functools.partial(self._client.request, op, **fields))
+        return result
+
+    def state(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(self._client.state)
+        return result
+
+    def files(self, path: str = "") -> dict[str, Any]:
+        result: dict[str, Any] = self._call(self._client.files, path)
+        return result
 
     def render(self, format: str = "jpeg", quality: int = 85, *, optimize: bool = False) -> Frame:
         result: Frame = self._call(

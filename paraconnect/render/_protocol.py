@@ -20,15 +20,35 @@ Client → server (each may carry an ``"id"`` (int or string), echoed in the rep
            that names it (a notebook's kernel and the browser showing its view): what one
            changes, the others' streams show.  Without it the connection's scene is its own.
 ``load``   ``{"op": "load", "dataset": "wavelet"|"sphere"|"cone", ...options}`` or
-           ``{"op": "load", "path": "/data/x.vtu"}``; options: ``triangles`` (sphere),
-           ``resolution`` (cone), ``extent`` (wavelet half-size), ``representation``
-           (``"surface"``, ``"wireframe"``, ``"points"``, ``"outline"``, ``"contour"``).
+           ``{"op": "load", "path": "/data/x.vtu"}`` (under the server's data root; the reader
+           by extension or content, or ``"reader"`` by name: ``"ioss"``, ``"exodus"``...);
+           options: ``triangles`` (sphere), ``resolution`` (cone), ``extent`` (wavelet
+           half-size), ``representation`` (``"surface"``, ``"wireframe"``, ``"points"``,
+           ``"outline"``, ``"contour"``).  The reply has ``"dataset"`` and ``"state"``.
 ``resize`` ``{"op": "resize", "w": 1280, "h": 720}`` (1..8192 each).
 ``camera`` ``{"op": "camera", "azimuth": deg, "elevation": deg, "zoom": factor,
-           "reset": bool, "interactive": bool}``: all optional; reset first, then azimuth,
-           elevation, zoom.  ``interactive`` true: this connection's stream sends frames at
+           "reset": bool, "preset": "+x"|"-x"|"+y"|"-y"|"+z"|"-z", "pan": [dx, dy],
+           "interactive": bool}``: all optional; reset first, then preset (look along that
+           axis), azimuth, elevation, zoom, pan (moves the picture right and up by dx, dy view
+           heights, as a drag).  ``interactive`` true: this connection's stream sends frames at
            its ``drag_quality`` until a camera request says false, which also brings one frame
            at full quality (the still after a drag).
+``files``  ``{"op": "files", "path": "sub/dir"}``: one directory of the data root (the
+           working directory without ``--root``): ``"files": {"path", "entries": [{"name",
+           "path", "kind": "file"|"dir", "size", "reader"}], "truncated"}``.
+``state``  ``{"op": "state"}``: ``"state"``, the whole view as JSON (below).
+``color``  ``{"op": "color", "array": name|null, "association": "point"|"cell",
+           "component": int|"magnitude", "colormap": name, "range": [lo, hi]|"auto"}``:
+           colour by an array (null: one solid colour); all but ``array`` optional.
+``display`` ``{"op": "display", "representation": "surface"|"surface with edges"|
+           "wireframe"|"points"|"volume"|"outline", "scalar_bar": bool, "axes": bool,
+           "outline": bool, "colormap": name, "range": [lo, hi]|"auto"}``: all optional.
+``filter`` ``{"op": "filter", "action": "slice"|"clip"|"contour"|"threshold"|"clear",
+           "origin": [x, y, z], "normal": [x, y, z], "invert": bool, "array": name,
+           "values": [iso, ...], "range": [lo, hi]}``: adds the filter, or replaces the one
+           of its type (one of each, chained in the order added); ``clear`` removes all.
+``time``   ``{"op": "time", "index": n}``: show time step n (``state["times"]``).
+``blocks`` ``{"op": "blocks", "select": [i, ...]}``: show these blocks of a multiblock file.
 ``render`` ``{"op": "render", "format": "jpeg"|"png", "quality": 1..100, "optimize": bool}``:
            one frame back; ``optimize`` makes JPEG Huffman tables optimal (about a third
            smaller, about twice the encode time: for slow links).
@@ -49,7 +69,12 @@ Server → client:
 - ``{"op": "hello", "v": 1, "server": ..., "window": ..., "gl_vendor": ..., "gl_renderer": ...,
   "formats": [...], "datasets": [...], "max_size": 8192}`` answers ``hello``;
 - ``{"op": "ok", "id": ..., ...}`` answers ``load`` (with ``"dataset"`` facts), ``resize``,
-  ``camera``, ``stream``, ``stop``, ``bye``;
+  ``camera``, ``stream``, ``stop``, ``bye``; the replies of ``load``, ``camera``, ``color``,
+  ``display``, ``filter``, ``time``, ``blocks`` and ``state`` carry ``"state"``: ``{"version"
+  (bumped on every change), "dataset", "arrays": [{"name", "association", "components",
+  "range", "component_ranges"}], "color", "colormap", "colormaps", "range", "range_mode",
+  "representation", "representations", "scalar_bar", "axes", "outline", "filters", "times",
+  "time", "blocks": [{"index", "name", "kind", "selected"}], "camera", "size"}``;
 - ``{"op": "frame", "id": ..., "stream": bool, "n": frame_number, "w": ..., "h": ...,
   "format": "jpeg"|"png", "render_ms": ..., "encode_ms": ..., "t": server_epoch_seconds}``
   with the encoded image as payload;
@@ -68,17 +93,39 @@ Errors and the connection
 from __future__ import annotations
 
 import json
-import math
 import re
 import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, TypeGuard
+from typing import Any, Literal
 
 from ..errors import ProtocolError
+from ._fields import (
+    BadRequest,
+    RequestId,
+    choice,
+    flag,
+    integer,
+    is_int,
+    number,
+    pair,
+)
+from ._scene_requests import (
+    FILTER_ACTIONS,
+    SCENE_FIELDS,
+    SCENE_PARSERS,
+    Blocks,
+    Color,
+    Display,
+    Files,
+    Filter,
+    State,
+    Time,
+)
 
 __all__ = [
     "DATASETS",
+    "FILTER_ACTIONS",
     "FORMATS",
     "MAX_HEADER",
     "MAX_PAYLOAD",
@@ -89,17 +136,25 @@ __all__ = [
     "VERSION",
     "Ack",
     "BadRequest",
+    "Blocks",
     "Bye",
     "Camera",
+    "Color",
+    "Display",
+    "Files",
+    "Filter",
     "FrameDecoder",
     "Hello",
     "Load",
     "Message",
     "Render",
     "Request",
+    "RequestId",
     "Resize",
+    "State",
     "Stop",
     "Stream",
+    "Time",
     "encode_message",
     "parse_request",
 ]
@@ -115,20 +170,6 @@ REPRESENTATIONS = ("auto", "surface", "wireframe", "points", "outline", "contour
 SCENE_NAME = re.compile(r"[A-Za-z0-9_-]{8,64}")
 
 Format = Literal["jpeg", "png"]
-RequestId = int | str | None
-
-
-class BadRequest(ProtocolError):
-    """A well-framed request that cannot be carried out; the connection stays open.
-
-    ``kind`` says who is at fault: ``"protocol"`` (the request itself), ``"config"`` (a value:
-    a size, a dataset name, a path) or ``"server"`` (the renderer failed).
-    """
-
-    def __init__(self, message: str, *, kind: str = "protocol", request_id: RequestId = None):
-        super().__init__(message)
-        self.kind = kind
-        self.request_id = request_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +297,7 @@ class Load:
     options: Mapping[str, Any]
     representation: str = "auto"
     id: RequestId = None
+    reader: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +314,8 @@ class Camera:
     zoom: float = 1.0
     reset: bool = False
     id: RequestId = None
+    preset: str | None = None
+    pan: tuple[float, float] | None = None
     interactive: bool | None = None  # None: leaves the connection's drag state as it is
 
 
@@ -311,13 +355,22 @@ class Bye:
     id: RequestId = None
 
 
-Request = Hello | Load | Resize | Camera | Render | Stream | Ack | Stop | Bye
+Request = (
+    Hello | Load | Resize | Camera | Render | Stream | Ack | Stop | Bye
+    | Files | State | Color | Display | Filter | Time | Blocks
+)  # fmt: skip
+# The requests about what the scene shows: one place in the server carries them out.
+SCENE_OPS = (Load, Camera, Files, State, Color, Display, Filter, Time, Blocks)
+CAMERA_PRESETS = ("+x", "-x", "+y", "-y", "+z", "-z")
 
 _FIELDS: dict[str, frozenset[str]] = {
     "hello": frozenset({"v", "client", "scene"}),
-    "load": frozenset({"dataset", "path", "triangles", "resolution", "extent", "representation"}),
+    "load": frozenset(
+        {"dataset", "path", "triangles", "resolution", "extent", "representation", "reader"}
+    ),
     "resize": frozenset({"w", "h"}),
-    "camera": frozenset({"azimuth", "elevation", "zoom", "reset", "interactive"}),
+    "camera": frozenset({"azimuth", "elevation", "zoom", "reset", "preset", "pan", "interactive"}),
+    **SCENE_FIELDS,
     "render": frozenset({"format", "quality", "optimize"}),
     "stream": frozenset({"fps", "spin", "format", "quality", "optimize", "window", "drag_quality"}),
     "ack": frozenset({"n"}),
@@ -329,7 +382,7 @@ _FIELDS: dict[str, frozenset[str]] = {
 def parse_request(header: Mapping[str, Any]) -> Request:
     """Validate one client header into a Request.  Raises BadRequest (non-fatal)."""
     rid = header.get("id")
-    if not (rid is None or isinstance(rid, str) or (isinstance(rid, int) and _is_int(rid))):
+    if not (rid is None or isinstance(rid, str) or (isinstance(rid, int) and is_int(rid))):
         raise BadRequest("'id' must be an integer or a string")
     if isinstance(rid, str) and len(rid) > 128:
         raise BadRequest("'id' is longer than 128 characters")
@@ -353,28 +406,6 @@ def parse_request(header: Mapping[str, Any]) -> Request:
         raise
 
 
-def _is_int(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _number(header: Mapping[str, Any], key: str, default: float, lo: float, hi: float) -> float:
-    value = header.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise BadRequest(f"{key!r} must be a finite number", kind="config")
-    if not lo <= value <= hi:
-        raise BadRequest(f"{key!r} is {value}; it must be from {lo:g} to {hi:g}", kind="config")
-    return float(value)
-
-
-def _integer(header: Mapping[str, Any], key: str, default: int, lo: int, hi: int) -> int:
-    value = header.get(key, default)
-    if not _is_int(value):
-        raise BadRequest(f"{key!r} must be a whole number", kind="config")
-    if not lo <= value <= hi:
-        raise BadRequest(f"{key!r} is {value}; it must be from {lo} to {hi}", kind="config")
-    return int(value)
-
-
 def _format(header: Mapping[str, Any]) -> Format:
     fmt = header.get("format", "jpeg")
     if fmt == "jpeg":
@@ -386,7 +417,7 @@ def _format(header: Mapping[str, Any]) -> Format:
 
 def _hello(header: Mapping[str, Any], rid: RequestId) -> Hello:
     v = header.get("v")
-    if not _is_int(v):
+    if not is_int(v):
         raise BadRequest("'hello' needs an integer protocol version 'v'")
     scene = header.get("scene")
     if scene is not None and not (isinstance(scene, str) and SCENE_NAME.fullmatch(scene)):
@@ -415,17 +446,22 @@ def _load(header: Mapping[str, Any], rid: RequestId) -> Load:
         )
     options: dict[str, Any] = {}
     if "triangles" in header:
-        options["triangles"] = _integer(header, "triangles", 0, 8, 50_000_000)
+        options["triangles"] = integer(header, "triangles", 0, 8, 50_000_000)
     if "resolution" in header:
-        options["resolution"] = _integer(header, "resolution", 0, 3, 100_000)
+        options["resolution"] = integer(header, "resolution", 0, 3, 100_000)
     if "extent" in header:
-        options["extent"] = _integer(header, "extent", 0, 1, 256)
-    return Load(dataset=dataset, path=path, options=options, representation=rep, id=rid)
+        options["extent"] = integer(header, "extent", 0, 1, 256)
+    reader = header.get("reader")
+    if reader is not None and (not isinstance(reader, str) or len(reader) > 40):
+        raise BadRequest("'reader' must be a reader's name", kind="config")
+    return Load(
+        dataset=dataset, path=path, options=options, representation=rep, id=rid, reader=reader
+    )
 
 
 def _resize(header: Mapping[str, Any], rid: RequestId) -> Resize:
     w, h = header.get("w"), header.get("h")
-    if not (_is_int(w) and _is_int(h) and 1 <= w <= MAX_SIZE and 1 <= h <= MAX_SIZE):
+    if not (is_int(w) and is_int(h) and 1 <= w <= MAX_SIZE and 1 <= h <= MAX_SIZE):
         raise BadRequest(
             f"bad size {str(w)[:12]}x{str(h)[:12]}: 'w' and 'h' must be whole numbers "
             f"from 1 to {MAX_SIZE}",
@@ -435,44 +471,39 @@ def _resize(header: Mapping[str, Any], rid: RequestId) -> Resize:
 
 
 def _camera(header: Mapping[str, Any], rid: RequestId) -> Camera:
-    reset = _flag(header, "reset")
+    reset = flag(header, "reset")
     return Camera(
-        azimuth=_number(header, "azimuth", 0.0, -1e6, 1e6),
-        elevation=_number(header, "elevation", 0.0, -1e6, 1e6),
-        zoom=_number(header, "zoom", 1.0, 1e-3, 1e3),
+        azimuth=number(header, "azimuth", 0.0, -1e6, 1e6),
+        elevation=number(header, "elevation", 0.0, -1e6, 1e6),
+        zoom=number(header, "zoom", 1.0, 1e-3, 1e3),
         reset=reset,
         id=rid,
-        interactive=_flag(header, "interactive") if "interactive" in header else None,
+        preset=choice(header, "preset", CAMERA_PRESETS),
+        pan=pair(header, "pan", -1e3, 1e3),
+        interactive=flag(header, "interactive") if "interactive" in header else None,
     )
-
-
-def _flag(header: Mapping[str, Any], key: str) -> bool:
-    value = header.get(key, False)
-    if not isinstance(value, bool):
-        raise BadRequest(f"{key!r} must be true or false", kind="config")
-    return value
 
 
 def _render(header: Mapping[str, Any], rid: RequestId) -> Render:
     return Render(
         format=_format(header),
-        quality=_integer(header, "quality", 85, 1, 100),
-        optimize=_flag(header, "optimize"),
+        quality=integer(header, "quality", 85, 1, 100),
+        optimize=flag(header, "optimize"),
         id=rid,
     )
 
 
 def _stream(header: Mapping[str, Any], rid: RequestId) -> Stream:
     return Stream(
-        fps=_number(header, "fps", 30.0, 0.0, 1000.0),
-        spin=_number(header, "spin", 0.0, -360.0, 360.0),
+        fps=number(header, "fps", 30.0, 0.0, 1000.0),
+        spin=number(header, "spin", 0.0, -360.0, 360.0),
         format=_format(header),
-        quality=_integer(header, "quality", 85, 1, 100),
-        optimize=_flag(header, "optimize"),
+        quality=integer(header, "quality", 85, 1, 100),
+        optimize=flag(header, "optimize"),
         id=rid,
-        window=_integer(header, "window", 0, 0, 64),
+        window=integer(header, "window", 0, 0, 64),
         drag_quality=(
-            _integer(header, "drag_quality", 85, 1, 100) if "drag_quality" in header else None
+            integer(header, "drag_quality", 85, 1, 100) if "drag_quality" in header else None
         ),
     )
 
@@ -484,7 +515,8 @@ _PARSERS: dict[str, Callable[[Mapping[str, Any], RequestId], Request]] = {
     "camera": _camera,
     "render": _render,
     "stream": _stream,
-    "ack": lambda header, rid: Ack(n=_integer(header, "n", 0, 0, 2**53), id=rid),
+    "ack": lambda header, rid: Ack(n=integer(header, "n", 0, 0, 2**53), id=rid),
     "stop": lambda header, rid: Stop(id=rid),
     "bye": lambda header, rid: Bye(id=rid),
+    **SCENE_PARSERS,
 }

@@ -10,8 +10,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import math
-import os
-import re
 import threading
 import time
 from collections.abc import Mapping
@@ -25,25 +23,29 @@ import numpy.typing as npt
 # vtkRenderingOpenGL2 registers the OpenGL implementations of the rendering classes.
 import vtkmodules.vtkRenderingOpenGL2 as _gl
 from vtkmodules.util.numpy_support import vtk_to_numpy
-from vtkmodules.vtkCommonCore import vtkStringOutputWindow, vtkUnsignedCharArray
-from vtkmodules.vtkCommonDataModel import vtkDataObject, vtkDataSet, vtkImageData, vtkPolyData
+from vtkmodules.vtkCommonCore import vtkUnsignedCharArray
 from vtkmodules.vtkCommonExecutionModel import vtkAlgorithm
-from vtkmodules.vtkFiltersCore import vtkContourFilter
-from vtkmodules.vtkFiltersGeometry import vtkDataSetSurfaceFilter
-from vtkmodules.vtkFiltersModeling import vtkOutlineFilter
 from vtkmodules.vtkFiltersSources import vtkConeSource, vtkSphereSource
 from vtkmodules.vtkImagingCore import vtkRTAnalyticSource
-from vtkmodules.vtkRenderingCore import (
-    vtkActor,
-    vtkPolyDataMapper,
-    vtkRenderer,
-    vtkRenderWindow,
-)
+from vtkmodules.vtkRenderingCore import vtkRenderer, vtkRenderWindow
 
 from ..errors import ConfigError, ParaconnectError
+from ._pipeline import Pipeline
 from ._protocol import MAX_SIZE
+from ._readers import Source, algorithm_source, list_files, open_source
+from ._vtkerrors import capture_vtk_errors, take_vtk_errors
 
 __all__ = ["BACKENDS", "DatasetInfo", "RawFrame", "RenderFailed", "Scene", "capture_vtk_errors"]
+
+# ±X means "look along +X", as ParaView's buttons: the camera sits on the -X side.
+PRESETS = {
+    "+x": ((1.0, 0.0, 0.0), (0.0, 0.0, 1.0)),
+    "-x": ((-1.0, 0.0, 0.0), (0.0, 0.0, 1.0)),
+    "+y": ((0.0, 1.0, 0.0), (0.0, 0.0, 1.0)),
+    "-y": ((0.0, -1.0, 0.0), (0.0, 0.0, 1.0)),
+    "+z": ((0.0, 0.0, 1.0), (0.0, 1.0, 0.0)),
+    "-z": ((0.0, 0.0, -1.0), (0.0, 1.0, 0.0)),
+}
 
 BACKENDS = ("egl", "osmesa", "auto")
 _BACKGROUND = (0.11, 0.12, 0.15)
@@ -52,40 +54,6 @@ _BUFFERS = 6
 
 class RenderFailed(ParaconnectError):
     """The renderer could not do what was asked (a file VTK cannot read, a GL failure)."""
-
-
-_errors_lock = threading.Lock()
-_string_window: vtkStringOutputWindow | None = None
-_seen = 0
-
-
-def capture_vtk_errors() -> vtkStringOutputWindow:
-    """Route VTK's error and warning text into a buffer instead of stderr (once per process)."""
-    global _string_window
-    with _errors_lock:
-        if _string_window is None:
-            _string_window = vtkStringOutputWindow()
-            _string_window.SetInstance(_string_window)
-        return _string_window
-
-
-def _take_vtk_errors() -> str:
-    """VTK's error text since the last call (the string window only grows; keep an offset)."""
-    global _seen, _string_window
-    window = capture_vtk_errors()
-    everything = str(window.GetOutput() or "")
-    text, _seen = everything[_seen:], len(everything)
-    if _seen > 1 << 20:
-        with _errors_lock:
-            _string_window, _seen = None, 0
-        capture_vtk_errors()
-    # Each message is "ERROR: In file.cxx, line N" then "vtkClass (0x...): what happened".
-    # The first one is the cause; the rest are the pipeline reporting that it failed.
-    lines = text.splitlines()
-    for i, line in enumerate(lines[:-1]):
-        if line.startswith(("ERROR:", "Warning:")) and lines[i + 1].strip():
-            return re.sub(r" \(0x[0-9a-f]+\)", "", lines[i + 1].strip())[:300]
-    return ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,17 +172,14 @@ class Scene:
         self.renderer.SetBackground(*_BACKGROUND)
         self.window.AddRenderer(self.renderer)
         self.window.SetSize(width, height)
-        self.mapper = vtkPolyDataMapper()
-        self.actor = vtkActor()
-        self.actor.SetMapper(self.mapper)
-        self.renderer.AddActor(self.actor)
+        self.pipeline = Pipeline(self.renderer, self.window)
         self.info: DatasetInfo | None = None
         self._pool: list[vtkUnsignedCharArray] = [vtkUnsignedCharArray() for _ in range(_BUFFERS)]
         self._pool_lock = threading.Lock()
         self._pool_free = threading.Condition(self._pool_lock)
         self.frames = 0
         self.window.Render()
-        error = _take_vtk_errors()
+        error = take_vtk_errors()
         if not self.window.SupportsOpenGL():
             raise RenderFailed(
                 f"the {self.window.GetClassName()} render window has no usable OpenGL "
@@ -257,66 +222,72 @@ class Scene:
         options: Mapping[str, Any] | None = None,
         representation: str = "auto",
         root: Path | None = None,
+        reader: str | None = None,
     ) -> DatasetInfo:
         options = options or {}
-        _take_vtk_errors()
+        take_vtk_errors()
+        source: Source
         if dataset is not None:
-            source, name = _demo_source(dataset, options), dataset
+            source = algorithm_source(dataset, _demo_source(dataset, options), "built-in")
         elif path is not None:
-            source, name = _reader(path, root), path
+            source = open_source(path, root, reader)
         else:
             raise ConfigError("load needs a dataset name or a path")
-        source.Update()
-        data = source.GetOutputDataObject(0)
-        error = _take_vtk_errors()
-        if not isinstance(data, vtkDataSet) or data.GetNumberOfPoints() == 0:
-            detail = f": {error}" if error else ""
-            raise RenderFailed(f"no data could be read from {name!r}{detail}")
-        surface = _surface(source, data, representation)
-        surface.Update()
-        poly = surface.GetOutputDataObject(0)
-        self.mapper.SetInputConnection(surface.GetOutputPort())
-        self._colour(poly)
-        prop = self.actor.GetProperty()
-        if representation == "wireframe":
-            prop.SetRepresentationToWireframe()
-        elif representation == "points":
-            prop.SetRepresentationToPoints()
-            prop.SetPointSize(2)
-        else:
-            prop.SetRepresentationToSurface()
-        prop.SetSpecular(0.3)
-        prop.SetSpecularPower(30)
+        self.pipeline.set_source(source, representation)
         self.renderer.ResetCamera()
+        self.face_flat_data()
+        data = self.pipeline.loaded()
+        poly = self.pipeline.mapper.GetInput()
         arrays = tuple(
             str(data.GetPointData().GetArrayName(i))
             for i in range(data.GetPointData().GetNumberOfArrays())
         )
-        tris = poly.GetNumberOfPolys() if isinstance(poly, vtkPolyData) else 0
         self.info = DatasetInfo(
-            name=name,
+            name=source.name,
             kind=str(data.GetClassName()),
             points=int(data.GetNumberOfPoints()),
             cells=int(data.GetNumberOfCells()),
-            triangles=int(tris),
+            triangles=int(poly.GetNumberOfPolys()) if poly is not None else 0,
             bounds=tuple(float(b) for b in data.GetBounds()),
             arrays=arrays,
         )
         return self.info
 
-    def _colour(self, poly: vtkDataObject) -> None:
-        scalars = poly.GetPointData().GetScalars() if isinstance(poly, vtkDataSet) else None
-        if scalars is not None and scalars.GetNumberOfComponents() == 1:
-            self.mapper.ScalarVisibilityOn()
-            self.mapper.SetScalarModeToUsePointData()
-            self.mapper.SetScalarRange(scalars.GetRange())
-            lut = self.mapper.GetLookupTable()
-            lut.SetHueRange(0.667, 0.0)
-            lut.Build()
-            self.actor.GetProperty().SetColor(1.0, 1.0, 1.0)
-        else:
-            self.mapper.ScalarVisibilityOff()
-            self.actor.GetProperty().SetColor(0.9, 0.75, 0.45)
+    def face_flat_data(self) -> None:
+        """If what is drawn is flat (a 2-D image, a slice, a planar isosurface) and the camera
+        sees it edge-on, or a line seen end-on, look at it across: the default view must show
+        something."""
+        bounds = self.pipeline.visible_bounds()
+        if bounds is None:
+            return
+        spans = [bounds[2 * i + 1] - bounds[2 * i] for i in range(3)]
+        diag = math.hypot(*spans) or 1.0
+        flat = [i for i in range(3) if spans[i] <= 1e-6 * diag]
+        direction = self.renderer.GetActiveCamera().GetDirectionOfProjection()
+        looks = ("-x", "-y", "-z")
+        if len(flat) == 1 and abs(direction[flat[0]]) < 0.3:
+            self.camera(preset=looks[flat[0]])
+        elif len(flat) == 2:
+            # A line: seen end-on it is a dot; look across it instead.
+            along = ({0, 1, 2} - set(flat)).pop()
+            if abs(direction[along]) > 0.9:
+                self.camera(preset=looks[flat[0]])
+
+    def files(self, rel: str, root: Path | None) -> dict[str, Any]:
+        # With no --root, the listing shows the server's working directory, and only it.
+        return list_files(root if root is not None else Path.cwd(), rel)
+
+    def state(self) -> dict[str, Any]:
+        cam = self.renderer.GetActiveCamera()
+        state = self.pipeline.state()
+        state["camera"] = {
+            "position": list(cam.GetPosition()),
+            "focal_point": list(cam.GetFocalPoint()),
+            "view_up": list(cam.GetViewUp()),
+            "view_angle": float(cam.GetViewAngle()),
+        }
+        state["size"] = list(self.size)
+        return state
 
     def camera(
         self,
@@ -325,6 +296,8 @@ class Scene:
         elevation: float = 0.0,
         zoom: float = 1.0,
         reset: bool = False,
+        preset: str | None = None,
+        pan: tuple[float, float] | None = None,
     ) -> None:
         cam = self.renderer.GetActiveCamera()
         if reset:
@@ -332,6 +305,16 @@ class Scene:
             cam.SetFocalPoint(0.0, 0.0, 0.0)
             cam.SetViewUp(0.0, 1.0, 0.0)
             cam.SetViewAngle(30.0)
+            self.renderer.ResetCamera()
+        if preset is not None:
+            if preset not in PRESETS:
+                raise ConfigError(
+                    f"unknown camera preset {preset!r}; use one of {', '.join(PRESETS)}"
+                )
+            (dx, dy, dz), up = PRESETS[preset]
+            cam.SetFocalPoint(0.0, 0.0, 0.0)
+            cam.SetPosition(-dx, -dy, -dz)
+            cam.SetViewUp(*up)
             self.renderer.ResetCamera()
         if azimuth:
             cam.Azimuth(azimuth)
@@ -342,7 +325,23 @@ class Scene:
             cam.OrthogonalizeViewUp()
         if zoom != 1.0 and math.isfinite(zoom) and zoom > 0:
             cam.Zoom(zoom)
+        if pan is not None:
+            self._pan(*pan)
         self.renderer.ResetCameraClippingRange()
+
+    def _pan(self, dx: float, dy: float) -> None:
+        """Move the picture right and up by (dx, dy) view heights: the camera, focal point and
+        all, moves the other way."""
+        cam = self.renderer.GetActiveCamera()
+        focal, position = cam.GetFocalPoint(), cam.GetPosition()
+        height = 2.0 * math.dist(focal, position) * math.tan(math.radians(cam.GetViewAngle()) / 2)
+        up = cam.GetViewUp()
+        d = cam.GetDirectionOfProjection()
+        right = (d[1] * up[2] - d[2] * up[1], d[2] * up[0] - d[0] * up[2],
+                 d[0] * up[1] - d[1] * up[0])  # fmt: skip
+        shift = [-(right[i] * dx + up[i] * dy) * height for i in range(3)]
+        cam.SetFocalPoint(*(focal[i] + shift[i] for i in range(3)))
+        cam.SetPosition(*(position[i] + shift[i] for i in range(3)))
 
     # --- frames --------------------------------------------------------------------------
 
@@ -354,6 +353,7 @@ class Scene:
             buf = self._pool.pop()
         t = time.time()
         start = time.perf_counter()
+        self.pipeline.before_render()
         self.window.Render()
         w, h = self.size
         self.window.GetRGBACharPixelData(0, 0, w - 1, h - 1, 0, buf, 0)
@@ -369,7 +369,7 @@ class Scene:
         return RawFrame(pixels, w, h, render_ms, t, release)
 
     def close(self) -> None:
-        self.mapper.RemoveAllInputConnections(0)
+        self.pipeline.mapper.RemoveAllInputConnections(0)
         self.window.RemoveRenderer(self.renderer)
         self.window.Finalize()
 
@@ -400,62 +400,3 @@ def _demo_source(name: str, options: Mapping[str, Any]) -> vtkAlgorithm:
         wavelet.SetWholeExtent(-half, half, -half, half, -half, half)
         return wavelet
     raise ConfigError(f"unknown dataset {name!r}; the built-in ones are wavelet, sphere, cone")
-
-
-_READERS = {
-    ".vtk": ("vtkmodules.vtkIOLegacy", "vtkDataSetReader"),
-    ".vtp": ("vtkmodules.vtkIOXML", "vtkXMLPolyDataReader"),
-    ".vtu": ("vtkmodules.vtkIOXML", "vtkXMLUnstructuredGridReader"),
-    ".vti": ("vtkmodules.vtkIOXML", "vtkXMLImageDataReader"),
-    ".vts": ("vtkmodules.vtkIOXML", "vtkXMLStructuredGridReader"),
-    ".vtr": ("vtkmodules.vtkIOXML", "vtkXMLRectilinearGridReader"),
-    ".stl": ("vtkmodules.vtkIOGeometry", "vtkSTLReader"),
-    ".ply": ("vtkmodules.vtkIOPLY", "vtkPLYReader"),
-    ".obj": ("vtkmodules.vtkIOGeometry", "vtkOBJReader"),
-}
-
-
-def _reader(path: str, root: Path | None) -> vtkAlgorithm:
-    import importlib
-
-    candidate = Path(os.path.expanduser(path))
-    if root is not None:
-        candidate = (root / candidate).resolve()
-        if not candidate.is_relative_to(root.resolve()):
-            raise ConfigError(f"{path!r} is outside the server's data root {str(root)!r}")
-    suffix = candidate.suffix.lower()
-    if suffix not in _READERS:
-        raise ConfigError(
-            f"cannot read {path!r}: unknown file type {suffix or '(none)'!r}; "
-            f"use one of {', '.join(_READERS)}"
-        )
-    if not candidate.is_file():
-        raise ConfigError(f"no such file {path!r} on the render server's host; check the path")
-    if not os.access(candidate, os.R_OK):
-        raise ConfigError(f"cannot read {path!r} on the render server's host: permission denied")
-    module, cls = _READERS[suffix]
-    reader = getattr(importlib.import_module(module), cls)()
-    reader.SetFileName(str(candidate))
-    return reader  # type: ignore[no-any-return]
-
-
-def _surface(source: vtkAlgorithm, data: vtkDataObject, representation: str) -> vtkAlgorithm:
-    """A polygonal view of any dataset: outline, isosurface or the outer surface."""
-    if representation == "outline":
-        outline = vtkOutlineFilter()
-        outline.SetInputConnection(source.GetOutputPort())
-        return outline
-    scalars = data.GetPointData().GetScalars() if isinstance(data, vtkDataSet) else None
-    is_volume = isinstance(data, vtkImageData) and min(data.GetDimensions()) > 1
-    if scalars is not None and (
-        representation == "contour" or (representation == "auto" and is_volume)
-    ):
-        lo, hi = scalars.GetRange()
-        contour = vtkContourFilter()
-        contour.SetInputConnection(source.GetOutputPort())
-        contour.SetValue(0, (lo + hi) / 2.0)
-        contour.ComputeScalarsOn()
-        return contour
-    surface = vtkDataSetSurfaceFilter()
-    surface.SetInputConnection(source.GetOutputPort())
-    return surface

@@ -17,32 +17,29 @@ import ipaddress
 import logging
 import os
 import socket
-import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
 import anyio.abc
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .._accept import serve_listener
 from .._version import __version__
 from .._wire import hostport
 from ..errors import ConfigError, ParaconnectError, ProtocolError
 from . import _protocol as P
-from ._encode import JPEG_ENCODER, encode_timed
-from ._scene import RawFrame, RenderFailed, Scene
+from ._encode import JPEG_ENCODER
+from ._frames import Frames
+from ._scene import RenderFailed, Scene
 
 __all__ = ["RenderServer", "ServerOptions", "check_loopback"]
 
 log = logging.getLogger("paraconnect.render")
 T = TypeVar("T")
-_EncodeResult = tuple[RawFrame, bytes, float]
-_Pending = tuple[Future[_EncodeResult], P.Stream]  # a frame encoding, and how it was asked
 
 
 @dataclass(slots=True)
@@ -93,6 +90,10 @@ class RenderServer:
         self.clients = 0
         self.shared: dict[str, _Shared] = {}
         self._sharing = anyio.Lock()  # one connection at a time makes or leaves a shared scene
+
+    @property
+    def encoders(self) -> int:
+        return self.options.encoders
 
     async def on_render_thread(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -220,7 +221,9 @@ def _is_disconnect(exc: BaseException) -> bool:
     return isinstance(exc, anyio.BrokenResourceError | anyio.ClosedResourceError | ConnectionError)
 
 
-class _Connection:
+class _Connection(Frames):
+    server: RenderServer
+
     def __init__(self, server: RenderServer, stream: anyio.abc.ByteStream) -> None:
         self.server = server
         self.stream = stream
@@ -394,12 +397,6 @@ class _Connection:
         for conn in shared.members if shared is not None else (self,):
             conn.changed.set()
 
-    def ack(self, n: int) -> None:
-        while self.unacked and self.unacked[0] <= n:
-            self.unacked.popleft()
-            self.inflight -= 1
-        self.acked.set()
-
     async def dispatch(self, req: P.Request, tg: anyio.abc.TaskGroup) -> bool:
         """Carry out one request; False ends the connection."""
         on_render = self.server.on_render_thread
@@ -417,34 +414,12 @@ class _Connection:
             self.ack(req.n)
             return True
         scene = await self.get_scene()
-        if isinstance(req, P.Load):
-            info = await on_render(
-                scene.load,
-                dataset=req.dataset,
-                path=req.path,
-                options=req.options,
-                representation=req.representation,
-                root=self.server.options.root,
-            )
-            self.mark_changed()
-            await self.send({"op": "ok", "id": req.id, "dataset": info.as_json()})
+        if isinstance(req, P.SCENE_OPS):
+            await self.scene_op(scene, req)
         elif isinstance(req, P.Resize):
             await on_render(scene.resize, req.w, req.h)
             self.mark_changed()
             await self.send({"op": "ok", "id": req.id, "w": req.w, "h": req.h})
-        elif isinstance(req, P.Camera):
-            if req.interactive is not None:
-                self.interactive = req.interactive
-            await on_render(
-                scene.camera,
-                azimuth=req.azimuth,
-                elevation=req.elevation,
-                zoom=req.zoom,
-                reset=req.reset,
-            )
-            # Also when it only ends a drag: that brings the full-quality still.
-            self.mark_changed()
-            await self.send({"op": "ok", "id": req.id})
         elif isinstance(req, P.Render):
             raw = await self.render_frame(scene, 0.0)
             result = await asyncio.wrap_future(self.encode(raw, req))
@@ -457,118 +432,72 @@ class _Connection:
             await self.send({"op": "ok", "id": req.id})
         return True
 
-    # --- frames ------------------------------------------------------------------------
+    async def scene_op(self, scene: Scene, req: P.Request) -> None:
+        """What the scene shows (load, camera, colour, filters, time, blocks, files, state):
+        carried out on the render thread; the reply carries the whole state."""
+        root = self.server.options.root
+        # A viewer's drags (``interactive`` set) come many a second: their replies carry no
+        # state, which nothing but the camera changed.
+        viewer = isinstance(req, P.Camera) and req.interactive is not None
+        if viewer:
+            self.interactive = bool(req.interactive)  # type: ignore[union-attr]
 
-    async def render_frame(self, scene: Scene, spin: float) -> RawFrame:
-        def step() -> RawFrame:
-            if spin:
-                scene.camera(azimuth=spin)
-            return scene.render()
+        def work() -> tuple[dict[str, Any], bool]:
+            pipe = scene.pipeline
+            extra: dict[str, Any] = {}
+            if isinstance(req, P.Load):
+                info = scene.load(
+                    dataset=req.dataset,
+                    path=req.path,
+                    options=req.options,
+                    representation=req.representation,
+                    root=root,
+                    reader=req.reader,
+                )
+                extra["dataset"] = info.as_json()
+            elif isinstance(req, P.Camera):
+                scene.camera(
+                    azimuth=req.azimuth,
+                    elevation=req.elevation,
+                    zoom=req.zoom,
+                    reset=req.reset,
+                    preset=req.preset,
+                    pan=req.pan,
+                )
+            elif isinstance(req, P.Files):
+                return {"files": scene.files(req.path, root)}, False
+            elif isinstance(req, P.State):
+                return {"state": scene.state()}, False
+            elif isinstance(req, P.Color):
+                pipe.color_by(req.array, req.association, req.component, req.colormap, req.range)
+            elif isinstance(req, P.Display):
+                pipe.set_display(
+                    representation=req.representation,
+                    scalar_bar=req.scalar_bar,
+                    axes=req.axes,
+                    outline=req.outline,
+                    colormap=req.colormap,
+                    range=req.range,
+                )
+            elif isinstance(req, P.Filter):
+                if req.action == "clear":
+                    pipe.clear_filters()
+                else:
+                    pipe.add_filter(req.action, req.spec)
+                    scene.face_flat_data()
+            elif isinstance(req, P.Time):
+                pipe.set_step(req.index)
+            elif isinstance(req, P.Blocks):
+                pipe.select_blocks(req.select)
+            pipe.version += 1
+            if viewer:
+                return extra, True  # also when it only ends a drag: that brings the still
+            return {**extra, "state": scene.state()}, True
 
-        # Shielded: a cancelled wait must not lose a pooled buffer the render thread filled.
-        with anyio.CancelScope(shield=True):
-            raw = await self.server.on_render_thread(step)
-        return raw
-
-    def encode(self, raw: RawFrame, spec: P.Render | P.Stream) -> Future[_EncodeResult]:
-        def job() -> _EncodeResult:
-            data, ms = encode_timed(raw.pixels, spec.format, spec.quality, spec.optimize)
-            return raw, data, ms
-
-        fut = self.server._encode.submit(job)
-        # Also runs when the job is cancelled before it starts: the buffer always comes back.
-        fut.add_done_callback(lambda _: raw.release())
-        return fut
-
-    async def send_frame(
-        self,
-        result: _EncodeResult,
-        spec: P.Render | P.Stream,
-        rid: P.RequestId,
-        *,
-        stream: bool,
-    ) -> None:
-        raw, data, encode_ms = result
-        self.frame_no += 1
-        header = {
-            "op": "frame",
-            "id": rid,
-            "stream": stream,
-            "n": self.frame_no,
-            "w": raw.width,
-            "h": raw.height,
-            "format": spec.format,
-            "quality": spec.quality,
-            "render_ms": round(raw.render_ms, 3),
-            "encode_ms": round(encode_ms, 3),
-            "t": raw.t,
-        }
-        await self.send(header, data)
-
-    async def stream_task(
-        self, scene: Scene, spec: P.Stream, scope: anyio.CancelScope, done: anyio.Event
-    ) -> None:
-        depth = max(1, min(3, self.server.options.encoders))
-        send, receive = anyio.create_memory_object_stream[_Pending](depth)
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self.stream_sender, receive)
-                with scope:
-                    async with send:
-                        try:
-                            await self.stream_producer(scene, spec, send)
-                        except ParaconnectError as exc:
-                            await self.error(exc, spec.id, fatal=False)
-        finally:
-            done.set()
-
-    async def stream_producer(
-        self, scene: Scene, spec: P.Stream, send: MemoryObjectSendStream[_Pending]
-    ) -> None:
-        interval = 1.0 / spec.fps if spec.fps > 0 else 0.0
-        due = time.monotonic()
-        first = True
-        self.inflight, self.unacked = 0, deque()
-        while True:
-            if not (first or spec.spin):
-                await self.changed.wait()
-            first = False
-            # A viewer with `window` frames unacknowledged gets nothing more until it acks;
-            # what changes meanwhile folds into the one frame rendered after.
-            while spec.window and self.inflight >= spec.window:
-                self.acked = anyio.Event()
-                await self.acked.wait()
-            self.changed = anyio.Event()
-            if interval:
-                now = time.monotonic()
-                if due > now:
-                    await anyio.sleep(due - now)
-                due = max(due + interval, time.monotonic() - interval)
-            raw = await self.render_frame(scene, spec.spin)
-            use = spec
-            if self.interactive and spec.drag_quality is not None:
-                use = replace(spec, quality=spec.drag_quality)
-            self.inflight += 1
-            await send.send((self.encode(raw, use), use))
-
-    async def stream_sender(self, receive: MemoryObjectReceiveStream[_Pending]) -> None:
-        async with receive:
-            async for fut, spec in receive:
-                try:
-                    result = await asyncio.wrap_future(fut)
-                except ParaconnectError as exc:
-                    self.inflight -= 1
-                    self.acked.set()
-                    await self.error(exc, spec.id, fatal=False)
-                    continue
-                self.unacked.append(self.frame_no + 1)  # the number send_frame gives it
-                await self.send_frame(result, spec, None, stream=True)
-
-    async def stop_stream(self) -> None:
-        if self.stream_scope is not None and self.stream_done is not None:
-            self.stream_scope.cancel()
-            await self.stream_done.wait()
-        self.stream_scope = self.stream_done = None
+        reply, changed = await self.server.on_render_thread(work)
+        if changed:
+            self.mark_changed()
+        await self.send({"op": "ok", "id": req.id, **reply})
 
     async def cleanup(self) -> None:
         if self.counted:
@@ -576,11 +505,12 @@ class _Connection:
             self.counted = False
         if self.scene is not None:
             scene, self.scene = self.scene, None
-            shared = self.server.shared.get(self.scene_name) if self.scene_name else None
-            if shared is not None:
+            name = self.scene_name
+            shared = self.server.shared.get(name) if name else None
+            if name and shared is not None:
                 shared.members.discard(self)
                 if shared.members:
                     return  # the others still show it
-                del self.server.shared[self.scene_name]  # type: ignore[arg-type]
+                del self.server.shared[name]
             with anyio.CancelScope(shield=True):
                 await self.server.on_render_thread(scene.close)

@@ -225,6 +225,9 @@ class RemoteView(anywidget.AnyWidget):
         sync=True
     )
     scene = traitlets.Unicode("", help="the render server's scene this view shares").tag(sync=True)
+    view_state = traitlets.Dict(
+        help="the render server's whole view state (arrays, colouring, filters, time, camera)"
+    ).tag(sync=True)
 
     def __init__(
         self,
@@ -256,7 +259,10 @@ class RemoteView(anywidget.AnyWidget):
         try:
             self._client.resize(width, height)
             if dataset is not None or path is not None:
-                self.dataset = self._client.load(dataset, path=path)
+                # A file asked for replaces the default dataset.
+                shown = None if path is not None else dataset
+                self.dataset = self._client.load(shown, path=path)
+            self.view_state = self._client.state()
             self.refresh()
         except BaseException:
             self._client.close()
@@ -294,8 +300,163 @@ class RemoteView(anywidget.AnyWidget):
     def load(self, dataset: str | None = None, *, path: str | None = None) -> dict[str, Any]:
         """Show another built-in dataset or a file on the server's host."""
         self.dataset = self._client.load(dataset, path=path)
+        self.view_state = self._client.state()
         self.refresh()
         return self.dataset
+
+    # --- what the view shows (each call refreshes the frame) ---------------------------
+
+    def _change(self, op: str, **fields: Any) -> dict[str, Any]:
+        reply = self._client.request(op, **fields)
+        self.view_state = dict(reply.get("state") or self.view_state)
+        self.refresh()
+        return self.view_state
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """The whole view as the render server holds it: arrays, colouring, filters, time
+        steps, blocks, camera; ``state["version"]`` grows with every change."""
+        self.view_state = self._client.state()
+        return self.view_state
+
+    def color_by(
+        self,
+        array: str | None,
+        colormap: str | None = None,
+        range: tuple[float, float] | None = None,
+        component: int | str | None = None,
+        association: str | None = None,
+    ) -> dict[str, Any]:
+        """Colour by a point or cell array (None: one solid colour); ``component`` an index or
+        "magnitude"; ``range`` fixed (lo, hi) or None for the data's own."""
+        return self._change(
+            "color",
+            array=array,
+            colormap=colormap,
+            range=list(range) if range is not None else "auto",
+            component=component,
+            association=association,
+        )
+
+    @property
+    def representation(self) -> str:
+        return str(self.view_state.get("representation", "surface"))
+
+    @representation.setter
+    def representation(self, value: str) -> None:
+        """ "surface", "surface with edges", "wireframe", "points", "volume" or "outline"."""
+        self._change("display", representation=value)
+
+    def set_colormap(self, name: str, range: tuple[float, float] | None = None) -> dict[str, Any]:
+        return self._change(
+            "display", colormap=name, range=list(range) if range is not None else None
+        )
+
+    @property
+    def scalar_bar(self) -> bool:
+        return bool(self.view_state.get("scalar_bar"))
+
+    @scalar_bar.setter
+    def scalar_bar(self, on: bool) -> None:
+        self._change("display", scalar_bar=bool(on))
+
+    @property
+    def axes(self) -> bool:
+        return bool(self.view_state.get("axes"))
+
+    @axes.setter
+    def axes(self, on: bool) -> None:
+        self._change("display", axes=bool(on))
+
+    @property
+    def outline(self) -> bool:
+        return bool(self.view_state.get("outline"))
+
+    @outline.setter
+    def outline(self, on: bool) -> None:
+        self._change("display", outline=bool(on))
+
+    def slice(
+        self,
+        origin: tuple[float, float, float] | None = None,
+        normal: tuple[float, float, float] = (1.0, 0.0, 0.0),
+    ) -> dict[str, Any]:
+        """Cut with a plane (origin: the data's centre by default); again moves the slice."""
+        return self._change("filter", action="slice", origin=_list(origin), normal=_list(normal))
+
+    def clip(
+        self,
+        origin: tuple[float, float, float] | None = None,
+        normal: tuple[float, float, float] = (1.0, 0.0, 0.0),
+        invert: bool = False,
+    ) -> dict[str, Any]:
+        """Keep one side of a plane (the side the normal points away from; ``invert``: the
+        other)."""
+        return self._change(
+            "filter", action="clip", origin=_list(origin), normal=_list(normal), invert=invert
+        )
+
+    def contour(
+        self, values: list[float] | None = None, array: str | None = None
+    ) -> dict[str, Any]:
+        """Isosurfaces of ``array`` (the coloured one by default) at ``values`` (the median by
+        default)."""
+        return self._change("filter", action="contour", values=_list(values), array=array)
+
+    def threshold(self, array: str, lo: float, hi: float) -> dict[str, Any]:
+        """Keep the cells whose ``array`` is from ``lo`` to ``hi``."""
+        return self._change("filter", action="threshold", array=array, range=[lo, hi])
+
+    def clear_filters(self) -> dict[str, Any]:
+        return self._change("filter", action="clear")
+
+    @property
+    def times(self) -> list[float]:
+        """The time values of the loaded data (empty if it has none)."""
+        return list(self.view_state.get("times", []))
+
+    @property
+    def time(self) -> int:
+        """The index of the time step shown; set it to show another."""
+        return int(self.view_state.get("time", 0))
+
+    @time.setter
+    def time(self, index: int) -> None:
+        self._change("time", index=int(index))
+
+    @property
+    def blocks(self) -> list[dict[str, Any]]:
+        """The blocks of a multiblock dataset: index, name, kind, selected."""
+        return list(self.view_state.get("blocks", []))
+
+    def select_blocks(self, indices: list[int]) -> dict[str, Any]:
+        return self._change("blocks", select=list(indices))
+
+    def camera(
+        self,
+        preset: str | None = None,
+        *,
+        azimuth: float = 0.0,
+        elevation: float = 0.0,
+        zoom: float = 1.0,
+        pan: tuple[float, float] | None = None,
+        reset: bool = False,
+    ) -> dict[str, Any]:
+        """``preset`` "+x" ... "-z" looks along that axis; then turn (degrees), zoom (factor)
+        and pan: move the picture right and up by (dx, dy) view heights, as a drag would."""
+        return self._change(
+            "camera",
+            preset=preset,
+            azimuth=azimuth,
+            elevation=elevation,
+            zoom=zoom,
+            pan=_list(pan),
+            reset=reset,
+        )
+
+    def files(self, path: str = "") -> dict[str, Any]:
+        """One directory of the render server's data root (entries with the reader of each)."""
+        return self._client.files(path)
 
     def save_png(self, path: str | os.PathLike[str]) -> Path:
         """Render the current view as PNG and write it to `path`."""
@@ -328,3 +489,7 @@ class RemoteView(anywidget.AnyWidget):
         if client is not None:
             client.close()
         super().close()
+
+
+def _list(value: Any) -> list[float] | None:
+    return None if value is None else [float(v) for v in value]
