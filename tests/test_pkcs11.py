@@ -5,6 +5,7 @@ PIN, a missing token or a removed key each give one line."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import subprocess
@@ -22,16 +23,21 @@ from pkcs11 import Attribute, ObjectClass
 
 from paraconnect.errors import ConfigError, TrustError
 from paraconnect.pki import (
+    Role,
     Rule,
     Store,
     add_rule,
     load_credentials,
+    read_bundle,
     sign_policy,
+    signed_by,
     spki_der,
     verify_crl,
     verify_policy,
 )
 from paraconnect.pki._token import TokenUri
+from paraconnect.servers._enroll import EnrollServer, enroll, issue_token
+from paraconnect.servers._registry import ServerRegistry
 from paraconnect.tunnel import Connector, parse_endpoint
 from paraconnect.tunnel._trust import Trust
 
@@ -206,7 +212,36 @@ def test_only_the_public_files_left_still_issue_and_revoke(
     assert cli("revoke", "bob", "--session", "pub").returncode == 0  # type: ignore[operator]
     crl = verify_crl((sdir / "crl.pem").read_bytes(), session.ca_cert, "the test")
     assert [e.serial_number for e in crl] == [int(rec.serial, 16)]
+    # A friend's bundle, certified by the token, opens and checks on the friend's side.
+    shared = cli("share", "carol", "--session", "pub", "--out", str(home / "carol.p12"), "--json")  # type: ignore[operator]
+    assert shared.returncode == 0, shared
+    bundle = read_bundle(home / "carol.p12", json.loads(shared.stdout)["passphrase"])
+    assert signed_by(bundle.cert, session.ca_cert) and bundle.identity.name == "carol"
     _ca_key_nowhere_in(sdir, session.ca_cert)
+
+
+@pytest.mark.anyio
+async def test_the_hub_enrols_an_agent_through_the_token(
+    softhsm: Token, store: Store, registry: ServerRegistry, tmp_path: Path
+) -> None:
+    """The hub's enrolment endpoint signs its own TLS leaf and the agent's certificate in the
+    token; the agent's certificate checks against the session CA."""
+    session = store.create_session(
+        "lab", ca_key=softhsm.uri(f"ca-{secrets.token_hex(4)}"), pin_file=softhsm.pin_file,
+        pkcs11_module=MODULE,
+    )  # fmt: skip
+    uid = store.unique_id().value
+    session.issue(Role.CLIENT, "hub", unique_id=uid)
+    creds = load_credentials("lab", role=Role.CLIENT, store=store, unique_id=uid)
+    out = tmp_path / "agent"
+    async with anyio.create_task_group() as tg:
+        host, port = await tg.start(EnrollServer(registry, {"lab": (session, creds)}).run)
+        token = issue_token(registry, "srv-a", "lab")
+        with anyio.fail_after(30):
+            await enroll(f"{host}:{port}", session.ca_fingerprint, token, "srv-a", out, uid)
+        tg.cancel_scope.cancel()
+    _verified(session.ca_path, out / "srv-a.crt")
+    assert load_credentials(out).identity.name == "srv-a"
 
 
 def _one_line(result: object) -> str:
