@@ -85,9 +85,16 @@ class FileSigner(Signer):
     def sign_data(self, data: bytes) -> bytes:
         return sign_data(self.key, data)
 
-    def sign_x509(self, tbs: bytes) -> bytes:  # pragma: no cover - builders sign directly
-        raise NotImplementedError
+    def sign_x509(self, tbs: bytes) -> bytes:
+        from cryptography.hazmat.primitives import hashes
 
+        if isinstance(self.key, ed25519.Ed25519PrivateKey):
+            return self.key.sign(tbs)
+        if isinstance(self.key, ec.EllipticCurvePrivateKey):
+            return self.key.sign(tbs, ec.ECDSA(hashes.SHA256()))
+        return self.key.sign(tbs, padding.PKCS1v15(), hashes.SHA256())
+
+    # cryptography signs its own builders with a key in memory, as before tokens existed.
     def sign_certificate(self, builder: x509.CertificateBuilder) -> x509.Certificate:
         return builder.sign(self.key, signing_hash(self.key))
 
