@@ -268,17 +268,9 @@ def test_wrong_pin_missing_token_and_removed_key_each_one_line(
     pin_file = tmp_path / "pin"
     pin_file.write_text(PIN)
     pin_file.chmod(0o600)
-    made = cli(
-        "session",
-        "create",
-        "s",
-        "--ca-key",
-        softhsm.uri(obj),
-        "--pin-file",  # type: ignore[operator]
-        str(pin_file),
-        "--pkcs11-module",
-        MODULE,
-    )
+    # The PIN's file and the module given in the URI itself (RFC 7512 pin-source, module-path).
+    uri = f"{softhsm.uri(obj)}?pin-source=file:{pin_file}&module-path={MODULE}"
+    made = cli("session", "create", "s", "--ca-key", uri)  # type: ignore[operator]
     assert made.returncode == 0, made
     # A wrong PIN in the session's PIN file.
     pin_file.write_text("0000")
