@@ -319,6 +319,8 @@ def verify_policy_ok(text: str, first_ca: x509.Certificate) -> bool:
         ("pkcs11:object=k", "names no token"),
         ("pkcs11:token=t;object=k;type=public", "type=private"),
         ("file:/tmp/key.pem", "must start with 'pkcs11:'"),
+        ("pkcs11:token=t;object=k?pin-source=%7Cecho%201234", "pin-source must be a file"),
+        ("pkcs11:token=t;object=k;model=x", "unknown or malformed attribute 'model'"),
     ],
 )
 def test_bad_uris_are_refused_with_the_reason(uri: str, why: str) -> None:

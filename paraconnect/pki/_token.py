@@ -29,7 +29,7 @@ __all__ = ["TokenSigner", "TokenUri", "open_token_key"]
 
 # RFC 7512 path attributes this module matches on; any other is refused, not ignored: a typo
 # (`objet=`) must not quietly match every key in the token.
-_PATH_ATTRS = {"token", "object", "id", "type", "serial", "manufacturer", "model"}
+_PATH_ATTRS = {"token", "object", "id", "type", "serial"}
 _QUERY_ATTRS = {"pin-source", "module-path"}
 SOFTHSM2_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 
@@ -75,6 +75,9 @@ class TokenUri:
             raise bad("it names no key (object=LABEL)")
         if path.get("type", "private") != "private":
             raise bad("the session key is a private key (type=private, or leave type out)")
+        source = params.get("pin-source", "file:/")
+        if not source.startswith(("file:", "/")):
+            raise bad("pin-source must be a file (file:/path, or an absolute path)")
         return cls(path, params)
 
     def with_query(self, **values: str | None) -> TokenUri:
