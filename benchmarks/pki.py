@@ -3,7 +3,9 @@
 Side by side, in one run: the raw cryptography cost (keys + CA + two leaves, in memory), the
 same through paraconnect's store (atomic, fsynced files under a lock), and the whole
 `paraconnect session create` + two `paraconnect issue` commands, next to the interpreter's own
-start-up. Figures are medians; ratios are to the raw cryptography cost.
+start-up. Figures are medians; ratios are to the raw cryptography cost.  Last, certificates
+per second signed by a session key in a PKCS#11 token (a SoftHSM2 token made for the run)
+against the same key type in a file, as a ratio.
 
     .venv/bin/python benchmarks/pki.py [--quick]
 """
@@ -24,6 +26,8 @@ from pathlib import Path
 from paraconnect.pki import KeyType, Store
 from paraconnect.pki._certs import Identity, Role, build_ca, build_leaf
 from paraconnect.pki._keys import generate_key
+from paraconnect.pki._signer import FileSigner, Signer
+from paraconnect.pki._token import SOFTHSM2_MODULE, TokenUri, open_token_key
 
 PARACONNECT = str(Path(sys.executable).with_name("paraconnect"))
 
@@ -44,6 +48,42 @@ def raw(key_type: KeyType) -> None:
         build_leaf(
             ca_key, ca, generate_key(key_type).public_key(), Identity("0" * 32, role, "x"), 7
         )
+
+
+def certs_per_second(signer: Signer, n: int) -> float:
+    ca = build_ca(signer, "0" * 32, "bench", 30)
+    public = generate_key(KeyType.EC_P256).public_key()
+    ident = Identity("0" * 32, Role.CLIENT, "x")
+    t0 = time.perf_counter()
+    for _ in range(n):
+        build_leaf(signer, ca, public, ident, 7)
+    return n / (time.perf_counter() - t0)
+
+
+def token_vs_file(tmp: Path, n: int) -> None:
+    """Certificates/s with the session key in a SoftHSM2 token vs in a file, EC P-256 and RSA."""
+    print(f"\ncertificates signed per second, key in a PKCS#11 token vs in a file ({n} each):")
+    if not Path(SOFTHSM2_MODULE).exists():
+        print("  skipped: SoftHSM2 is not installed (scripts/system-deps.sh)")
+        return
+    (tmp / "tokens").mkdir(parents=True)
+    conf = tmp / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {tmp / 'tokens'}\nobjectstore.backend = file\n")
+    os.environ["SOFTHSM2_CONF"] = str(conf)  # read once, when the module is first loaded
+    subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", "bench", "--pin",
+                    "1234", "--so-pin", "5678"], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+    pin = tmp / "pin"
+    pin.write_text("1234")
+    pin.chmod(0o600)
+    for kt in (KeyType.EC_P256, KeyType.RSA_3072):
+        uri = TokenUri.parse(f"pkcs11:token=bench;object={kt.value}").with_query(
+            pin_source=f"file:{pin}", module_path=SOFTHSM2_MODULE
+        )
+        token, _made = open_token_key(uri, kt)
+        file_rate = certs_per_second(FileSigner(generate_key(kt)), n)
+        token_rate = certs_per_second(token, n)
+        print(f"  {kt.value:<10} file {file_rate:>8.0f}/s   token {token_rate:>8.0f}/s   "
+              f"token/file {token_rate / file_rate:.2f}x")  # fmt: skip
 
 
 def main() -> None:
@@ -102,6 +142,7 @@ def main() -> None:
         ):
             ms = median_ms(fn, cli_reps)
             print(f"  {label:<40} {ms:>8.1f}ms  ({ms / empty:.2f}x bare interpreter)")
+        token_vs_file(tmp / "softhsm", 50 if args.quick else 300)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

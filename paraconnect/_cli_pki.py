@@ -84,7 +84,8 @@ def _session_lines(session: Session) -> list[str]:
         f"session  {info['name']}",
         f"id       {info['id']}",
         f"level    {info['level']}",
-        f"key      {info['key_type']}{' (encrypted)' if info['ca_key_encrypted'] else ''}",
+        f"key      {info['key_type']}{' (encrypted)' if info['ca_key_encrypted'] else ''}"
+        + (f" in token {info['ca_key']}" if info["ca_key"] != "file" else ""),
         f"owner    {'yes' if info['owner'] else 'no (imported bundle)'}",
         f"CA until {str(info['ca_not_after'])[:16]} UTC",
         f"CA sha256 {info['ca_sha256']}",
@@ -94,9 +95,13 @@ def _session_lines(session: Session) -> list[str]:
 
 def session_create(args: argparse.Namespace) -> int:
     secret = read_passphrase("--passphrase-file", args.passphrase_file)
+    if args.ca_key is None and (args.pin_file or args.pkcs11_module):
+        raise ConfigError("--pin-file and --pkcs11-module go with --ca-key pkcs11:…")
     session = _store().create_session(
-        args.name, key_type=args.key_type, days=args.days, level=args.level, passphrase=secret
-    )
+        args.name, key_type=args.key_type, days=args.days, level=args.level, passphrase=secret,
+        ca_key=args.ca_key, pin_file=Path(args.pin_file) if args.pin_file else None,
+        pkcs11_module=args.pkcs11_module,
+    )  # fmt: skip
     return _emit(args, session.info(), [f"created {session.name}", *_session_lines(session)[1:]])
 
 

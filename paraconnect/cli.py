@@ -72,6 +72,25 @@ def _add_session(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "certificates to their node; none is clear text",
     )
     _add_passphrase(p, "encrypt the session key with the passphrase in FILE ('-': stdin)")
+    p.add_argument(
+        "--ca-key",
+        metavar="URI",
+        help="keep the session key in a PKCS#11 token: an RFC 7512 URI such as "
+        "'pkcs11:token=LABEL;object=NAME'; the key is made there (non-extractable) unless it "
+        "exists, and every signature of the session is made by the token",
+    )
+    p.add_argument(
+        "--pin-file",
+        metavar="FILE",
+        help="the token's user PIN, in a file only you can read; the session records the "
+        "file's path (never the PIN) and reads it whenever it signs",
+    )
+    p.add_argument(
+        "--pkcs11-module",
+        metavar="PATH",
+        help="the token's PKCS#11 library (SoftHSM2: /usr/lib/softhsm/libsofthsm2.so), unless "
+        "the URI names it (module-path=)",
+    )
     _add_json(p)
     p.set_defaults(func=_cli_pki.session_create)
     p = ssub.add_parser("list", help="list sessions")

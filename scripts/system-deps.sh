@@ -11,6 +11,7 @@ want=(
     paraview python3-paraview xvfb xauth            # pvserver / pvpython through the tunnel
     iproute2 nftables                               # network namespaces as hosts, firewalls
     chromium                                        # the JupyterLab panel's browser tests (Playwright)
+    softhsm2                                        # a PKCS#11 token for session keys (SoftHSM2)
 )
 missing=()
 for pkg in "${want[@]}"; do

@@ -6,6 +6,10 @@ Encrypted with PBES2 / AES-256-CBC, PBKDF2-HMAC-SHA256 and a SHA-256 MAC, which
 
 from __future__ import annotations
 
+import json
+import os
+import secrets
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,13 +17,21 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from .._fs import read_private, write_atomic
-from ..errors import ConfigError, CredentialError
-from ._certs import Identity, Role, signed_by
-from ._keys import Passphrase, PrivateKey, check_key_matches, resolve_passphrase
-from ._store import DEFAULT_LEAF_DAYS, Issued, Record, Session, Store
+from .._fs import ensure_private_dir, read_private, write_atomic
+from ..errors import ConfigError, CredentialError, TrustError
+from ._certs import Identity, Role, fingerprint, pem, session_level_of, signed_by
+from ._keys import (
+    Passphrase,
+    PrivateKey,
+    check_key_matches,
+    dump_private_key,
+    key_type_of,
+    resolve_passphrase,
+)
+from ._records import FORMAT, utcnow
+from ._store import DEFAULT_LEAF_DAYS, Issued, Record, SecurityLevel, Session, Store
 
-__all__ = ["Bundle", "import_bundle", "read_bundle", "share"]
+__all__ = ["Bundle", "adopt", "import_bundle", "read_bundle", "share"]
 
 KDF_ROUNDS = 200_000
 
@@ -131,4 +143,83 @@ def import_bundle(
         as_name
         or bundle.ca_cert.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)[0].value
     )
-    return store.adopt(str(name), bundle.ca_cert, bundle.cert, bundle.key)
+    return adopt(store, str(name), bundle.ca_cert, bundle.cert, bundle.key)
+
+
+def adopt(
+    store: Store,
+    name: str,
+    ca_cert: x509.Certificate,
+    cert: x509.Certificate,
+    key: PrivateKey,
+    level: SecurityLevel | None = None,
+) -> tuple[Session, Record]:
+    """Install credentials issued by someone else's session (a friend's bundle)."""
+    ca_ident = Identity.of(ca_cert)
+    ident = Identity.of(cert)
+    if ca_ident is None or ca_ident.role is not Role.SESSION or ident is None:
+        raise TrustError("the bundle does not hold paraconnect session credentials")
+    if ident.session_id != ca_ident.session_id:
+        raise TrustError("the bundle's certificate belongs to another session than its CA")
+    if level is None:
+        level = SecurityLevel.parse(session_level_of(ca_cert) or SecurityLevel.MUTUAL)
+    existing = store.find_session_by_id(ca_ident.session_id)
+    if existing is not None:
+        session = existing
+    else:
+        path = store._session_path(name)
+        if path.exists():
+            raise ConfigError(
+                f"a different session named {name!r} already exists in {store.sessions_dir}; "
+                "import under another name with --as NAME"
+            )
+        ensure_private_dir(store.home)
+        ensure_private_dir(store.sessions_dir)
+        staging = store.sessions_dir / f".importing-{name}-{secrets.token_hex(4)}"
+        os.mkdir(staging, 0o700)
+        try:
+            meta = {
+                "format": FORMAT,
+                "id": ca_ident.session_id,
+                "name": name,
+                "level": level.value,
+                "key_type": key_type_of(ca_cert.public_key()).value,
+                "owner": False,
+                "created": utcnow().isoformat(),
+            }
+            write_atomic(staging / "ca.crt", pem(ca_cert), mode=0o644)
+            write_atomic(staging / "session.json", json.dumps(meta, indent=1).encode(), mode=0o644)
+            os.rename(staging, path)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        session = Session(path)
+    serial = format(cert.serial_number, "x")
+    record = Record(
+        serial=serial,
+        name=ident.name,
+        role=ident.role.value,
+        unique_id=ident.unique_id,
+        key_type=key_type_of(key).value,
+        not_before=cert.not_valid_before_utc.isoformat(),
+        not_after=cert.not_valid_after_utc.isoformat(),
+        issued_at=utcnow().isoformat(),
+        for_friend=ident.name,
+        sha256=fingerprint(cert),
+        key_kept=True,
+    )
+    with session._lock():
+        ensure_private_dir(session.issued_dir)
+        if (session.issued_dir / f"{serial}.json").exists():
+            raise ConfigError(
+                f"this certificate (serial {serial}) is already imported in session "
+                f"{session.name!r}"
+            )
+        write_atomic(session.issued_dir / f"{serial}.crt", pem(cert), mode=0o644)
+        write_atomic(session.issued_dir / f"{serial}.key", dump_private_key(key), mode=0o600)
+        write_atomic(
+            session.issued_dir / f"{serial}.json",
+            json.dumps(record.as_dict(), indent=1).encode(),
+            mode=0o644,
+        )
+    return session, record

@@ -21,8 +21,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .._fs import read_public
 from ..errors import ConfigError, CredentialError, TrustError
-from ._keys import KeyType, PrivateKey, PublicKey, key_type_of, signing_hash
+from ._keys import KeyType, PrivateKey, PublicKey, key_type_of
 from ._names import check_name, check_unique_id
+from ._signer import Signer, as_signer
 
 __all__ = [
     "CLOCK_SKEW",
@@ -141,7 +142,7 @@ def _key_usage(*, ca: bool, key_encipherment: bool = False) -> x509.KeyUsage:
 
 
 def build_ca(
-    key: PrivateKey,
+    key: PrivateKey | Signer,
     session_id: str,
     name: str,
     days: int,
@@ -149,13 +150,14 @@ def build_ca(
     level: str | None = None,
 ) -> x509.Certificate:
     now = now or _now()
+    signer = as_signer(key)
     subject = x509.Name(
         [
             x509.NameAttribute(NameOID.COMMON_NAME, name),
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "paraconnect session"),
         ]
     )
-    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    ski = x509.SubjectKeyIdentifier.from_public_key(signer.public_key())
     ident = Identity(session_id, Role.SESSION, name)
     # The session's security level travels in its certificate, the one thing every party of
     # the session holds, so a friend's imported bundle knows the level without being told.
@@ -164,7 +166,7 @@ def build_ca(
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(subject)
-        .public_key(key.public_key())
+        .public_key(signer.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - CLOCK_SKEW)
         .not_valid_after(now + dt.timedelta(days=days))
@@ -179,7 +181,7 @@ def build_ca(
             critical=False,
         )
     )
-    return builder.sign(key, signing_hash(key))
+    return signer.sign_certificate(builder)
 
 
 def session_level_of(ca_cert: x509.Certificate) -> str | None:
@@ -198,7 +200,7 @@ def session_level_of(ca_cert: x509.Certificate) -> str | None:
 
 
 def build_leaf(
-    ca_key: PrivateKey,
+    ca_key: PrivateKey | Signer,
     ca_cert: x509.Certificate,
     public_key: PublicKey,
     identity: Identity,
@@ -243,7 +245,7 @@ def build_leaf(
             critical=False,
         )
     )
-    return builder.sign(ca_key, signing_hash(ca_key))
+    return as_signer(ca_key).sign_certificate(builder)
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,7 +272,7 @@ def revoked_entry(
 
 
 def build_crl(
-    ca_key: PrivateKey,
+    ca_key: PrivateKey | Signer,
     ca_cert: x509.Certificate,
     revoked: list[RevokedEntry],
     number: int,
@@ -297,7 +299,7 @@ def build_crl(
             .add_extension(x509.CRLReason(entry.reason), critical=False)
             .build()
         )
-    return builder.sign(ca_key, signing_hash(ca_key))
+    return as_signer(ca_key).sign_crl(builder)
 
 
 def parse_pem_certificates(data: bytes, source: object) -> list[x509.Certificate]:

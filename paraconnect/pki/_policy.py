@@ -26,8 +26,9 @@ from cryptography import x509
 from .._fs import locked, read_public, write_atomic
 from ..errors import ConfigError, CredentialError, TrustError
 from ._certs import Role, parse_pem_crl
-from ._keys import PrivateKey, sign_data, verify_data
+from ._keys import PrivateKey, verify_data
 from ._names import check_name, check_unique_id
+from ._signer import Signer, as_signer
 from ._store import Session, Store
 
 __all__ = [
@@ -350,12 +351,13 @@ def verify_crl(
     return crl
 
 
-def sign_policy(policy: Policy, ca_key: PrivateKey, number: int) -> str:
+def sign_policy(policy: Policy, ca_key: PrivateKey | Signer, number: int) -> str:
     """The policy as the session owner hands it to agents: JSON with a version `number` (a
     newer policy has a larger one) and the session key's signature over both."""
     body = {"policy": policy.as_dict(), "number": number}
     signed = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-    return json.dumps({**body, "signature": base64.b64encode(sign_data(ca_key, signed)).decode()})
+    signature = as_signer(ca_key).sign_data(signed)
+    return json.dumps({**body, "signature": base64.b64encode(signature).decode()})
 
 
 def verify_policy(text: str, ca: x509.Certificate, source: object) -> tuple[Policy, int]:

@@ -4,7 +4,8 @@ Layout of ``<home>/sessions/<name>/`` (directories 0700, keys 0600)::
 
     session.json          id, name, level, key type, owner or imported
     ca.crt                the session certificate (self-signed CA)
-    ca.key                the session key (owner only; optionally passphrase-encrypted)
+    ca.key                the session key (owner only; optionally passphrase-encrypted), unless
+                          the key is in a PKCS#11 token: session.json's ca_key names it then
     crl.pem               the signed revocation list: the single source of truth for revocation
     issued/<serial>.crt   every certificate issued, by serial (hex)
     issued/<serial>.key   its key, when this store keeps it (not for friends' bundles)
@@ -26,7 +27,7 @@ from pathlib import Path
 from cryptography import x509
 
 from .._fs import ensure_private_dir, locked, read_private, read_public, write_atomic
-from ..errors import ConfigError, CredentialError, NotFoundError, TrustError
+from ..errors import ConfigError, CredentialError, NotFoundError
 from ._certs import (
     Identity,
     RevokedEntry,
@@ -42,7 +43,6 @@ from ._certs import (
     pem,
     revocation_reason,
     revoked_entry,
-    session_level_of,
 )
 from ._keys import (
     KeyType,
@@ -51,7 +51,6 @@ from ._keys import (
     PublicKey,
     dump_private_key,
     generate_key,
-    key_type_of,
     load_private_key,
     resolve_passphrase,
 )
@@ -66,6 +65,7 @@ from ._records import (
     revocation_flag,
     utcnow,
 )
+from ._signer import FileSigner, Signer
 from ._uniqueid import UniqueId, node_unique_id
 
 __all__ = [
@@ -94,6 +94,8 @@ class Session:
             self.key_type = KeyType.parse(meta["key_type"])
             self.owner: bool = bool(meta["owner"])
             self.ca_key_encrypted: bool = bool(meta.get("ca_key_encrypted", False))
+            # A PKCS#11 URI when the session key is in a token (no ca.key then).
+            self.ca_key_uri: str | None = meta.get("ca_key")
             self.created: str = meta["created"]
         except (ValueError, KeyError, TypeError) as exc:
             raise CredentialError(
@@ -181,6 +183,11 @@ class Session:
                 f"session {self.name!r} was imported from a bundle: it has no session key, "
                 "so it cannot issue or revoke; ask the session's owner"
             )
+        if self.ca_key_uri is not None:
+            raise CredentialError(
+                f"the session key of {self.name!r} is in a PKCS#11 token ({self.ca_key_uri}) "
+                "and never leaves it; sign with Session.signer()"
+            )
         key_path = self.path / "ca.key"
         secret = resolve_passphrase(passphrase)
         if self.ca_key_encrypted and secret is None:
@@ -189,6 +196,20 @@ class Session:
                 "passphrase (--passphrase-file FILE)"
             )
         return load_private_key(read_private(key_path, "session key"), key_path, secret)
+
+    def signer(self, passphrase: Passphrase | None = None) -> Signer:
+        """What signs for this session: its key file's key, or its key in a PKCS#11 token."""
+        if self.ca_key_uri is None or not self.owner:
+            return FileSigner(self.load_ca_key(passphrase), f"the session key of {self.name!r}")
+        if passphrase is not None:
+            raise ConfigError(
+                f"the session key of {self.name!r} is in a PKCS#11 token: it has a PIN (read "
+                "from the session's PIN file), not a passphrase; drop the passphrase"
+            )
+        from ._token import TokenSigner, TokenUri
+
+        uri = TokenUri.parse(self.ca_key_uri, f"{self.path / 'session.json'}: ca_key")
+        return TokenSigner(uri, self.ca_cert.public_key(), f"the session key of {self.name!r}")  # type: ignore[arg-type]
 
     def info(self) -> dict[str, object]:
         ca = self.ca_cert
@@ -203,6 +224,7 @@ class Session:
             "ca_sha256": self.ca_fingerprint,
             "ca_not_after": ca.not_valid_after_utc.isoformat(),
             "ca_key_encrypted": self.ca_key_encrypted,
+            "ca_key": self.ca_key_uri or "file",
         }
 
     # -- writing -------------------------------------------------------------------------
@@ -277,7 +299,7 @@ class Session:
             unique_id = Store(self.path.parent.parent).unique_id().value
         if unique_id is not None:
             check_unique_id(unique_id)
-        ca_key = self.load_ca_key(passphrase)
+        ca_key = self.signer(passphrase)
         ca_cert = self.ca_cert
         now = now or utcnow()
         if ca_cert.not_valid_after_utc <= now:
@@ -359,7 +381,7 @@ class Session:
     ) -> list[Record]:
         """Revoke every unrevoked certificate with that serial or name; re-sign the CRL."""
         flag = revocation_flag(reason)
-        ca_key = self.load_ca_key(passphrase)
+        ca_key = self.signer(passphrase)
         now = now or utcnow()
         with self._lock():
             matches = self.find(name_or_serial)
@@ -432,13 +454,27 @@ class Store:
         days: int = DEFAULT_CA_DAYS,
         level: SecurityLevel | str = SecurityLevel.MUTUAL,
         passphrase: Passphrase | None = None,
+        ca_key: str | None = None,
+        pin_file: Path | None = None,
+        pkcs11_module: str | None = None,
     ) -> Session:
+        """A new session; its key made here into ca.key, or in (or taken from) the PKCS#11 token
+        that the URI `ca_key` names, with the PIN in `pin_file` and the token's module."""
         path = self._session_path(name)
         ktype = KeyType.parse(key_type)
         lvl = SecurityLevel.parse(level)
         if days <= 0:
             raise ConfigError(f"--days must be positive, not {days}")
         secret = resolve_passphrase(passphrase)
+        token = None
+        if ca_key is not None:
+            from ._token import TokenUri
+
+            if secret is not None:
+                raise ConfigError("a session key in a PKCS#11 token has a PIN, not a passphrase")
+            pin = f"file:{pin_file.absolute()}" if pin_file is not None else None
+            token = TokenUri.parse(ca_key).with_query(pin_source=pin, module_path=pkcs11_module)
+        undo = None
         ensure_private_dir(self.home)
         ensure_private_dir(self.sessions_dir)
         # Build the whole session in a hidden directory, then rename it into place: a crash
@@ -447,20 +483,28 @@ class Store:
         os.mkdir(staging, 0o700)
         try:
             session_id = secrets.token_hex(16)
-            key = generate_key(ktype)
-            ca = build_ca(key, session_id, name, days, level=lvl.value)
-            crl = build_crl(key, ca, [], 1)
+            if token is None:
+                key = generate_key(ktype)
+                signer: Signer = FileSigner(key)
+                write_atomic(staging / "ca.key", dump_private_key(key, secret), exclusive=True)
+            else:
+                from ._token import destroy_token_key, open_token_key
+
+                signer, generated = open_token_key(token, ktype)
+                undo = (lambda: destroy_token_key(token)) if generated else None
+            ca = build_ca(signer, session_id, name, days, level=lvl.value)
+            crl = build_crl(signer, ca, [], 1)
             meta = {
                 "format": FORMAT,
                 "id": session_id,
                 "name": name,
                 "level": lvl.value,
-                "key_type": ktype.value,
+                "key_type": signer.key_type.value,
                 "owner": True,
                 "ca_key_encrypted": secret is not None,
                 "created": utcnow().isoformat(),
+                **({"ca_key": str(token)} if token is not None else {}),
             }
-            write_atomic(staging / "ca.key", dump_private_key(key, secret), exclusive=True)
             write_atomic(staging / "ca.crt", pem(ca), mode=0o644)
             write_atomic(staging / "crl.pem", pem(crl), mode=0o644)
             write_atomic(staging / "session.json", json.dumps(meta, indent=1).encode(), mode=0o644)
@@ -475,6 +519,8 @@ class Store:
                 raise
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
+            if undo is not None:
+                undo()  # a key made for a session that was not made: leave the token as it was
             raise
         return Session(path)
 
@@ -509,83 +555,3 @@ class Store:
             if session.id == session_id:
                 return session
         return None
-
-    def adopt(
-        self,
-        name: str,
-        ca_cert: x509.Certificate,
-        cert: x509.Certificate,
-        key: PrivateKey,
-        level: SecurityLevel | None = None,
-    ) -> tuple[Session, Record]:
-        """Install credentials issued by someone else's session (a friend's bundle)."""
-        ca_ident = Identity.of(ca_cert)
-        ident = Identity.of(cert)
-        if ca_ident is None or ca_ident.role is not Role.SESSION or ident is None:
-            raise TrustError("the bundle does not hold paraconnect session credentials")
-        if ident.session_id != ca_ident.session_id:
-            raise TrustError("the bundle's certificate belongs to another session than its CA")
-        if level is None:
-            level = SecurityLevel.parse(session_level_of(ca_cert) or SecurityLevel.MUTUAL)
-        existing = self.find_session_by_id(ca_ident.session_id)
-        if existing is not None:
-            session = existing
-        else:
-            path = self._session_path(name)
-            if path.exists():
-                raise ConfigError(
-                    f"a different session named {name!r} already exists in {self.sessions_dir}; "
-                    "import under another name with --as NAME"
-                )
-            ensure_private_dir(self.home)
-            ensure_private_dir(self.sessions_dir)
-            staging = self.sessions_dir / f".importing-{name}-{secrets.token_hex(4)}"
-            os.mkdir(staging, 0o700)
-            try:
-                meta = {
-                    "format": FORMAT,
-                    "id": ca_ident.session_id,
-                    "name": name,
-                    "level": level.value,
-                    "key_type": key_type_of(ca_cert.public_key()).value,
-                    "owner": False,
-                    "created": utcnow().isoformat(),
-                }
-                write_atomic(staging / "ca.crt", pem(ca_cert), mode=0o644)
-                write_atomic(
-                    staging / "session.json", json.dumps(meta, indent=1).encode(), mode=0o644
-                )
-                os.rename(staging, path)
-            except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
-            session = Session(path)
-        serial = format(cert.serial_number, "x")
-        record = Record(
-            serial=serial,
-            name=ident.name,
-            role=ident.role.value,
-            unique_id=ident.unique_id,
-            key_type=key_type_of(key).value,
-            not_before=cert.not_valid_before_utc.isoformat(),
-            not_after=cert.not_valid_after_utc.isoformat(),
-            issued_at=utcnow().isoformat(),
-            for_friend=ident.name,
-            sha256=fingerprint(cert),
-            key_kept=True,
-        )
-        with session._lock():
-            ensure_private_dir(session.issued_dir)
-            if (session.issued_dir / f"{serial}.json").exists():
-                raise ConfigError(
-                    f"this certificate (serial {serial}) is already imported in session "
-                    f"{session.name!r}"
-                )
-            write_atomic(session.issued_dir / f"{serial}.crt", pem(cert), mode=0o644)
-            write_atomic(session.issued_dir / f"{serial}.key", dump_private_key(key), mode=0o600)
-            write_atomic(
-                session.issued_dir / f"{serial}.json",
-                json.dumps(record.as_dict(), indent=1).encode(),
-                mode=0o644,
-            )
-        return session, record

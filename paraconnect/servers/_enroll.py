@@ -153,7 +153,7 @@ def _tls_server_context(session: Session) -> tuple[ssl.SSLContext, float]:
     role, name = parse_hub_identity(HUB_IDENTITY)
     key = ec.generate_private_key(ec.SECP256R1())
     leaf = build_leaf(
-        session.load_ca_key(), session.ca_cert, key.public_key(),
+        session.signer(), session.ca_cert, key.public_key(),
         Identity(session.id, role, name), _ENROLL_LEAF_DAYS,
     )  # fmt: skip
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

@@ -246,11 +246,11 @@ class Trust:
             session = Session(path.parent)
             if not session.owner or session.ca_key_encrypted:
                 return None
-            key = session.load_ca_key()
+            key = session.signer()  # the key file's key, or the session's PKCS#11 token
+            text = sign_policy(self.policy.policy, key, stamp[0] if stamp else 0)
         except ParaconnectError as exc:
             log.warning("cannot sign the policy for agents: %s", exc)
             return None
-        text = sign_policy(self.policy.policy, key, stamp[0] if stamp else 0)
         self._signed = (stamp, text)
         return text
 
