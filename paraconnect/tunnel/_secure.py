@@ -19,8 +19,7 @@ import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 
@@ -42,14 +41,12 @@ from ..pki import (
 from ..tls import ANONYMOUS, PeerIdentity, PolicyWatcher, client_context, server_context
 from ._accounting import Accounting, Attempt
 from ._hello import HELLO_TIMEOUT, Hello, Purpose, exchange_hello
-from ._ledger import Ledger, Row
+from ._ledger import Ledger
 from ._status import METRICS, Metrics, classify_failure
 from ._stream import ByteStream, PlainConnection
+from ._tracked import Tracked
 from ._trust import Trust
 from ._util import handshake_done, peer_addr
-
-if TYPE_CHECKING:
-    from ._splice import SpliceResult
 
 __all__ = ["HANDSHAKE_TIMEOUT", "Side", "Tracked", "identity_label", "secure"]
 
@@ -66,60 +63,6 @@ PROGRESS_INTERVAL = 2.0  # how often open connections' byte counts reach the acc
 def identity_label(ident: Identity | None) -> str | None:
     """`Identity.label`, or None for no identity (what logs and accounting record)."""
     return ident.label if ident is not None else None
-
-
-class Tracked:
-    """One open tunnel connection: who is on the other end, and how to close it.
-
-    Use as a context manager around the connection's work: its cancel scope is what a
-    revocation cancels, and leaving it completes the accounting record."""
-
-    __slots__ = ("closed_by", "conn", "hello", "kind", "live", "reason", "row", "scope", "side",
-                 "started", "where")  # fmt: skip
-
-    def __init__(self, side: Side, conn: ByteStream, hello: Hello, where: str) -> None:
-        self.side = side
-        self.conn = conn
-        self.hello = hello
-        self.kind = hello.purpose.value
-        self.where = where
-        self.scope = anyio.CancelScope()
-        self.started = time.time()
-        self.live: SpliceResult | None = None  # the relay's live counters (data connections)
-        self.row: Row | None = None
-        self.closed_by: str | None = None
-        self.reason = "closed"
-
-    @property
-    def peer(self) -> PeerIdentity:
-        return self.conn.peer
-
-    def byte_counts(self) -> tuple[int, int]:
-        """(from the peer, to the peer): payload for data connections, messages for control."""
-        if self.live is not None:
-            return self.live.bytes_a_to_b, self.live.bytes_b_to_a
-        return getattr(self.conn, "bytes_in", 0), getattr(self.conn, "bytes_out", 0)
-
-    def close(self, why: str) -> None:
-        """Close it now (from the event loop's thread): the work inside is cancelled."""
-        if self.closed_by is None:
-            self.closed_by = why
-        self.scope.cancel()
-
-    def __enter__(self) -> Tracked:
-        self.scope.__enter__()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
-        try:
-            return bool(self.scope.__exit__(exc_type, exc, tb))
-        finally:
-            self.side._untrack(self)
 
 
 def _acting_role(role: Role | str) -> Role:
@@ -360,7 +303,7 @@ class Side:
     def track(self, conn: ByteStream, hello: Hello, where: str) -> Tracked:
         """Register an established connection (and start its accounting record).  Use the
         result as a context manager around the connection's work."""
-        tracked = Tracked(self, conn, hello, where)
+        tracked = Tracked(self._untrack, conn, hello, where)
         server_id = hello.server_id if self.role is Role.CLIENT else self.server_id
         attempt = self._attempt(tracked.kind, where, conn.peer, server_id)
         if self.accounting is not None:
