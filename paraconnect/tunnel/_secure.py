@@ -14,6 +14,7 @@ connection is checked again and the ones now refused are closed, with the reason
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 import ssl
@@ -42,6 +43,8 @@ from ..tls import ANONYMOUS, PeerIdentity, PolicyWatcher, client_context, server
 from ._accounting import Accounting, Attempt
 from ._hello import HELLO_TIMEOUT, Hello, Purpose, exchange_hello
 from ._ledger import Ledger
+from ._radius import Radius
+from ._radius_wire import RadiusConfig
 from ._status import METRICS, Metrics, classify_failure
 from ._stream import ByteStream, PlainConnection
 from ._tracked import Tracked
@@ -88,10 +91,13 @@ class Side:
         hello_timeout: float = HELLO_TIMEOUT,
         accounting: Accounting | bool = True,
         metrics: Metrics | None = None,
+        radius: RadiusConfig | None = None,
     ) -> None:
         """`accounting`: True (default) for the data directory's database, opened on the
         first connection and closed by `close()`; False for none; or an `Accounting` the
-        caller owns.  `metrics`: the process-wide `METRICS` unless another is given."""
+        caller owns.  `metrics`: the process-wide `METRICS` unless another is given.
+        `radius`: ask this RADIUS server who may connect (every peer this side accepts, after
+        revocation and policy) and tell it what every connection did."""
         # The list on disk now, not the one read with the credentials (maybe long ago); the
         # policy beside it.  A malformed policy stops the start here.
         self.trust = Trust(creds)
@@ -120,6 +126,11 @@ class Side:
         # Called on the side's loop with a JSON-able dict and, for a refusal, the error; a
         # failing observer never stops a tunnel.
         self.observers: list[Callable[[dict[str, Any], BaseException | None], None]] = []
+        self.radius = (
+            Radius(radius, local_identity=self.local_identity, session_id=self.session_id,
+                   accounting_db=lambda: self.accounting)
+            if radius is not None else None
+        )  # fmt: skip
 
     @property
     def session_id(self) -> str:
@@ -270,6 +281,8 @@ class Side:
         """Write what the accounting has queued and release the database (reopened on the
         next connection)."""
         self._ledger.flush()
+        if self.radius is not None:
+            self.radius.close()
         if self._accounting is not None and self._accounting_wanted is True:
             self._accounting.close()
             self._accounting = None
@@ -309,6 +322,8 @@ class Side:
         if self.accounting is not None:
             tracked.row = self._ledger.start(attempt, tracked.started)
         self.open.add(tracked)
+        if self.radius is not None:
+            self.radius.accounting.opened(tracked)
         self.metrics.opened(tracked)
         self._tell(tracked, "open")
         # A change between the handshake and now is caught here.
@@ -328,6 +343,8 @@ class Side:
         )
         if tracked.row is not None:
             self._ledger.finish(tracked.row, bytes_in=bytes_in, bytes_out=bytes_out, reason=reason)
+        if self.radius is not None:
+            self.radius.accounting.closed(tracked, bytes_in, bytes_out, reason)
         self._tell(tracked, "closed", bytes_in=bytes_in, bytes_out=bytes_out, reason=reason)
 
     def _progress(self) -> None:
@@ -350,17 +367,20 @@ class Side:
         refuse) within `interval`, keep open rows' byte counts current in the accounting,
         and call `on_crl_change` (the owner pushes the new list to its agents)."""
         last_progress = time.monotonic()
-        while True:
-            await anyio.sleep(interval)
-            self.refresh()
-            if self.trust.unpushed:
-                self.trust.unpushed = False
-                if on_crl_change is not None:
-                    await on_crl_change()
-            now = time.monotonic()
-            if now - last_progress >= PROGRESS_INTERVAL:
-                last_progress = now
-                self._progress()
+        async with anyio.create_task_group() as tg:
+            if self.radius is not None:
+                tg.start_soon(self.radius.accounting.run)
+            while True:
+                await anyio.sleep(interval)
+                self.refresh()
+                if self.trust.unpushed:
+                    self.trust.unpushed = False
+                    if on_crl_change is not None:
+                        await on_crl_change()
+                now = time.monotonic()
+                if now - last_progress >= PROGRESS_INTERVAL:
+                    last_progress = now
+                    self._progress()
 
     def context(self, server_side: bool) -> ssl.SSLContext:
         self.refresh()
@@ -460,7 +480,12 @@ class Side:
                 expect_server_id=expect_server_id,
                 timeout=self.hello_timeout,
                 check=check_policy,
-            )
+                # Who may connect, asked of RADIUS once revocation and policy let the peer by.
+                authorize=(
+                    functools.partial(self.radius.authorize, where=where)
+                    if self.radius is not None and server_side else None
+                ),
+            )  # fmt: skip
         except ParaconnectError as exc:
             await conn.aclose()
             peer = getattr(conn, "peer", None)
