@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 
 import paraconnect.tunnel
@@ -153,7 +154,7 @@ class FreeRadius:
 
     def start(self) -> None:
         with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(  # noqa: S603 - a fixed program, our own config
+            self.proc = subprocess.Popen(
                 [FREERADIUS, "-f", "-d", str(self.dir), "-l", "stdout"],
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -191,16 +192,20 @@ class FreeRadius:
                 records.append({k: v.strip('"') for k, v in attrs.items()})
         return records
 
-    def wait_detail(self, match: dict[str, str], timeout: float = 30.0) -> dict[str, str]:
-        """The first accounting record holding every `match` item, polled until `timeout`."""
-        deadline = time.monotonic() + timeout
-        while True:
-            for rec in self.detail():
-                if all(rec.get(k) == v for k, v in match.items()):
-                    return rec
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no accounting record {match} in {self.detail()}")
-            time.sleep(0.05)
+    def find(self, match: dict[str, str]) -> dict[str, str] | None:
+        return next(
+            (r for r in self.detail() if all(r.get(k) == v for k, v in match.items())), None
+        )
+
+    async def wait_detail(self, match: dict[str, str], bound: float = 30.0) -> dict[str, str]:
+        """The first accounting record holding every `match` item, polled (on the event loop,
+        which the side under test shares) until `bound` stops the test."""
+        with anyio.fail_after(bound):
+            while True:
+                found = self.find(match)
+                if found is not None:
+                    return found
+                await anyio.sleep(0.05)
 
 
 @pytest.fixture

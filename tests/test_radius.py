@@ -1,0 +1,181 @@
+"""RADIUS (issue 17) against a real FreeRADIUS on loopback: an Access-Request for every peer an
+accepting side takes (after revocation and policy), the Reply-Message of a reject as the
+reason the peer, the accounting, the debugger and the hub's events give; Accounting-Request
+Start, Interim-Update and Stop with the bytes each way; and a stopped server: fail closed,
+fail open, a recent answer standing in, and accounting queued in SQLite and sent later."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from pathlib import Path
+
+import anyio
+import pytest
+
+from paraconnect.errors import TrustError
+from paraconnect.tunnel import Accounting, Agent, Connector, ConnRecord, Program, RadiusConfig
+
+from .fixtures_radius import FreeRadius, freeradius_factory  # noqa: F401 - the fixture
+from .helpers_tunnel import Pki, ask, echo_command
+
+pytestmark = [pytest.mark.timeout(90)]
+
+REASON = "bob is not in the viz group"
+
+
+def _users(pki: Pki) -> str:
+    # alice by the exact User-Name the session gives her; bob by paraconnect's vendor
+    # attribute (the dictionary we ship, loaded by FreeRADIUS); anyone else: no.
+    return (
+        f"\"client 'alice' on {pki.uid}\" Auth-Type := Accept\n\n"
+        'DEFAULT Paraconnect-Name == "bob", Auth-Type := Reject\n'
+        f'\tReply-Message = "{REASON}"\n\n'
+        "DEFAULT Auth-Type := Reject\n"
+        '\tReply-Message = "unknown to RADIUS"\n'
+    )
+
+
+def _records(home: Path) -> list[ConnRecord]:
+    with Accounting.in_home(home, auto_rotate=False) as acc:
+        return acc.records()
+
+
+async def _until(predicate: object, bound: float = 30) -> None:
+    with anyio.fail_after(bound):
+        while True:
+            if predicate():  # type: ignore[operator]
+                return
+            await anyio.sleep(0.05)
+
+
+def _agent(pki: Pki, radius: RadiusConfig) -> Agent:
+    return Agent(
+        pki.server, program=Program(echo_command("{unix}")), listen=["127.0.0.1:0"], radius=radius
+    )
+
+
+@pytest.mark.anyio
+async def test_radius_admits_refuses_with_its_reason_and_accounts_the_bytes(
+    pki: Pki,
+    home: Path,
+    freeradius_factory: type[FreeRadius],  # noqa: F811
+) -> None:
+    radius = freeradius_factory(_users(pki))
+    config = RadiusConfig.load(radius.address, radius.secret_file, interim=1.0)
+    bob = pki.friend("bob", home, unique_id="bob-laptop")
+    size = 1024 * 1024 + 3
+    data = hashlib.shake_256(b"radius").digest(size)
+    async with anyio.create_task_group() as tg:
+        [addr] = await tg.start(_agent(pki, config).run)
+        local = await tg.start(Connector(pki.client, addr, "127.0.0.1:0").run)
+        answer = await ask(local, "sha256", data)
+        assert answer == f"{hashlib.sha256(data).hexdigest()} {size}\n".encode()
+        # bob's certificate is valid and no policy denies him: RADIUS alone says no, and he
+        # reads why.
+        with anyio.fail_after(20), pytest.raises(TrustError, match=REASON):
+            await Connector(bob, addr, "127.0.0.1:0", unique_id="bob-laptop").run()
+
+        alice = f"client 'alice' on {pki.uid}"
+        match = {"User-Name": alice, "Paraconnect-Kind": "data"}
+        start = await radius.wait_detail({**match, "Acct-Status-Type": "Start"})
+        stop = await radius.wait_detail({**match, "Acct-Status-Type": "Stop"})
+        # The control channel stays open past the interim interval: an Interim-Update.
+        await radius.wait_detail({"User-Name": alice, "Acct-Status-Type": "Interim-Update"})
+        tg.cancel_scope.cancel()
+
+    # The bytes the test sent and received, as the agent counted them from alice.
+    assert stop["Acct-Input-Octets"] == str(len(b"sha256\n") + size)
+    assert stop["Acct-Output-Octets"] == str(len(answer))
+    assert stop["Acct-Session-Id"] == start["Acct-Session-Id"]
+    assert stop["Acct-Terminate-Cause"] == "User-Request"
+    assert stop["Paraconnect-Close-Reason"] == "eof"
+    assert int(stop["Acct-Session-Time"]) >= 0
+    serial = format(pki.client.cert.serial_number, "x")
+    assert start["Paraconnect-Serial"] == serial and start["Paraconnect-Role"] == "client"
+    assert start["Paraconnect-Unique-Id"] == pki.uid
+    assert start["Acct-Multi-Session-Id"] == pki.session.id
+    assert start["NAS-Identifier"] == f"server 'srv' on {pki.uid}"
+    # Only the admitted are accounted as connections: bob never had a Start.
+    assert not [r for r in radius.detail() if "'bob'" in r.get("User-Name", "")]
+
+    # The local accounting (what 'paraconnect accounting' and the debugger read) holds the
+    # refusal with RADIUS's reason; alice's data row has the same bytes as RADIUS's Stop.
+    records = _records(home)
+    refused = [r for r in records if r.outcome == "refused" and r.remote_name == "bob"]
+    assert refused and all(REASON in (r.reason or "") for r in refused)
+    [data_in] = [r for r in records if r.side == "server" and r.kind == "data"]
+    assert (data_in.bytes_in, data_in.bytes_out) == (len(b"sha256\n") + size, len(answer))
+
+
+@pytest.mark.anyio
+async def test_a_stopped_radius_server_fails_closed_open_or_on_a_recent_answer(
+    pki: Pki,
+    home: Path,
+    freeradius_factory: type[FreeRadius],  # noqa: F811
+) -> None:
+    radius = freeradius_factory(_users(pki))
+    closed = RadiusConfig.load(radius.address, radius.secret_file, cache=600, interim=1.0)
+    opened = RadiusConfig.load(radius.address, radius.secret_file, fail="open", cache=0)
+    no_cache = RadiusConfig.load(radius.address, radius.secret_file, cache=0)
+    carol = pki.friend("carol", home, unique_id="carol-laptop")
+    async with anyio.create_task_group() as tg:
+        [addr] = await tg.start(_agent(pki, closed).run)
+        [addr_open] = await tg.start(_agent(pki, opened).run)
+        [addr_nocache] = await tg.start(_agent(pki, no_cache).run)
+        # alice is admitted while the server answers: its Accept is remembered.
+        local = await tg.start(Connector(pki.client, addr, "127.0.0.1:0").run)
+        assert await ask(local, "echo", b"hi") == b"hi"
+        radius.stop()
+
+        # Within the cache window, her answer stands in for the silent server...
+        with anyio.fail_after(20):
+            local2 = await tg.start(Connector(pki.client, addr, "127.0.0.1:0").run)
+        assert await ask(local2, "echo", b"hi") == b"hi"
+        # ...but no one else's: carol was never asked, and this side fails closed.
+        with anyio.fail_after(20), pytest.raises(TrustError, match=r"did not answer.*fail closed"):
+            await Connector(carol, addr, "127.0.0.1:0", unique_id="carol-laptop").run()
+        # Without a cache (or past it), alice too is refused by the side that fails closed...
+        with anyio.fail_after(20), pytest.raises(TrustError, match="did not answer"):
+            await Connector(pki.client, addr_nocache, "127.0.0.1:0").run()
+        # ...and admitted, like carol, by the one that fails open.
+        local3 = await tg.start(
+            Connector(carol, addr_open, "127.0.0.1:0", unique_id="carol-laptop").run
+        )
+        assert await ask(local3, "echo", b"carol") == b"carol"
+
+        # Accounting while the server is down waits in the accounting database...
+        def queued() -> list[dict[str, str]]:
+            db = sqlite3.connect(home / "accounting.sqlite3")
+            try:
+                rows = db.execute("SELECT attrs FROM radius_outbox").fetchall()
+            except sqlite3.OperationalError:  # not made yet
+                rows = []
+            finally:
+                db.close()
+            return [json.loads(text) for (text,) in rows]
+
+        def carol_stopped() -> bool:
+            return any(
+                "'carol'" in q["User-Name"] and q["Acct-Status-Type"] == "Stop"
+                and q["Paraconnect-Kind"] == "data"
+                for q in queued()
+            )  # fmt: skip
+
+        await _until(carol_stopped)
+        [queued_stop] = [
+            q for q in queued()
+            if "'carol'" in q["User-Name"] and q["Acct-Status-Type"] == "Stop"
+            and q["Paraconnect-Kind"] == "data"
+        ]  # fmt: skip
+        sid = queued_stop["Acct-Session-Id"]
+        # ...and reaches the server once it is back (on the same port), Start before Stop.
+        radius.start()
+        stop = await radius.wait_detail({"Acct-Session-Id": sid, "Acct-Status-Type": "Stop"})
+        statuses = [r["Acct-Status-Type"] for r in radius.detail() if r["Acct-Session-Id"] == sid]
+        assert statuses == ["Start", "Stop"]
+        assert stop["Acct-Input-Octets"] == str(len(b"echo\ncarol"))
+        assert stop["Acct-Output-Octets"] == str(len(b"carol"))
+        await _until(lambda: not [q for q in queued() if q["Acct-Session-Id"] == sid])
+        tg.cancel_scope.cancel()
