@@ -297,6 +297,8 @@ def _run(main: Any) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     _setup_logging(args)
+    # The options first: a bad RADIUS secret file must not cost the one-time enrolment token.
+    radius = _cli_radius.radius_config(args)
     _maybe_enroll(args)
     from .pki import Role
     from .tunnel import Agent, PerConnection, Program, ProgramExited
@@ -331,7 +333,7 @@ def _serve(args: argparse.Namespace) -> int:
         insecure=args.insecure,
         handshake_timeout=args.handshake_timeout,
         proxy_protocol=args.proxy_protocol,
-        radius=_cli_radius.radius_config(args),
+        radius=radius,
     )
 
     async def main() -> int:
@@ -515,6 +517,7 @@ def _connect(args: argparse.Namespace) -> int:
 def _listen(args: argparse.Namespace) -> int:
     from .tunnel import ReverseListener
 
+    radius = _cli_radius.radius_config(args)
     creds, homes, tls = _client_side(args)
 
     def on_agent(link: AgentLink) -> None:
@@ -540,7 +543,7 @@ def _listen(args: argparse.Namespace) -> int:
         on_agent=on_agent,
         servers=args.servers,
         on_refused=on_refused,
-        radius=_cli_radius.radius_config(args),
+        radius=radius,
     )
 
     def ready(started: Any) -> None:

@@ -8,21 +8,38 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
+import threading
 from pathlib import Path
 
 import anyio
 import pytest
 
-from paraconnect.errors import TrustError
-from paraconnect.tunnel import Accounting, Agent, Connector, ConnRecord, Program, RadiusConfig
+from paraconnect.errors import CredentialError, TrustError
+from paraconnect.pki import Role, Session, Store, load_credentials
+from paraconnect.tunnel import (
+    Accounting,
+    Agent,
+    Connector,
+    ConnRecord,
+    Endpoint,
+    Program,
+    Purpose,
+    RadiusConfig,
+)
+from paraconnect.tunnel._leg import connect_endpoint
+from paraconnect.tunnel._secure import Side
 
 from .fixtures_radius import FreeRadius, freeradius_factory  # noqa: F401 - the fixture
-from .helpers_tunnel import Pki, ask, echo_command
+from .helpers_hub import running_hub
+from .helpers_tunnel import PASS, Pki, ask, echo_command
 
 pytestmark = [pytest.mark.timeout(90)]
 
 REASON = "bob is not in the viz group"
+# A stopped server is waited for this long per request (not 3 s), to keep the test short.
+QUICK = {"timeout": 0.3, "tries": 2}
 
 
 def _users(pki: Pki) -> str:
@@ -116,9 +133,9 @@ async def test_a_stopped_radius_server_fails_closed_open_or_on_a_recent_answer(
     freeradius_factory: type[FreeRadius],  # noqa: F811
 ) -> None:
     radius = freeradius_factory(_users(pki))
-    closed = RadiusConfig.load(radius.address, radius.secret_file, cache=600, interim=1.0)
-    opened = RadiusConfig.load(radius.address, radius.secret_file, fail="open", cache=0)
-    no_cache = RadiusConfig.load(radius.address, radius.secret_file, cache=0)
+    closed = RadiusConfig.load(radius.address, radius.secret_file, cache=600, interim=1.0, **QUICK)
+    opened = RadiusConfig.load(radius.address, radius.secret_file, fail="open", cache=0, **QUICK)
+    no_cache = RadiusConfig.load(radius.address, radius.secret_file, cache=0, **QUICK)
     carol = pki.friend("carol", home, unique_id="carol-laptop")
     async with anyio.create_task_group() as tg:
         [addr] = await tg.start(_agent(pki, closed).run)
@@ -179,3 +196,92 @@ async def test_a_stopped_radius_server_fails_closed_open_or_on_a_recent_answer(
         assert stop["Acct-Output-Octets"] == str(len(b"carol"))
         await _until(lambda: not [q for q in queued() if q["Acct-Session-Id"] == sid])
         tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_the_debugger_shows_a_radius_refusal_in_words(
+    pki: Pki,
+    home: Path,
+    cli: object,
+    freeradius_factory: type[FreeRadius],  # noqa: F811
+) -> None:
+    radius = freeradius_factory(_users(pki))
+    pki.friend("bob", home, unique_id="bob-laptop")
+    passphrase = home / "bob.pass"
+    passphrase.write_bytes(PASS)
+    config = RadiusConfig.load(radius.address, radius.secret_file)
+    async with anyio.create_task_group() as tg:
+        [addr] = await tg.start(_agent(pki, config).run)
+        out = await anyio.to_thread.run_sync(
+            lambda: cli(  # type: ignore[operator]
+                "debug", "client", str(addr), "--creds", str(home / "bob.p12"),
+                "--passphrase-file", str(passphrase),
+                env={"PARACONNECT_UNIQUE_ID": "bob-laptop"},
+            )
+        )  # fmt: skip
+        tg.cancel_scope.cancel()
+    assert out.returncode == 1, out
+    # The step that failed (the hello: TLS itself accepted bob), RADIUS's own words, and a
+    # fix that names RADIUS rather than a firewall or a certificate.
+    lines = [line.strip() for line in out.stdout.splitlines()]
+    [hello] = [line for line in lines if line.startswith("FAIL  hello")]
+    assert REASON in hello and "RADIUS" in hello
+    assert "PASS  accepted        the peer accepted our certificate in TLS" in lines
+    assert "ask the administrators of that RADIUS server" in out.stdout
+
+
+def test_the_hub_announces_a_radius_refusal_with_the_reply_message(
+    home: Path,
+    session: Session,
+    freeradius_factory: type[FreeRadius],  # noqa: F811
+) -> None:
+    """What the panel shows: the hub's "refused" event for an agent RADIUS rejects."""
+    store = Store(home)
+    uid = store.unique_id().value
+    session.issue(Role.SERVER, "rogue", unique_id=uid)
+    creds = load_credentials("lab", role=Role.SERVER, store=store)
+    radius = freeradius_factory(
+        'DEFAULT Paraconnect-Role == "server", Paraconnect-Name == "rogue", Auth-Type := Reject\n'
+        '\tReply-Message = "rogue is not a registered render node"\n'
+    )
+    config = RadiusConfig.load(radius.address, radius.secret_file)
+    with running_hub(home, radius=config) as (hub, events):
+        where = hub.call(hub.open_session, "lab")
+        host, port = str(where).rsplit(":", 1)
+
+        async def dial() -> None:
+            side = Side(creds, Role.SERVER, store=store, accounting=False)
+            sock = await connect_endpoint(Endpoint(host, int(port)))
+            with pytest.raises(TrustError, match="rogue is not a registered render node"):
+                await side.establish(sock, server_side=False, purpose=Purpose.CONTROL)
+
+        anyio.run(dial)
+        pause = threading.Event()  # never set: a sleep that the test's timeout bounds
+        while not any(e["event"] == "refused" for e in events.all):
+            pause.wait(0.05)
+        refused = next(e for e in events.all if e["event"] == "refused")
+    assert "rogue is not a registered render node" in refused["reason"]
+    assert refused["peer"] == f"server 'rogue' on {uid}"
+    assert "RADIUS" in refused["explain"] and "rogue is not a registered" in refused["explain"]
+
+
+def test_a_radius_secret_others_can_read_is_refused_in_one_line(
+    home: Path, session: Session, cli: object, tmp_path: Path
+) -> None:
+    secret = tmp_path / "radius.secret"
+    secret.write_text("s3cret\n")
+    os.chmod(secret, 0o644)
+    radius = ["--radius", "127.0.0.1:1812", "--radius-secret-file", str(secret)]
+    for command in (
+        ["serve", *radius, "--creds", "lab", "--listen", "127.0.0.1:0", "--", "true"],
+        ["listen", *radius, "127.0.0.1:0", "--creds", "lab", "--local", "127.0.0.1:0"],
+        ["hub", *radius],
+    ):
+        out = cli(*command)  # type: ignore[operator]
+        assert out.returncode != 0, (command, out)
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and str(secret) in lines[0] and "chmod 600" in lines[0], lines
+    with pytest.raises(CredentialError, match="mode 0644"):
+        RadiusConfig.load("127.0.0.1:1812", secret)
+    os.chmod(secret, 0o600)
+    assert RadiusConfig.load("127.0.0.1:1812", secret).secret == b"s3cret"

@@ -97,6 +97,8 @@ class RadiusConfig:
         fail: str = "closed",
         cache: float = CACHE_SECONDS,
         interim: float = INTERIM_SECONDS,
+        timeout: float = 1.0,
+        tries: int = 3,
     ) -> RadiusConfig:
         """From the options (`--radius HOST:PORT --radius-secret-file F --radius-fail ...`),
         checking each, with one line naming the one at fault."""
@@ -113,7 +115,7 @@ class RadiusConfig:
         dictionary()  # pyrad missing: say so now, not at the first peer
         return cls(
             host, int(port_text), read_secret(secret_file), fail=fail, cache=cache,
-            interim=interim,
+            interim=interim, timeout=timeout, tries=max(1, tries),
         )  # fmt: skip
 
     @property
