@@ -11,6 +11,7 @@ want=(
     paraview python3-paraview xvfb xauth            # pvserver / pvpython through the tunnel
     iproute2 nftables                               # network namespaces as hosts, firewalls
     chromium                                        # the JupyterLab panel's browser tests (Playwright)
+    freeradius freeradius-utils                     # RADIUS authorisation and accounting tests
 )
 missing=()
 for pkg in "${want[@]}"; do

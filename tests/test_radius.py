@@ -285,3 +285,32 @@ def test_a_radius_secret_others_can_read_is_refused_in_one_line(
         RadiusConfig.load("127.0.0.1:1812", secret)
     os.chmod(secret, 0o600)
     assert RadiusConfig.load("127.0.0.1:1812", secret).secret == b"s3cret"
+
+
+def test_the_jupyter_settings_give_the_hub_its_radius(tmp_path: Path) -> None:
+    from traitlets import TraitError
+    from traitlets.config import Config
+
+    from paraconnect.jupyter import Paraconnect
+
+    secret = tmp_path / "radius.secret"
+    secret.write_text("s3cret\n")
+    os.chmod(secret, 0o640)
+    config = Config()
+    config.Paraconnect.radius = " radius.example:1812 "
+    config.Paraconnect.radius_secret_file = str(secret)
+    config.Paraconnect.radius_fail = "Open"
+    config.Paraconnect.radius_cache = 5.0
+    conf = Paraconnect(config=config)
+    assert Paraconnect().radius_config() is None  # no RADIUS unless told
+    with pytest.raises(CredentialError, match="chmod 600"):
+        conf.radius_config()
+    os.chmod(secret, 0o600)
+    radius = conf.radius_config()
+    assert radius is not None
+    assert (radius.host, radius.port, radius.acct_port) == ("radius.example", 1812, 1813)
+    assert (radius.fail, radius.cache, radius.secret) == ("open", 5.0, b"s3cret")
+    with pytest.raises(TraitError, match="radius_fail"):
+        Paraconnect(radius_fail="maybe")
+    with pytest.raises(TraitError, match=r"Paraconnect\.radius"):
+        Paraconnect(radius="no-port")
