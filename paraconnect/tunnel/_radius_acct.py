@@ -34,6 +34,7 @@ __all__ = ["RETRY_SECONDS", "RadiusAccounting"]
 log = logging.getLogger("paraconnect.tunnel")
 
 RETRY_SECONDS = 5.0  # how often the retry queue is tried while the server does not answer
+FINAL_SEND = 2.0  # at most this long, when stopping, to send what is queued
 ACCOUNTING_REQUEST = 4
 _BATCH = 100
 
@@ -141,6 +142,15 @@ class RadiusAccounting:
         self._backlog = bool(self._outbox(lambda db: self._pending(db, 1)))
         next_interim = time.monotonic() + self.config.interim
         next_retry = time.monotonic()
+        try:
+            await self._loop(next_interim, next_retry, retry)
+        finally:
+            # Stopping: what is queued goes out now if the server answers at once (a stopped
+            # agent may never run again), else into the retry queue (`persist`, at close).
+            with anyio.CancelScope(shield=True), anyio.move_on_after(FINAL_SEND):
+                await self._send_queued()
+
+    async def _loop(self, next_interim: float, next_retry: float, retry: float) -> None:
         while True:
             now = time.monotonic()
             if now >= next_interim:
@@ -151,8 +161,9 @@ class RadiusAccounting:
                 next_retry = now + retry
                 await self._retry()
             wait = min(next_interim, next_retry if self._backlog else next_interim) - now
+            wake = self._wake = self._wake or anyio.Event()
             with anyio.move_on_after(max(wait, 0.0)):
-                await self._wake.wait()
+                await wake.wait()
             self._wake = anyio.Event()
 
     async def _send_queued(self) -> None:
