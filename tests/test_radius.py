@@ -11,13 +11,14 @@ import json
 import os
 import sqlite3
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import anyio
 import pytest
 
 from paraconnect.errors import CredentialError, TrustError
-from paraconnect.pki import Role, Session, Store, load_credentials
+from paraconnect.pki import Role, Rule, Session, Store, load_credentials, update_policy
 from paraconnect.tunnel import (
     Accounting,
     Agent,
@@ -82,6 +83,8 @@ async def test_radius_admits_refuses_with_its_reason_and_accounts_the_bytes(
     radius = freeradius_factory(_users(pki))
     config = RadiusConfig.load(radius.address, radius.secret_file, interim=1.0)
     bob = pki.friend("bob", home, unique_id="bob-laptop")
+    eve = pki.friend("eve", home, unique_id="eve-laptop")
+    update_policy(pki.session, lambda p: replace(p, rules=(Rule.make("deny", name="eve"),)))
     size = 1024 * 1024 + 3
     data = hashlib.shake_256(b"radius").digest(size)
     async with anyio.create_task_group() as tg:
@@ -93,6 +96,11 @@ async def test_radius_admits_refuses_with_its_reason_and_accounts_the_bytes(
         # reads why.
         with anyio.fail_after(20), pytest.raises(TrustError, match=REASON):
             await Connector(bob, addr, "127.0.0.1:0", unique_id="bob-laptop").run()
+        # The local policy refuses first: eve is never asked about (RADIUS logs every answer).
+        with anyio.fail_after(20), pytest.raises(TrustError, match="denied by the policy"):
+            await Connector(eve, addr, "127.0.0.1:0", unique_id="eve-laptop").run()
+        await _until(lambda: "Login incorrect: [client 'bob'" in radius.log.read_text())
+        assert "'eve'" not in radius.log.read_text()  # asked after bob's, had it been asked
 
         alice = f"client 'alice' on {pki.uid}"
         match = {"User-Name": alice, "Paraconnect-Kind": "data"}
