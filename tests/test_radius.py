@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import anyio
+import anyio.abc
 import pytest
 
 from paraconnect.errors import CredentialError, TrustError
@@ -322,3 +323,31 @@ def test_the_jupyter_settings_give_the_hub_its_radius(tmp_path: Path) -> None:
         Paraconnect(radius_fail="maybe")
     with pytest.raises(TraitError, match=r"Paraconnect\.radius"):
         Paraconnect(radius="no-port")
+
+
+@pytest.mark.anyio
+async def test_a_forged_accept_does_not_admit(pki: Pki, tmp_path: Path) -> None:
+    """Something on the RADIUS port answers every request with an Access-Accept it cannot
+    sign (it lacks the secret): no answer at all to the side, which fails closed."""
+    secret = tmp_path / "radius.secret"
+    secret.write_text("the real secret\n")
+    os.chmod(secret, 0o600)
+    forged = 0
+    async with await anyio.create_udp_socket(local_host="127.0.0.1") as udp:
+        port = udp.extra(anyio.abc.SocketAttribute.local_port)  # noqa: S610 - not Django
+        config = RadiusConfig.load(f"127.0.0.1:{port}", secret, timeout=0.3, tries=2)
+
+        async def forge() -> None:
+            nonlocal forged
+            async for data, peer in udp:
+                # Access-Accept for the same id, with a Response Authenticator made up.
+                await udp.sendto(bytes([2, data[1], 0, 20]) + os.urandom(16), *peer)
+                forged += 1
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(forge)
+            [addr] = await tg.start(_agent(pki, config).run)
+            with anyio.fail_after(20), pytest.raises(TrustError, match="did not answer"):
+                await Connector(pki.client, addr, "127.0.0.1:0").run()
+            tg.cancel_scope.cancel()
+    assert forged >= 2  # it did answer, every try: the answers were not taken

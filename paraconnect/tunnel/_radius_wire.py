@@ -9,9 +9,11 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import socket
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from socket import SOCK_DGRAM
 from typing import Any
 
 import anyio
@@ -152,24 +154,36 @@ async def exchange(config: RadiusConfig, packet: Any, port: int) -> Any | None:
     """Send `packet` to the server (`config.tries` tries, `config.timeout` each) and return
     its verified reply, or None when none came (no server, a wrong secret, a lost network)."""
     try:
-        udp = await anyio.create_connected_udp_socket(config.host, port)
+        family, _, _, _, addr = (await anyio.getaddrinfo(config.host, port, type=SOCK_DGRAM))[0]
+        sock = socket.socket(family, SOCK_DGRAM)
     except OSError as exc:
         log.debug("RADIUS %s:%d: %s", config.host, port, exc)
         return None
-    async with udp:
+    with sock:
+        sock.setblocking(False)
+        # Connected, so that only the server's datagrams arrive and an ICMP "port
+        # unreachable" (nothing listens) ends a try at once instead of after its timeout.
+        try:
+            sock.connect(addr)
+        except OSError as exc:
+            log.debug("RADIUS %s:%d: %s", config.host, port, exc)
+            return None
         for attempt in range(config.tries):
             if attempt and "Acct-Delay-Time" in packet:
                 packet["Acct-Delay-Time"] = packet["Acct-Delay-Time"][0] + int(config.timeout)
-            raw = packet.RequestPacket()
             try:
-                await udp.send(raw)
+                sock.send(packet.RequestPacket())
                 with anyio.move_on_after(config.timeout):
                     while True:
-                        data = await udp.receive()
+                        await anyio.wait_readable(sock)
+                        try:
+                            data = sock.recv(4096)
+                        except BlockingIOError:
+                            continue
                         reply = _verified(packet, data)
                         if reply is not None:
                             return reply
-            except OSError as exc:  # ICMP port unreachable on loopback: nothing listens
+            except OSError as exc:  # ECONNREFUSED: the host says nothing listens there
                 log.debug("RADIUS %s:%d: %s", config.host, port, exc)
                 await anyio.sleep(min(config.timeout, 0.05))
     return None
