@@ -3,8 +3,8 @@
 
 A side with a `Radius` asks its server after the handshake, the hello and every local check
 (revocation and policy refuse first), before the verdict goes to the peer, so a refused peer
-reads the Reply-Message as the reason.  The exchange is UDP on the event loop (an anyio
-datagram socket, `timeout` per try, `tries` tries): no thread, and nothing blocks the loop.
+reads the Reply-Message as the reason.  The exchange is UDP on the event loop
+(`_radius_wire.exchange`): no thread, and nothing blocks the loop.
 
 An Access-Request carries User-Name = the peer as the session names it (`Identity.label`,
 what logs and the accounting call it), Calling-Station-Id = its address, NAS-Identifier = this
@@ -33,7 +33,7 @@ from ..tls import PeerIdentity
 from ._accounting import Accounting
 from ._hello import Hello
 from ._radius_acct import RadiusAccounting
-from ._radius_wire import MAX_TEXT, RadiusConfig, dictionary, exchange, peer_attributes, reply_text
+from ._radius_wire import RadiusConfig, dictionary, exchange, fit, peer_attributes, reply_text
 
 __all__ = ["Radius"]
 
@@ -72,6 +72,13 @@ class Radius:
 
     async def authorize(self, peer: PeerIdentity, hello: Hello, where: str) -> str | None:
         """None to admit `peer`, else why it is refused (with the server's Reply-Message)."""
+        try:
+            return await self._authorize(peer, hello, where)
+        except Exception:  # a bug here refuses this peer; it never stops the listener
+            log.exception("the RADIUS check of %s failed", peer.label)
+            return f"the RADIUS check of {peer.label} failed on this side (see its log)"
+
+    async def _authorize(self, peer: PeerIdentity, hello: Hello, where: str) -> str | None:
         from pyrad.packet import AuthPacket
 
         attrs = peer_attributes(peer, hello, where)
@@ -84,7 +91,7 @@ class Radius:
         for name, value in attrs.items():
             packet[name] = value
         packet["Service-Type"] = "Authorize-Only"
-        packet["NAS-Identifier"] = self.local_identity[:MAX_TEXT]
+        packet["NAS-Identifier"] = fit(self.local_identity)
         reply = await exchange(self.config, packet, self.config.port)
         key = self._cache_key(attrs)
         now = time.monotonic()

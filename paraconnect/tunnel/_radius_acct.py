@@ -26,7 +26,7 @@ from typing import Any
 import anyio
 
 from ._accounting import Accounting
-from ._radius_wire import MAX_TEXT, RadiusConfig, dictionary, exchange, peer_attributes
+from ._radius_wire import RadiusConfig, dictionary, exchange, fit, peer_attributes
 from ._tracked import Tracked
 
 __all__ = ["RETRY_SECONDS", "RadiusAccounting"]
@@ -86,7 +86,7 @@ class RadiusAccounting:
         attrs |= {
             "Acct-Session-Id": f"{self.session_id[:8]}-{secrets.token_hex(8)}",
             "Acct-Multi-Session-Id": self.session_id,
-            "NAS-Identifier": self.local_identity[:MAX_TEXT],
+            "NAS-Identifier": fit(self.local_identity),
             "Paraconnect-Kind": tracked.kind,
         }
         self._open[tracked] = attrs
@@ -100,7 +100,7 @@ class RadiusAccounting:
         _octets(stop, "Input", bytes_in)  # from the peer (RFC 2866: received from the port)
         _octets(stop, "Output", bytes_out)
         stop["Acct-Terminate-Cause"] = "Admin-Reset" if tracked.closed_by else "User-Request"
-        stop["Paraconnect-Close-Reason"] = reason[:MAX_TEXT]
+        stop["Paraconnect-Close-Reason"] = fit(reason)
         self._put(tracked, "Stop", stop)
 
     def interim(self) -> None:
@@ -128,10 +128,16 @@ class RadiusAccounting:
         """One Accounting-Request; True once the server acknowledged it."""
         from pyrad.packet import AcctPacket
 
-        packet = AcctPacket(code=ACCOUNTING_REQUEST, secret=self.config.secret, dict=dictionary())
-        for name, value in attrs.items():
-            packet[name] = value
-        packet["Acct-Delay-Time"] = max(0, int(time.time() - created))
+        try:
+            packet = AcctPacket(
+                code=ACCOUNTING_REQUEST, secret=self.config.secret, dict=dictionary()
+            )
+            for name, value in attrs.items():
+                packet[name] = value
+            packet["Acct-Delay-Time"] = max(0, int(time.time() - created))
+        except Exception:  # a packet that cannot be built never will be: not retried for ever
+            log.exception("a RADIUS accounting packet could not be built; dropped: %s", attrs)
+            return True
         reply = await exchange(self.config, packet, self.config.acct_port)
         return reply is not None and reply.code == ACCOUNTING_REQUEST + 1
 

@@ -1,8 +1,9 @@
 """RADIUS on the wire, for the authorisation hook (`_radius.py`) and the accounting
 (`_radius_acct.py`): the options, the shared secret, the dictionary paraconnect ships, and one
-request/reply exchange over UDP on the event loop (an anyio datagram socket, `timeout` per try,
-`tries` tries: no thread, and nothing blocks the loop).  Replies are verified (the Response
-Authenticator; a Message-Authenticator where present) before they count as answers."""
+request/reply exchange over UDP on the event loop (a non-blocking socket waited on with anyio,
+`timeout` per try, `tries` tries: no thread, and nothing blocks the loop).  Replies are
+verified (the Response Authenticator; a Message-Authenticator where present) before they count
+as answers."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ __all__ = [
     "RadiusConfig",
     "dictionary",
     "exchange",
+    "fit",
     "peer_attributes",
     "read_secret",
     "reply_text",
@@ -42,7 +44,12 @@ DICTIONARY = Path(__file__).parent / "radius" / "dictionary"
 FAIL_MODES = ("closed", "open")
 CACHE_SECONDS = 60.0
 INTERIM_SECONDS = 300.0
-MAX_TEXT = 253  # the most an attribute's value holds
+MAX_TEXT = 253  # the most bytes an attribute's value holds
+
+
+def fit(value: str) -> str:
+    """`value` cut to what one attribute holds (in UTF-8 bytes, never mid-character)."""
+    return value.encode()[:MAX_TEXT].decode(errors="ignore")
 
 
 @functools.cache
@@ -147,7 +154,7 @@ def peer_attributes(peer: PeerIdentity, hello: Hello, where: str) -> dict[str, s
         attrs["Paraconnect-Serial"] = format(peer.serial, "x")
     if hello.server_id:
         attrs["Paraconnect-Server-Id"] = hello.server_id
-    return {k: v[:MAX_TEXT] for k, v in attrs.items()}
+    return {k: fit(v) for k, v in attrs.items()}
 
 
 async def exchange(config: RadiusConfig, packet: Any, port: int) -> Any | None:
