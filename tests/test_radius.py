@@ -150,9 +150,12 @@ async def test_a_stopped_radius_server_fails_closed_open_or_on_a_recent_answer(
         [addr] = await tg.start(_agent(pki, closed).run)
         [addr_open] = await tg.start(_agent(pki, opened).run)
         [addr_nocache] = await tg.start(_agent(pki, no_cache).run)
-        # alice is admitted while the server answers: its Accept is remembered.
+        # alice is admitted by both sides that fail closed while the server answers: its
+        # Accept is remembered (for 600 s by one, for no time at all by the other).
         local = await tg.start(Connector(pki.client, addr, "127.0.0.1:0").run)
         assert await ask(local, "echo", b"hi") == b"hi"
+        local_nocache = await tg.start(Connector(pki.client, addr_nocache, "127.0.0.1:0").run)
+        assert await ask(local_nocache, "echo", b"hi") == b"hi"
         radius.stop()
 
         # Within the cache window, her answer stands in for the silent server...
@@ -162,7 +165,7 @@ async def test_a_stopped_radius_server_fails_closed_open_or_on_a_recent_answer(
         # ...but no one else's: carol was never asked, and this side fails closed.
         with anyio.fail_after(20), pytest.raises(TrustError, match=r"did not answer.*fail closed"):
             await Connector(carol, addr, "127.0.0.1:0", unique_id="carol-laptop").run()
-        # Without a cache (or past it), alice too is refused by the side that fails closed...
+        # Past the cache window (0 s there), alice too is refused by a side that fails closed...
         with anyio.fail_after(20), pytest.raises(TrustError, match="did not answer"):
             await Connector(pki.client, addr_nocache, "127.0.0.1:0").run()
         # ...and admitted, like carol, by the one that fails open.
