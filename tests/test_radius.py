@@ -9,7 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -18,6 +21,7 @@ import anyio
 import anyio.abc
 import pytest
 
+from paraconnect._hub._ops import call_in_thread
 from paraconnect.errors import CredentialError, TrustError
 from paraconnect.pki import Role, Rule, Session, Store, load_credentials, update_policy
 from paraconnect.tunnel import (
@@ -36,6 +40,8 @@ from paraconnect.tunnel._secure import Side
 from .fixtures_radius import FreeRadius, freeradius_factory  # noqa: F401 - the fixture
 from .helpers_hub import running_hub
 from .helpers_tunnel import PASS, Pki, ask, echo_command
+from .test_supervisor_policy import ECHO as ECHO_PORT
+from .test_supervisor_policy import echo
 
 pytestmark = [pytest.mark.timeout(90)]
 
@@ -242,19 +248,22 @@ async def test_the_debugger_shows_a_radius_refusal_in_words(
     assert "ask the administrators of that RADIUS server" in out.stdout
 
 
-def test_the_hub_announces_a_radius_refusal_with_the_reply_message(
+def test_the_hub_admits_by_radius_and_announces_its_refusal_with_the_reply_message(
     home: Path,
     session: Session,
     freeradius_factory: type[FreeRadius],  # noqa: F811
 ) -> None:
-    """What the panel shows: the hub's "refused" event for an agent RADIUS rejects."""
+    """The hub's phone-home listener asks RADIUS too: an agent it launched (by hand, from the
+    panel's agent command) is admitted and relays; a rogue server certificate is refused, and
+    the hub's "refused" event (what the panel shows) carries the Reply-Message."""
     store = Store(home)
     uid = store.unique_id().value
     session.issue(Role.SERVER, "rogue", unique_id=uid)
     creds = load_credentials("lab", role=Role.SERVER, store=store)
     radius = freeradius_factory(
         'DEFAULT Paraconnect-Role == "server", Paraconnect-Name == "rogue", Auth-Type := Reject\n'
-        '\tReply-Message = "rogue is not a registered render node"\n'
+        '\tReply-Message = "rogue is not a registered render node"\n\n'
+        'DEFAULT Paraconnect-Role == "server", Auth-Type := Accept\n'
     )
     config = RadiusConfig.load(radius.address, radius.secret_file)
     with running_hub(home, radius=config) as (hub, events):
@@ -272,9 +281,30 @@ def test_the_hub_announces_a_radius_refusal_with_the_reply_message(
         while not any(e["event"] == "refused" for e in events.all):
             pause.wait(0.05)
         refused = next(e for e in events.all if e["event"] == "refused")
+
+        got = call_in_thread(hub, "agent_command", {"kind": "command", "session": "lab",
+                                                    "command": ECHO_PORT})  # fmt: skip
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+        workdir = home / "manual-agent"
+        workdir.mkdir()
+        agent = subprocess.Popen(  # noqa: S602 - the very shell line a user pastes
+            got["command"], shell=True, cwd=workdir, env=env, start_new_session=True,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            sid = got["server"]["id"]
+            info = call_in_thread(hub, "wait", {"id": sid, "timeout": 60})
+            assert info["state"] == "connected"
+            assert echo(int(info["local"].rsplit(":")[1]), b"through") == b"through"
+        finally:
+            os.killpg(agent.pid, signal.SIGTERM)
+            agent.wait(timeout=30)
     assert "rogue is not a registered render node" in refused["reason"]
     assert refused["peer"] == f"server 'rogue' on {uid}"
     assert "RADIUS" in refused["explain"] and "rogue is not a registered" in refused["explain"]
+    # RADIUS heard of the admitted agent's connections at the hub, by their certificate.
+    log = radius.log.read_text()
+    assert f"Login OK: [server '{sid}'" in log, log[-2000:]
 
 
 def test_a_radius_secret_others_can_read_is_refused_in_one_line(
