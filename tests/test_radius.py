@@ -384,3 +384,33 @@ async def test_a_forged_accept_does_not_admit(pki: Pki, tmp_path: Path) -> None:
                 await Connector(pki.client, addr, "127.0.0.1:0").run()
             tg.cancel_scope.cancel()
     assert forged >= 2  # it did answer, every try: the answers were not taken
+
+
+@pytest.mark.anyio
+async def test_only_an_access_accept_admits_even_failing_open(pki: Pki, tmp_path: Path) -> None:
+    """A server that holds the secret and answers with an Access-Challenge (a question for a
+    person, whom a TLS peer does not have) has answered: refused, though the side fails open."""
+    from pyrad.packet import AuthPacket
+
+    from paraconnect.tunnel._radius_wire import dictionary
+
+    secret = tmp_path / "radius.secret"
+    secret.write_text("the real secret\n")
+    os.chmod(secret, 0o600)
+    async with await anyio.create_udp_socket(local_host="127.0.0.1") as udp:
+        port = udp.extra(anyio.abc.SocketAttribute.local_port)  # noqa: S610 - not Django
+        config = RadiusConfig.load(f"127.0.0.1:{port}", secret, fail="open")
+
+        async def challenge() -> None:
+            async for data, peer in udp:
+                request = AuthPacket(packet=data, secret=b"the real secret", dict=dictionary())
+                reply = request.CreateReply()
+                reply.code = 11  # Access-Challenge
+                await udp.sendto(reply.ReplyPacket(), *peer)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(challenge)
+            [addr] = await tg.start(_agent(pki, config).run)
+            with anyio.fail_after(20), pytest.raises(TrustError, match="not Access-Accept"):
+                await Connector(pki.client, addr, "127.0.0.1:0").run()
+            tg.cancel_scope.cancel()

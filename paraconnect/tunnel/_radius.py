@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from ..tls import PeerIdentity
 from ._accounting import Accounting
@@ -95,23 +94,25 @@ class Radius:
         reply = await exchange(self.config, packet, self.config.port)
         key = self._cache_key(attrs)
         now = time.monotonic()
-        if reply is not None and reply.code in (ACCESS_ACCEPT, ACCESS_REJECT):
+        if reply is not None:
+            # The server decided; only Accept admits (a Challenge asks for a person to answer,
+            # and there is none: it refuses, whatever --radius-fail says).
             why = None
             if reply.code == ACCESS_REJECT:
                 said = reply_text(reply, "Reply-Message") or "no Reply-Message"
                 why = f"the RADIUS server {self.config.address} rejected {peer.label}: {said}"
+            elif reply.code != ACCESS_ACCEPT:
+                why = (
+                    f"the RADIUS server {self.config.address} answered {peer.label} with code "
+                    f"{reply.code}, not Access-Accept"
+                )
             self._answers[key] = (now, why)
             self._prune(now)
             return why
-        return self._unanswered(peer, key, now, reply)
+        return self._unanswered(peer, key, now)
 
-    def _unanswered(
-        self, peer: PeerIdentity, key: tuple[str, ...], now: float, reply: Any
-    ) -> str | None:
-        what = (
-            f"answered with code {reply.code}" if reply is not None
-            else f"did not answer ({self.config.tries} tries of {self.config.timeout:g} s)"
-        )  # fmt: skip
+    def _unanswered(self, peer: PeerIdentity, key: tuple[str, ...], now: float) -> str | None:
+        what = f"did not answer ({self.config.tries} tries of {self.config.timeout:g} s)"
         cached = self._answers.get(key)
         if cached is not None and now - cached[0] <= self.config.cache:
             age = now - cached[0]
