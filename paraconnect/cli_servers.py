@@ -81,6 +81,9 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log debugging detail")
     _json(p)
+    from ._cli_radius import add_radius_options
+
+    add_radius_options(p)
     p.set_defaults(func=_hub)
 
     p = subparsers.add_parser(
@@ -374,6 +377,7 @@ def _hub(args: argparse.Namespace) -> int:
 
     import anyio
 
+    from ._cli_radius import radius_config
     from .cli_tunnel import serve_status_at
     from .hub import Hub, LaunchRules, serve_control
     from .tunnel import loop_options, single_error
@@ -393,6 +397,7 @@ def _hub(args: argparse.Namespace) -> int:
         advertise=args.advertise,
         readopt_grace=args.readopt_grace,
         rules=rules,
+        radius=radius_config(args),
     )
 
     async def main() -> int:

@@ -18,6 +18,7 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
+from . import _cli_radius
 from .errors import ConfigError, ParaconnectError
 from .vocab import SecurityLevel, choices
 
@@ -154,6 +155,7 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         help="serve an already running program at this address instead of starting COMMAND",
     )
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND ARGS... ({port} etc.)")
+    _cli_radius.add_radius_options(p)
     p.set_defaults(func=_serve)
 
     for name, verb, more in (
@@ -202,6 +204,7 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
                 metavar="S",
                 help="how long a local connection waits for a server to phone home",
             )
+            _cli_radius.add_radius_options(p)
             p.set_defaults(func=_listen)
 
 
@@ -294,6 +297,8 @@ def _run(main: Any) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     _setup_logging(args)
+    # The options first: a bad RADIUS secret file must not cost the one-time enrolment token.
+    radius = _cli_radius.radius_config(args)
     _maybe_enroll(args)
     from .pki import Role
     from .tunnel import Agent, PerConnection, Program, ProgramExited
@@ -328,6 +333,7 @@ def _serve(args: argparse.Namespace) -> int:
         insecure=args.insecure,
         handshake_timeout=args.handshake_timeout,
         proxy_protocol=args.proxy_protocol,
+        radius=radius,
     )
 
     async def main() -> int:
@@ -511,6 +517,7 @@ def _connect(args: argparse.Namespace) -> int:
 def _listen(args: argparse.Namespace) -> int:
     from .tunnel import ReverseListener
 
+    radius = _cli_radius.radius_config(args)
     creds, homes, tls = _client_side(args)
 
     def on_agent(link: AgentLink) -> None:
@@ -536,6 +543,7 @@ def _listen(args: argparse.Namespace) -> int:
         on_agent=on_agent,
         servers=args.servers,
         on_refused=on_refused,
+        radius=radius,
     )
 
     def ready(started: Any) -> None:

@@ -12,6 +12,7 @@ want=(
     iproute2 nftables                               # network namespaces as hosts, firewalls
     chromium                                        # the JupyterLab panel's browser tests (Playwright)
     softhsm2                                        # a PKCS#11 token for session keys (SoftHSM2)
+    freeradius freeradius-utils                     # RADIUS authorisation and accounting tests
 )
 missing=()
 for pkg in "${want[@]}"; do

@@ -51,6 +51,7 @@ from ..tunnel import (
     AgentLink,
     ByServerId,
     Endpoint,
+    RadiusConfig,
     ReverseListener,
     identity_label,
     parse_endpoint,
@@ -84,7 +85,11 @@ class Hub(ThreadedHub):
         poll: float = 0.5,
         enroll_listen: str | None = None,
         rules: LaunchRules | None = None,
+        radius: RadiusConfig | None = None,
     ) -> None:
+        """`radius`: every phone-home listener asks this RADIUS server who may connect, and
+        accounts there (`tunnel.RadiusConfig`)."""
+        self.radius = radius
         self.store = Store(Path(home) if home is not None else None)
         self.home = self.store.home
         self.listen_host, _, port = listen.rpartition(":")
@@ -190,6 +195,7 @@ class Hub(ThreadedHub):
                 handshake_timeout=10.0,
                 # The hub binds where it is told, as it always did; level none warns in its log.
                 insecure=True,
+                radius=self.radius,
             )
             agents.side.observers.append(self._observe)
             address, _local = await self._running().start(agents.run)

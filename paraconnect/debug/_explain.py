@@ -5,6 +5,7 @@ alerts, and the tunnel's own refusals.  `explain(exc)` gives any of them a reaso
 from __future__ import annotations
 
 import errno
+import re
 import socket
 import ssl
 
@@ -172,6 +173,27 @@ def _cause_chain(exc: BaseException) -> list[BaseException]:
     return out
 
 
+def _radius_words(text: str) -> str | None:
+    """The accepting side's RADIUS server said no (its Reply-Message), or did not answer."""
+    said = re.search(
+        r"the RADIUS server (\S+) rejected (?:\w+ '[^']*'(?: on [^\s:]+)?|anonymous \(no TLS\)): "
+        r"(.*)$",
+        text,
+    )
+    if said:
+        server, message = said[1], said[2]
+        return (
+            f"the accepting side's RADIUS server ({server}) does not let this certificate in: "
+            f"{message}; fix: ask the administrators of that RADIUS server (its user directory)"
+        )
+    if "the RADIUS server" in text and "did not answer" in text:
+        return (
+            "the accepting side's RADIUS server did not answer, and that side fails closed; "
+            "fix: check that RADIUS server is up and reachable from the accepting side"
+        )
+    return None
+
+
 def explain(exc: BaseException) -> str:
     """Why `exc` happened and what to do, in one sentence each ("reason; fix: ...").
 
@@ -196,6 +218,9 @@ def explain(exc: BaseException) -> str:
             if cause.errno in (errno.EADDRINUSE,):
                 reason, fix = bind_words(cause.errno, "the address")
             return f"{reason}; fix: {fix}"
+    radius = _radius_words(str(exc))
+    if radius:
+        return radius
     text = str(exc).lower()
     table: list[tuple[tuple[str, ...], str]] = [
         (("revoked",), "a certificate was revoked; fix: ask the session owner for a new one"),

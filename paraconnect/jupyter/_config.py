@@ -13,7 +13,7 @@ from .._wire import hostport
 from ..errors import ConfigError
 from ..hub import LaunchRules
 from ..pki import SecurityLevel, default_home
-from ..tunnel import parse_endpoint
+from ..tunnel import RADIUS_FAIL_MODES, RadiusConfig, parse_endpoint
 
 __all__ = ["Paraconnect"]
 
@@ -98,6 +98,47 @@ class Paraconnect(Configurable):
         "first use).",
     ).tag(config=True)
 
+    radius = Unicode(
+        "",
+        help="HOST:PORT of a RADIUS server the hub asks (Access-Request) about every agent "
+        "that phones home, once its certificate, revocation and policy checks passed, and "
+        "sends accounting to (on PORT+1). Empty: no RADIUS.",
+    ).tag(config=True)
+
+    radius_secret_file = Unicode(
+        "",
+        help="The file holding the RADIUS shared secret; it must be yours, mode 0600.",
+    ).tag(config=True)
+
+    radius_fail = Unicode(
+        "closed",
+        help="When the RADIUS server does not answer and no recent answer stands in: "
+        "'closed' refuses the agent (the default), 'open' admits it.",
+    ).tag(config=True)
+
+    radius_cache = Float(
+        60.0,
+        help="Seconds a RADIUS answer stands in for the same certificate while the server "
+        "does not answer.",
+    ).tag(config=True)
+
+    radius_interim = Float(
+        300.0,
+        help="Seconds between RADIUS Interim-Updates of an open connection.",
+    ).tag(config=True)
+
+    @validate("radius")
+    def _radius(self, proposal: dict[str, Any]) -> str:
+        value = str(proposal["value"]).strip()
+        return _host_port(value, "radius") if value else ""
+
+    @validate("radius_fail")
+    def _radius_fail(self, proposal: dict[str, Any]) -> str:
+        value = str(proposal["value"]).strip().lower()
+        if value not in RADIUS_FAIL_MODES:
+            raise TraitError(f"Paraconnect.radius_fail {value!r}: choose closed or open")
+        return value
+
     @validate("data_dir")
     def _data_dir(self, proposal: dict[str, Any]) -> str:
         value = str(proposal["value"]).strip()
@@ -163,6 +204,18 @@ class Paraconnect(Configurable):
         return LaunchRules(
             self.max_servers, tuple(self.ssh_hosts), dict(self.slurm_defaults),
             "Jupyter's Paraconnect.max_servers / ssh_hosts / slurm_defaults",
+        )  # fmt: skip
+
+    def radius_config(self) -> RadiusConfig | None:
+        """The RADIUS server the hub asks, or None; a secret file others can read, or none
+        given, stops the hub with one line (it does not run without the RADIUS it was told)."""
+        if not self.radius:
+            return None
+        if not self.radius_secret_file:
+            raise ConfigError("Paraconnect.radius needs Paraconnect.radius_secret_file (0600)")
+        return RadiusConfig.load(
+            self.radius, Path(self.radius_secret_file).expanduser(), fail=self.radius_fail,
+            cache=self.radius_cache, interim=self.radius_interim,
         )  # fmt: skip
 
     def public(self) -> dict[str, Any]:

@@ -13,6 +13,8 @@ from ._messages import Message
 from ._perconn import PerConnection, peer_environment
 from ._phonehome import Backoff, Home
 from ._program import Program, ProgramExited, Restart
+from ._radius_wire import FAIL_MODES as RADIUS_FAIL_MODES
+from ._radius_wire import RadiusConfig
 from ._reverse import AgentLink, ByServerId, Pinned, ReverseListener, Rule
 from ._secure import Side, Tracked, identity_label, secure
 from ._status import METRICS, Metrics, render_json, render_prometheus, serve_status
@@ -23,6 +25,7 @@ from ._util import loop_options, single_error
 __all__ = [
     "MAX_FRAME",
     "METRICS",
+    "RADIUS_FAIL_MODES",
     "VERSION",
     "Accounting",
     "Agent",
@@ -45,6 +48,7 @@ __all__ = [
     "Program",
     "ProgramExited",
     "Purpose",
+    "RadiusConfig",
     "Refusal",
     "Restart",
     "ReverseListener",

@@ -59,6 +59,7 @@ from ._perconn import PerConnection
 from ._phonehome import Backoff, Home
 from ._program import Program
 from ._proxyproto import proxy_header
+from ._radius_wire import RadiusConfig
 from ._relay import relay
 from ._secure import HANDSHAKE_TIMEOUT, Side, Tracked
 from ._stream import ByteStream
@@ -139,6 +140,7 @@ class Agent:
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
         accounting: Accounting | bool = True,
         proxy_protocol: bool = False,
+        radius: RadiusConfig | None = None,
     ) -> None:
         if (program is None) == (target is None):
             raise ConfigError("an agent serves exactly one program or one target endpoint")
@@ -153,6 +155,7 @@ class Agent:
             store=store,
             handshake_timeout=handshake_timeout,
             accounting=accounting,
+            radius=radius,
         )
         self.program = program
         if program is not None:

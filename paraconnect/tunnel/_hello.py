@@ -12,7 +12,7 @@ The same framing carries control messages (phone home, open a data channel) afte
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -211,11 +211,14 @@ async def exchange_hello(
     expect_server_id: str | None = None,
     timeout: float = HELLO_TIMEOUT,  # noqa: ASYNC109 - one budget for the whole exchange
     check: Callable[[PeerIdentity, Hello], None] | None = None,
+    authorize: Callable[[PeerIdentity, Hello], Awaitable[str | None]] | None = None,
 ) -> Hello:
     """The dialler (`initiator`) speaks first; the acceptor answers with its own hello, for the
     same purpose and channel.  Then both check and exchange verdicts.  Returns the peer's
     hello, or raises TrustError (either side refused), ProtocolError or NetworkError.
-    `check` (the policy) may refuse the peer with a TrustError; its reason goes to the peer."""
+    `check` (the policy) may refuse the peer with a TrustError; its reason goes to the peer.
+    `authorize` (an acceptor's RADIUS) is asked last, once every other check passed, and its
+    refusal (a reason) goes to the peer the same way."""
     where = conn.peer.label
     try:
         with anyio.fail_after(timeout):
@@ -236,6 +239,8 @@ async def exchange_hello(
                     check(conn.peer, theirs)
             except TrustError as exc:
                 refusal = str(exc)
+            if refusal is None and authorize is not None:
+                refusal = await authorize(conn.peer, theirs)
             verdict_out: dict[str, Any] = (
                 {"ok": True} if refusal is None else {"ok": False, "reason": refusal}
             )

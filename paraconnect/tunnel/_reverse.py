@@ -47,6 +47,7 @@ from ._leg import (
 from ._listener import Established, Refusal, SecureListener
 from ._messages import PhoneHome
 from ._phonehome import Home
+from ._radius_wire import RadiusConfig
 from ._relay import relay_tracked
 from ._secure import HANDSHAKE_TIMEOUT, Side
 from ._util import accept_loop, single_error
@@ -163,6 +164,7 @@ class ReverseListener:
         servers: Sequence[str] = (),
         rule: Rule | None = None,
         on_refused: Callable[[str, str, str], None] | None = None,
+        radius: RadiusConfig | None = None,
     ) -> None:
         """`on_refused(server, where, why)` hears of each server refused by the rule."""
         self.rule: Rule = rule if rule is not None else Pinned(servers)
@@ -175,6 +177,7 @@ class ReverseListener:
             store=store,
             handshake_timeout=handshake_timeout,
             accounting=accounting,
+            radius=radius,
         )
         self.listen = listen if isinstance(listen, Endpoint) else parse_endpoint(listen)
         self.local = local_endpoint(local) if local is not None else None

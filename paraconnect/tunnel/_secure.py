@@ -14,13 +14,13 @@ connection is checked again and the ones now refused are closed, with the reason
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 
@@ -42,14 +42,14 @@ from ..pki import (
 from ..tls import ANONYMOUS, PeerIdentity, PolicyWatcher, client_context, server_context
 from ._accounting import Accounting, Attempt
 from ._hello import HELLO_TIMEOUT, Hello, Purpose, exchange_hello
-from ._ledger import Ledger, Row
+from ._ledger import Ledger
+from ._radius import Radius
+from ._radius_wire import RadiusConfig
 from ._status import METRICS, Metrics, classify_failure
 from ._stream import ByteStream, PlainConnection
+from ._tracked import Tracked
 from ._trust import Trust
 from ._util import handshake_done, peer_addr
-
-if TYPE_CHECKING:
-    from ._splice import SpliceResult
 
 __all__ = ["HANDSHAKE_TIMEOUT", "Side", "Tracked", "identity_label", "secure"]
 
@@ -66,60 +66,6 @@ PROGRESS_INTERVAL = 2.0  # how often open connections' byte counts reach the acc
 def identity_label(ident: Identity | None) -> str | None:
     """`Identity.label`, or None for no identity (what logs and accounting record)."""
     return ident.label if ident is not None else None
-
-
-class Tracked:
-    """One open tunnel connection: who is on the other end, and how to close it.
-
-    Use as a context manager around the connection's work: its cancel scope is what a
-    revocation cancels, and leaving it completes the accounting record."""
-
-    __slots__ = ("closed_by", "conn", "hello", "kind", "live", "reason", "row", "scope", "side",
-                 "started", "where")  # fmt: skip
-
-    def __init__(self, side: Side, conn: ByteStream, hello: Hello, where: str) -> None:
-        self.side = side
-        self.conn = conn
-        self.hello = hello
-        self.kind = hello.purpose.value
-        self.where = where
-        self.scope = anyio.CancelScope()
-        self.started = time.time()
-        self.live: SpliceResult | None = None  # the relay's live counters (data connections)
-        self.row: Row | None = None
-        self.closed_by: str | None = None
-        self.reason = "closed"
-
-    @property
-    def peer(self) -> PeerIdentity:
-        return self.conn.peer
-
-    def byte_counts(self) -> tuple[int, int]:
-        """(from the peer, to the peer): payload for data connections, messages for control."""
-        if self.live is not None:
-            return self.live.bytes_a_to_b, self.live.bytes_b_to_a
-        return getattr(self.conn, "bytes_in", 0), getattr(self.conn, "bytes_out", 0)
-
-    def close(self, why: str) -> None:
-        """Close it now (from the event loop's thread): the work inside is cancelled."""
-        if self.closed_by is None:
-            self.closed_by = why
-        self.scope.cancel()
-
-    def __enter__(self) -> Tracked:
-        self.scope.__enter__()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
-        try:
-            return bool(self.scope.__exit__(exc_type, exc, tb))
-        finally:
-            self.side._untrack(self)
 
 
 def _acting_role(role: Role | str) -> Role:
@@ -145,10 +91,13 @@ class Side:
         hello_timeout: float = HELLO_TIMEOUT,
         accounting: Accounting | bool = True,
         metrics: Metrics | None = None,
+        radius: RadiusConfig | None = None,
     ) -> None:
         """`accounting`: True (default) for the data directory's database, opened on the
         first connection and closed by `close()`; False for none; or an `Accounting` the
-        caller owns.  `metrics`: the process-wide `METRICS` unless another is given."""
+        caller owns.  `metrics`: the process-wide `METRICS` unless another is given.
+        `radius`: ask this RADIUS server who may connect (every peer this side accepts, after
+        revocation and policy) and tell it what every connection did."""
         # The list on disk now, not the one read with the credentials (maybe long ago); the
         # policy beside it.  A malformed policy stops the start here.
         self.trust = Trust(creds)
@@ -177,6 +126,11 @@ class Side:
         # Called on the side's loop with a JSON-able dict and, for a refusal, the error; a
         # failing observer never stops a tunnel.
         self.observers: list[Callable[[dict[str, Any], BaseException | None], None]] = []
+        self.radius = (
+            Radius(radius, local_identity=self.local_identity, session_id=self.session_id,
+                   accounting_db=lambda: self.accounting)
+            if radius is not None else None
+        )  # fmt: skip
 
     @property
     def session_id(self) -> str:
@@ -327,6 +281,8 @@ class Side:
         """Write what the accounting has queued and release the database (reopened on the
         next connection)."""
         self._ledger.flush()
+        if self.radius is not None:
+            self.radius.close()
         if self._accounting is not None and self._accounting_wanted is True:
             self._accounting.close()
             self._accounting = None
@@ -360,12 +316,14 @@ class Side:
     def track(self, conn: ByteStream, hello: Hello, where: str) -> Tracked:
         """Register an established connection (and start its accounting record).  Use the
         result as a context manager around the connection's work."""
-        tracked = Tracked(self, conn, hello, where)
+        tracked = Tracked(self._untrack, conn, hello, where)
         server_id = hello.server_id if self.role is Role.CLIENT else self.server_id
         attempt = self._attempt(tracked.kind, where, conn.peer, server_id)
         if self.accounting is not None:
             tracked.row = self._ledger.start(attempt, tracked.started)
         self.open.add(tracked)
+        if self.radius is not None:
+            self.radius.accounting.opened(tracked)
         self.metrics.opened(tracked)
         self._tell(tracked, "open")
         # A change between the handshake and now is caught here.
@@ -385,6 +343,8 @@ class Side:
         )
         if tracked.row is not None:
             self._ledger.finish(tracked.row, bytes_in=bytes_in, bytes_out=bytes_out, reason=reason)
+        if self.radius is not None:
+            self.radius.accounting.closed(tracked, bytes_in, bytes_out, reason)
         self._tell(tracked, "closed", bytes_in=bytes_in, bytes_out=bytes_out, reason=reason)
 
     def _progress(self) -> None:
@@ -407,17 +367,20 @@ class Side:
         refuse) within `interval`, keep open rows' byte counts current in the accounting,
         and call `on_crl_change` (the owner pushes the new list to its agents)."""
         last_progress = time.monotonic()
-        while True:
-            await anyio.sleep(interval)
-            self.refresh()
-            if self.trust.unpushed:
-                self.trust.unpushed = False
-                if on_crl_change is not None:
-                    await on_crl_change()
-            now = time.monotonic()
-            if now - last_progress >= PROGRESS_INTERVAL:
-                last_progress = now
-                self._progress()
+        async with anyio.create_task_group() as tg:
+            if self.radius is not None:
+                tg.start_soon(self.radius.accounting.run)
+            while True:
+                await anyio.sleep(interval)
+                self.refresh()
+                if self.trust.unpushed:
+                    self.trust.unpushed = False
+                    if on_crl_change is not None:
+                        await on_crl_change()
+                now = time.monotonic()
+                if now - last_progress >= PROGRESS_INTERVAL:
+                    last_progress = now
+                    self._progress()
 
     def context(self, server_side: bool) -> ssl.SSLContext:
         self.refresh()
@@ -517,7 +480,12 @@ class Side:
                 expect_server_id=expect_server_id,
                 timeout=self.hello_timeout,
                 check=check_policy,
-            )
+                # Who may connect, asked of RADIUS once revocation and policy let the peer by.
+                authorize=(
+                    functools.partial(self.radius.authorize, where=where)
+                    if self.radius is not None and server_side else None
+                ),
+            )  # fmt: skip
         except ParaconnectError as exc:
             await conn.aclose()
             peer = getattr(conn, "peer", None)
