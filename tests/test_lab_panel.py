@@ -112,7 +112,7 @@ RECORD_STATES = """() => {
 
 LAUNCH_CELL = (
     "import paraconnect as pc\n"
-    'srv = pc.connect_reverse(kind="builtin", launcher="local", session=pc.Session("lab"))\n'
+    'srv = pc.connect_reverse(kind="builtin", launcher="local", session=pc.Session("lab", create=True))\n'
     'print("server id:", srv.id)'
 )
 
