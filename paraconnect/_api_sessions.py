@@ -80,7 +80,7 @@ def passphrase_reader(source: PassphraseSource | None) -> Callable[[], str] | No
             value = source()
             where = "the passphrase function"
         else:
-            value = read_private(Path(source), "passphrase file").rstrip(b"\r\n")
+            value = read_private(Path(source).expanduser(), "passphrase file").rstrip(b"\r\n")
             where = f"passphrase file {source}"
         data = value.encode() if isinstance(value, str) else value
         if not isinstance(data, bytes) or not data:

@@ -3,7 +3,7 @@
 ::
 
     import paraconnect as pc
-    s = pc.Session("cfd-run")                                   # create or open
+    s = pc.Session("cfd-run", create=True)                      # open, or create once
     srv = pc.connect_reverse(kind="builtin", launcher="local", session=s)
     srv.wait_connected(timeout=60)                              # prints each state change
     view = srv.view(dataset="wavelet")                          # a RemoteView widget
