@@ -3,7 +3,7 @@
 ::
 
     import paraconnect as pc
-    s = pc.Session("cfd-run")                                   # create or open
+    s = pc.Session("cfd-run", create=True)                      # open, or create once
     srv = pc.connect_reverse(kind="builtin", launcher="local", session=s)
     srv.wait_connected(timeout=60)                              # prints each state change
     view = srv.view(dataset="wavelet")                          # a RemoteView widget
@@ -26,6 +26,7 @@ import dataclasses
 import functools
 import html
 import queue
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,9 +34,19 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from ._api_sessions import (
+    DEFAULT,
+    Hub,
+    PassphraseSource,
+    alaunch,
+    aopen_session,
+    check_session_name,
+    hub,
+    passphrase_reader,
+)
 from ._runtime import Runtime, runtime
 from .errors import ConfigError, NetworkError, ParaconnectError
-from .hub import AsyncHubEvents, HubEvents
+from .hub import AsyncHubEvents
 
 if TYPE_CHECKING:
     from .render import RemoteView
@@ -60,89 +71,68 @@ __all__ = [
 Progress = Callable[[dict[str, Any]], None]
 
 
-# -- the hub ---------------------------------------------------------------------------------
-
-
-class Hub:
-    """A handle on the hub this process talks to: ``pc.hub().request("servers")``."""
-
-    def __init__(self, rt: Runtime) -> None:
-        self._rt = rt
-
-    @property
-    def home(self) -> Path:
-        return self._rt.home
-
-    @property
-    def embedded(self) -> bool:
-        """True when the hub runs inside this process (no Jupyter or ``paraconnect hub``)."""
-        return self._rt.embedded
-
-    def request(self, op: str, **fields: Any) -> Any:
-        """Run one op of docs/hub-api.md and return its result."""
-        return self._rt.call(functools.partial(self._rt.request, op, **fields))
-
-    def events(self) -> HubEvents:
-        """A started subscriber of the hub's events; ``.subscribe(callback)`` on it."""
-        address = self.request("hub").get("events")
-        if not address:
-            raise ConfigError(
-                "this hub publishes no ZeroMQ events (pyzmq missing); pip install "
-                "'paraconnect[jupyter]'"
-            )
-        return HubEvents(str(address)).start()
-
-
-def hub(home: Path | str | None = None) -> Hub:
-    """The hub for `home` (default: $PARACONNECT_HOME, else the user data directory)."""
-    return Hub(runtime(home))
-
-
 # -- sessions --------------------------------------------------------------------------------
 
 
-async def aopen_session(
-    rt: Runtime,
-    name: str,
-    *,
-    key_type: str = "ec-p256",
-    days: int | None = None,
-    level: str = "mutual",
-) -> dict[str, Any]:
-    """Create the session `name` if it does not exist, start its phone-home listener, and
-    return its SessionInfo."""
-    names = {s["name"] for s in await rt.request("sessions")}
-    if name not in names:
-        fields: dict[str, Any] = {"name": name, "key_type": key_type, "level": level}
-        if days is not None:
-            fields["days"] = days
-        await rt.request("session_create", **fields)
-    info: dict[str, Any] = await rt.request("session_open", session=name)
-    return info
-
-
 class Session:
-    """A session (its CA and everything it issued), created on first use, opened after."""
+    """A session (its CA and everything it issued): ``pc.Session("cfd-run")`` opens one that
+    exists, ``pc.Session.create("cfd-run")`` makes a new one (``create=True``: open, or create
+    when missing).  An unknown name fails with the names that exist.  `passphrase` (a file, or
+    a function returning it) decrypts an encrypted session key; it is read only when the hub
+    does not hold the key already."""
 
     def __init__(
         self,
-        name: str = "default",
+        name: str = DEFAULT,
+        *,
+        create: bool = False,
+        passphrase: PassphraseSource | None = None,
+        key_type: str | None = None,
+        days: int | None = None,
+        level: str | None = None,
+        home: Path | str | None = None,
+    ) -> None:
+        self.name = check_session_name(name)
+        self._rt = runtime(home)
+        self._passphrase = passphrase_reader(passphrase)
+        self.info: dict[str, Any] = self._open(
+            create=create, key_type=key_type, days=days, level=level
+        )
+
+    @classmethod
+    def create(
+        cls,
+        name: str,
         *,
         key_type: str = "ec-p256",
         days: int | None = None,
         level: str = "mutual",
+        passphrase: PassphraseSource | None = None,
         home: Path | str | None = None,
-    ) -> None:
-        self.name = name
+    ) -> Session:
+        """A new session `name` (refused if it exists); `passphrase` encrypts its key."""
+        self = cls.__new__(cls)
+        self.name = check_session_name(name)
         self._rt = runtime(home)
-        self.info: dict[str, Any] = self._rt.call(
+        self._passphrase = passphrase_reader(passphrase)
+        self.info = self._open(create="new", key_type=key_type, days=days, level=level)
+        return self
+
+    def _open(self, **how: Any) -> dict[str, Any]:
+        info: dict[str, Any] = self._rt.call(
             functools.partial(
-                aopen_session, self._rt, name, key_type=key_type, days=days, level=level
+                aopen_session, self._rt, self.name, passphrase=self._passphrase, **how
             )
         )
+        return info
 
     def _request(self, op: str, **fields: Any) -> Any:
         return self._rt.call(functools.partial(self._rt.request, op, session=self.name, **fields))
+
+    @property
+    def hub(self) -> Hub:
+        """The hub this session was opened in."""
+        return Hub(self._rt)
 
     def refresh(self) -> dict[str, Any]:
         """The SessionInfo again, with its certificates."""
@@ -180,10 +170,11 @@ class Session:
         return f"<paraconnect.Session {self.name!r} level={self.info.get('level')}>"
 
 
-def _session_name(session: Session | str | None) -> tuple[str, Runtime]:
+def _session_of(session: Session | str | None) -> tuple[str, Runtime, Callable[[], str] | None]:
+    """Name, runtime and passphrase reader of what a call was given for `session`."""
     if isinstance(session, Session):
-        return session.name, session._rt
-    return session or "default", runtime()
+        return session.name, session._rt, session._passphrase
+    return check_session_name(session or DEFAULT), runtime(), None
 
 
 # -- friend bundles ----------------------------------------------------------------------------
@@ -250,7 +241,8 @@ def share(
     valid `days`; written to `out` (a file or directory) when given.  At level mutual give the
     friend's node ID (`unique_id`, what ``paraconnect unique-id`` prints on their machine): the
     certificate is then bound to it.  In a notebook the result shows as a download link."""
-    sname, rt = _session_name(session)
+    sname, rt, unlock = _session_of(session)
+    rt.call(functools.partial(aopen_session, rt, sname, passphrase=unlock))
     bundle: Bundle = rt.call(
         functools.partial(ashare, rt, sname, name, passphrase, days, unique_id)
     )
@@ -273,6 +265,8 @@ class AsyncServer:
         self.id = str(info["id"])
         self.info = dict(info)
         self._last_state = str(info.get("state"))
+        # launcher "manual": {command, expires}, the line to run by hand on the remote host
+        self.by_hand: dict[str, Any] | None = None
 
     async def refresh(self) -> dict[str, Any]:
         self.info = await self._rt.request("server", id=self.id)
@@ -333,21 +327,17 @@ class AsyncServer:
 
 
 async def _launch(
-    rt: Runtime,
-    kind: str,
-    launcher: str,
-    session: str,
-    mode: str,
-    options: Mapping[str, Any],
-    command: Sequence[str],
-    launcher_options: Mapping[str, Any],
-) -> AsyncServer:
-    await aopen_session(rt, session)
-    info = await rt.request(
-        "launch", kind=kind, launcher=launcher, session=session, mode=mode,
-        options=dict(options), command=list(command), launcher_options=dict(launcher_options),
+    rt: Runtime, kind: str, launcher: str, session: str, mode: str,
+    options: Mapping[str, Any], command: Sequence[str], launcher_options: Mapping[str, Any],
+    passphrase: Callable[[], str] | None = None,
+) -> AsyncServer:  # fmt: skip
+    info, by_hand = await alaunch(
+        rt, kind, launcher, session, mode, dict(options), list(command), dict(launcher_options),
+        passphrase,
     )  # fmt: skip
-    return AsyncServer(rt, info)
+    server = AsyncServer(rt, info)
+    server.by_hand = by_hand
+    return server
 
 
 async def aconnect_reverse(
@@ -358,10 +348,13 @@ async def aconnect_reverse(
     options: Mapping[str, Any] | None = None,
     command: Sequence[str] = (),
     launcher_options: Mapping[str, Any] | None = None,
+    *,
+    passphrase: Callable[[], str] | None = None,
 ) -> AsyncServer:
     return await _launch(
-        rt, kind, launcher, session, "reverse", options or {}, command, launcher_options or {}
-    )
+        rt, kind, launcher, session, "reverse", options or {}, command, launcher_options or {},
+        passphrase,
+    )  # fmt: skip
 
 
 def _local_endpoint(info: Mapping[str, Any]) -> Endpoint:
@@ -399,9 +392,11 @@ async def aconnect_forward(
     options: Mapping[str, Any] | None = None,
     command: Sequence[str] = (),
     launcher_options: Mapping[str, Any] | None = None,
+    *,
+    passphrase: Callable[[], str] | None = None,
 ) -> AsyncServer:
     opts, lopts = _forward_options(address, launcher, options, launcher_options)
-    return await _launch(rt, kind, launcher, session, "forward", opts, command, lopts)
+    return await _launch(rt, kind, launcher, session, "forward", opts, command, lopts, passphrase)
 
 
 class Server:
@@ -450,19 +445,29 @@ class Server:
         return int(cid) if cid else None
 
     @property
+    def agent_line(self) -> str | None:
+        """launcher "manual": the shell line that starts this server's agent on the remote
+        host (it enrols with a one-time token, then phones home)."""
+        return None if self._async.by_hand is None else str(self._async.by_hand["command"])
+
+    @property
     def note(self) -> str:
-        """For pvserver: how to connect pvpython (and what is not kept between clients)."""
+        """What to know about this server, one sentence each: for pvserver, what is not kept
+        between clients and how to connect pvpython; for a manual agent, the line to run."""
         info = self.info
-        note = str(info.get("note") or "")
+        sentences = [str(info.get("note") or "").strip()]
         if info["kind"] == "pvserver" and info.get("local"):
             cid = f" --connect-id={info['connect_id']}" if info.get("connect_id") else ""
             local = _local_endpoint(info)
-            hint = (
-                f"pvpython{cid}, then simple.Connect('{local.host}', {local.port}) "
-                f"(or 'paraview --server-url=cs://{local}{cid}')"
+            sentences.append(
+                f"Connect ParaView: pvpython{cid}, then simple.Connect('{local.host}', "
+                f"{local.port}) (or 'paraview --server-url=cs://{local}{cid}')"
             )
-            note = f"{note} {hint}".strip()
-        return note
+        if self._async.by_hand is not None:
+            until = time.strftime("%H:%M", time.localtime(self._async.by_hand["expires"]))
+            sentences.append(f"Run this on the remote host before {until}: {self.agent_line}")
+        # One sentence a line: the hub's note and the hints must not run into each other.
+        return "\n".join(s if s.endswith(".") else f"{s}." for s in sentences if s)
 
     def wait_connected(self, timeout: float = 60.0, *, quiet: bool = False) -> Server:
         """Wait until connected, printing each state change (from the hub's events)."""
@@ -544,12 +549,13 @@ def connect_reverse(
     ``ranks``, ``walltime``, ...); keyword arguments go to the launcher (``host`` for ssh;
     ``partition``, ``slurm_conf`` ... for slurm).  Returns at once: see
     :meth:`Server.wait_connected`."""
-    sname, rt = _session_name(session)
+    sname, rt, passphrase = _session_of(session)
     srv: AsyncServer = rt.call(
         functools.partial(
-            aconnect_reverse, rt, kind, launcher, sname, options, command, launcher_options
+            aconnect_reverse, rt, kind, launcher, sname, options, command, launcher_options,
+            passphrase=passphrase,
         )
-    )
+    )  # fmt: skip
     return Server(rt, srv)
 
 
@@ -569,18 +575,11 @@ def connect_forward(
     also the ssh host unless ``host=`` is given; port 0 lets the agent pick a free one (it
     reports it).  Nothing on the remote host is reachable without the session's
     certificates: the agent refuses anyone else at the TLS handshake."""
-    sname, rt = _session_name(session)
+    sname, rt, passphrase = _session_of(session)
     srv: AsyncServer = rt.call(
         functools.partial(
-            aconnect_forward,
-            rt,
-            address,
-            kind,
-            launcher,
-            sname,
-            options,
-            command,
-            launcher_options,
+            aconnect_forward, rt, address, kind, launcher, sname, options, command,
+            launcher_options, passphrase=passphrase,
         )
-    )
+    )  # fmt: skip
     return Server(rt, srv)

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.timeout(90)
 def test_session_reverse_builtin_frame_logs_stop(
     api_hub: Hub, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    s = pc.Session("cfd-run", key_type="ed25519")
+    s = pc.Session.create("cfd-run", key_type="ed25519")
     assert s.info["key_type"] == "ed25519" and s.info["phone_home"]
     assert pc.Session("cfd-run").ca_sha256 == s.ca_sha256  # opened, not created again
     srv = pc.connect_reverse(kind="builtin", launcher="local", session=s)
@@ -46,6 +46,7 @@ def test_session_reverse_builtin_frame_logs_stop(
 
 
 def test_forward_builtin_the_agent_listens_where_told(api_hub: Hub) -> None:
+    pc.Session.create("lab")
     srv = pc.connect_forward("127.0.0.1:0", kind="builtin", session="lab")
     srv.wait_connected(timeout=60, quiet=True)
     info = srv.info
@@ -59,6 +60,7 @@ def test_readable_errors(api_hub: Hub) -> None:
         pc.connect_forward("node7", kind="builtin")
     with pytest.raises(ConfigError, match="unknown server kind 'vnc'"):
         pc.connect_reverse(kind="vnc")
+    pc.Session.create("lab")
     srv = pc.connect_reverse(
         kind="command",
         command=[sys.executable, "-c", "raise SystemExit(3)", "{port}"],
@@ -71,7 +73,7 @@ def test_readable_errors(api_hub: Hub) -> None:
 
 
 def test_share_bundle_and_revoke(api_hub: Hub, tmp_path: Path) -> None:
-    s = pc.Session("lab")
+    s = pc.Session.create("lab")
     bundle = pc.share(s, "alice", passphrase="correct horse battery", days=2, out=tmp_path)
     assert bundle.path == tmp_path / "lab-alice.p12" and bundle.path.read_bytes() == bundle.data
     assert "download lab-alice.p12" in bundle._repr_html_()
@@ -99,7 +101,7 @@ def test_a_script_uses_a_running_paraconnect_hub(home: Path, tmp_path: Path) -> 
         assert json.loads(hub.stdout.readline())["event"] == "ready"
         script = (
             "import paraconnect as pc\n"
-            "srv = pc.connect_reverse(kind='builtin', session=pc.Session('lab'))\n"
+            "srv = pc.connect_reverse(kind='builtin', session=pc.Session('lab', create=True))\n"
             "srv.wait_connected(timeout=60, quiet=True)\n"
             "hub = pc.connect_hub()\n"
             "print('hub pid', hub.request('hub')['pid'], 'embedded', hub.embedded)\n"

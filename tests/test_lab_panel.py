@@ -112,7 +112,8 @@ RECORD_STATES = """() => {
 
 LAUNCH_CELL = (
     "import paraconnect as pc\n"
-    'srv = pc.connect_reverse(kind="builtin", launcher="local", session=pc.Session("lab"))\n'
+    'session = pc.Session("lab", create=True)\n'
+    'srv = pc.connect_reverse(kind="builtin", launcher="local", session=session)\n'
     'print("server id:", srv.id)'
 )
 

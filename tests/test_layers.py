@@ -69,6 +69,8 @@ def unit(module: str) -> str:
         return "(top)"
     if parts[1] == "hub":
         return "_hub"
+    if parts[1] == "_api_sessions":  # api.py's sessions, beside it (api.py re-exports them)
+        return "api"
     if (ROOT / parts[1]).is_dir() or parts[1] in SHARED or parts[1] in RANK:
         return parts[1]
     return "(top)"

@@ -71,7 +71,7 @@ def test_rest_refuses_a_name_with_a_newline(jupyter: JupyterServer) -> None:
 def test_api_refuses_a_name_with_a_newline(api_hub: object, home: Path) -> None:  # noqa: F811
     with pytest.raises(ConfigError, match="invalid session name"):
         pc.Session("lab\n", home=home)
-    session = pc.Session("lab", home=home)
+    session = pc.Session.create("lab", home=home)
     with pytest.raises(ConfigError, match="invalid name 'bob\\\\n'"):
         pc.share(session, "bob\n", "pw")
     with pytest.raises(ConfigError, match="invalid unique ID"):

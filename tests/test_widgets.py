@@ -37,7 +37,7 @@ def test_credentials_widget_creates_and_shows_a_session(api_hub: Hub) -> None:
 def test_share_widget_issues_downloads_and_revokes_live(api_hub: Hub) -> None:
     from paraconnect.widgets import ShareWidget
 
-    pc.Session("lab")
+    pc.Session.create("lab")
     sw = ShareWidget("lab", hub=api_hub)
     sw.friend.value, sw.passphrase.value = "alice", "short"
     sw.issue_button.click()
@@ -60,7 +60,7 @@ def test_share_widget_issues_downloads_and_revokes_live(api_hub: Hub) -> None:
 def test_phone_home_watcher_follows_events_and_rejects(api_hub: Hub) -> None:
     from paraconnect.widgets import PhoneHomeWatcher
 
-    s = pc.Session("lab")
+    s = pc.Session.create("lab")
     watcher = PhoneHomeWatcher(s, hub=api_hub)
     assert watcher.servers == {}
     srv = pc.connect_reverse(kind="builtin", session=s)
@@ -83,7 +83,7 @@ def test_phone_home_watcher_follows_events_and_rejects(api_hub: Hub) -> None:
 
 
 def test_remote_view_drag_wheel_and_save(api_hub: Hub, tmp_path: Path) -> None:
-    srv = pc.connect_reverse(kind="builtin", session="lab")
+    srv = pc.connect_reverse(kind="builtin", session=pc.Session.create("lab"))
     srv.wait_connected(timeout=60, quiet=True)
     view = srv.view(dataset="wavelet", width=320, height=240)
     first = view.last_frame

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.timeout(180)
 
 CELLS = [
     "import paraconnect as pc\n"
-    "srv = pc.connect_reverse(kind='builtin', session=pc.Session('lab'))\n"
+    "srv = pc.connect_reverse(kind='builtin', session=pc.Session('lab', create=True))\n"
     "srv.wait_connected(timeout=90)",
     "view = srv.view(dataset='sphere', width=320, height=240)\nview",
     "from paraconnect.widgets import PhoneHomeWatcher, ShareWidget\n"

@@ -28,7 +28,7 @@ import anyio.from_thread
 
 from .._fs import ensure_private_dir
 from ..errors import ConfigError, NotFoundError, ParaconnectError
-from ..pki import Credentials, Role, SecurityLevel, Session, Store, load_credentials
+from ..pki import Credentials, Role, SecurityLevel, Session, Store, session_credentials
 from ..servers import (
     DEFAULT_TOKEN_TTL,
     HUB_IDENTITY,
@@ -176,7 +176,7 @@ class Hub(ThreadedHub):
         sess = self.store.open_session(session)
         if sess.credentials_record(Role.CLIENT, uid) is None:
             sess.issue(Role.CLIENT, "hub", unique_id=uid)
-        return load_credentials(session, role=Role.CLIENT, store=self.store, unique_id=uid)
+        return session_credentials(session, role=Role.CLIENT, store=self.store, unique_id=uid)
 
     async def _session(self, session: str) -> ReverseListener:
         async with self._session_lock:

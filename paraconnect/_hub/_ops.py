@@ -95,6 +95,7 @@ def _session_info(hub: Hub, sess: Session) -> dict[str, Any]:
     listening = sess.name in hub.sessions
     info["phone_home"] = hub.phone_home_address(sess.name) if listening else None
     info["enroll"] = hub.enroll_address(sess.name) if listening else None
+    info["ca_key_unlocked"] = sess.name in hub.store.unlocked
     return info
 
 
@@ -136,12 +137,16 @@ async def _sessions(hub: Hub, fields: Mapping[str, Any]) -> Any:
 async def _session_create(hub: Hub, fields: Mapping[str, Any]) -> Any:
     from ..pki import DEFAULT_CA_DAYS
 
+    passphrase = _opt_str(fields, "passphrase")
     sess = hub.store.create_session(
         _str(fields, "name"),
         key_type=_str(fields, "key_type", "ec-p256"),
         days=int(_num(fields, "days", DEFAULT_CA_DAYS)),
         level=_str(fields, "level", "mutual"),
+        passphrase=passphrase,
     )
+    if passphrase is not None:
+        sess = hub.store.unlock(sess.name, passphrase)
     _changed(hub, sess.name, "session_created")
     return _session_info(hub, sess)
 
@@ -156,6 +161,9 @@ async def _session(hub: Hub, fields: Mapping[str, Any]) -> Any:
 @op("session_open")
 async def _session_open(hub: Hub, fields: Mapping[str, Any]) -> Any:
     name = _str(fields, "session")
+    passphrase = _opt_str(fields, "passphrase")
+    if passphrase is not None:
+        hub.store.unlock(name, passphrase)  # a wrong one fails here, before anything starts
     await hub.open_session(name)
     return _session_info(hub, hub.store.open_session(name))
 

@@ -27,7 +27,13 @@ if TYPE_CHECKING:
         revoked_entry,
         signed_by,
     )
-    from ._creds import Credentials, check_validity, human_duration, load_credentials
+    from ._creds import (
+        Credentials,
+        check_validity,
+        human_duration,
+        load_credentials,
+        session_credentials,
+    )
     from ._keys import (
         KeyType,
         Passphrase,
@@ -37,7 +43,7 @@ if TYPE_CHECKING:
         load_private_key,
         spki_der,
     )
-    from ._names import check_name, check_unique_id
+    from ._names import check_name, check_unique_id, no_such_session
     from ._policy import (
         POLICY_FILE,
         Policy,
@@ -90,6 +96,7 @@ _WHERE = {
     "check_validity": "._creds",
     "human_duration": "._creds",
     "load_credentials": "._creds",
+    "session_credentials": "._creds",
     "KeyType": "._keys",
     "Passphrase": "._keys",
     "PublicKey": "._keys",
@@ -98,6 +105,7 @@ _WHERE = {
     "spki_der": "._keys",
     "check_name": "._names",
     "check_unique_id": "._names",
+    "no_such_session": "._names",
     "POLICY_FILE": "._policy",
     "Policy": "._policy",
     "Rule": "._policy",
@@ -163,6 +171,7 @@ __all__ = [
     "load_crl",
     "load_policy",
     "load_private_key",
+    "no_such_session",
     "node_unique_id",
     "parse_pem_certificates",
     "parse_pem_crl",
@@ -173,6 +182,7 @@ __all__ = [
     "revocation_reason",
     "revoked_entry",
     "save_policy",
+    "session_credentials",
     "set_default",
     "share",
     "sign_policy",

@@ -187,8 +187,21 @@ def load_credentials(
         return _from_dir(path, None, secret)
     if path.suffix in (".p12", ".pfx") or "/" in str(spec):
         raise CredentialError(f"credentials {spec} do not exist; check the path")
+    return session_credentials(str(spec), role=role, store=store, unique_id=unique_id)
+
+
+def session_credentials(
+    name: str,
+    *,
+    role: Role | str | None = None,
+    store: Store | None = None,
+    unique_id: str | None = None,
+) -> Credentials:
+    """The credentials a session `name` holds for `role`, by name only: a caller that has a
+    session name (the hub) must never have it read as a file or folder of the working
+    directory."""
     store = store or Store()
-    session = store.open_session(str(spec))
+    session = store.open_session(name)
     wanted = Role.parse(role) if role else Role.NODE
     if unique_id is not None:
         rec = session.credentials_record(wanted, unique_id)

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import re
 
-from ..errors import ConfigError
+from ..errors import ConfigError, NotFoundError
 
-__all__ = ["check_name", "check_unique_id"]
+__all__ = ["check_name", "check_unique_id", "no_such_session"]
 
 # Whole-string matches only: with `$` and `.match`, "bob\n" passed as "bob", made a second
 # "bob" that `revoke bob` and `policy deny --name bob` never find.
@@ -32,3 +32,10 @@ def check_unique_id(unique_id: str) -> str:
             f"invalid unique ID {unique_id!r}: use 1-64 letters, digits, '.', '_' or '-'"
         )
     return unique_id
+
+
+def no_such_session(name: str, existing: list[str], create: str) -> NotFoundError:
+    """The one refusal of a session name that does not exist, for every front end: a typo
+    must never become a new session with a new CA.  `create` says how to make it there."""
+    have = ", ".join(repr(n) for n in existing) if existing else "none yet"
+    return NotFoundError(f"no session named {name!r} (sessions: {have}); {create}")

@@ -27,7 +27,7 @@ from pathlib import Path
 from cryptography import x509
 
 from .._fs import ensure_private_dir, locked, read_private, read_public, write_atomic
-from ..errors import ConfigError, CredentialError, NotFoundError
+from ..errors import ConfigError, CredentialError, NotFoundError, TrustError
 from ._certs import (
     Identity,
     RevokedEntry,
@@ -54,6 +54,7 @@ from ._keys import (
     load_private_key,
     resolve_passphrase,
 )
+from ._names import no_such_session
 from ._records import (
     DEFAULT_CA_DAYS,
     DEFAULT_LEAF_DAYS,
@@ -103,6 +104,8 @@ class Session:
                 "or delete the session"
             ) from None
         self._ca_cert: x509.Certificate | None = None
+        # Decrypted by Store.unlock: a long-running hub keeps it rather than ask at every issue.
+        self.unlocked_key: PrivateKey | None = None
 
     def __repr__(self) -> str:
         return f"Session({self.name!r}, id={self.id!r}, level={self.level.value})"
@@ -190,6 +193,8 @@ class Session:
             )
         key_path = self.path / "ca.key"
         secret = resolve_passphrase(passphrase)
+        if secret is None and self.unlocked_key is not None:
+            return self.unlocked_key
         if self.ca_key_encrypted and secret is None:
             raise CredentialError(
                 f"the session key of {self.name!r} ({key_path}) is encrypted; give its "
@@ -233,19 +238,11 @@ class Session:
         return locked(self.path / ".lock")
 
     def issue(
-        self,
-        role: Role | str,
-        name: str,
-        *,
-        unique_id: str | None = None,
-        days: float = DEFAULT_LEAF_DAYS,
-        key_type: KeyType | str | None = None,
-        out: Path | None = None,
-        for_friend: str | None = None,
-        keep_key: bool = True,
-        passphrase: Passphrase | None = None,
-        now: dt.datetime | None = None,
-    ) -> Issued:
+        self, role: Role | str, name: str, *, unique_id: str | None = None,
+        days: float = DEFAULT_LEAF_DAYS, key_type: KeyType | str | None = None,
+        out: Path | None = None, for_friend: str | None = None, keep_key: bool = True,
+        passphrase: Passphrase | None = None, now: dt.datetime | None = None,
+    ) -> Issued:  # fmt: skip
         """Issue a certificate signed by the session key and record it.
 
         A `node` certificate is bound to a unique ID (this machine's unless one is given);
@@ -435,6 +432,7 @@ class Store:
 
     def __init__(self, home: Path | None = None) -> None:
         self.home = (home or default_home()).absolute()
+        self.unlocked: dict[str, PrivateKey] = {}  # session name -> its decrypted key
 
     @property
     def sessions_dir(self) -> Path:
@@ -527,13 +525,19 @@ class Store:
     def open_session(self, name: str) -> Session:
         path = self._session_path(name)
         if not (path / "session.json").exists():
-            raise NotFoundError(
-                f"no session named {name!r} in {self.sessions_dir}; "
-                "create it with 'paraconnect session create' or list them with "
-                "'paraconnect session list'"
-            )
+            hint = f"create it with 'paraconnect session create {name}' (in {self.sessions_dir})"
+            raise no_such_session(name, [s.name for s in self.list_sessions()], hint)
         ensure_private_dir(path)
-        return Session(path)
+        session = Session(path)
+        session.unlocked_key = self.unlocked.get(name)
+        return session
+
+    def unlock(self, name: str, passphrase: Passphrase) -> Session:
+        """Decrypt the session key once (a wrong passphrase fails here); kept in `unlocked`."""
+        session = self.open_session(name)
+        if session.owner and session.ca_key_encrypted:
+            session.unlocked_key = self.unlocked[name] = session.load_ca_key(passphrase)
+        return session
 
     def list_sessions(self) -> list[Session]:
         if not self.sessions_dir.is_dir():
@@ -549,6 +553,7 @@ class Store:
         trash = self.sessions_dir / f".deleting-{name}-{secrets.token_hex(4)}"
         os.rename(path, trash)
         shutil.rmtree(trash)
+        self.unlocked.pop(name, None)
 
     def find_session_by_id(self, session_id: str) -> Session | None:
         for session in self.list_sessions():

@@ -133,7 +133,7 @@ def build_kind(
                 "pvserver",
                 (*bridge, "--", *argv),
                 restart="on-failure",
-                note=PVSERVER_NOTE + "; " + PV_REVERSE_NOTE,
+                note=f"{PVSERVER_NOTE}. {PV_REVERSE_NOTE}",
                 options=opts,
                 agent_args=_agent_args(opts),
             )

@@ -280,6 +280,9 @@ class Supervisor:
                 if running_since is None:
                     running_since = anyio.current_time()
                 if rec.state == S.SUBMITTED:
+                    # Its host is now where the job runs (a compute node), not where it was
+                    # submitted: keep that in the record, which ServerInfo.host reads.
+                    self.registry.update(server_id, job=job.describe())
                     self.transition(server_id, S.STARTING, f"job {job.id} runs on {job.host}")
                 if not ready_seen:
                     ready = parse_ready(await job.logs(tail=200))

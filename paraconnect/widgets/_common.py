@@ -13,17 +13,31 @@ from typing import Any
 
 import ipywidgets as w
 
-from ..api import Hub, hub
+from ..api import Hub, Session, hub
 from ..errors import ParaconnectError
 from ..hub import HubEvents
 
 log = logging.getLogger("paraconnect.widgets")
 
-__all__ = ["EventDriven", "attempt", "error_html", "hub_of", "table_html", "when"]
+__all__ = [
+    "EventDriven", "attempt", "error_html", "hub_of", "session_and_hub", "table_html", "when",
+]  # fmt: skip
 
 
 def hub_of(given: Hub | None, home: Path | str | None = None) -> Hub:
     return given if given is not None else hub(home)
+
+
+def session_and_hub(
+    session: Session | str | None, hub: Hub | None, home: Path | str | None = None
+) -> tuple[str | None, Hub]:
+    """What every widget accepts for a session: its name or a ``pc.Session`` (whose hub it
+    then talks to unless `hub` or `home` says otherwise)."""
+    if isinstance(session, Session):
+        return session.name, hub_of(hub, home) if hub or home else session.hub
+    if session is not None and not isinstance(session, str):
+        raise TypeError(f"a session is given by its name or a pc.Session, not {session!r}")
+    return session, hub_of(hub, home)
 
 
 def when(value: Any) -> str:

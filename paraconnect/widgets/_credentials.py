@@ -8,10 +8,10 @@ from typing import Any
 
 import ipywidgets as w
 
-from ..api import Hub
+from ..api import Hub, Session
 from ..errors import ParaconnectError
 from ..vocab import KeyType, SecurityLevel, choices
-from ._common import EventDriven, button, error_html, hub_of, table_html, when
+from ._common import EventDriven, button, error_html, session_and_hub, table_html, when
 
 __all__ = ["CredentialsWidget"]
 
@@ -21,10 +21,14 @@ class CredentialsWidget(w.VBox, EventDriven):  # type: ignore[misc]  # ipywidget
     refreshed live when the hub announces a change of credentials."""
 
     def __init__(
-        self, session: str = "default", *, hub: Hub | None = None, home: Path | str | None = None
+        self,
+        session: Session | str = "default",
+        *,
+        hub: Hub | None = None,
+        home: Path | str | None = None,
     ) -> None:
-        self.hub = hub_of(hub, home)
-        self.name = w.Text(value=session, description="session")
+        name, self.hub = session_and_hub(session, hub, home)
+        self.name = w.Text(value=name or "default", description="session")
         self.key_type = w.Dropdown(
             options=choices(KeyType), value=KeyType.EC_P256.value, description="key type"
         )

@@ -9,9 +9,9 @@ from typing import Any
 
 import ipywidgets as w
 
-from ..api import Hub
+from ..api import Hub, Session
 from ..errors import ConfigError, ParaconnectError
-from ._common import EventDriven, attempt, button, error_html, hub_of, when
+from ._common import EventDriven, attempt, button, error_html, session_and_hub, when
 
 __all__ = ["ShareWidget"]
 
@@ -21,10 +21,14 @@ class ShareWidget(w.VBox, EventDriven):  # type: ignore[misc]  # ipywidgets is u
     has open and refuses the next handshake."""
 
     def __init__(
-        self, session: Any = "default", *, hub: Hub | None = None, home: Path | str | None = None
+        self,
+        session: Session | str = "default",
+        *,
+        hub: Hub | None = None,
+        home: Path | str | None = None,
     ) -> None:
-        self.session = str(getattr(session, "name", session))
-        self.hub = hub_of(hub, home)
+        name, self.hub = session_and_hub(session, hub, home)
+        self.session = name or "default"
         self.friend = w.Text(description="friend", placeholder="alice")
         self.passphrase = w.Password(description="passphrase")
         self.days = w.BoundedFloatText(value=7, min=0.01, max=397, description="days")

@@ -18,10 +18,10 @@ from typing import Any
 
 import ipywidgets as w
 
-from ..api import Hub
+from ..api import Hub, Session
 from ..errors import ParaconnectError
 from ..vocab import FINAL_STATES
-from ._common import EventDriven, attempt, button, error_html, hub_of
+from ._common import EventDriven, attempt, button, error_html, session_and_hub
 
 __all__ = ["PhoneHomeWatcher"]
 
@@ -44,14 +44,13 @@ class PhoneHomeWatcher(w.VBox, EventDriven):  # type: ignore[misc]  # ipywidgets
 
     def __init__(
         self,
-        session: Any = None,
+        session: Session | str | None = None,
         *,
         hub: Hub | None = None,
         home: Path | str | None = None,
         show_final: bool = False,
     ) -> None:
-        self.session = None if session is None else str(getattr(session, "name", session))
-        self.hub = hub_of(hub, home)
+        self.session, self.hub = session_and_hub(session, hub, home)
         self.show_final = show_final
         self.servers: dict[str, dict[str, Any]] = {}
         self.verdicts: dict[str, str] = {}
