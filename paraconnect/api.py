@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from ._fs import write_atomic
 from ._runtime import Runtime, runtime
 from .errors import ConfigError, NetworkError, ParaconnectError
 from .hub import AsyncHubEvents, HubEvents
@@ -197,15 +198,23 @@ class Bundle:
     friend: str
     serial: str
     filename: str
-    data: bytes
+    data: bytes = dataclasses.field(repr=False)
     not_after: str
     path: Path | None = None
 
     def save(self, path: Path | str) -> Path:
         out = Path(path)
-        out.write_bytes(self.data)
-        out.chmod(0o600)
+        write_atomic(out, self.data, mode=0o600)
         return out
+
+    def __repr__(self) -> str:
+        # What a notebook shows for `bundle`: who and what it is, never its (encrypted) bytes.
+        where = f"saved to {self.path}" if self.path else "not saved yet: .save(PATH)"
+        return (
+            f"<paraconnect.Bundle {self.filename!r}: client certificate for {self.friend!r} "
+            f"in session {self.session!r}, serial {self.serial}, valid until {self.not_after}, "
+            f"{len(self.data)} bytes of encrypted PKCS#12, {where}>"
+        )
 
     def _repr_html_(self) -> str:
         b64 = base64.b64encode(self.data).decode()

@@ -75,6 +75,12 @@ def test_share_bundle_and_revoke(api_hub: Hub, tmp_path: Path) -> None:
     bundle = pc.share(s, "alice", passphrase="correct horse battery", days=2, out=tmp_path)
     assert bundle.path == tmp_path / "lab-alice.p12" and bundle.path.read_bytes() == bundle.data
     assert "download lab-alice.p12" in bundle._repr_html_()
+    shown = repr(bundle)
+    for part in ("lab-alice.p12", "'alice'", "session 'lab'", bundle.serial, bundle.not_after,
+                 f"saved to {bundle.path}"):  # fmt: skip
+        assert part in shown, shown
+    # The encrypted key material never shows: neither as bytes nor as any run of them.
+    assert "data=" not in shown and "\\x" not in shown and str(bundle.data[:8]) not in shown
     [friend] = s.friends()
     assert friend["serial"] == bundle.serial and friend["status"] == "valid"
     s.revoke("alice")
