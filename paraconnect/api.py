@@ -480,12 +480,22 @@ class Server:
             functools.partial(self._async.wait_connected, timeout, None if quiet else changes.put)
         )
         future.add_done_callback(lambda _f: changes.put(None))
-        if not quiet:
-            print(f"{self.id}: {self._async.info['state']} ({self._async.info['reason']})")
-        # Printed here, on the caller's thread, so the output lands in the caller's cell.
-        while (event := changes.get()) is not None:
-            print(f"{self.id}: {event.get('state')} ({event.get('reason', '')})")
-        future.result()
+        try:
+            if not quiet:
+                print(f"{self.id}: {self._async.info['state']} ({self._async.info['reason']})")
+            # Printed here, on the caller's thread, so the output lands in the caller's cell.
+            while (event := changes.get()) is not None:
+                print(f"{self.id}: {event.get('state')} ({event.get('reason', '')})")
+            future.result()
+        except KeyboardInterrupt:
+            # Only the waiting stops: the hub goes on starting the server, which a user who
+            # pressed Ctrl-C (or Interrupt kernel) would otherwise not guess.
+            future.cancel()
+            raise KeyboardInterrupt(
+                f"stopped waiting for {self.id}; the server keeps starting on its own. "
+                f"Wait again with .wait_connected(), or stop it with .stop() (the command "
+                f"line: paraconnect servers stop {self.id})"
+            ) from None
         return self
 
     def logs(self, tail: int | None = 100) -> str:
