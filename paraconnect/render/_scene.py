@@ -28,7 +28,7 @@ from vtkmodules.util.numpy_support import vtk_to_numpy
 from vtkmodules.vtkCommonCore import vtkStringOutputWindow, vtkUnsignedCharArray
 from vtkmodules.vtkCommonDataModel import vtkDataObject, vtkDataSet, vtkImageData, vtkPolyData
 from vtkmodules.vtkCommonExecutionModel import vtkAlgorithm
-from vtkmodules.vtkFiltersCore import vtkContourFilter
+from vtkmodules.vtkFiltersCore import vtkContourFilter, vtkElevationFilter
 from vtkmodules.vtkFiltersGeometry import vtkDataSetSurfaceFilter
 from vtkmodules.vtkFiltersModeling import vtkOutlineFilter
 from vtkmodules.vtkFiltersSources import vtkConeSource, vtkSphereSource
@@ -455,7 +455,15 @@ def _surface(source: vtkAlgorithm, data: vtkDataObject, representation: str) -> 
         contour.SetInputConnection(source.GetOutputPort())
         contour.SetValue(0, (lo + hi) / 2.0)
         contour.ComputeScalarsOn()
-        return contour
+        # One isovalue colours the whole surface alike: colour it by height instead, so its
+        # shape reads at a glance (blue at the bottom of the dataset, red at the top, as the
+        # default camera looks at it: y up).
+        ylo, yhi = data.GetBounds()[2:4] if isinstance(data, vtkDataSet) else (0.0, 1.0)
+        elevation = vtkElevationFilter()
+        elevation.SetInputConnection(contour.GetOutputPort())
+        elevation.SetLowPoint(0.0, ylo, 0.0)
+        elevation.SetHighPoint(0.0, yhi if yhi > ylo else ylo + 1.0, 0.0)
+        return elevation
     surface = vtkDataSetSurfaceFilter()
     surface.SetInputConnection(source.GetOutputPort())
     return surface
