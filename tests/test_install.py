@@ -8,11 +8,13 @@ pip downloads from the index on a cold cache; later runs reuse pip's cache."""
 
 from __future__ import annotations
 
+import email.parser
 import json
 import os
 import re
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -43,9 +45,9 @@ def _run(*args: str, env: dict[str, str], timeout: float = 90) -> str:
 
 
 @pytest.fixture(scope="module")
-def other_lab(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+def other_lab(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, Path]:
     """A fresh venv with the built wheel and a JupyterLab one minor version older than the
-    pinned one; its bin directory and that JupyterLab's version."""
+    pinned one; its bin directory, that JupyterLab's version and the wheel."""
     tmp = tmp_path_factory.mktemp("install")
     env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     env.pop("VIRTUAL_ENV", None)
@@ -63,13 +65,37 @@ def other_lab(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
         env=env,
     ).strip()  # fmt: skip
     assert version.startswith(f"{major}.{minor - 1}."), version
-    return venv / "bin", version
+    return venv / "bin", version, wheel
+
+
+def test_wheel_metadata_says_what_it_is(other_lab: tuple[Path, str, Path]) -> None:
+    """What PyPI and JupyterLab's Extension Manager read: the summary, the classifiers, where
+    the project lives, the licence (in the wheel), and ranges rather than pins."""
+    with zipfile.ZipFile(other_lab[2]) as whl:
+        names = whl.namelist()
+        [meta_name] = [n for n in names if n.endswith(".dist-info/METADATA")]
+        meta = email.parser.Parser().parsestr(whl.read(meta_name).decode())
+    classifiers = meta.get_all("Classifier") or []
+    for wanted in ("Framework :: Jupyter", "Framework :: Jupyter :: JupyterLab :: 4",
+                   "Framework :: Jupyter :: JupyterLab :: Extensions :: Prebuilt"):  # fmt: skip
+        assert wanted in classifiers, classifiers
+    assert "JupyterLab" in meta["Summary"] and "ParaView" in meta["Summary"]
+    urls = dict(u.split(", ", 1) for u in meta.get_all("Project-URL") or [])
+    assert {"Homepage", "Source", "Issues"} <= set(urls), urls
+    assert meta["License-Expression"] == "BSD-3-Clause" and meta["License-File"] == "LICENSE"
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names), names
+    requires = meta.get_all("Requires-Dist") or []
+    assert not [r for r in requires if "==" in r.split(";")[0]], requires
+    core = {re.split(r"[<>=;\[ ]", r, maxsplit=1)[0] for r in requires if "extra ==" not in r}
+    assert {"jupyter-server", "pyzmq", "ipywidgets"} <= core, core
+    # The description opens with what it is.
+    assert meta.get_payload().lstrip().startswith("# paraconnect\n\n**paraconnect lets you")
 
 
 def test_both_extensions_work_beside_another_jupyterlab(
-    other_lab: tuple[Path, str], tmp_path: Path
+    other_lab: tuple[Path, str, Path], tmp_path: Path
 ) -> None:
-    bin_dir, lab_version = other_lab
+    bin_dir, lab_version, _wheel = other_lab
     env = {
         **os.environ,
         "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
