@@ -7,6 +7,7 @@ import functools
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -171,3 +172,17 @@ def test_ctrl_c_in_wait_connected_says_the_server_keeps_starting(
     assert ".stop()" in message, message
     assert srv.state not in ("stopped", "failed")
     assert srv.stop(grace=2)["state"] == "stopped"
+
+
+def test_a_failed_launch_leads_with_its_cause(session: Session, api_hub: Hub) -> None:
+    """The agent cannot listen where told: the error a notebook sees starts with that cause,
+    in one line, rather than ending with it after the job's output."""
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        srv = pc.connect_forward(f"127.0.0.1:{port}", kind="builtin", session=session.name)
+        with pytest.raises(NetworkError) as caught:
+            srv.wait_connected(timeout=60, quiet=True)
+    message = str(caught.value)
+    cause = f"cannot listen on 127.0.0.1:{port}: address already in use"
+    assert message.lower().startswith(f"server {srv.id} is failed: {cause}"), message
+    assert "\n" not in message and "last output" not in message, message

@@ -384,7 +384,8 @@ class Supervisor:
             )
             self._spawn(server_id, self._watch, server_id, new, False)
             return
-        self.transition(server_id, S.FAILED, f"its job {job.id} {state.value}: {reason}")
+        # The cause leads: a reason is read from its start, and may be cut at its end.
+        self.transition(server_id, S.FAILED, f"{reason}; its job {job.id} {state.value}")
 
     # -- stop --------------------------------------------------------------------------------
 
