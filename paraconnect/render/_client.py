@@ -25,8 +25,9 @@ import anyio
 import anyio.abc
 import anyio.from_thread
 
+from .._notes import read_refusal
 from .._portal import PortalThread
-from ..errors import ConfigError, NetworkError, ParaconnectError, ProtocolError
+from ..errors import ConfigError, NetworkError, ParaconnectError, ProtocolError, TrustError
 from . import _protocol as P
 
 __all__ = ["AsyncRenderClient", "Frame", "RemoteRenderError", "RenderClient", "RenderTimeout"]
@@ -205,6 +206,7 @@ class AsyncRenderClient:
                 f"{not_ours}: it answered with bytes of another protocol ({head!r}); {fix}"
             ) from exc
         except NetworkError as exc:
+            self._refused()
             why = _reason(exc.__cause__) if exc.__cause__ else "it closed the connection"
             raise NetworkError(
                 f"{not_ours}, or it is not running: the connection ended before the renderer's "
@@ -369,6 +371,15 @@ class AsyncRenderClient:
             self._failure = exc
         return self._failure
 
+    def _refused(self) -> None:
+        """When this port is a tunnel's local endpoint that was just refused upstream, say so:
+        the connection's end alone cannot tell a revoked certificate from a crash."""
+        if self.port is None:
+            return
+        why = read_refusal(f"{self.host}:{self.port}")
+        if why is not None:
+            raise self._fail(TrustError(f"the tunnel at {self.where} was refused: {why}")) from None
+
     async def _wait(self, take: Callable[[], T | None]) -> T:
         while True:
             got = take()
@@ -400,10 +411,12 @@ class AsyncRenderClient:
             try:
                 chunk = await self._stream.receive(1 << 20)
             except anyio.EndOfStream:
+                self._refused()
                 raise self._fail(
                     NetworkError(f"the render server at {self.where} closed the connection")
                 ) from None
             except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+                self._refused()
                 raise self._fail(
                     NetworkError(f"lost the render server at {self.where}: {_reason(exc)}")
                 ) from exc
