@@ -6,9 +6,9 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo test lint typecheck pytest bench system-deps clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,render,jupyter]'
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,render,jupyter]'
 	touch $@
 
 system-deps:

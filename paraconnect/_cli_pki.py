@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._fs import read_private
-from .errors import ConfigError
+from .errors import ConfigError, CredentialError
 
 if TYPE_CHECKING:
     from .pki import Record, Session, Store
@@ -156,6 +156,13 @@ def share(args: argparse.Namespace) -> int:
     from .pki import share as do_share
 
     session = _store().open_session(args.session)
+    ca_secret = read_passphrase("--ca-passphrase-file", args.ca_passphrase_file)
+    if session.ca_key_encrypted and ca_secret is None and session.owner:
+        # In share, --passphrase-file is the bundle's: the store's own hint would name it.
+        raise CredentialError(
+            f"the session key of {session.name!r} is encrypted; give its passphrase with "
+            "--ca-passphrase-file FILE (--passphrase-file is the bundle's passphrase)"
+        )
     secret = read_passphrase("--passphrase-file", args.passphrase_file)
     generated = secret is None
     if secret is None:
@@ -167,7 +174,7 @@ def share(args: argparse.Namespace) -> int:
         secret,
         days=args.days,
         unique_id=args.unique_id,
-        ca_passphrase=read_passphrase("--ca-passphrase-file", args.ca_passphrase_file),
+        ca_passphrase=ca_secret,
     )
     data: dict[str, Any] = {**issued.record.as_dict(), "bundle": args.out}
     lines = [f"wrote {args.out} for {args.friend}", _record_line(issued.record)]

@@ -44,6 +44,7 @@ from ._api_sessions import (
     hub,
     passphrase_reader,
 )
+from ._fs import write_atomic
 from ._runtime import Runtime, runtime
 from .errors import ConfigError, NetworkError, ParaconnectError
 from .hub import AsyncHubEvents
@@ -188,15 +189,23 @@ class Bundle:
     friend: str
     serial: str
     filename: str
-    data: bytes
+    data: bytes = dataclasses.field(repr=False)
     not_after: str
     path: Path | None = None
 
     def save(self, path: Path | str) -> Path:
         out = Path(path)
-        out.write_bytes(self.data)
-        out.chmod(0o600)
+        write_atomic(out, self.data, mode=0o600)
         return out
+
+    def __repr__(self) -> str:
+        # What a notebook shows for `bundle`: who and what it is, never its (encrypted) bytes.
+        where = f"saved to {self.path}" if self.path else "not saved yet: .save(PATH)"
+        return (
+            f"<paraconnect.Bundle {self.filename!r}: client certificate for {self.friend!r} "
+            f"in session {self.session!r}, serial {self.serial}, valid until {self.not_after}, "
+            f"{len(self.data)} bytes of encrypted PKCS#12, {where}>"
+        )
 
     def _repr_html_(self) -> str:
         b64 = base64.b64encode(self.data).decode()
@@ -476,12 +485,22 @@ class Server:
             functools.partial(self._async.wait_connected, timeout, None if quiet else changes.put)
         )
         future.add_done_callback(lambda _f: changes.put(None))
-        if not quiet:
-            print(f"{self.id}: {self._async.info['state']} ({self._async.info['reason']})")
-        # Printed here, on the caller's thread, so the output lands in the caller's cell.
-        while (event := changes.get()) is not None:
-            print(f"{self.id}: {event.get('state')} ({event.get('reason', '')})")
-        future.result()
+        try:
+            if not quiet:
+                print(f"{self.id}: {self._async.info['state']} ({self._async.info['reason']})")
+            # Printed here, on the caller's thread, so the output lands in the caller's cell.
+            while (event := changes.get()) is not None:
+                print(f"{self.id}: {event.get('state')} ({event.get('reason', '')})")
+            future.result()
+        except KeyboardInterrupt:
+            # Only the waiting stops: the hub goes on starting the server, which a user who
+            # pressed Ctrl-C (or Interrupt kernel) would otherwise not guess.
+            future.cancel()
+            raise KeyboardInterrupt(
+                f"stopped waiting for {self.id}; the server keeps starting on its own. "
+                f"Wait again with .wait_connected(), or stop it with .stop() (the command "
+                f"line: paraconnect servers stop {self.id})"
+            ) from None
         return self
 
     def logs(self, tail: int | None = 100) -> str:

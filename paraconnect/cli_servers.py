@@ -308,6 +308,8 @@ def _launch(outer: argparse.Namespace) -> int:
             print(json.dumps(got))
         else:
             expires = time.strftime("%H:%M", time.localtime(got["expires"]))
+            for warning in got.get("warnings", []):
+                print(f"paraconnect: warning: {warning}", file=sys.stderr)
             print(f"# server {got['server']['id']}: run this on the remote host before {expires}")
             print(got["command"])
         return 0

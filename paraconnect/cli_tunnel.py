@@ -334,6 +334,7 @@ def _serve(args: argparse.Namespace) -> int:
         handshake_timeout=args.handshake_timeout,
         proxy_protocol=args.proxy_protocol,
         radius=radius,
+        on_unreachable=getattr(args, "report_unreachable", None),
     )
 
     async def main() -> int:
@@ -464,7 +465,7 @@ def _maybe_enroll(args: argparse.Namespace) -> None:
     import anyio
 
     from .pki import Store
-    from .servers import enroll
+    from .servers import REPORT_FILE, enroll, report_unreachable
 
     creds_dir = Path(args.creds_dir).absolute()
     uid = Store().unique_id().value
@@ -476,6 +477,13 @@ def _maybe_enroll(args: argparse.Namespace) -> None:
     )  # fmt: skip
     print(f"paraconnect: enrolled {args.server_id}; credentials in {creds_dir}", file=sys.stderr)
     args.creds = str(creds_dir)
+    report = creds_dir / REPORT_FILE
+    if report.exists():
+        # Where the phone-home address cannot be dialled, the hub hears why (once).
+        args.report_unreachable = functools.partial(
+            report_unreachable, args.enroll, args.ca_sha256, report.read_text().strip(),
+            args.server_id, hub_identity=args.hub_identity,
+        )  # fmt: skip
 
 
 # -- connect / listen --------------------------------------------------------------------

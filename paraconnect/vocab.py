@@ -71,11 +71,14 @@ class SecurityLevel(_Parsed):
 
 class ServerState(_Parsed):
     """Where a server the hub supervises stands (see servers/_supervisor.py for the machine):
-    submitted → starting → waiting (for phone home) → connected ⇄ idle → stopped | failed."""
+    submitted → starting → waiting (for phone home) → connected ⇄ idle → stopped | failed;
+    unreachable: enrolled, but its agent says it cannot reach the hub's phone-home address (it
+    keeps trying, so it may still turn connected)."""
 
     SUBMITTED = "submitted"
     STARTING = "starting"
     WAITING = "waiting"
+    UNREACHABLE = "unreachable"
     CONNECTED = "connected"
     IDLE = "idle"
     STOPPED = "stopped"

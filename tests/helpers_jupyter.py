@@ -168,9 +168,11 @@ def start_jupyter(
     home: Path | None = None,
     stop_servers: bool = True,
     ready_timeout: float = 90.0,
+    program: Sequence[str] = (JUPYTER, "server"),
 ) -> Iterator[JupyterServer]:
-    """Run ``jupyter server`` until the block ends (SIGTERM).  `home` is its PARACONNECT_HOME
-    (default ``tmp_path/home``; pass the same one to a second server to test re-adoption)."""
+    """Run ``jupyter server`` (or `program`, e.g. another venv's ``jupyter lab``) until the
+    block ends (SIGTERM).  `home` is its PARACONNECT_HOME (default ``tmp_path/home``; pass the
+    same one to a second server to test re-adoption)."""
     home = home or tmp_path / "home"
     base = Path(tempfile.mkdtemp(prefix="jupyter-", dir=tmp_path))
     dirs = {name: base / name for name in ("root", "runtime", "config", "data", "ipython")}
@@ -189,7 +191,7 @@ def start_jupyter(
     for attempt in range(3):
         port = free_port()
         args = [
-            JUPYTER, "server",
+            *program,
             "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
             f"--IdentityProvider.token={token}", "--ServerApp.open_browser=False",
             f"--ServerApp.root_dir={dirs['root']}",

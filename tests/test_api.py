@@ -3,17 +3,24 @@ bundles; against a hub embedded in this process and against a `paraconnect hub` 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 import paraconnect as pc
+from paraconnect._runtime import runtime
 from paraconnect.api import Hub
 from paraconnect.errors import ConfigError, NetworkError
+from paraconnect.pki import Session
 
 from .conftest import PARACONNECT
 from .helpers_hub import check_frame
@@ -77,6 +84,12 @@ def test_share_bundle_and_revoke(api_hub: Hub, tmp_path: Path) -> None:
     bundle = pc.share(s, "alice", passphrase="correct horse battery", days=2, out=tmp_path)
     assert bundle.path == tmp_path / "lab-alice.p12" and bundle.path.read_bytes() == bundle.data
     assert "download lab-alice.p12" in bundle._repr_html_()
+    shown = repr(bundle)
+    for part in ("lab-alice.p12", "'alice'", "session 'lab'", bundle.serial, bundle.not_after,
+                 f"saved to {bundle.path}"):  # fmt: skip
+        assert part in shown, shown
+    # The encrypted key material never shows: neither as bytes nor as any run of them.
+    assert "data=" not in shown and "\\x" not in shown and str(bundle.data[:8]) not in shown
     [friend] = s.friends()
     assert friend["serial"] == bundle.serial and friend["status"] == "valid"
     s.revoke("alice")
@@ -120,3 +133,58 @@ def test_a_script_uses_a_running_paraconnect_hub(home: Path, tmp_path: Path) -> 
         hub.wait(30)
         if hub.stdout is not None:
             hub.stdout.close()
+
+
+def test_ctrl_c_in_wait_connected_says_the_server_keeps_starting(
+    session: Session, api_hub: Hub
+) -> None:
+    """An interrupt while waiting stops the waiting only: the message says the server goes on
+    and how to stop it, and the server is indeed still there."""
+    rt = runtime()
+    # Started by hand and never run: it waits for its agent as long as the test needs.
+    got = rt.call(
+        functools.partial(rt.request, "agent_command", kind="builtin", session=session.name)
+    )
+    srv = pc.Server.get(got["server"]["id"])
+    main = threading.main_thread().ident
+    assert main is not None
+
+    def interrupt_once_waiting() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            frame = sys._current_frames().get(main)
+            names = set()
+            while frame is not None:
+                names.add(frame.f_code.co_name)
+                frame = frame.f_back
+            if "wait_connected" in names:
+                signal.pthread_kill(main, signal.SIGINT)
+                return
+            time.sleep(0.01)
+
+    ctrl_c = threading.Thread(target=interrupt_once_waiting)
+    ctrl_c.start()
+    try:
+        with pytest.raises(KeyboardInterrupt) as caught:
+            srv.wait_connected(timeout=100, quiet=True)
+    finally:
+        ctrl_c.join()
+    message = str(caught.value)
+    assert "keeps starting" in message and f"paraconnect servers stop {srv.id}" in message
+    assert ".stop()" in message, message
+    assert srv.state not in ("stopped", "failed")
+    assert srv.stop(grace=2)["state"] == "stopped"
+
+
+def test_a_failed_launch_leads_with_its_cause(session: Session, api_hub: Hub) -> None:
+    """The agent cannot listen where told: the error a notebook sees starts with that cause,
+    in one line, rather than ending with it after the job's output."""
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        srv = pc.connect_forward(f"127.0.0.1:{port}", kind="builtin", session=session.name)
+        with pytest.raises(NetworkError) as caught:
+            srv.wait_connected(timeout=60, quiet=True)
+    message = str(caught.value)
+    cause = f"cannot listen on 127.0.0.1:{port}: address already in use"
+    assert message.lower().startswith(f"server {srv.id} is failed: {cause}"), message
+    assert "\n" not in message and "last output" not in message, message

@@ -125,6 +125,23 @@ def test_passphrase_file_must_be_private(cli: Any, tmp_path: Path) -> None:
     assert res.returncode == 0, res
 
 
+def test_share_names_the_session_key_flag(cli: Any, tmp_path: Path) -> None:
+    """In share, --passphrase-file is the bundle's: a missing session-key passphrase must name
+    --ca-passphrase-file, in one line, and write no bundle."""
+    pw = tmp_path / "pw"
+    pw.write_text("hunter2 hunter2\n")
+    pw.chmod(0o600)
+    assert cli("session", "create", "enc", "--passphrase-file", str(pw)).returncode == 0
+    out = tmp_path / "bob.p12"
+    res = cli("share", "bob", "--session", "enc", "--out", str(out), "--passphrase-file", str(pw))
+    assert res.returncode == 1 and not out.exists()
+    [line] = res.stderr.strip().splitlines()
+    assert "--ca-passphrase-file" in line and "(--passphrase-file FILE)" not in line, line
+    res = cli("share", "bob", "--session", "enc", "--out", str(out), "--passphrase-file", str(pw),
+              "--ca-passphrase-file", str(pw))  # fmt: skip
+    assert res.returncode == 0 and out.exists(), res
+
+
 def test_unique_id_command(cli: Any) -> None:
     res = cli("unique-id", env={"PARACONNECT_UNIQUE_ID": "node-42"})
     assert res.stdout.strip() == "node-42"

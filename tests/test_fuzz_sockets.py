@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from paraconnect._hub._control import MAX_REQUEST
 from paraconnect.hub import HubClient
 from paraconnect.pki import Credentials, Session, Store
-from paraconnect.servers._enroll import MAX_MESSAGE
+from paraconnect.servers._enroll_dial import MAX_MESSAGE
 from paraconnect.tunnel import MAX_FRAME, parse_endpoint
 
 from .helpers_cli import Proc, procs_fixture  # noqa: F401 - the fixture `procs`

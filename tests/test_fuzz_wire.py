@@ -18,8 +18,8 @@ from paraconnect._hub._control import MAX_REQUEST
 from paraconnect._hub._control import _read as control_read
 from paraconnect.debug._probe import classify
 from paraconnect.errors import ProtocolError
-from paraconnect.servers._enroll import MAX_MESSAGE
-from paraconnect.servers._enroll import _recv as enrol_recv
+from paraconnect.servers._enroll_dial import MAX_MESSAGE
+from paraconnect.servers._enroll_dial import _recv as enrol_recv
 from paraconnect.tunnel._hello import MAX_FRAME, decode_payload, parse_frame
 
 from .helpers_robust import frame, hostile_frames, json_values, nested_json

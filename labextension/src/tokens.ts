@@ -40,6 +40,7 @@ export const STATE_TONE: Record<string, 'ok' | 'busy' | 'idle' | 'bad'> = {
   submitted: 'busy',
   starting: 'busy',
   waiting: 'busy',
+  unreachable: 'bad',
   connected: 'ok',
   idle: 'idle',
   stopped: 'idle',

@@ -60,6 +60,7 @@ from ..vocab import FINAL_STATES, Mode, ServerState
 from ._events import EventBus
 from ._forward import ForwardLinks
 from ._info import ServerInfo, make_launcher
+from ._manual import remote_warnings
 from ._rules import LaunchRules
 from ._thread import ThreadedHub
 
@@ -110,6 +111,8 @@ class Hub(ThreadedHub):
         ehost, _, eport = (enroll_listen or f"{self.listen_host}:0").rpartition(":")
         self._enroll_sessions: dict[str, tuple[Session, Credentials]] = {}
         self.enroller = EnrollServer(self.registry, self._enroll_sessions, (ehost, int(eport)))
+        self.enroller.on_enrolled = self.supervisor.enrolled
+        self.enroller.on_report = self.supervisor.unreachable
         self._sessions: dict[str, ReverseListener] = {}
         self._session_lock = anyio.Lock()
         self._locals: dict[str, str] = {}
@@ -395,7 +398,7 @@ class Hub(ThreadedHub):
         )
         ttl = float(opts.get("token_ttl", DEFAULT_TOKEN_TTL))
         return {"server": self.server(server_id).as_dict(), "command": line,
-                "expires": time.time() + ttl}  # fmt: skip
+                "expires": time.time() + ttl, "warnings": remote_warnings(argv)}  # fmt: skip
 
     async def _new_server(
         self, kind: str, launcher: str, session: str, mode: str, opts: dict[str, Any],

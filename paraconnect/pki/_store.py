@@ -27,7 +27,7 @@ from pathlib import Path
 from cryptography import x509
 
 from .._fs import ensure_private_dir, locked, read_private, read_public, write_atomic
-from ..errors import ConfigError, CredentialError, NotFoundError, TrustError
+from ..errors import ConfigError, CredentialError
 from ._certs import (
     Identity,
     RevokedEntry,

@@ -25,8 +25,9 @@ import anyio
 import anyio.abc
 import anyio.from_thread
 
+from .._notes import read_refusal
 from .._portal import PortalThread
-from ..errors import ConfigError, NetworkError, ParaconnectError, ProtocolError
+from ..errors import ConfigError, NetworkError, ParaconnectError, ProtocolError, TrustError
 from . import _protocol as P
 
 __all__ = ["AsyncRenderClient", "Frame", "RemoteRenderError", "RenderClient", "RenderTimeout"]
@@ -90,6 +91,21 @@ _ERRORS: dict[str, type[ParaconnectError]] = {
 def _error_from(header: dict[str, Any]) -> ParaconnectError:
     cls = _ERRORS.get(str(header.get("kind")), RemoteRenderError)
     return cls(str(header.get("message", "the render server reported an error")))
+
+
+# A render server answers hello at once (no rendering happens before it); a peer that says
+# nothing for this long is another program, such as pvserver, waiting for its own handshake.
+HELLO_TIMEOUT = 10.0
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a connection broke, never empty: anyio's errors carry the system's in __cause__."""
+    for err in (exc, exc.__cause__, exc.__context__):
+        if isinstance(err, OSError) and err.errno:
+            return os.strerror(err.errno).lower()
+        if err is not None and str(err):
+            return str(err)
+    return f"{type(exc).__name__} (the peer reset or closed the connection)"
 
 
 class AsyncRenderClient:
@@ -163,16 +179,46 @@ class AsyncRenderClient:
                 f"{getattr(exc, 'strerror', None) or exc or 'timed out'}; is it running?"
             ) from exc
         try:
-            hello: dict[str, Any] = {"op": "hello", "v": P.VERSION}
-            if self.scene is not None:
-                hello["scene"] = self.scene
-            self.server_info = (await self._request(hello)).header
+            self.server_info = await self._hello()
         except BaseException:
             stream, self._stream = self._stream, None
             with anyio.CancelScope(shield=True):
                 await stream.aclose()
             raise
         return self.server_info
+
+    async def _hello(self) -> dict[str, Any]:
+        """Say hello, and check that what answers is paraconnect's renderer: anything else
+        (Jupyter, pvserver, an echo) fails here, in one line, rather than at the timeout."""
+        fix = "point it at a builtin server's port (srv.port, or the port on the panel's card)"
+        not_ours = f"{self.where} is not paraconnect's render server"
+        try:
+            with anyio.fail_after(min(self.timeout, HELLO_TIMEOUT)):
+                hello: dict[str, Any] = {"op": "hello", "v": P.VERSION}
+                if self.scene is not None:
+                    hello["scene"] = self.scene
+                header = (await self._request(hello, tail=P.HELLO_TAIL)).header
+        except TimeoutError:
+            raise RenderTimeout(
+                f"{not_ours}, or not ready: it did not answer the renderer's hello within "
+                f"{min(self.timeout, HELLO_TIMEOUT):g} s (pvserver and most programs stay "
+                f"silent); {fix}"
+            ) from None
+        except ProtocolError as exc:
+            head = self._decoder.head(24)
+            raise ProtocolError(
+                f"{not_ours}: it answered with bytes of another protocol ({head!r}); {fix}"
+            ) from exc
+        except NetworkError as exc:
+            self._refused()
+            why = _reason(exc.__cause__) if exc.__cause__ else "it closed the connection"
+            raise NetworkError(
+                f"{not_ours}, or it is not running: the connection ended before the renderer's "
+                f"hello was answered ({why}); {fix}"
+            ) from exc
+        if header.get("op") != "hello" or not {"server", "formats"} <= header.keys():
+            raise ProtocolError(f"{not_ours}: it answered hello with {str(header)[:80]}; {fix}")
+        return header
 
     async def aclose(self) -> None:
         """Say bye (best effort) and close."""
@@ -324,19 +370,21 @@ class AsyncRenderClient:
 
     # --- machinery ---------------------------------------------------------------------
 
-    async def _request(self, header: dict[str, Any]) -> P.Message:
+    async def _request(self, header: dict[str, Any], *, tail: str = "") -> P.Message:
         if self._stream is None:
             raise NetworkError(f"the connection to the render server at {self.where} is closed")
         if self._failure is not None:
             raise self._failure
         rid = next(self._ids)
-        data = P.encode_message({**header, "id": rid})
+        data = P.encode_message({**header, "id": rid}, tail=tail)
         try:
             async with self._send_lock:
                 await self._stream.send(data)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
             raise self._fail(
-                NetworkError(f"lost the render server at {self.where} while sending: {exc}")
+                NetworkError(
+                    f"lost the render server at {self.where} while sending: {_reason(exc)}"
+                )
             ) from exc
         try:
             with anyio.fail_after(self.timeout):
@@ -354,6 +402,15 @@ class AsyncRenderClient:
         if self._failure is None:
             self._failure = exc
         return self._failure
+
+    def _refused(self) -> None:
+        """When this port is a tunnel's local endpoint that was just refused upstream, say so:
+        the connection's end alone cannot tell a revoked certificate from a crash."""
+        if self.port is None:
+            return
+        why = read_refusal(f"{self.host}:{self.port}")
+        if why is not None:
+            raise self._fail(TrustError(f"the tunnel at {self.where} was refused: {why}")) from None
 
     async def _wait(self, take: Callable[[], T | None]) -> T:
         while True:
@@ -386,12 +443,14 @@ class AsyncRenderClient:
             try:
                 chunk = await self._stream.receive(1 << 20)
             except anyio.EndOfStream:
+                self._refused()
                 raise self._fail(
                     NetworkError(f"the render server at {self.where} closed the connection")
                 ) from None
             except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+                self._refused()
                 raise self._fail(
-                    NetworkError(f"lost the render server at {self.where}: {exc}")
+                    NetworkError(f"lost the render server at {self.where}: {_reason(exc)}")
                 ) from exc
             self._decoder.feed(chunk)
 

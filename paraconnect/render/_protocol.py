@@ -15,10 +15,12 @@ Limits: a header is at most 64 KiB (``MAX_HEADER``); a server payload at most 51
 Client → server (each may carry an ``"id"`` (int or string), echoed in the reply):
 
 =========  =================================================================================
-``hello``  ``{"op": "hello", "v": 1, "scene": NAME}``: must be the first message.  ``scene``
-           (optional, 8 to 64 of ``A-Za-z0-9_-``) shares one scene among every connection
-           that names it (a notebook's kernel and the browser showing its view): what one
-           changes, the others' streams show.  Without it the connection's scene is its own.
+``hello``  ``{"op": "hello", "v": 1, "scene": NAME}``: must be the first message (a client
+           ends it with CRLF CRLF, JSON whitespace, so that an HTTP server on the port answers
+           at once).  ``scene`` (optional, 8 to 64 of ``A-Za-z0-9_-``) shares one scene among
+           every connection that names it (a notebook's kernel and the browser showing its
+           view): what one changes, the others' streams show.  Without it the connection's
+           scene is its own.
 ``load``   ``{"op": "load", "dataset": "wavelet"|"sphere"|"cone", ...options}`` or
            ``{"op": "load", "path": "/data/x.vtu"}`` (under the server's data root; the reader
            by extension or content, or ``"reader"`` by name: ``"ioss"``, ``"exodus"``...);
@@ -180,13 +182,22 @@ class Message:
     payload: bytes = b""
 
 
-def encode_message(header: Mapping[str, Any], payload: bytes = b"") -> bytes:
-    """Frame one message.  Raises ProtocolError if it is over the limits."""
+# JSON whitespace a client may end its hello with: a line-based server that is not ours (HTTP,
+# such as Jupyter) then reads a whole, bad request line and answers at once, where it would
+# otherwise wait silently for the end of a line.
+HELLO_TAIL = "\r\n\r\n"
+
+
+def encode_message(header: Mapping[str, Any], payload: bytes = b"", *, tail: str = "") -> bytes:
+    """Frame one message (`tail`: JSON whitespace after the header's object).  Raises
+    ProtocolError if it is over the limits."""
     try:
         text = json.dumps(header, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise ProtocolError(f"a message header is not plain JSON: {exc}") from None
-    raw = text.encode()
+    if tail.strip():
+        raise ProtocolError("a header's tail must be JSON whitespace")
+    raw = (text + tail).encode()
     if len(raw) > MAX_HEADER:
         raise ProtocolError(f"a {len(raw)}-byte header is over the {MAX_HEADER}-byte limit")
     if len(payload) > MAX_PAYLOAD:
@@ -208,6 +219,10 @@ class FrameDecoder:
 
     def feed(self, data: bytes) -> None:
         self._buf += data
+
+    def head(self, n: int) -> bytes:
+        """The first `n` bytes not yet decoded (to show what a peer that is not ours sent)."""
+        return bytes(self._buf[:n])
 
     @property
     def pending(self) -> int:

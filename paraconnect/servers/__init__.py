@@ -28,7 +28,16 @@ takes what the command left behind with it when it ends.
 """
 
 from ._batch import BatchJob, BatchLauncher, Queued, Scheduler
-from ._enroll import DEFAULT_TOKEN_TTL, HUB_IDENTITY, EnrollServer, enroll, issue_token, retire
+from ._enroll import (
+    DEFAULT_TOKEN_TTL,
+    HUB_IDENTITY,
+    REPORT_FILE,
+    EnrollServer,
+    enroll,
+    issue_token,
+    report_unreachable,
+    retire,
+)
 from ._kinds import KINDS, ServerKind, build_kind
 from ._launch import Job, JobState, JobStatus, Launcher, LaunchSpec
 from ._launchers import (
@@ -54,6 +63,7 @@ __all__ = [
     "FINAL_STATES",
     "HUB_IDENTITY",
     "KINDS",
+    "REPORT_FILE",
     "BatchJob",
     "BatchLauncher",
     "EnrollServer",
@@ -89,6 +99,7 @@ __all__ = [
     "make_launcher",
     "reattach",
     "register_launcher",
+    "report_unreachable",
     "retire",
     "unregister_launcher",
 ]

@@ -24,7 +24,10 @@ caller who already knows the CA's fingerprint sees it.
 Wire (after the TLS handshake; 4-byte big-endian length + JSON, 64 KiB at most):
 hub → agent ``{"type": "ca", "ca": PEM}``; agent → hub ``{"type": "enroll", "version": 1,
 "server_id", "token", "csr", "unique_id"}``; hub → agent ``{"type": "certificate", "cert",
-"ca", "crl"}`` or ``{"type": "error", "reason"}``.
+"ca", "crl", "report"}`` or ``{"type": "error", "reason"}``.  ``report`` is a second one-time
+token: an agent that cannot dial the phone-home address after enrolling sends
+``{"type": "report", "version": 1, "server_id", "token", "address", "reason"}`` on a new
+connection (same pinning), so the hub can say why it never phoned home; answer ``{"type": "ok"}``.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import secrets
 import ssl
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +52,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
-from .. import _wire
 from .._accept import serve_listener
 from .._fs import ensure_private_dir, write_atomic
 from .._wire import address_label
-from ..errors import ConfigError, NetworkError, ParaconnectError, ProtocolError, TrustError
+from ..errors import ConfigError, ParaconnectError, ProtocolError, TrustError
 from ..pki import (
     Credentials,
     Identity,
@@ -66,14 +69,17 @@ from ..pki import (
     fingerprint,
 )
 from ..tunnel import parse_endpoint
+from ._enroll_dial import _ask_hub, _norm_fp, _recv, _send
 from ._registry import ServerRegistry
 
 __all__ = [
     "DEFAULT_TOKEN_TTL",
     "HUB_IDENTITY",
+    "REPORT_FILE",
     "EnrollServer",
     "enroll",
     "issue_token",
+    "report_unreachable",
     "retire",
     "revoke_enrolled",
 ]
@@ -81,10 +87,12 @@ __all__ = [
 log = logging.getLogger("paraconnect.servers")
 
 DEFAULT_TOKEN_TTL = 600.0
-MAX_MESSAGE = 64 * 1024
 # Who the enrolment endpoint is: ':' is not allowed in names 'paraconnect issue' gives, so no
 # member of the session can hold a certificate with this identity.
 HUB_IDENTITY = "client/hub:enroll"
+# What a report token is bound to, instead of a server id: it can never enrol a server.
+REPORT = "report:"
+REPORT_FILE = "report.token"  # in the enrolled credentials directory, 0600
 _ENROLL_LEAF_DAYS = 1.0
 _KEY_TYPES = (ec.EllipticCurvePublicKey, rsa.RSAPublicKey, ed25519.Ed25519PublicKey)
 _CURVES = (ec.SECP256R1, ec.SECP384R1)
@@ -103,10 +111,6 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _norm_fp(text: str) -> str:
-    return text.replace(":", "").strip().lower()
-
-
 def issue_token(
     registry: ServerRegistry, server_id: str, session: str, ttl: float = DEFAULT_TOKEN_TTL
 ) -> str:
@@ -114,22 +118,6 @@ def issue_token(
     token = secrets.token_urlsafe(32)
     registry.add_token(_digest(token), server_id, session, time.time() + ttl)
     return token
-
-
-async def _send(stream: anyio.abc.ByteStream, obj: dict[str, Any]) -> None:
-    await stream.send(_wire.encode(obj, limit=MAX_MESSAGE, what="an enrolment message"))
-
-
-async def _recv(stream: anyio.abc.ByteStream, where: str) -> dict[str, Any]:
-    try:
-        obj = await _wire.read_anyio(
-            stream, limit=MAX_MESSAGE, what="an enrolment message", eof_ok=True
-        )
-    except ProtocolError as exc:
-        raise ProtocolError(f"{where}: {exc}") from exc
-    if obj is None:
-        raise NetworkError(f"{where} closed the enrolment connection")
-    return obj
 
 
 def parse_hub_identity(text: str) -> tuple[Role, str]:
@@ -245,6 +233,8 @@ class EnrollServer:
         self.listen = listen
         self.days = days
         self.on_enrolled = on_enrolled
+        # (server_id, address, reason) from an agent that enrolled but cannot phone home.
+        self.on_report: Callable[[str, str, str], None] | None = None
         self.address: tuple[str, int] | None = None
         self._contexts: dict[str, ssl.SSLContext] = {}
         self._expires: dict[str, float] = {}
@@ -344,7 +334,10 @@ class EnrollServer:
         )
         try:
             req = await _recv(stream, where)
-            reply = self._answer(session, req)
+            if req.get("type") == "report":
+                reply = self._report(session, req)
+            else:
+                reply = self._answer(session, req)
         except (TrustError, ProtocolError, ConfigError) as exc:
             log.warning("hub: enrolment refused: %s", exc)
             reply = {"type": "error", "reason": str(exc)}
@@ -413,49 +406,36 @@ class EnrollServer:
             session.revoke(serial, reason="superseded")
             log.info("hub: revoked %s's earlier certificate %s (superseded)", server_id, serial)
         crl = session.crl()
+        report = issue_token(self.registry, REPORT + server_id, session.name, self.days * 86400)
+        if self.on_enrolled is not None:
+            self.on_enrolled(server_id)
         return {
             "type": "certificate",
             "cert": cert.public_bytes(serialization.Encoding.PEM).decode(),
             "ca": session.ca_cert.public_bytes(serialization.Encoding.PEM).decode(),
             "crl": crl.public_bytes(serialization.Encoding.PEM).decode() if crl else None,
+            "report": report,
         }
 
-
-def _check_hub(
-    where: str, pinned: str, first: dict[str, Any], leaf_der: bytes | None, role: Role,
-    name: str,
-) -> x509.Certificate:  # fmt: skip
-    """The session CA the hub sent, once it is the pinned one and the hub's own certificate is
-    a leaf of it naming the pinned role and name."""
-    try:
-        ca = x509.load_pem_x509_certificate(str(first.get("ca", "")).encode())
-    except ValueError:
-        raise ProtocolError(f"{where} sent no session CA certificate") from None
-    got = _norm_fp(fingerprint(ca))
-    if not hmac.compare_digest(got, pinned):
-        raise TrustError(
-            f"{where} presents session CA {got[:16]}…, not the pinned {pinned[:16]}…;"
-            " check --ca-sha256 (or the address: another hub answers there)"
-        )
-    if leaf_der is None:
-        raise TrustError(f"{where} presented no certificate")
-    leaf = x509.load_der_x509_certificate(leaf_der)
-    try:
-        leaf.verify_directly_issued_by(ca)
-    except Exception as exc:
-        raise TrustError(f"{where}'s certificate is not signed by the pinned CA") from exc
-    now = time.time()
-    if not leaf.not_valid_before_utc.timestamp() <= now <= leaf.not_valid_after_utc.timestamp():
-        raise TrustError(f"{where}'s certificate is not valid now; check both clocks")
-    ident, session = Identity.of(leaf), Identity.of(ca)
-    if ident is None or session is None or ident.session_id != session.session_id:
-        raise TrustError(f"{where}'s certificate names no identity of the pinned session")
-    if ident.role is not role or ident.name != name:
-        raise TrustError(
-            f"{where} is {ident.role.value} {ident.name!r} of the session, not the hub "
-            f"({role.value}/{name}); the token was not sent: check the enrolment address"
-        )
-    return ca
+    def _report(self, session: Session, req: dict[str, Any]) -> dict[str, Any]:
+        """An enrolled agent that cannot dial the phone-home address says so, once, with the
+        one-time report token it got with its certificate (bound to 'report:SERVER_ID', so it
+        can never enrol anything)."""
+        fields = [req.get(k) for k in ("server_id", "token", "address", "reason")]
+        if req.get("version") != 1 or not all(isinstance(v, str) and v for v in fields):
+            raise ProtocolError("a report (version 1) needs server_id, token, address and reason")
+        server_id, token, address, reason = (str(v) for v in fields)
+        for value, what in ((server_id, "server id"), (address, "address"), (reason, "reason")):
+            _printable(value, what)
+        found = self.registry.use_token(_digest(token), time.time())
+        if found is None or found[3] is not None or time.time() > found[2]:
+            raise TrustError(f"unknown, used or expired report token for server {server_id}")
+        if not hmac.compare_digest(found[0], REPORT + server_id) or found[1] != session.name:
+            raise TrustError(f"the report token is not {server_id}'s")
+        log.warning("hub: %s enrolled but cannot reach %s: %s", server_id, address, reason[:200])
+        if self.on_report is not None:
+            self.on_report(server_id, address[:100], reason[:200])
+        return {"type": "ok"}
 
 
 async def enroll(
@@ -482,52 +462,12 @@ async def enroll(
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, server_id)]))
         .sign(key, hashes.SHA256())
     )
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-    # No CA yet to verify against: the chain is checked below against the pinned fingerprint.
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
     where = f"the hub at {hub}"
-    try:
-        with anyio.fail_after(timeout):
-            tcp = await anyio.connect_tcp(hub_at.host, hub_at.port)
-            # The pinned CA, as the TLS server name: the hub picks that session's certificate.
-            sni = f"{pinned[:32]}.{pinned[32:]}.enroll.paraconnect"
-            try:
-                stream = await TLSStream.wrap(
-                    tcp, server_side=False, hostname=sni, ssl_context=ctx,
-                    standard_compatible=False,
-                )  # fmt: skip
-            except BaseException as exc:
-                await tcp.aclose()
-                if not isinstance(exc, anyio.EndOfStream | anyio.BrokenResourceError):
-                    raise
-                # A hub ends the handshake when no session of its own has the CA named.
-                raise TrustError(
-                    f"{where} ended the TLS handshake: it serves no session whose CA is the "
-                    f"pinned {pinned[:16]}… (not the pinned CA, another program, or a hub that "
-                    "cannot sign for that session now: see its log); check --ca-sha256 and the "
-                    "address"
-                ) from None
-            async with stream:
-                leaf_der = stream.extra(  # noqa: S610 - anyio's typed attribute
-                    TLSAttribute.peer_certificate_binary
-                )
-                first = await _recv(stream, where)
-                ca = _check_hub(where, pinned, first, leaf_der, want_role, want_name)
-                # Only now, with the hub's CA and identity checked, does the token leave here.
-                await _send(stream, {
-                    "type": "enroll", "version": 1, "server_id": server_id, "token": token,
-                    "csr": csr.public_bytes(serialization.Encoding.PEM).decode(),
-                    "unique_id": unique_id,
-                })  # fmt: skip
-                reply = await _recv(stream, where)
-    except TimeoutError:
-        raise NetworkError(f"{where} did not complete enrolment within {timeout:g} s") from None
-    except OSError as exc:
-        raise NetworkError(f"cannot reach {where}: {exc.strerror or exc}") from None
-    except ssl.SSLError as exc:
-        raise TrustError(f"TLS with {where} failed: {exc.reason or exc}") from None
+    request = {
+        "type": "enroll", "version": 1, "server_id": server_id, "token": token,
+        "csr": csr.public_bytes(serialization.Encoding.PEM).decode(), "unique_id": unique_id,
+    }  # fmt: skip
+    ca, reply = await _ask_hub(hub_at, pinned, want_role, want_name, where, request, timeout)
     if reply.get("type") == "error":
         raise TrustError(f"{where} refused enrolment: {reply.get('reason')}")
     try:
@@ -552,4 +492,24 @@ async def enroll(
     write_atomic(creds_dir / "ca.crt", ca.public_bytes(pem), mode=0o644)
     if reply.get("crl"):
         write_atomic(creds_dir / "crl.pem", str(reply["crl"]).encode(), mode=0o644)
+    if isinstance(reply.get("report"), str):
+        write_atomic(creds_dir / REPORT_FILE, str(reply["report"]).encode(), mode=0o600)
     return creds_dir
+
+
+async def report_unreachable(
+    hub: str, ca_sha256: str, token: str, server_id: str, address: str, reason: str,
+    *, hub_identity: str = HUB_IDENTITY, timeout: float = 15.0,  # noqa: ASYNC109
+) -> None:  # fmt: skip
+    """Tell the hub (at its enrolment address `hub`, which this agent did reach) that it
+    cannot dial the phone-home `address`, and why; spends the report `token`."""
+    want_role, want_name = parse_hub_identity(hub_identity)
+    where = f"the hub at {hub}"
+    request = {"type": "report", "version": 1, "server_id": server_id, "token": token,
+               "address": address, "reason": reason}  # fmt: skip
+    hub_at = parse_endpoint(hub, "--enroll")
+    _ca, reply = await _ask_hub(
+        hub_at, _norm_fp(ca_sha256), want_role, want_name, where, request, timeout
+    )
+    if reply.get("type") != "ok":
+        raise TrustError(f"{where} refused the report: {reply.get('reason')}")

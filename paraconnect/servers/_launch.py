@@ -216,6 +216,18 @@ def one_line(text: str, limit: int = 400) -> str:
     return joined if len(joined) <= limit else "..." + joined[-limit:]
 
 
+def root_cause(text: str, limit: int = 240) -> str | None:
+    """The error line a program wrote last: paraconnect's own ``paraconnect: error: …`` first,
+    else the last line that names an error (a Python exception's last line), so a reason can
+    lead with it rather than end with it after a screen of log."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    ours = [ln.removeprefix("paraconnect: error: ") for ln in lines
+            if ln.startswith("paraconnect: error: ")]  # fmt: skip
+    named = [ln for ln in lines if re.search(r"(?i)\berror\b|^\w+(Error|Exception)\b", ln)]
+    found = ours or named
+    return found[-1][:limit] if found else None
+
+
 def exit_reason(code: int) -> str:
     if code > 128 and code - 128 < 65:
         try:

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ._launch import Job, JobState, JobStatus, exit_reason, one_line
+from ._launch import Job, JobState, JobStatus, exit_reason, one_line, root_cause
 
 __all__ = [
     "Facts",
@@ -370,6 +370,10 @@ def classify(
             return JobStatus(JobState.CANCELLED, f"stopped on request ({exit_reason(rc)})", rc)
         if rc == 0:
             return JobStatus(JobState.COMPLETED, "exited with code 0", 0)
+        cause = root_cause(facts.tail)
+        if cause:
+            # The program's own error first, in one line; the rest is in its log.
+            return JobStatus(JobState.FAILED, f"{cause} ({exit_reason(rc)})", rc)
         return JobStatus(JobState.FAILED, exit_reason(rc) + last_output, rc)
     if facts.missing:
         return JobStatus(

@@ -250,6 +250,25 @@ class Supervisor:
             self.transition(server_id, S.WAITING, "agent ready (it phoned home)")
         self.transition(server_id, S.CONNECTED, reason, last_phone_home=time.time())
 
+    def enrolled(self, server_id: str) -> None:
+        """Its agent got its certificate: it runs (for a server started by hand, the first
+        sign of it), and phones home next."""
+        rec = self.registry.get(server_id)
+        if rec is not None and rec.state == S.SUBMITTED:
+            self.transition(server_id, S.STARTING, "enrolled; waiting for it to phone home")
+
+    def unreachable(self, server_id: str, address: str, reason: str) -> None:
+        """Its agent enrolled but reports that it cannot dial the phone-home `address`."""
+        rec = self.registry.get(server_id)
+        if rec is None or rec.final or rec.state in (S.CONNECTED, S.IDLE):
+            return
+        why = reason.removeprefix(f"cannot connect to {address}: ")
+        self.transition(
+            server_id, S.UNREACHABLE,
+            f"enrolled, cannot reach the hub at {address}: {why[:1].lower()}{why[1:]} "
+            "(it keeps trying; check that its host can reach that address)",
+        )  # fmt: skip
+
     def hung_up(self, server_id: str, reason: str) -> None:
         rec = self.registry.get(server_id)
         if rec is not None and rec.state == S.CONNECTED and server_id not in self._stopping:
@@ -305,14 +324,15 @@ class Supervisor:
                 return
             if (
                 not adopted
-                and rec.state in (S.STARTING, S.WAITING)
+                and rec.state in (S.STARTING, S.WAITING, S.UNREACHABLE)
                 and running_since is not None
                 and now - running_since > self.connect_timeout
             ):
+                why = f" ({rec.reason})" if rec.state == S.UNREACHABLE else ""
                 await self._give_up(
                     server_id,
                     job,
-                    f"did not phone home within {self.connect_timeout:g} s of starting; "
+                    f"did not phone home within {self.connect_timeout:g} s of starting{why}; "
                     f"see 'paraconnect servers logs {server_id}'",
                 )
                 return
@@ -367,7 +387,8 @@ class Supervisor:
             )
             self._spawn(server_id, self._watch, server_id, new, False)
             return
-        self.transition(server_id, S.FAILED, f"its job {job.id} {state.value}: {reason}")
+        # The cause leads: a reason is read from its start, and may be cut at its end.
+        self.transition(server_id, S.FAILED, f"{reason}; its job {job.id} {state.value}")
 
     # -- stop --------------------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -141,6 +141,7 @@ class Agent:
         accounting: Accounting | bool = True,
         proxy_protocol: bool = False,
         radius: RadiusConfig | None = None,
+        on_unreachable: Callable[[str, str], Awaitable[None]] | None = None,
     ) -> None:
         if (program is None) == (target is None):
             raise ConfigError("an agent serves exactly one program or one target endpoint")
@@ -168,6 +169,9 @@ class Agent:
         self.homes = list(phone_home)
         self.insecure = insecure
         self.proxy_protocol = proxy_protocol
+        # Told (address, error) once, when a phone-home dial first fails for want of a network
+        # path: an enrolled agent reports it to the hub, which otherwise only sees silence.
+        self.on_unreachable = on_unreachable
         self.addresses: list[Endpoint] = []
         self._tg: anyio.abc.TaskGroup | None = None
         self._phone_scopes: dict[str, anyio.CancelScope] = {}
@@ -402,6 +406,9 @@ class Agent:
                 log.warning("the listener at %s refused this server: %s", home.endpoint, exc)
             except ParaconnectError as exc:
                 log.info("phone home to %s: %s", home.endpoint, exc)
+                if isinstance(exc, NetworkError) and self.on_unreachable is not None:
+                    tell, self.on_unreachable = self.on_unreachable, None
+                    self._running().start_soon(self._tell, tell, str(home.endpoint), str(exc))
             else:
                 backoff.reset()
                 log.info("phoned home to %s: taken by %s", home.endpoint, conn.peer.label)
@@ -413,6 +420,14 @@ class Agent:
                 log.warning("the listener at %s went away; phoning again", home.endpoint)
                 since = anyio.current_time()
             await anyio.sleep(backoff.next_delay(refused))
+
+    @staticmethod
+    async def _tell(tell: Callable[[str, str], Awaitable[None]], where: str, why: str) -> None:
+        try:
+            with anyio.fail_after(30):
+                await tell(where, why)
+        except (ParaconnectError, TimeoutError) as exc:
+            log.warning("could not tell the hub that %s is unreachable: %s", where, exc)
 
     async def _home_control(self, conn: ByteStream, home: Home) -> bool:
         """Serve a listener's control channel; True when it sent us elsewhere."""

@@ -21,7 +21,8 @@ from collections.abc import Callable
 import anyio
 import anyio.abc
 
-from ..errors import ConfigError, NetworkError, ParaconnectError
+from .._notes import clear_refusal, write_refusal
+from ..errors import ConfigError, NetworkError, ParaconnectError, TrustError
 from ..pki import Credentials, Role, SecurityLevel, Store
 from ..tls import PeerIdentity
 from ._accounting import Accounting
@@ -212,8 +213,13 @@ class Connector:
             conn, hello = await self._dial(Purpose.DATA)
         except ParaconnectError as exc:
             log.warning("local connection from %s: cannot reach %s: %s", where, self.remote, exc)
+            if isinstance(exc, TrustError) and self.address is not None:
+                # Before the close: the program on the local port reads why (revoked, denied).
+                write_refusal(str(self.address), f"the agent at {self.remote}: {exc}")
             local.close()
             return
+        if self.address is not None:
+            clear_refusal(str(self.address))
         label = conn.peer.label
         log.info("local connection from %s tunnelled to %s at %s", where, label, self.remote)
         await relay_tracked(self.side, conn, hello, local, str(self.remote))
