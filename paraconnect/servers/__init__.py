@@ -30,6 +30,7 @@ takes what the command left behind with it when it ends.
 from ._batch import BatchJob, BatchLauncher, Queued, Scheduler
 from ._enroll import DEFAULT_TOKEN_TTL, HUB_IDENTITY, EnrollServer, enroll, issue_token, retire
 from ._kinds import KINDS, ServerKind, build_kind
+from ._kinds_options import KIND_OPTIONS, KindOption, kind_descriptions
 from ._launch import Job, JobState, JobStatus, Launcher, LaunchSpec
 from ._launchers import (
     LauncherEntry,
@@ -54,12 +55,14 @@ __all__ = [
     "FINAL_STATES",
     "HUB_IDENTITY",
     "KINDS",
+    "KIND_OPTIONS",
     "BatchJob",
     "BatchLauncher",
     "EnrollServer",
     "Job",
     "JobState",
     "JobStatus",
+    "KindOption",
     "LaunchSpec",
     "Launcher",
     "LauncherEntry",
@@ -83,6 +86,7 @@ __all__ = [
     "build_kind",
     "enroll",
     "issue_token",
+    "kind_descriptions",
     "launcher_class",
     "launcher_entries",
     "launcher_entry",
