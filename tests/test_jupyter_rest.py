@@ -19,6 +19,7 @@ from tornado import web
 from paraconnect.errors import ConfigError
 from paraconnect.hub import HubClient
 from paraconnect.jupyter._handlers import handlers
+from paraconnect.jupyter._view import ViewHandler
 from paraconnect.jupyter._websocket import EventsHandler
 
 from .conftest import openssl
@@ -62,10 +63,10 @@ def _routes() -> list[tuple[str, str]]:
 
 def test_every_route_refuses_a_request_without_credentials(server: JupyterServer) -> None:
     routes = _routes()
-    assert len(routes) == 24 and ("paraconnect/api/events", "GET") in routes
+    assert len(routes) == 25 and ("paraconnect/api/events", "GET") in routes
     for _pattern, cls in handlers:
         assert issubclass(cls, APIHandler) or (
-            cls is EventsHandler and issubclass(cls, JupyterHandler)
+            cls in (EventsHandler, ViewHandler) and issubclass(cls, JupyterHandler)
         )
     # A matching XSRF cookie and header: so that it is the authentication that refuses the
     # POST, PUT and DELETE requests, not Jupyter's XSRF check.

@@ -12,6 +12,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -296,3 +297,95 @@ def test_the_copied_pvpython_line_connects_pvpython_to_the_server(
     )  # fmt: skip
     assert "remote session: True" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert lab.ok("DELETE", f"servers/{info['id']}")["state"] == "stopped"
+
+
+# The picture in the tab as a canvas: how many distinct colours, and a digest to compare.
+PICTURE = """(sel) => {
+  const img = document.querySelector(sel);
+  const c = document.createElement('canvas');
+  c.width = img.naturalWidth; c.height = img.naturalHeight;
+  const g = c.getContext('2d');
+  g.drawImage(img, 0, 0);
+  const px = g.getImageData(0, 0, c.width, c.height).data;
+  const colours = new Set();
+  for (let i = 0; i < px.length; i += 4 * 97) colours.add((px[i] << 16) | (px[i+1] << 8) | px[i+2]);
+  return {w: c.width, h: c.height, colours: colours.size, url: c.toDataURL()};
+}"""
+
+
+def _streams(lab: JupyterServer, server_id: str, want: int, timeout: float = 60) -> int:
+    """The server's open data streams, polled until they are `want` or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        n = int(lab.ok("GET", f"servers/{server_id}")["streams"])
+        if n == want or time.monotonic() > deadline:
+            return n
+        time.sleep(0.2)
+
+
+def test_a_builtin_cards_view_opens_live_in_a_tab(
+    page: Page, lab: JupyterServer, tmp_path: Path
+) -> None:
+    import websocket
+
+    launched = lab.ok("POST", "servers", {"kind": "builtin", "session": "alpha"})
+    info = lab.wait_state(launched["id"], {"connected"})
+
+    # The view websocket serves only a built-in renderer the hub knows, and says so before
+    # the upgrade.
+    def view_status(server_id: str) -> int:
+        url = f"{lab.ws_base}paraconnect/api/servers/{server_id}/view?token={lab.token}"
+        with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+            websocket.create_connection(url, timeout=30)
+        return int(refused.value.status_code)
+
+    assert view_status("no-such-server") == 404
+
+    card = page.locator(f"{PANEL} .pc-card[data-server='{info['id']}']")
+    expect(card).to_have_attribute("data-state", "connected")
+    card.locator("[data-action=view]").click()
+    tab = page.locator(f"#paraconnect-view-{info['id']}")
+    expect(tab).to_be_visible()
+    view = tab.locator(".pc-view")
+    img = f"#paraconnect-view-{info['id']} .pc-view-frame"
+    # The picture follows the tab's size (the first frame may come before the layout).
+    page.wait_for_function(
+        "(sel) => { const i = document.querySelector(sel);"
+        " return i && i.naturalWidth > 0 && Math.abs(i.naturalWidth - i.clientWidth) <= 2; }",
+        arg=img,
+    )
+    first = page.evaluate(PICTURE, img)
+    # A rendered scene (the wavelet's colour map), not a blank or uniform picture.
+    assert first["colours"] > 20, first["colours"]
+    assert _streams(lab, info["id"], 1) == 1
+    screenshot(page, "14-view-tab", tmp_path)
+
+    # Drag: the renderer turns the camera and a new, different picture arrives.
+    frames = int(view.get_attribute("data-frames") or 0)
+    frame = tab.locator(".pc-view-frame").bounding_box()
+    assert frame is not None
+    x, y = frame["x"] + frame["width"] / 2, frame["y"] + frame["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + 120, y + 30, steps=6)
+    page.mouse.up()
+    page.wait_for_function(
+        "([sel, n]) => Number(document.querySelector(sel).dataset.frames) > n",
+        arg=[f"#paraconnect-view-{info['id']} .pc-view", frames],
+    )
+    page.wait_for_function(
+        "([sel, url]) => { const i = document.querySelector(sel); const c ="
+        " document.createElement('canvas'); c.width = i.naturalWidth; c.height = i.naturalHeight;"
+        " c.getContext('2d').drawImage(i, 0, 0); return c.toDataURL() !== url; }",
+        arg=[img, first["url"]],
+    )
+
+    # Closing the tab closes its render connection through the tunnel.
+    page.evaluate(
+        "(id) => window.jupyterapp.shell.widgets('main').find(w => w.id === id).close()",
+        f"paraconnect-view-{info['id']}",
+    )
+    expect(tab).to_have_count(0)
+    assert _streams(lab, info["id"], 0) == 0
+    assert lab.ok("DELETE", f"servers/{info['id']}")["state"] == "stopped"
+    assert view_status(info["id"]) == 409

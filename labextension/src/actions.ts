@@ -1,3 +1,4 @@
+import { JupyterFrontEnd } from '@jupyterlab/application';
 import { Clipboard, Dialog, Notification, showDialog } from '@jupyterlab/apputils';
 import { Widget } from '@lumino/widgets';
 
@@ -7,6 +8,7 @@ import { HubModel } from './model';
 import { NotebookBridge } from './notebook';
 import { requestAPI } from './request';
 import { notebookCode, paraviewLines } from './snippets';
+import { openView } from './viewtab';
 
 const enc = encodeURIComponent;
 
@@ -34,8 +36,16 @@ export interface ILaunch {
 export class Actions {
   constructor(
     readonly model: HubModel,
-    readonly notebooks: NotebookBridge | null = null
+    readonly notebooks: NotebookBridge | null = null,
+    readonly app: JupyterFrontEnd | null = null
   ) {}
+
+  /** A built-in renderer's live picture in a main-area tab. */
+  openView(s: IServerInfo): void {
+    if (this.app) {
+      openView(this.app, s);
+    }
+  }
 
   /** Put the code that reaches server `s` into the active notebook, below its active cell. */
   insertCode(s: IServerInfo): void {

@@ -48,7 +48,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     restorer: ILayoutRestorer | null
   ) => {
     const model = new HubModel();
-    const actions = new Actions(model, new NotebookBridge(app, model));
+    const actions = new Actions(model, new NotebookBridge(app, model), app);
     const panel = new ParaconnectPanel(model, actions);
     panel.title.icon = paraconnectIcon;
     app.shell.add(panel, 'left', { rank: 650 });

@@ -127,6 +127,12 @@ export class ServersSection {
               'data-action': 'insert',
               title: 'Put the code that reaches this server into the active notebook'
             }),
+        s.kind === 'builtin' && s.local && !final
+          ? button('Open view', () => this.actions.openView(s), {
+              'data-action': 'view',
+              title: 'The live picture in a tab (drag rotates, the wheel zooms)'
+            })
+          : null,
         pv
           ? button('Copy ParaView line', () => this.actions.copyParaview(s), {
               'data-action': 'copy-paraview',

@@ -29,6 +29,7 @@ from ..errors import (
 from ..servers import launcher_entries
 from ._bridge import HubThread
 from ._config import Paraconnect
+from ._view import ViewHandler
 from ._websocket import AUTH_RESOURCE, EventsHandler
 
 __all__ = ["API", "handlers", "status_for"]
@@ -298,6 +299,7 @@ handlers: list[tuple[str, type[web.RequestHandler]]] = [
     (rf"{API}/servers/agent-command", AgentCommandHandler),
     (rf"{API}/servers/{_ID}", ServerHandler),
     (rf"{API}/servers/{_ID}/logs", LogsHandler),
+    (rf"{API}/servers/{_ID}/view", ViewHandler),
     (rf"{API}/launch-options", LaunchOptionsHandler),
     (rf"{API}/listeners", ListenersHandler),
     (rf"{API}/accounting", AccountingHandler),
