@@ -10,7 +10,13 @@ import re
 import pytest
 
 from paraconnect.errors import ConfigError
-from paraconnect.servers import KIND_OPTIONS, build_kind, kind_descriptions
+from paraconnect.servers import (
+    COMMON_OPTIONS,
+    KIND_OPTIONS,
+    RestartPolicy,
+    build_kind,
+    kind_descriptions,
+)
 from paraconnect.servers import _kinds as kinds_module
 from paraconnect.vocab import KINDS
 
@@ -63,3 +69,19 @@ def test_no_option_build_kind_reads_goes_undescribed() -> None:
     read |= set(re.findall(r"""_(?:int|bool)\(opts, "(\w+)\"""", source))
     described = {o.key for opts in KIND_OPTIONS.values() for o in opts}
     assert read and read <= described, read - described
+
+
+def test_the_options_of_every_launch_are_described_as_the_supervisor_reads_them() -> None:
+    described = {o.key: o for o in COMMON_OPTIONS}
+    assert set(described) == {"walltime", "restart_policy", "restart_limit"}
+    for mode in described["restart_policy"].choices:
+        assert RestartPolicy.from_options({"restart_policy": mode}).mode == mode
+    with pytest.raises(ConfigError, match="restart policy"):
+        RestartPolicy.from_options({"restart_policy": "always"})
+    limit = described["restart_limit"]
+    assert RestartPolicy.from_options({}).limit == limit.default
+    RestartPolicy.from_options({"restart_limit": limit.minimum})
+    with pytest.raises(ConfigError, match="restart limit"):
+        RestartPolicy.from_options({"restart_limit": limit.minimum - 1})
+    for kind in kind_descriptions():
+        assert [o["key"] for o in kind["options"]][-3:] == list(described)

@@ -82,6 +82,7 @@ export interface IKindOption {
   type: 'text' | 'int' | 'bool' | 'choice';
   default: string | number | boolean | null;
   choices: string[];
+  minimum: number;
 }
 
 export interface IKindInfo {

@@ -12,6 +12,7 @@ interface IOption {
   default: unknown;
   choices: string[];
   required: boolean;
+  minimum: number;
 }
 
 type Control = HTMLInputElement | HTMLSelectElement;
@@ -31,7 +32,8 @@ function fromLauncher(o: ILauncherOption, described: ILaunchOptions | null, laun
     type: offered.length ? 'choice' : o.type,
     default: preset ?? (offered.length ? offered[0] : null),
     choices: offered,
-    required: o.required
+    required: o.required,
+    minimum: 1
   } as IOption;
 }
 
@@ -206,8 +208,11 @@ export class LaunchForm {
         continue;
       }
       if (o.type === 'int') {
-        if (!/^[0-9]+$/.test(raw) || Number(raw) < 1) {
-          errors.set(name, `${o.key} must be a whole number of at least 1, not '${raw}'`);
+        if (!/^[0-9]+$/.test(raw) || Number(raw) < o.minimum) {
+          errors.set(
+            name,
+            `${o.key} must be a whole number of at least ${o.minimum}, not '${raw}'`
+          );
           continue;
         }
         if (Number(raw) !== o.default) {

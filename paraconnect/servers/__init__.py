@@ -30,7 +30,7 @@ takes what the command left behind with it when it ends.
 from ._batch import BatchJob, BatchLauncher, Queued, Scheduler
 from ._enroll import DEFAULT_TOKEN_TTL, HUB_IDENTITY, EnrollServer, enroll, issue_token, retire
 from ._kinds import KINDS, ServerKind, build_kind
-from ._kinds_options import KIND_OPTIONS, KindOption, kind_descriptions
+from ._kinds_options import COMMON_OPTIONS, KIND_OPTIONS, KindOption, kind_descriptions
 from ._launch import Job, JobState, JobStatus, Launcher, LaunchSpec
 from ._launchers import (
     LauncherEntry,
@@ -51,6 +51,7 @@ from ._ssh import SshJob, SshLauncher
 from ._supervisor import RestartPolicy, ServerEvent, Supervisor
 
 __all__ = [
+    "COMMON_OPTIONS",
     "DEFAULT_TOKEN_TTL",
     "FINAL_STATES",
     "HUB_IDENTITY",

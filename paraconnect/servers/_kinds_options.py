@@ -3,7 +3,8 @@
 `build_kind` (``_kinds``) is what enforces them; this table is what the hub tells (op
 ``launch_options``) so the panel's launch form can offer each option with its type, default and
 help, and check it before a launch.  tests/test_launch_options.py builds every kind with each
-described default, so the two cannot drift apart silently.
+described default, so the two cannot drift apart silently.  ``COMMON_OPTIONS`` are those of every
+launch, read by the hub and the supervisor.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, Literal
 
 from ..vocab import KINDS
 
-__all__ = ["KIND_OPTIONS", "KindOption", "kind_descriptions"]
+__all__ = ["COMMON_OPTIONS", "KIND_OPTIONS", "KindOption", "kind_descriptions"]
 
 KindOptionType = Literal["text", "int", "bool", "choice"]
 
@@ -29,6 +30,7 @@ class KindOption:
     type: KindOptionType = "text"
     default: Any = None
     choices: tuple[str, ...] = ()
+    minimum: int = 1  # for int
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -37,6 +39,7 @@ class KindOption:
             "type": self.type,
             "default": self.default,
             "choices": list(self.choices),
+            "minimum": self.minimum,
         }
 
 
@@ -98,6 +101,20 @@ KIND_OPTIONS: Mapping[str, tuple[KindOption, ...]] = {
     ),
 }
 
+# Options of every launch, whatever the kind: the hub and the supervisor read them
+# (RestartPolicy.from_options, the job's wall time).
+COMMON_OPTIONS: tuple[KindOption, ...] = (
+    KindOption("walltime", "wall-time limit of the job, in seconds; unset: none", "int"),
+    KindOption(
+        "restart_policy",
+        "relaunch the agent's job when it fails",
+        "choice",
+        "never",
+        ("never", "on-failure"),
+    ),
+    KindOption("restart_limit", "relaunches at most, with on-failure", "int", 3, minimum=0),
+)
+
 _SUMMARY = {
     "builtin": "paraconnect's own VTK renderer (RemoteView in a notebook)",
     "pvserver": "ParaView's pvserver (connect pvpython or the ParaView GUI to it)",
@@ -112,7 +129,7 @@ def kind_descriptions() -> list[dict[str, Any]]:
             "name": kind,
             "summary": _SUMMARY[kind],
             "needs_command": kind == "command",
-            "options": [o.as_dict() for o in KIND_OPTIONS[kind]],
+            "options": [o.as_dict() for o in (*KIND_OPTIONS[kind], *COMMON_OPTIONS)],
         }
         for kind in KINDS
     ]
