@@ -63,7 +63,7 @@ def _routes() -> list[tuple[str, str]]:
 
 def test_every_route_refuses_a_request_without_credentials(server: JupyterServer) -> None:
     routes = _routes()
-    assert len(routes) == 24 and ("paraconnect/api/events", "GET") in routes
+    assert len(routes) == 25 and ("paraconnect/api/events", "GET") in routes
     assert ("paraconnect/api/servers/1/view", "GET") in routes
     for _pattern, cls in handlers:
         assert issubclass(cls, APIHandler) or (
@@ -163,6 +163,29 @@ def test_hub_info_and_config(server: JupyterServer) -> None:
     # Kernels find this hub through the runtime file.
     runtime = json.loads((server.home / "run" / "hub.json").read_text())
     assert runtime["pid"] == server.process.pid and runtime["control"] == info["control"]
+
+
+def test_launch_options_describe_kinds_launchers_and_this_hubs_rules(
+    server: JupyterServer,
+) -> None:
+    described = server.ok("GET", "launch-options")
+    kinds = {k["name"]: k for k in described["kinds"]}
+    assert list(kinds) == ["builtin", "pvserver", "command"]
+    [ranks] = [o for o in kinds["pvserver"]["options"] if o["key"] == "ranks"]
+    assert ranks["type"] == "int" and ranks["default"] is None and ranks["help"]
+    [xvfb] = [o for o in kinds["pvserver"]["options"] if o["key"] == "xvfb"]
+    assert xvfb["choices"] == ["auto", "always", "never"] and xvfb["default"] == "auto"
+    assert kinds["command"]["needs_command"] and not kinds["builtin"]["needs_command"]
+    launchers = {entry["name"]: entry for entry in described["launchers"]}
+    assert launchers["ssh"]["options"][0] == {
+        "key": "host", "help": "host name or ssh config alias", "required": True,
+        "type": "text", "flag": "--host",
+    }  # fmt: skip
+    assert not launchers["manual"]["hub_runs"]
+    assert described["modes"] == ["reverse", "forward"]
+    # This server's launch rules (EXTRA_ARGS), so the form offers only what a launch may use.
+    assert described["rules"]["ssh_hosts"] == ["node7"]
+    assert described["rules"]["max_servers"] == 1
 
 
 def test_sessions_friends_revocation_policy_round_trip(

@@ -53,16 +53,26 @@ def test_the_launch_form_offers_a_launcher_registered_in_the_server(
         # 'manual' is not offered: the hub does not run it (the "Copy agent command" button).
         expect(choices).to_have_text(["local", "ssh", "slurm", "tiny"])
         form.locator("select[name=launcher]").select_option("tiny")
-        box = form.locator("textarea[name=launcher_options]")
-        expect(box).to_have_attribute("placeholder", "flavour=… (required), run_root=…")
-        expect(box).to_have_attribute(
-            "title", "a test launcher\nflavour: which flavour of tiny\nrun_root: where job "
-            "directories go"
-        )  # fmt: skip
+        # Its options as fields of their own, each with its help; the required one marked.
+        expect(form.locator("[data-hint=launcher]")).to_have_text("a test launcher")
+        fields = form.locator("[data-options=launcher] [data-option]")
+        expect(fields).to_have_count(2)
+        flavour = form.locator("input[name='launcher_options.flavour']")
+        expect(flavour).to_have_attribute("title", "which flavour of tiny")
+        expect(flavour).to_have_attribute("required", "")
+        expect(form.locator("input[name='launcher_options.run_root']")).to_have_attribute(
+            "title", "where job directories go"
+        )
         form.locator("select[name=kind]").select_option("command")
-        box.fill("flavour=mint")
         program = f"{sys.executable} -m http.server --bind 127.0.0.1 {{port}}"
         form.locator("input[name=command]").fill(program)
+        # Without the required option the form says so under the field and sends nothing.
+        form.get_by_role("button", name="Launch", exact=True).click()
+        expect(form.locator("[data-error-for='launcher_options.flavour']")).to_have_text(
+            "flavour is required: which flavour of tiny"
+        )
+        assert lab.ok("GET", "servers") == []
+        flavour.fill("mint")
         form.get_by_role("button", name="Launch", exact=True).click()
         card = panel.locator(".pc-card[data-server]")
         expect(card).to_have_count(1)

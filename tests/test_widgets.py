@@ -80,6 +80,14 @@ def test_phone_home_watcher_follows_events_and_rejects(api_hub: Hub) -> None:
     assert api_hub.request("server", id=srv.id)["state"] == "stopped"
     assert srv.id not in watcher.servers
     watcher.close()
+    # A watcher that also lists ended servers offers nothing to decide for them: the row says
+    # it ended, with no accept or reject button.
+    history = PhoneHomeWatcher(s, hub=api_hub, show_final=True)
+    assert history.servers[srv.id]["state"] == "stopped"
+    assert srv.id not in history.buttons
+    labels = [c.value for c in history.table.children if hasattr(c, "value")]
+    assert "ended" in labels and "accept" not in str(history.table.children)
+    history.close()
 
 
 def test_remote_view_drag_wheel_and_save(api_hub: Hub, tmp_path: Path) -> None:

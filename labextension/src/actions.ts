@@ -1,10 +1,14 @@
+import { JupyterFrontEnd } from '@jupyterlab/application';
 import { Clipboard, Dialog, Notification, showDialog } from '@jupyterlab/apputils';
 import { Widget } from '@lumino/widgets';
 
 import { IAgentCommand, ICert, IFriendIssued, IServerInfo, ISessionInfo } from './api';
 import { h } from './dom';
 import { HubModel } from './model';
+import { NotebookBridge } from './notebook';
 import { requestAPI } from './request';
+import { notebookCode, paraviewLines } from './snippets';
+import { openView } from './viewtab';
 
 const enc = encodeURIComponent;
 
@@ -30,7 +34,38 @@ export interface ILaunch {
 
 /** What the panel and the palette commands do, each one REST call and a model refresh. */
 export class Actions {
-  constructor(readonly model: HubModel) {}
+  constructor(
+    readonly model: HubModel,
+    readonly notebooks: NotebookBridge | null = null,
+    readonly app: JupyterFrontEnd | null = null
+  ) {}
+
+  /** A built-in renderer's live picture in a main-area tab. */
+  openView(s: IServerInfo): void {
+    if (this.app) {
+      openView(this.app, s);
+    }
+  }
+
+  /** Put the code that reaches server `s` into the active notebook, below its active cell. */
+  insertCode(s: IServerInfo): void {
+    this.notebooks?.insert(notebookCode(s));
+  }
+
+  /** Copy the line that connects pvpython to a pvserver; the toast also gives the GUI's. */
+  copyParaview(s: IServerInfo): void {
+    const lines = paraviewLines(s);
+    if (!lines) {
+      return;
+    }
+    Clipboard.copyToSystem(lines.python);
+    Notification.info(
+      `Copied: ${lines.python} (for pvpython or ParaView's Python shell; the ParaView GUI: ` +
+        `${lines.gui}). pvserver ends when its client leaves: ParaView state is not kept ` +
+        'between clients.',
+      { autoClose: 8000 }
+    );
+  }
 
   async createSession(name: string, key_type: string, days: number, level: string): Promise<void> {
     const info = await attempt('Creating the session failed', () =>

@@ -75,6 +75,35 @@ export interface ILauncherInfo {
   options: ILauncherOption[];
 }
 
+/** One option of a server kind (GET /launch-options; paraconnect/servers/_kinds_options.py). */
+export interface IKindOption {
+  key: string;
+  help: string;
+  type: 'text' | 'int' | 'bool' | 'choice';
+  default: string | number | boolean | null;
+  choices: string[];
+  minimum: number;
+}
+
+export interface IKindInfo {
+  name: string;
+  summary: string;
+  needs_command: boolean;
+  options: IKindOption[];
+}
+
+/** What a launch form offers (GET /launch-options, op launch_options). */
+export interface ILaunchOptions {
+  kinds: IKindInfo[];
+  launchers: ILauncherInfo[];
+  modes: string[];
+  rules: {
+    max_servers: number;
+    ssh_hosts: string[];
+    slurm_defaults: Record<string, unknown>;
+  };
+}
+
 /** What GET /hub tells (docs/hub-api.md); only what the panel reads. */
 export interface IHubInfo {
   version: string;

@@ -103,35 +103,6 @@ export function ago(seconds: number | null | undefined): string {
   return when(seconds);
 }
 
-/** `key=value` lines (or a JSON object) into an object; numbers and booleans typed. */
-export function parseOptions(text: string): Record<string, unknown> {
-  const trimmed = text.trim();
-  if (!trimmed) {
-    return {};
-  }
-  if (trimmed.startsWith('{')) {
-    return JSON.parse(trimmed);
-  }
-  const out: Record<string, unknown> = {};
-  for (const line of trimmed.split(/[\n,]+/)) {
-    const at = line.indexOf('=');
-    if (at < 0) {
-      throw new Error(`option '${line.trim()}' is not key=value`);
-    }
-    const key = line.slice(0, at).trim();
-    const raw = line.slice(at + 1).trim();
-    out[key] =
-      raw === 'true'
-        ? true
-        : raw === 'false'
-          ? false
-          : raw !== '' && !isNaN(Number(raw))
-            ? Number(raw)
-            : raw;
-  }
-  return out;
-}
-
 /** A shell-like split for the `command` kind's program line (quotes, no expansion). */
 export function splitCommand(text: string): string[] {
   const out: string[] = [];

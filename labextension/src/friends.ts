@@ -34,6 +34,19 @@ export class FriendsSection {
     if (m.selected) {
       this._session.value = m.selected;
     }
+    // No session, nothing to issue from: the form stays shut (and says why) until one exists,
+    // then opens once by itself.
+    const none = !m.sessions.length;
+    this._issue.dataset.disabled = String(none);
+    this._issueTitle.textContent = none
+      ? 'Issue a bundle (create a session first)'
+      : 'Issue a bundle';
+    if (none) {
+      this._issue.open = false;
+    } else if (!this._opened) {
+      this._opened = true;
+      this._issue.open = true;
+    }
     const friends = m.selected ? (m.friends.get(m.selected) ?? []) : [];
     this._list.replaceChildren(
       ...(friends.length
@@ -108,10 +121,11 @@ export class FriendsSection {
         node.value = '';
       }
     };
-    return h(
+    this._issueTitle = h('summary', {}, 'Issue a bundle');
+    this._issue = h(
       'details',
-      { class: 'pc-form', 'data-form': 'friend', open: true },
-      h('summary', {}, 'Issue a bundle'),
+      { class: 'pc-form', 'data-form': 'friend' },
+      this._issueTitle,
       h(
         'div',
         { class: 'pc-grid' },
@@ -122,8 +136,17 @@ export class FriendsSection {
       field("Friend's node ID (level mutual)", node),
       button('Issue bundle', () => void issue(), { class: 'jp-mod-accept' })
     );
+    this._issue.addEventListener('toggle', () => {
+      if (this._issue.open && !this.model.sessions.length) {
+        this._issue.open = false;
+      }
+    });
+    return this._issue;
   }
 
   private _list: HTMLElement;
   private _session: HTMLSelectElement;
+  private _issue!: HTMLDetailsElement;
+  private _issueTitle!: HTMLElement;
+  private _opened = false;
 }

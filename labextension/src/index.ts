@@ -5,6 +5,7 @@ import { LabIcon } from '@jupyterlab/ui-components';
 import { Actions } from './actions';
 import { HubEvent } from './api';
 import { HubModel } from './model';
+import { NotebookBridge } from './notebook';
 import { ParaconnectPanel } from './panel';
 import { CommandIDs, KEY_TYPES, LEVELS, PLUGIN_ID } from './tokens';
 
@@ -47,7 +48,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     restorer: ILayoutRestorer | null
   ) => {
     const model = new HubModel();
-    const actions = new Actions(model);
+    const actions = new Actions(model, new NotebookBridge(app, model), app);
     const panel = new ParaconnectPanel(model, actions);
     panel.title.icon = paraconnectIcon;
     app.shell.add(panel, 'left', { rank: 650 });

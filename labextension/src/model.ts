@@ -5,6 +5,7 @@ import {
   ICert,
   IHubInfo,
   ILauncherInfo,
+  ILaunchOptions,
   IServerInfo,
   ISessionDetail,
   ISessionInfo
@@ -25,6 +26,10 @@ export class HubModel {
   servers = new Map<string, IServerInfo>();
   /** The launchers the hub has registered (GET /hub); empty until it answers. */
   launchers: ILauncherInfo[] = [];
+  /** What the launch form offers (GET /launch-options); null until the hub answers. */
+  launchOptions: ILaunchOptions | null = null;
+  /** The session the active notebook uses (its code names it), and that notebook's path. */
+  followed: { session: string; notebook: string } | null = null;
   selected: string | null = null;
   error: string | null = null;
   live = false;
@@ -47,15 +52,35 @@ export class HubModel {
     this._changed.emit();
   }
 
+  /**
+   * The active notebook names `sessions` in its code (first first): select the first one the
+   * hub knows, and say so. A choice the user makes in the panel stands until the notebook
+   * changes or another notebook becomes active.
+   */
+  follow(notebook: string | null, sessions: string[]): void {
+    const known = sessions.find(name => this.sessions.some(s => s.name === name));
+    const next = notebook && known ? { session: known, notebook } : null;
+    if (next?.session === this.followed?.session && next?.notebook === this.followed?.notebook) {
+      return;
+    }
+    this.followed = next;
+    if (next) {
+      this.selected = next.session;
+    }
+    this._changed.emit();
+  }
+
   async reload(): Promise<void> {
     try {
-      const [sessions, servers, hub] = await Promise.all([
+      const [sessions, servers, hub, launchOptions] = await Promise.all([
         requestAPI<ISessionInfo[]>('sessions'),
         requestAPI<IServerInfo[]>('servers'),
-        requestAPI<IHubInfo>('hub')
+        requestAPI<IHubInfo>('hub'),
+        requestAPI<ILaunchOptions>('launch-options')
       ]);
       this.sessions = sessions;
       this.launchers = hub.launchers ?? [];
+      this.launchOptions = launchOptions;
       this.servers = new Map(servers.map(s => [s.id, s]));
       if (!this.selected || !sessions.some(s => s.name === this.selected)) {
         this.selected = sessions.length ? sessions[0].name : null;

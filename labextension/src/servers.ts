@@ -1,20 +1,15 @@
-import { ILauncherInfo, IServerInfo } from './api';
-import { Actions, ILaunch } from './actions';
-import {
-  ago,
-  button,
-  field,
-  h,
-  input,
-  parseOptions,
-  select,
-  splitCommand,
-  syncOptions
-} from './dom';
+import { IServerInfo } from './api';
+import { Actions } from './actions';
+import { ago, button, h, select, syncOptions } from './dom';
+import { LaunchForm } from './launchform';
 import { HubModel } from './model';
-import { FINAL_STATES, LAUNCHERS, MODES, SERVER_KINDS, STATE_TONE } from './tokens';
+import { paraviewLines } from './snippets';
+import { FINAL_STATES, STATE_TONE } from './tokens';
 
-/** Servers: every server the hub knows, however it was started, and a launch form. */
+/**
+ * Servers: every server the hub knows, however it was started; the live ones on top, the
+ * stopped and failed ones in a history that stays folded unless opened; and a launch form.
+ */
 export class ServersSection {
   readonly node: HTMLElement;
 
@@ -22,21 +17,24 @@ export class ServersSection {
     private model: HubModel,
     private actions: Actions
   ) {
-    this._list = h('div', { class: 'pc-list' });
+    this._list = h('div', { class: 'pc-list', 'data-list': 'live' });
+    this._pastList = h('div', { class: 'pc-list', 'data-list': 'history' });
+    this._pastTitle = h('summary', { class: 'pc-history-title' }, 'History');
+    this._past = h(
+      'details',
+      { class: 'pc-history', 'data-section': 'history' },
+      this._pastTitle,
+      this._pastList
+    );
     this._session = select('session', []);
-    this._launcher = select('launcher', LAUNCHERS, 'local');
-    this._launcherOptions = h('textarea', {
-      name: 'launcher_options',
-      class: 'jp-mod-styled',
-      rows: 2
-    });
-    this._launcher.addEventListener('change', () => this._describeLauncher());
+    this._form = new LaunchForm(model, actions, this._session);
     this.node = h(
       'details',
       { class: 'pc-section', 'data-section': 'servers', open: true },
       h('summary', { class: 'pc-section-title' }, 'Servers'),
       this._list,
-      this._form()
+      this._past,
+      this._form.node
     );
   }
 
@@ -47,25 +45,28 @@ export class ServersSection {
       m.sessions.map(s => s.name),
       m.selected
     );
-    // The launchers the hub runs itself ('manual' is the "Copy agent command" button).
-    const runs = m.launchers.filter(l => l.hub_runs).map(l => l.name);
-    syncOptions(this._launcher, runs.length ? runs : LAUNCHERS, 'local');
-    this._describeLauncher();
-    // Live ones first, then the newest.
-    const servers = [...m.servers.values()].sort(
-      (a, b) =>
-        Number(FINAL_STATES.has(a.state)) - Number(FINAL_STATES.has(b.state)) ||
-        b.created - a.created
-    );
+    this._form.render();
+    const newest = (a: IServerInfo, b: IServerInfo) => b.created - a.created;
+    const all = [...m.servers.values()];
+    const live = all.filter(s => !FINAL_STATES.has(s.state)).sort(newest);
+    // The history is ordered by when each server ended, the latest first.
+    const past = all
+      .filter(s => FINAL_STATES.has(s.state))
+      .sort((a, b) => b.updated - a.updated || newest(a, b));
     this._list.replaceChildren(
-      ...(servers.length
-        ? servers.map(s => this._card(s))
-        : [h('div', { class: 'pc-empty' }, 'No server yet.')])
+      ...(live.length
+        ? live.map(s => this._card(s))
+        : [h('div', { class: 'pc-empty' }, all.length ? 'None running.' : 'No server yet.')])
     );
+    this._past.hidden = !past.length;
+    this._past.dataset.count = String(past.length);
+    this._pastTitle.textContent = `History (${past.length} stopped or failed)`;
+    this._pastList.replaceChildren(...past.map(s => this._card(s)));
   }
 
   private _card(s: IServerInfo): HTMLElement {
     const final = FINAL_STATES.has(s.state);
+    const pv = paraviewLines(s);
     return h(
       'div',
       {
@@ -88,36 +89,56 @@ export class ServersSection {
         { class: 'pc-muted' },
         `${s.kind} · ${s.mode} · ${s.launcher} · session ${s.session}`
       ),
-      h(
-        'dl',
-        { class: 'pc-facts' },
-        h('dt', {}, 'Identity'),
-        h('dd', { class: 'pc-ellipsis', title: s.peer ?? '' }, s.peer ?? '–'),
-        h('dt', {}, 'Address'),
-        h('dd', { class: 'pc-mono' }, s.where ?? s.host ?? '–'),
-        s.local
-          ? [
-              h('dt', {}, 'Local'),
-              h('dd', { class: 'pc-mono', title: 'point your client here' }, s.local)
-            ]
-          : null,
-        s.mode === 'reverse'
-          ? [
-              h('dt', {}, 'Phoned'),
-              h(
-                'dd',
-                {},
-                `${s.attempts} time${s.attempts === 1 ? '' : 's'}, last ${ago(s.last_phone_home)}`
-              )
-            ]
-          : [h('dt', {}, 'Reached'), h('dd', {}, ago(s.last_phone_home))],
-        s.streams ? [h('dt', {}, 'Streams'), h('dd', {}, `${s.streams} open`)] : null,
-        s.job_id ? [h('dt', {}, 'Job'), h('dd', { class: 'pc-mono' }, s.job_id)] : null
-      ),
+      final
+        ? null
+        : h(
+            'dl',
+            { class: 'pc-facts' },
+            h('dt', {}, 'Identity'),
+            h('dd', { class: 'pc-ellipsis', title: s.peer ?? '' }, s.peer ?? '–'),
+            h('dt', {}, 'Address'),
+            h('dd', { class: 'pc-mono' }, s.where ?? s.host ?? '–'),
+            s.local
+              ? [
+                  h('dt', {}, 'Local'),
+                  h('dd', { class: 'pc-mono', title: 'point your client here' }, s.local)
+                ]
+              : null,
+            s.mode === 'reverse'
+              ? [
+                  h('dt', {}, 'Phoned'),
+                  h(
+                    'dd',
+                    {},
+                    `${s.attempts} time${s.attempts === 1 ? '' : 's'}, last ${ago(s.last_phone_home)}`
+                  )
+                ]
+              : [h('dt', {}, 'Reached'), h('dd', {}, ago(s.last_phone_home))],
+            s.streams ? [h('dt', {}, 'Streams'), h('dd', {}, `${s.streams} open`)] : null,
+            s.job_id ? [h('dt', {}, 'Job'), h('dd', { class: 'pc-mono' }, s.job_id)] : null
+          ),
       s.reason ? h('div', { class: 'pc-reason', title: s.reason }, s.reason) : null,
       h(
         'div',
         { class: 'pc-actions' },
+        final
+          ? null
+          : button('Insert code', () => this.actions.insertCode(s), {
+              'data-action': 'insert',
+              title: 'Put the code that reaches this server into the active notebook'
+            }),
+        s.kind === 'builtin' && s.local && !final
+          ? button('Open view', () => this.actions.openView(s), {
+              'data-action': 'view',
+              title: 'The live picture in a tab (drag rotates, the wheel zooms)'
+            })
+          : null,
+        pv
+          ? button('Copy ParaView line', () => this.actions.copyParaview(s), {
+              'data-action': 'copy-paraview',
+              title: `pvpython or ParaView's Python shell: ${pv.python}\nthe GUI: ${pv.gui}`
+            })
+          : null,
         button('Logs', () => void this.actions.logs(s.id), { 'data-action': 'logs' }),
         final
           ? null
@@ -129,100 +150,10 @@ export class ServersSection {
     );
   }
 
-  /** The chosen launcher's options, as the hub describes them, in the options box's hints. */
-  private _describeLauncher(): void {
-    const info: ILauncherInfo | undefined = this.model.launchers.find(
-      l => l.name === this._launcher.value
-    );
-    const options = info?.options ?? [];
-    const box = this._launcherOptions;
-    box.placeholder = options.length
-      ? options.map(o => `${o.key}=…${o.required ? ' (required)' : ''}`).join(', ')
-      : 'key=value, one a line';
-    box.title = [info?.summary ?? '', ...options.map(o => `${o.key}: ${o.help}`)]
-      .filter(line => line)
-      .join('\n');
-    box.dataset.launcher = this._launcher.value;
-  }
-
-  private _form(): HTMLElement {
-    const kind = select('kind', SERVER_KINDS, 'builtin');
-    const launcher = this._launcher;
-    const mode = select('mode', MODES, 'reverse');
-    const options = h('textarea', {
-      name: 'options',
-      class: 'jp-mod-styled',
-      rows: 2,
-      placeholder: 'key=value, one a line'
-    });
-    const launcherOptions = this._launcherOptions;
-    const command = input('command', {
-      placeholder: 'command kind: python3 -m http.server {port}'
-    });
-    const spec = (): ILaunch | null => {
-      try {
-        return {
-          kind: kind.value,
-          launcher: launcher.value,
-          session: this._session.value || 'default',
-          mode: mode.value,
-          options: parseOptions(options.value),
-          launcher_options: parseOptions(launcherOptions.value),
-          command: splitCommand(command.value)
-        };
-      } catch (error) {
-        options.setCustomValidity((error as Error).message);
-        options.reportValidity();
-        return null;
-      }
-    };
-    const launch = () => {
-      const s = spec();
-      if (s) {
-        void this.actions.launch(s);
-      }
-    };
-    const agent = () => {
-      const s = spec();
-      if (s) {
-        void this.actions.agentCommand({
-          kind: s.kind,
-          session: s.session,
-          options: s.options,
-          command: s.command
-        });
-      }
-    };
-    options.addEventListener('input', () => options.setCustomValidity(''));
-    return h(
-      'details',
-      { class: 'pc-form', 'data-form': 'launch' },
-      h('summary', {}, 'Launch a server'),
-      h(
-        'div',
-        { class: 'pc-grid' },
-        field('Kind', kind),
-        field('Launcher', launcher),
-        field('Session', this._session),
-        field('Mode', mode)
-      ),
-      field('Options', options),
-      field('Launcher options', launcherOptions),
-      field('Command', command),
-      h(
-        'div',
-        { class: 'pc-actions' },
-        button('Launch', launch, { class: 'jp-mod-accept' }),
-        button('Copy agent command', agent, {
-          title:
-            'A shell line that starts this server by hand on a remote host; it phones home here'
-        })
-      )
-    );
-  }
-
   private _list: HTMLElement;
+  private _past: HTMLDetailsElement;
+  private _pastTitle: HTMLElement;
+  private _pastList: HTMLElement;
   private _session: HTMLSelectElement;
-  private _launcher: HTMLSelectElement;
-  private _launcherOptions: HTMLTextAreaElement;
+  private _form: LaunchForm;
 }

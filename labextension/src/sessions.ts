@@ -38,6 +38,16 @@ export class SessionsSection {
                 onclick: () => m.select(s.name)
               },
               h('span', { class: 'pc-name' }, s.name),
+              m.followed?.session === s.name
+                ? h(
+                    'span',
+                    {
+                      class: 'pc-chip pc-followed',
+                      title: `the active notebook ${m.followed.notebook} uses this session`
+                    },
+                    'notebook'
+                  )
+                : null,
               h('span', { class: 'pc-chip' }, s.level),
               h('span', { class: 'pc-muted' }, s.key_type),
               h('span', {

@@ -22,6 +22,8 @@ from .._fs import ensure_private_dir, read_private
 from .._version import __version__
 from ..errors import ConfigError, NetworkError, NotFoundError, ProtocolError
 from ..pki import Record, Session
+from ..servers import kind_descriptions, launcher_entries
+from ..vocab import Mode, choices
 
 if TYPE_CHECKING:
     from ._core import Hub
@@ -338,6 +340,23 @@ async def _launch(hub: Hub, fields: Mapping[str, Any]) -> Any:
         launcher_options,
     )
     return info.as_dict()
+
+
+@op("launch_options")
+async def _launch_options(hub: Hub, fields: Mapping[str, Any]) -> Any:
+    # What a launch form offers: described here, next to the rules the launch op applies, so
+    # the panel builds its fields from this and never from a copy of its own.
+    rules = hub.rules
+    return {
+        "kinds": kind_descriptions(),
+        "launchers": [entry.as_dict() for entry in launcher_entries()],
+        "modes": choices(Mode),
+        "rules": {
+            "max_servers": rules.max_servers,
+            "ssh_hosts": list(rules.ssh_hosts),
+            "slurm_defaults": dict(rules.slurm_defaults),
+        },
+    }
 
 
 @op("agent_command")

@@ -251,6 +251,13 @@ class LogsHandler(_Handler):
         await self.answer("logs", id=server_id, tail=self.query("tail", int))
 
 
+class LaunchOptionsHandler(_Handler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        await self.answer("launch_options")
+
+
 class ListenersHandler(_Handler):
     @web.authenticated
     @authorized
@@ -293,6 +300,7 @@ handlers: list[tuple[str, type[web.RequestHandler]]] = [
     (rf"{API}/servers/{_ID}", ServerHandler),
     (rf"{API}/servers/{_ID}/logs", LogsHandler),
     (rf"{API}/servers/{_ID}/view", ViewHandler),
+    (rf"{API}/launch-options", LaunchOptionsHandler),
     (rf"{API}/listeners", ListenersHandler),
     (rf"{API}/accounting", AccountingHandler),
     (rf"{API}/events", EventsHandler),

@@ -39,6 +39,7 @@ from ._enroll import (
     retire,
 )
 from ._kinds import KINDS, ServerKind, build_kind
+from ._kinds_options import COMMON_OPTIONS, KIND_OPTIONS, KindOption, kind_descriptions
 from ._launch import Job, JobState, JobStatus, Launcher, LaunchSpec
 from ._launchers import (
     LauncherEntry,
@@ -59,10 +60,12 @@ from ._ssh import SshJob, SshLauncher
 from ._supervisor import RestartPolicy, ServerEvent, Supervisor
 
 __all__ = [
+    "COMMON_OPTIONS",
     "DEFAULT_TOKEN_TTL",
     "FINAL_STATES",
     "HUB_IDENTITY",
     "KINDS",
+    "KIND_OPTIONS",
     "REPORT_FILE",
     "BatchJob",
     "BatchLauncher",
@@ -70,6 +73,7 @@ __all__ = [
     "Job",
     "JobState",
     "JobStatus",
+    "KindOption",
     "LaunchSpec",
     "Launcher",
     "LauncherEntry",
@@ -93,6 +97,7 @@ __all__ = [
     "build_kind",
     "enroll",
     "issue_token",
+    "kind_descriptions",
     "launcher_class",
     "launcher_entries",
     "launcher_entry",

@@ -67,11 +67,16 @@ class ServerKind:
     agent_args: tuple[str, ...] = ()  # options of `paraconnect serve` the kind asks for
 
 
+def _bool(options: Mapping[str, Any], key: str) -> bool:
+    # Strict: the string "false" from a form or a JSON typo must not switch an option on.
+    value = options.get(key, False)
+    if type(value) is not bool:
+        raise ConfigError(f"option {key} must be true or false, not {value!r}")
+    return value
+
+
 def _agent_args(options: Mapping[str, Any]) -> tuple[str, ...]:
-    shared = options.get("shared_leg", False)
-    if type(shared) is not bool:
-        raise ConfigError(f"option shared_leg must be true or false, not {shared!r}")
-    return ("--shared-leg",) if shared else ()
+    return ("--shared-leg",) if _bool(options, "shared_leg") else ()
 
 
 def _python(options: Mapping[str, Any]) -> str:
@@ -112,7 +117,7 @@ def build_kind(
             argv.append("--no-mpi")
         else:
             argv = [str(opts.get("mpiexec", "mpiexec")), "-n", str(ranks), *argv]
-        reverse = bool(opts.get("pv_reverse", False))
+        reverse = _bool(opts, "pv_reverse")
         if reverse:
             # Hardened: pvserver dials a loopback port of our bridge; nothing listens on the
             # host's network (see _kinds_pvrc).
@@ -172,10 +177,12 @@ def build_kind(
             flag = "--log" if probe == "log" else "--http"
             wrapper = [
                 *(_python(opts), "-m", "paraconnect.servers._kinds_probe", "--unix", "{unix}"),
-                *(flag, target, "--timeout", str(opts.get("probe_timeout", 60))),
+                *(flag, target, "--timeout", str(_int(opts, "probe_timeout", 60))),
             ]
             argv = [*wrapper, "--", *(a.replace("{port}", "{inner_port}") for a in argv)]
-        restart = str(opts.get("restart", "no"))
+        restart = opts.get("restart", "no")
+        if restart not in ("no", "on-failure", "always"):
+            raise ConfigError(f"option restart {restart!r}: choose no, on-failure or always")
         program = tuple(argv)
         return ServerKind(
             "command", program, restart=restart, options=opts, agent_args=_agent_args(opts)

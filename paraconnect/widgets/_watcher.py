@@ -100,20 +100,26 @@ class PhoneHomeWatcher(w.VBox, EventDriven):  # type: ignore[misc]  # ipywidgets
         cells: list[w.Widget] = [w.HTML(f"<b>{c}</b>") for c in COLUMNS]
         buttons = {}
         for sid, info in sorted(self.servers.items(), key=lambda kv: kv[1].get("created") or 0):
-            accept = button("accept", "success", f"allow {sid} in the session's policy")
-            reject = button("reject", "danger", f"deny {sid} and stop it")
-            accept.on_click(lambda _b, s=sid: self.accept(s))
-            reject.on_click(lambda _b, s=sid: self.reject(s))
             verdict = self.verdicts.get(sid)
-            accept.disabled = verdict == "allow"
-            reject.disabled = verdict == "deny"
-            buttons[sid] = (accept, reject)
+            if info.get("state") in FINAL_STATES:
+                # It will not phone home again: nothing is left to accept or reject (rows of
+                # ended servers show with show_final=True).
+                done = {"allow": "accepted", "deny": "rejected"}.get(verdict or "", "ended")
+                cells.append(w.Label(done))
+            else:
+                accept = button("accept", "success", f"allow {sid} in the session's policy")
+                reject = button("reject", "danger", f"deny {sid} and stop it")
+                accept.on_click(lambda _b, s=sid: self.accept(s))
+                reject.on_click(lambda _b, s=sid: self.reject(s))
+                accept.disabled = verdict == "allow"
+                reject.disabled = verdict == "deny"
+                buttons[sid] = (accept, reject)
+                cells.append(w.HBox([accept, reject]))
             peer = str(info.get("peer") or "-")
             row = (
                 sid, _shorten_ids(peer), info.get("where") or "-", info.get("state"),
                 info.get("attempts", 0), _clock(info.get("last_phone_home")),
             )  # fmt: skip
-            cells.append(w.HBox([accept, reject]))
             cells += [w.Label(str(v), tooltip=peer if i == 1 else None) for i, v in enumerate(row)]
         self.buttons = buttons
         self.table.children = cells
