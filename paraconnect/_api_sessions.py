@@ -9,19 +9,25 @@ use, as ``paraconnect launch`` makes it.
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import functools
+import html
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._fs import read_private
+from ._fs import read_private, write_atomic
 from ._runtime import Runtime, runtime
 from .errors import ConfigError, CredentialError
 from .hub import HubEvents
 from .pki import check_name, no_such_session
 
-__all__ = ["DEFAULT", "Hub", "PassphraseSource", "alaunch", "aopen_session", "hub"]
+__all__ = [
+    "DEFAULT", "Bundle", "Hub", "PassphraseSource", "alaunch", "aopen_session", "ashare", "hub",
+]  # fmt: skip
 
 # -- the hub ---------------------------------------------------------------------------------
 
@@ -192,3 +198,62 @@ async def alaunch(
         "agent_command", kind=kind, session=session, options=options, command=command
     )
     return dict(got["server"]), {"command": str(got["command"]), "expires": got["expires"]}
+
+
+# -- friend bundles ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A friend's PKCS#12 bundle (encrypted with the passphrase given at issue)."""
+
+    session: str
+    friend: str
+    serial: str
+    filename: str
+    data: bytes = dataclasses.field(repr=False)
+    not_after: str
+    path: Path | None = None
+
+    def save(self, path: Path | str) -> Path:
+        out = Path(path)
+        write_atomic(out, self.data, mode=0o600)
+        return out
+
+    def __repr__(self) -> str:
+        # What a notebook shows for `bundle`: who and what it is, never its (encrypted) bytes.
+        where = f"saved to {self.path}" if self.path else "not saved yet: .save(PATH)"
+        return (
+            f"<paraconnect.Bundle {self.filename!r}: client certificate for {self.friend!r} "
+            f"in session {self.session!r}, serial {self.serial}, valid until {self.not_after}, "
+            f"{len(self.data)} bytes of encrypted PKCS#12, {where}>"
+        )
+
+    def _repr_html_(self) -> str:
+        b64 = base64.b64encode(self.data).decode()
+        name = html.escape(self.filename)
+        return (
+            f"<a download='{name}' href='data:application/x-pkcs12;base64,{b64}'>"
+            f"download {name}</a> (for {html.escape(self.friend)}, serial {self.serial}, "
+            f"valid until {html.escape(self.not_after)}; send the passphrase another way)"
+        )
+
+
+async def ashare(
+    rt: Runtime,
+    session: str,
+    name: str,
+    passphrase: str,
+    days: float = 7,
+    unique_id: str | None = None,
+) -> Bundle:
+    issued = await rt.request(
+        "friend_issue", session=session, name=name, passphrase=passphrase, days=days,
+        unique_id=unique_id,
+    )  # fmt: skip
+    cert = issued["certificate"]
+    got = await rt.request("friend_bundle", session=session, serial=cert["serial"])
+    return Bundle(
+        session, name, str(cert["serial"]), str(got["filename"]),
+        base64.b64decode(got["data_b64"]), str(cert["not_after"]),
+    )  # fmt: skip

@@ -123,7 +123,7 @@ def test_server_view_of_a_file_on_its_host(api_hub: Hub, tmp_path: Path) -> None
 
     data = tmp_path / "field.vti"
     write_edge_on(data)
-    srv = pc.connect_reverse(kind="builtin", session="lab")
+    srv = pc.connect_reverse(kind="builtin", session=pc.Session.create("lab"))
     srv.wait_connected(timeout=60, quiet=True)
     with pytest.raises(ConfigError, match="give dataset= or path=, not both"):
         srv.view(dataset="cone", path=str(data))

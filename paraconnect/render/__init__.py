@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .._lazy import lazy_exports
-from ._client import AsyncRenderClient, Frame, RemoteRenderError, RenderClient, RenderTimeout
+from ._blocking import RenderClient
+from ._client import AsyncRenderClient, Frame, RemoteRenderError, RenderTimeout
 from ._protocol import DATASETS, FORMATS, MAX_HEADER, FrameDecoder
 from ._protocol import VERSION as PROTOCOL_VERSION
 

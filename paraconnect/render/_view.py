@@ -19,7 +19,8 @@ import anywidget
 import traitlets
 
 from ..errors import ConfigError
-from ._client import Frame, RenderClient
+from ._blocking import RenderClient
+from ._client import Frame
 
 __all__ = ["RemoteView"]
 
