@@ -328,6 +328,8 @@ def _serve(args: argparse.Namespace) -> int:
         insecure=args.insecure,
         handshake_timeout=args.handshake_timeout,
         proxy_protocol=args.proxy_protocol,
+        # An enrolled agent's key was made here: it renews it with the hub that certified it.
+        renew=bool(getattr(args, "enroll", None)),
     )
 
     async def main() -> int:

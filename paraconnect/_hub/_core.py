@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import secrets
 import shlex
@@ -42,6 +43,7 @@ from ..servers import (
     ServerRegistry,
     Supervisor,
     build_kind,
+    cert_lifetime_days,
     issue_token,
     retire,
 )
@@ -59,6 +61,7 @@ from ..vocab import FINAL_STATES, Mode, ServerState
 from ._events import EventBus
 from ._forward import ForwardLinks
 from ._info import ServerInfo, make_launcher
+from ._renew import Renewals
 from ._rules import LaunchRules
 from ._thread import ThreadedHub
 
@@ -118,6 +121,7 @@ class Hub(ThreadedHub):
         self._tg: anyio.abc.TaskGroup | None = None
         self.started = anyio.Event()
         self.bus = EventBus()
+        self.renewals = Renewals(self)
         self._links: dict[str, AgentLink] = {}
         self._attempts: Counter[str] = Counter()
         self.supervisor.subscribe(self._server_event)
@@ -187,6 +191,7 @@ class Hub(ThreadedHub):
                 rule=ByServerId(self._admit),
                 on_agent=self._agent_came,
                 on_gone=self._agent_left,
+                on_renew=functools.partial(self.renewals.renew, session),
                 handshake_timeout=10.0,
                 # The hub binds where it is told, as it always did; level none warns in its log.
                 insecure=True,
@@ -410,6 +415,7 @@ class Hub(ThreadedHub):
         how = opts.get("credentials", "enroll")
         if how not in ("enroll", "bundle"):
             raise ConfigError(f"option credentials {how!r}: choose enroll or bundle")
+        cert_lifetime_days(opts)  # a bad cert_lifetime fails the launch, not the enrolment
         env: dict[str, str] = {}
         cert_sha256 = None
         if how == "bundle":

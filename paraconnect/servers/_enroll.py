@@ -66,6 +66,7 @@ from ..pki import (
     fingerprint,
 )
 from ..tunnel import parse_endpoint
+from ._lifetime import DEFAULT_CERT_LIFETIME, cert_lifetime_days
 from ._registry import ServerRegistry
 
 __all__ = [
@@ -237,7 +238,7 @@ class EnrollServer:
         sessions: dict[str, tuple[Session, Credentials]],
         listen: tuple[str, int] = ("127.0.0.1", 0),
         *,
-        days: float = 7.0,
+        days: float = DEFAULT_CERT_LIFETIME / 86400,
         on_enrolled: Any = None,
     ) -> None:
         self.registry = registry
@@ -394,8 +395,9 @@ class EnrollServer:
             if r.name == server_id and r.key_type == "enrolled" and not r.revoked
         ]
         try:
+            days = cert_lifetime_days(rec.options, self.days * 86400)
             record, cert = session.certify(
-                Role.SERVER, server_id, public, unique_id=unique_id, days=self.days
+                Role.SERVER, server_id, public, unique_id=unique_id, days=days
             )
         except ParaconnectError as exc:  # the hub's own trouble (its key, its disk)
             log.error("hub: cannot certify %s: %s", server_id, exc)
