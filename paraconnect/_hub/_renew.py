@@ -13,22 +13,37 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from ..errors import ParaconnectError
-from ..servers import certify_renewal
-from ..tunnel import AgentLink
-
-if TYPE_CHECKING:
-    from ._core import Hub
+from ..pki import Store
+from ..servers import ServerRegistry, certify_renewal
+from ..tunnel import AgentLink, ReverseListener
 
 __all__ = ["Renewals"]
 
 log = logging.getLogger("paraconnect.hub")
 
 
+class _Hub(Protocol):
+    """What renewals use of the hub."""
+
+    store: Store
+    registry: ServerRegistry
+
+    @property
+    def sessions(self) -> list[str]: ...
+
+    def session_agents(self, session: str) -> ReverseListener: ...
+
+    def publish(self, event: dict[str, Any]) -> None: ...
+
+    def subscribe(self, callback: Callable[[dict[str, Any]], None]) -> Callable[[], None]: ...
+
+
 class Renewals:
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: _Hub) -> None:
         self.hub = hub
         # (session, server id, serial) of certificates renewed but still carrying connections.
         self.superseded: set[tuple[str, str, int]] = set()
