@@ -62,8 +62,9 @@ from ._events import EventBus
 from ._forward import ForwardLinks
 from ._info import ServerInfo, make_launcher
 from ._renew import Renewals
-from ._rules import LaunchRules
+from ._rules import DEFAULT_WARNINGS, LaunchRules, check_warnings
 from ._thread import ThreadedHub
+from ._walltime import WalltimeMixin
 
 __all__ = ["Hub", "ServerInfo", "make_launcher"]
 
@@ -73,7 +74,7 @@ TOKEN_ENV = "PARACONNECT_ENROLL_TOKEN"  # noqa: S105 - the name of a variable
 MANUAL = "manual"  # the launcher name of agents started by hand (Hub.agent_command)
 
 
-class Hub(ThreadedHub):
+class Hub(WalltimeMixin, ThreadedHub):
     """One hub per user data directory."""
 
     def __init__(
@@ -87,6 +88,7 @@ class Hub(ThreadedHub):
         poll: float = 0.5,
         enroll_listen: str | None = None,
         rules: LaunchRules | None = None,
+        walltime_warnings: Sequence[float] = DEFAULT_WARNINGS,
     ) -> None:
         self.store = Store(Path(home) if home is not None else None)
         self.home = self.store.home
@@ -94,6 +96,7 @@ class Hub(ThreadedHub):
         self.listen_port = int(port)
         self.advertise = advertise
         self.rules = rules or LaunchRules()
+        self.walltime_warnings = check_warnings(walltime_warnings)
         self.registry = ServerRegistry(self.home / "servers.sqlite3")
         # The status endpoint's "servers by state" comes from the registry.
         METRICS.servers_from(self._servers_by_state)
@@ -139,6 +142,7 @@ class Hub(ThreadedHub):
                 self._tg = tg
                 await tg.start(self.supervisor.run)
                 await tg.start(self.enroller.run)
+                await tg.start(self.watch_walltime)
                 sessions = {rec.session for rec in self.registry.live()}
                 for name in sorted(sessions):
                     await self._session(name)
@@ -513,6 +517,7 @@ class Hub(ThreadedHub):
             last_phone_home=rec.last_phone_home, restarts=rec.restarts,
             created=rec.created, updated=rec.updated, attempts=self._attempts[rec.id],
             peer=peer, where=where, streams=streams[rec.id],
+            ends_at=self.ends_at(rec.id), time_left=self.time_left(rec.id),
         )  # fmt: skip
 
     def _stream_counts(self) -> Counter[str]:

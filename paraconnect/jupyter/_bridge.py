@@ -106,6 +106,7 @@ class HubThread:
             readopt_grace=self.config.readopt_grace,
             enroll_listen=self.config.enroll_listen or None,
             rules=self.config.launch_rules(),
+            walltime_warnings=self.config.walltime_warnings,
         )
         for callback in self._listeners:  # before it starts: re-adoption is announced at start
             hub.subscribe(callback)

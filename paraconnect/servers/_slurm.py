@@ -11,6 +11,7 @@ one minute, as Slurm's own backstop.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -42,19 +43,22 @@ class SlurmJob(BatchJob):
     }
 
     def status_argv(self) -> list[str]:
-        return ["squeue", "-h", "-t", "all", "-j", self._id, "-o", "%T|%r|%N"]
+        return ["squeue", "-h", "-t", "all", "-j", self._id, "-o", "%T|%r|%N|%e"]
 
     def parse_status(self, out: str) -> Queued | None:
-        """``STATE|REASON|NODES`` (squeue -o %T|%r|%N); nothing once squeue forgot the job."""
+        """``STATE|REASON|NODES|END`` (squeue -o %T|%r|%N|%e); nothing once squeue forgot the
+        job.  END is when the time limit ends a running job (local time, as squeue prints)."""
         line = last_line(out)
         if not line:
             return None
         state, _, rest = line.partition("|")
-        reason, _, nodes = rest.partition("|")
+        reason, _, rest = rest.partition("|")
+        nodes, _, end = rest.partition("|")
         nodes = nodes.strip()
         return Queued(
-            state.strip().upper(), reason.strip(), "" if nodes in ("(null)", "n/a") else nodes
-        )
+            state.strip().upper(), reason.strip(), "" if nodes in ("(null)", "n/a") else nodes,
+            _end_time(end.strip()),
+        )  # fmt: skip
 
     def forgotten(self, out: str) -> bool:
         return "invalid job id" in out.lower()
@@ -150,6 +154,15 @@ class SlurmLauncher(BatchLauncher):
             if needle in lowered:
                 return ConfigError(f"sbatch refused job {name}: {last}; {hint}")
         return ConfigError(f"sbatch refused job {name}: {last}")
+
+
+def _end_time(text: str) -> float | None:
+    """squeue's %e (``2026-12-06T10:12:33``, local time) as epoch seconds; None for the words
+    it prints when there is no end (``Unknown``, ``N/A``, ``NONE``)."""
+    try:
+        return time.mktime(time.strptime(text, "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        return None
 
 
 _HINTS = (

@@ -1,0 +1,90 @@
+"""Issue 16, sessions that last: a Slurm server's wall time.  A real job with Slurm's shortest
+time limit (``--time=1``: one minute) and the hub's warnings at 50 s and 20 s before its end:
+the hub learns the end from squeue, shows the time left, warns with both events in order, and
+``resubmit`` (the operation, as REST and the panel call it) gives a new job for the same server
+id that re-attaches to the same local endpoint: a client reaches the program through the same
+port afterwards, and the old job is gone from the queue."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from paraconnect.hub import dispatch
+from paraconnect.pki import Session
+from paraconnect.servers import SlurmLauncher
+
+from .helpers_hub import running_hub
+from .test_supervisor_policy import echo
+
+if TYPE_CHECKING:
+    from tests.fixtures_slurm import SlurmCluster
+
+pytest_plugins = ["tests.fixtures_slurm"]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+ECHO = [sys.executable, str(Path(__file__).with_name("helpers_echo.py")), "--port", "{port}"]
+
+
+def _until(condition: object, what: str, limit: float) -> None:
+    deadline = time.monotonic() + limit
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"no {what} within {limit:g} s"
+        time.sleep(0.2)
+
+
+def test_walltime_warnings_and_resubmit(
+    home: Path, session: Session, slurm_cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    launcher = SlurmLauncher(tmp_path / "jobs", {"time": "1"}, slurm_conf=slurm_cluster.conf)
+    with running_hub(home, walltime_warnings=(50, 20)) as (hub, events):
+        info = hub.call(hub.launch, "command", launcher, "lab", "reverse", {}, ECHO)
+        info = hub.call(hub.wait, info.id, "connected", 90.0)
+        assert info.state == "connected", info
+        first_job, port = info.job_id, info.local_port
+        assert first_job and port
+        end = slurm_cluster.run("squeue", "-h", "-j", first_job, "-o", "%e").stdout.strip()
+        # The hub's end is squeue's, and the time left is within the one-minute limit.
+        assert info.ends_at == time.mktime(time.strptime(end, "%Y-%m-%dT%H:%M:%S"))
+        assert info.time_left is not None and 0 < info.time_left <= 60
+
+        def warnings() -> list[dict[str, object]]:
+            return [e for e in list(events.all) if e["event"] == "walltime"]
+
+        _until(lambda: len(warnings()) >= 2, "two walltime warnings", limit=70)
+        first, second = warnings()[:2]
+        assert (first["threshold"], second["threshold"]) == (50, 20)
+        for warning in (first, second):
+            assert warning["server_id"] == info.id and warning["job_id"] == first_job
+            assert 0 < float(warning["left"]) <= float(warning["threshold"])  # type: ignore[arg-type]
+
+        # Resubmit, as REST and the panel do: the operation table.
+        again = hub.call(dispatch, hub, "resubmit", {"id": info.id})
+        assert again["id"] == info.id and again["local"] == info.local
+        _until(
+            lambda: (
+                hub.call(hub.server, info.id).job_id != first_job
+                and hub.call(hub.server, info.id).state == "connected"
+            ),
+            "the new job phoning home",
+            limit=60,
+        )
+        now = hub.call(hub.server, info.id)
+        assert now.job_id and now.job_id != first_job
+        assert now.local_port == port
+        assert echo(port, b"same port, new job") == b"same port, new job"
+        assert any(
+            e["event"] == "resubmitted" and e["previous_job_id"] == first_job for e in events.all
+        )
+        # The old job is stopped once the new one phoned home (or its limit ended it).
+        _until(
+            lambda: (
+                slurm_cluster.run("squeue", "-h", "-j", first_job, "-o", "%T").stdout.strip()
+                in ("", "CANCELLED", "COMPLETED", "TIMEOUT")
+            ),
+            "the old job leaving the queue",
+            limit=30,
+        )
