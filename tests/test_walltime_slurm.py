@@ -1,12 +1,14 @@
 """Issue 16, sessions that last: a Slurm server's wall time.  A real job with Slurm's shortest
 time limit (``--time=1``: one minute) and the hub's warnings at 50 s and 20 s before its end:
 the hub learns the end from squeue, shows the time left, warns with both events in order, and
-``resubmit`` (the operation, as REST and the panel call it) gives a new job for the same server
-id that re-attaches to the same local endpoint: a client reaches the program through the same
-port afterwards, and the old job is gone from the queue."""
+``resubmit`` gives a new job for the same server id that re-attaches to the same local
+endpoint: a client reaches the program through the same port afterwards, and the old job is
+gone from the queue.  The notebook's PhoneHomeWatcher (on the hub's control socket and events,
+as a kernel's) shows the time left and the warning, and its resubmit is the one used here."""
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from pathlib import Path
@@ -14,7 +16,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from paraconnect.hub import dispatch
+import paraconnect as pc
+from paraconnect.hub import serve_control
 from paraconnect.pki import Session
 from paraconnect.servers import SlurmLauncher
 
@@ -40,7 +43,11 @@ def test_walltime_warnings_and_resubmit(
     home: Path, session: Session, slurm_cluster: SlurmCluster, tmp_path: Path
 ) -> None:
     launcher = SlurmLauncher(tmp_path / "jobs", {"time": "1"}, slurm_conf=slurm_cluster.conf)
+    from paraconnect.widgets import PhoneHomeWatcher
+
     with running_hub(home, walltime_warnings=(50, 20)) as (hub, events):
+        hub.call(hub.start_task, serve_control, hub)  # what kernels reach, as under Jupyter
+        watcher = PhoneHomeWatcher("lab", hub=pc.connect_hub(home))
         info = hub.call(hub.launch, "command", launcher, "lab", "reverse", {}, ECHO)
         info = hub.call(hub.wait, info.id, "connected", 90.0)
         assert info.state == "connected", info
@@ -61,9 +68,13 @@ def test_walltime_warnings_and_resubmit(
             assert warning["server_id"] == info.id and warning["job_id"] == first_job
             assert 0 < float(warning["left"]) <= float(warning["threshold"])  # type: ignore[arg-type]
 
-        # Resubmit, as REST and the panel do: the operation table.
-        again = hub.call(dispatch, hub, "resubmit", {"id": info.id})
-        assert again["id"] == info.id and again["local"] == info.local
+        # The widget: the time left in its row, the warning under its table.
+        assert watcher.wait_for(lambda: "reaches its time limit" in watcher.message.value, 30)
+        cells = [getattr(c, "value", "") for c in watcher.table.children]
+        assert "time left" in cells[7] and re.fullmatch(r"0m \d\ds", cells[-1]), cells
+        # Resubmit from the widget: the `resubmit` operation over the control socket.
+        watcher.resubmit(info.id)
+        assert "resubmitted" in watcher.message.value, watcher.message.value
         _until(
             lambda: (
                 hub.call(hub.server, info.id).job_id != first_job
@@ -88,3 +99,4 @@ def test_walltime_warnings_and_resubmit(
             "the old job leaving the queue",
             limit=30,
         )
+        watcher.close()
