@@ -457,20 +457,24 @@ class Agent:
         ended, or the control channel made after a renewal (to serve in its place)."""
         send, receive = anyio.create_memory_object_stream[Renewed](1)
         renewed: list[tuple[ByteStream, Hello]] = []
+        moved = False
         try:
             await write_frame(conn, self._info().to_dict())
             async with anyio.create_task_group() as tg, send, receive:
                 if self.renewal is not None:
                     tg.start_soon(self._renew, conn, home, receive, renewed, tg.cancel_scope)
-                moved = await self._home_messages(conn, home, send)
+                # Caught here, inside: a task group would hand it on wrapped in a group.
+                try:
+                    moved = await self._home_messages(conn, home, send)
+                except ParaconnectError as exc:
+                    log.warning("control channel to %s failed: %s", home.endpoint, exc)
                 tg.cancel_scope.cancel()
-            return renewed[0] if renewed else moved
         except ParaconnectError as exc:
             log.warning("control channel to %s failed: %s", home.endpoint, exc)
-            return renewed[0] if renewed else False
         finally:
             with anyio.CancelScope(shield=True):
                 await conn.aclose()
+        return renewed[0] if renewed else moved
 
     async def _home_messages(
         self, conn: ByteStream, home: Home, renewed: MemoryObjectSendStream[Renewed]
@@ -515,7 +519,10 @@ class Agent:
             try:
                 await write_frame(conn, Renew(request.csr_pem).to_dict())
                 with anyio.fail_after(RENEW_REPLY_TIMEOUT):
-                    reply = await replies.receive()
+                    try:
+                        reply = await replies.receive()
+                    except (anyio.EndOfStream, anyio.ClosedResourceError):
+                        return  # the channel ended: the next one asks again
                 if not reply.cert:
                     raise TrustError(f"{where} refused: {reply.reason}")
                 cert = install(self.side.creds, request, reply.cert, where)
