@@ -62,7 +62,7 @@ def _routes() -> list[tuple[str, str]]:
 
 def test_every_route_refuses_a_request_without_credentials(server: JupyterServer) -> None:
     routes = _routes()
-    assert len(routes) == 23 and ("paraconnect/api/events", "GET") in routes
+    assert len(routes) == 24 and ("paraconnect/api/events", "GET") in routes
     for _pattern, cls in handlers:
         assert issubclass(cls, APIHandler) or (
             cls is EventsHandler and issubclass(cls, JupyterHandler)

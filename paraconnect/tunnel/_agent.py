@@ -426,6 +426,8 @@ class Agent:
             else:
                 backoff.reset()
                 log.info("phoned home to %s: taken by %s", home.endpoint, conn.peer.label)
+                # A revocation cancels the work inside `track` (its scope), leaving this.
+                outcome: bool | tuple[ByteStream, Hello] = False
                 with self.side.track(conn, hello, str(home.endpoint)):
                     outcome = await self._home_control(conn, home)
                 if outcome is True:
