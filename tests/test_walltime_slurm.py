@@ -2,14 +2,14 @@
 time limit (``--time=1``: one minute) and the hub's warnings at 50 s and 20 s before its end:
 the hub learns the end from squeue, shows the time left, warns with both events in order, and
 ``resubmit`` gives a new job for the same server id that re-attaches to the same local
-endpoint: a client reaches the program through the same port afterwards, and the old job is
-gone from the queue.  The notebook's PhoneHomeWatcher (on the hub's control socket and events,
-as a kernel's) shows the time left and the warning, and its resubmit is the one used here."""
+endpoint: the RemoteView opened before goes on through the same port with the new job's
+renderer, and the old job is gone from the queue.  The notebook's PhoneHomeWatcher (on the
+hub's control socket and events, as a kernel's) shows the time left and the warning, and its
+resubmit is the one used here."""
 
 from __future__ import annotations
 
 import re
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,17 +19,16 @@ import pytest
 import paraconnect as pc
 from paraconnect.hub import serve_control
 from paraconnect.pki import Session
+from paraconnect.render import RemoteView
 from paraconnect.servers import SlurmLauncher
 
 from .helpers_hub import running_hub
-from .test_supervisor_policy import echo
 
 if TYPE_CHECKING:
     from tests.fixtures_slurm import SlurmCluster
 
 pytest_plugins = ["tests.fixtures_slurm"]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
-ECHO = [sys.executable, str(Path(__file__).with_name("helpers_echo.py")), "--port", "{port}"]
 
 
 def _until(condition: object, what: str, limit: float) -> None:
@@ -48,7 +47,7 @@ def test_walltime_warnings_and_resubmit(
     with running_hub(home, walltime_warnings=(50, 20)) as (hub, events):
         hub.call(hub.start_task, serve_control, hub)  # what kernels reach, as under Jupyter
         watcher = PhoneHomeWatcher("lab", hub=pc.connect_hub(home))
-        info = hub.call(hub.launch, "command", launcher, "lab", "reverse", {}, ECHO)
+        info = hub.call(hub.launch, "builtin", launcher, "lab", "reverse", {})
         info = hub.call(hub.wait, info.id, "connected", 90.0)
         assert info.state == "connected", info
         first_job, port = info.job_id, info.local_port
@@ -57,6 +56,8 @@ def test_walltime_warnings_and_resubmit(
         # The hub's end is squeue's, and the time left is within the one-minute limit.
         assert info.ends_at == time.mktime(time.strptime(end, "%Y-%m-%dT%H:%M:%S"))
         assert info.time_left is not None and 0 < info.time_left <= 60
+        view = RemoteView(port=port, dataset="wavelet", width=160, height=120)
+        assert view.last_frame is not None and view.dataset
 
         def warnings() -> list[dict[str, object]]:
             return [e for e in list(events.all) if e["event"] == "walltime"]
@@ -86,7 +87,6 @@ def test_walltime_warnings_and_resubmit(
         now = hub.call(hub.server, info.id)
         assert now.job_id and now.job_id != first_job
         assert now.local_port == port
-        assert echo(port, b"same port, new job") == b"same port, new job"
         assert any(
             e["event"] == "resubmitted" and e["previous_job_id"] == first_job for e in events.all
         )
@@ -99,4 +99,8 @@ def test_walltime_warnings_and_resubmit(
             "the old job leaving the queue",
             limit=30,
         )
+        # The view re-attaches through the same port, to the new job's renderer.
+        frame = view.rotate(30)
+        assert (frame.width, frame.height) == (160, 120) and view.dataset
+        view.close()
         watcher.close()
