@@ -249,7 +249,7 @@ class Hub(WalltimeMixin, ThreadedHub):
         if ident is not None:
             if ident.role is not Role.SERVER or ident.name != server_id:
                 return f"its certificate names {ident.role.value} {ident.name!r}, not {server_id}"
-            if rec.cert_sha256 and peer.sha256 and peer.sha256 != rec.cert_sha256:
+            if not self.renewals.in_force(server_id, rec.cert_sha256, peer.sha256):
                 return f"its certificate is not the one issued for {server_id}"
         return None
 

@@ -19,7 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from ..errors import ParaconnectError, TrustError
-from ..pki import Identity, Role, Session, fingerprint
+from ..pki import Identity, Role, Session
 from ._enroll import _check_csr
 from ._lifetime import cert_lifetime_days
 from ._registry import ServerRegistry
@@ -73,7 +73,7 @@ def certify_renewal(
     except ParaconnectError as exc:  # the hub's own trouble (its key, its disk)
         log.error("hub: cannot renew the certificate of %s: %s", server_id, exc)
         raise TrustError(f"the hub cannot certify {server_id} now; its log says why") from None
-    registry.update(server_id, cert_sha256=fingerprint(cert))
+    # The registry keeps the certificate in force until the hub sees the new one in use.
     crl = session.crl()
     return Renewed(
         cert, proven_serial, crl.public_bytes(serialization.Encoding.PEM).decode() if crl else None
