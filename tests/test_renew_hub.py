@@ -12,6 +12,7 @@ control channel before two thirds of its life (a real short lifetime: 30 s, rene
 from __future__ import annotations
 
 import hashlib
+import logging
 import shutil
 import socket
 import stat
@@ -184,3 +185,43 @@ def test_hub_down_at_renewal_time(home: Path, session: Session, tmp_path: Path) 
                        "renewed certificate in the agent's directory")  # fmt: skip
                 assert hub.call(hub.wait, info.id).state == "connected"
                 assert echo(hub.call(hub.server, info.id).local_port, b"back") == b"back"
+
+
+@pytest.mark.anyio
+async def test_a_listener_that_does_not_renew_leaves_the_certificate_in_force(
+    home: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An agent whose 15 s certificate is due for renewal at 10 s (the clock-skew allowance is
+    no part of its life) phones home to `paraconnect listen`, which certifies nothing: the
+    refusal is logged with when it asks again, it asks again, and the certificate in force
+    stays in use."""
+    import anyio
+
+    from paraconnect.pki import load_credentials
+    from paraconnect.tunnel import Agent, Home, Program, ReverseListener
+
+    from .helpers_tunnel import echo_command, make_pki, sha_check
+
+    caplog.set_level(logging.INFO, "paraconnect")
+    pki = make_pki(home)
+    creds = tmp_path / "node"
+    issued = pki.session.issue("server", "node", unique_id=pki.uid, days=15 / 86400, out=creds)
+    listener = ReverseListener(pki.client, "127.0.0.1:0", "127.0.0.1:0", servers=["node"])
+    async with anyio.create_task_group() as tg:
+        address, local = await tg.start(listener.run)
+        agent = Agent(load_credentials(creds), program=Program(echo_command()),
+                      phone_home=[Home(address, interval=0.2)], renew=True)  # fmt: skip
+        await tg.start(agent.run)
+        await sha_check(local, 200_000)
+
+        def refusals() -> int:
+            return sum("certificate renewal failed" in r.getMessage() for r in caplog.records)
+
+        with anyio.fail_after(60):  # a bound for the test, not a timing assertion
+            while refusals() < 2:  # noqa: ASYNC110 - log records have no event to wait on
+                await anyio.sleep(0.1)
+        assert "does not renew certificates" in caplog.text
+        assert "stays in use" in caplog.text
+        assert agent.side.creds.cert.serial_number == issued.cert.serial_number
+        assert _cert(creds, "node").serial_number == issued.cert.serial_number
+        tg.cancel_scope.cancel()
