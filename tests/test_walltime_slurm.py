@@ -104,3 +104,27 @@ def test_walltime_warnings_and_resubmit(
         assert (frame.width, frame.height) == (160, 120) and view.dataset
         view.close()
         watcher.close()
+
+
+def test_the_end_is_the_sooner_of_slurms_limit_and_the_wrappers_walltime() -> None:
+    """squeue's END and START (local time): with a walltime the wrapper ends the job at START
+    plus it, before Slurm's backstop limit (walltime + grace + a minute); words are no end."""
+    from paraconnect.servers import JobState, JobStatus, LaunchSpec, SlurmJob
+    from paraconnect.servers._batch import Clients
+    from paraconnect.servers._local import LocalShell
+
+    def job(walltime: float | None) -> SlurmJob:
+        spec = LaunchSpec(["true"], walltime=walltime)
+        return SlurmJob(
+            clients=Clients(LocalShell(), SlurmJob.scheduler, None), job_dir="/tmp/x",
+            **spec.job_fields("42", "slurm", JobStatus(JobState.RUNNING, "running")),
+        )  # fmt: skip
+
+    def local(text: str) -> float:
+        return time.mktime(time.strptime(text, "%Y-%m-%dT%H:%M:%S"))
+
+    line = "RUNNING|None|node7|2026-12-06T10:03:00|2026-12-06T10:00:00\n"
+    assert job(None).parse_status(line).ends_at == local("2026-12-06T10:03:00")  # type: ignore[union-attr]
+    assert job(90).parse_status(line).ends_at == local("2026-12-06T10:01:30")  # type: ignore[union-attr]
+    pending = job(None).parse_status("PENDING|Priority||Unknown|N/A\n")
+    assert pending is not None and pending.ends_at is None

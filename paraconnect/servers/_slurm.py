@@ -11,6 +11,7 @@ one minute, as Slurm's own backstop.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -43,21 +44,26 @@ class SlurmJob(BatchJob):
     }
 
     def status_argv(self) -> list[str]:
-        return ["squeue", "-h", "-t", "all", "-j", self._id, "-o", "%T|%r|%N|%e"]
+        return ["squeue", "-h", "-t", "all", "-j", self._id, "-o", "%T|%r|%N|%e|%S"]
 
     def parse_status(self, out: str) -> Queued | None:
-        """``STATE|REASON|NODES|END`` (squeue -o %T|%r|%N|%e); nothing once squeue forgot the
-        job.  END is when the time limit ends a running job (local time, as squeue prints)."""
+        """``STATE|REASON|NODES|END|START`` (squeue -o %T|%r|%N|%e|%S); nothing once squeue
+        forgot the job.  END is when Slurm's time limit ends a running job (local time, as
+        squeue prints); the wrapper's own wall time (start + walltime) ends it sooner."""
         line = last_line(out)
         if not line:
             return None
         state, _, rest = line.partition("|")
         reason, _, rest = rest.partition("|")
-        nodes, _, end = rest.partition("|")
+        nodes, _, rest = rest.partition("|")
+        end_text, _, start_text = rest.partition("|")
         nodes = nodes.strip()
+        end, start = _end_time(end_text.strip()), _end_time(start_text.strip())
+        if self._walltime and start is not None:
+            end = min(end if end is not None else math.inf, start + self._walltime)
         return Queued(
             state.strip().upper(), reason.strip(), "" if nodes in ("(null)", "n/a") else nodes,
-            _end_time(end.strip()),
+            end,
         )  # fmt: skip
 
     def forgotten(self, out: str) -> bool:
