@@ -23,6 +23,7 @@ from ..errors import ParaconnectError
 from ..pki import Store, fingerprint
 from ..servers import ServerRegistry, certify_renewal
 from ..tunnel import AgentLink, ReverseListener
+from ..vocab import ServerState
 
 __all__ = ["Renewals"]
 
@@ -98,7 +99,13 @@ class Renewals:
         })  # fmt: skip
 
     def _event(self, event: dict[str, Any]) -> None:
-        if self.pending and event.get("event") in ("connection", "phone_home"):
+        if not self.pending:
+            return
+        if event.get("event") == "server" and event.get("state") == ServerState.SUBMITTED:
+            # A new job (restarted, resubmitted) enrols anew: what the old one renewed is
+            # revoked by that enrolment, and no longer admitted here either.
+            self.pending.pop(str(event.get("server_id")), None)
+        elif event.get("event") in ("connection", "phone_home"):
             self.sweep()
 
     def sweep(self) -> None:
