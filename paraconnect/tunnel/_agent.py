@@ -425,6 +425,8 @@ class Agent:
                 self._renewal_waits(home)
             else:
                 backoff.reset()
+                if self.renewal is not None:
+                    self.renewal.said_waiting = False
                 log.info("phoned home to %s: taken by %s", home.endpoint, conn.peer.label)
                 # A revocation cancels the work inside `track` (its scope), leaving this.
                 outcome: bool | tuple[ByteStream, Hello] = False
@@ -442,11 +444,12 @@ class Agent:
     def _renewal_waits(self, home: Home) -> None:
         """Say, when a renewal is due, that it waits for the hub (the certificate in force
         stays in use while it is valid)."""
-        if self.renewal is None:
+        if self.renewal is None or self.renewal.said_waiting:
             return
         cert = self.side.creds.cert
         now = time.time()
         if now >= due(cert):
+            self.renewal.said_waiting = True  # once per outage, not at every dial
             left = cert.not_valid_after_utc.timestamp() - now
             log.warning(
                 "certificate renewal is due, but the hub at %s is unreachable; the certificate "

@@ -112,6 +112,7 @@ class Renewal:
     def __init__(self) -> None:
         self.failures = 0
         self.retry_at = 0.0
+        self.said_waiting = False  # that a due renewal waits for an unreachable hub
 
     def next_at(self, cert: x509.Certificate) -> float:
         return max(due(cert), self.retry_at)
