@@ -476,6 +476,11 @@ class Agent:
                 tg.cancel_scope.cancel()
         except ParaconnectError as exc:
             log.warning("control channel to %s failed: %s", home.endpoint, exc)
+        except BaseException:  # cancelled (a revocation, the agent stopping): nobody takes it
+            with anyio.CancelScope(shield=True):
+                for fresh, _hello in renewed:
+                    await fresh.aclose()
+            raise
         finally:
             with anyio.CancelScope(shield=True):
                 await conn.aclose()
