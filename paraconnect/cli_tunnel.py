@@ -335,6 +335,8 @@ def _serve(args: argparse.Namespace) -> int:
         proxy_protocol=args.proxy_protocol,
         radius=radius,
         on_unreachable=getattr(args, "report_unreachable", None),
+        # An enrolled agent's key was made here: it renews it with the hub that certified it.
+        renew=bool(getattr(args, "enroll", None)),
     )
 
     async def main() -> int:

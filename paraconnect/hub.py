@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from ._hub._control import HubClient, serve_control
     from ._hub._core import Hub, ServerInfo, make_launcher
     from ._hub._ops import dispatch
-    from ._hub._rules import LaunchRules
+    from ._hub._rules import LaunchRules, check_warnings
     from .servers import ServerEvent
 
 # The clients (the notebook API, the widgets) load no tunnel, servers or cryptography: each name
@@ -43,6 +43,7 @@ _WHERE = {
     "make_launcher": "._hub._core",
     "dispatch": "._hub._ops",
     "LaunchRules": "._hub._rules",
+    "check_warnings": "._hub._rules",
     "ServerEvent": ".servers",
 }
 
@@ -56,6 +57,7 @@ __all__ = [
     "ServerEvent",
     "ServerInfo",
     "ServerState",
+    "check_warnings",
     "dispatch",
     "find_hub",
     "make_launcher",

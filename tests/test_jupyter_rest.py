@@ -63,7 +63,7 @@ def _routes() -> list[tuple[str, str]]:
 
 def test_every_route_refuses_a_request_without_credentials(server: JupyterServer) -> None:
     routes = _routes()
-    assert len(routes) == 25 and ("paraconnect/api/events", "GET") in routes
+    assert len(routes) == 26 and ("paraconnect/api/events", "GET") in routes
     assert ("paraconnect/api/servers/1/view", "GET") in routes
     for _pattern, cls in handlers:
         assert issubclass(cls, APIHandler) or (

@@ -56,6 +56,9 @@ export interface IServerInfo {
   peer: string | null;
   where: string | null;
   streams: number;
+  /** When the batch scheduler's time limit ends its job (epoch s), and the seconds left. */
+  ends_at?: number | null;
+  time_left?: number | null;
 }
 
 /** One option of a launcher (GET /hub `launchers`; paraconnect.servers.register_launcher). */
@@ -163,4 +166,22 @@ export type HubEvent =
       at: number;
     }
   | { event: 'credentials'; session: string; change: string; at: number }
+  | {
+      event: 'walltime';
+      server_id: string;
+      session: string;
+      job_id: string;
+      ends_at: number;
+      left: number;
+      threshold: number;
+      at: number;
+    }
+  | {
+      event: 'resubmitted';
+      server_id: string;
+      session: string;
+      job_id: string;
+      previous_job_id: string | null;
+      at: number;
+    }
   | { event: 'hub'; state: 'failed' | 'running'; reason: string; at: number };

@@ -1,8 +1,11 @@
-import { IServerInfo } from './api';
+import { Notification } from '@jupyterlab/apputils';
+
+import { HubEvent, IServerInfo } from './api';
 import { Actions } from './actions';
 import { ago, button, h, select, syncOptions } from './dom';
 import { LaunchForm } from './launchform';
 import { HubModel } from './model';
+import { requestAPI } from './request';
 import { paraviewLines } from './snippets';
 import { FINAL_STATES, STATE_TONE } from './tokens';
 
@@ -28,6 +31,7 @@ export class ServersSection {
     );
     this._session = select('session', []);
     this._form = new LaunchForm(model, actions, this._session);
+    model.event.connect((_, ev) => this._walltime(ev));
     this.node = h(
       'details',
       { class: 'pc-section', 'data-section': 'servers', open: true },
@@ -115,7 +119,20 @@ export class ServersSection {
                 ]
               : [h('dt', {}, 'Reached'), h('dd', {}, ago(s.last_phone_home))],
             s.streams ? [h('dt', {}, 'Streams'), h('dd', {}, `${s.streams} open`)] : null,
-            s.job_id ? [h('dt', {}, 'Job'), h('dd', { class: 'pc-mono' }, s.job_id)] : null
+            s.job_id ? [h('dt', {}, 'Job'), h('dd', { class: 'pc-mono' }, s.job_id)] : null,
+            s.ends_at
+              ? [
+                  h('dt', {}, 'Time left'),
+                  h(
+                    'dd',
+                    {
+                      'data-time-left': Math.round(s.ends_at - Date.now() / 1000),
+                      title: `the job's time limit ends at ${new Date(s.ends_at * 1000).toLocaleTimeString()}`
+                    },
+                    timeLeft(s.ends_at)
+                  )
+                ]
+              : null
           ),
       s.reason ? h('div', { class: 'pc-reason', title: s.reason }, s.reason) : null,
       h(
@@ -140,6 +157,12 @@ export class ServersSection {
             })
           : null,
         button('Logs', () => void this.actions.logs(s.id), { 'data-action': 'logs' }),
+        s.ends_at && !final && s.mode === 'reverse'
+          ? button('Resubmit', () => void this._resubmit(s.id), {
+              title: 'a new job for this server: it re-attaches to the same local endpoint',
+              'data-action': 'resubmit'
+            })
+          : null,
         final
           ? null
           : button('Stop', () => void this.actions.stop(s.id), {
@@ -150,10 +173,50 @@ export class ServersSection {
     );
   }
 
+  /** A warning that a job's time limit nears its end, with the way out. */
+  private _walltime(ev: HubEvent): void {
+    if (ev.event === 'walltime') {
+      const minutes = Math.max(1, Math.round(ev.left / 60));
+      Notification.warning(
+        `Server ${ev.server_id}: its job ${ev.job_id} reaches its time limit in ${minutes} min`,
+        {
+          autoClose: false,
+          actions: [{ label: 'Resubmit', callback: () => void this._resubmit(ev.server_id) }]
+        }
+      );
+      void this.model.reloadServer(ev.server_id).catch(() => undefined);
+    } else if (ev.event === 'resubmitted') {
+      void this.model.reloadServer(ev.server_id).catch(() => undefined);
+    }
+  }
+
+  private async _resubmit(id: string): Promise<void> {
+    try {
+      const info = await requestAPI<IServerInfo>(`servers/${encodeURIComponent(id)}/resubmit`, {
+        method: 'POST'
+      });
+      Notification.info(`Server ${id} resubmitted (${info.state})`, { autoClose: 4000 });
+      await this.model.reloadServer(id);
+    } catch (error) {
+      Notification.error(`Resubmitting ${id} failed: ${(error as Error).message}`, {
+        autoClose: 8000
+      });
+    }
+  }
+
   private _list: HTMLElement;
   private _past: HTMLDetailsElement;
   private _pastTitle: HTMLElement;
   private _pastList: HTMLElement;
   private _session: HTMLSelectElement;
   private _form: LaunchForm;
+}
+
+/** `12 min`, `45 s`: what is left until `endsAt` (epoch seconds), by this browser's clock. */
+function timeLeft(endsAt: number): string {
+  const left = Math.max(0, Math.round(endsAt - Date.now() / 1000));
+  if (left >= 3600) {
+    return `${Math.floor(left / 3600)} h ${Math.floor((left % 3600) / 60)} min`;
+  }
+  return left >= 60 ? `${Math.floor(left / 60)} min` : `${left} s`;
 }

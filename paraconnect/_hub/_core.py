@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import secrets
 import shlex
@@ -42,6 +43,7 @@ from ..servers import (
     ServerRegistry,
     Supervisor,
     build_kind,
+    cert_lifetime_days,
     issue_token,
     retire,
 )
@@ -61,8 +63,10 @@ from ._events import EventBus
 from ._forward import ForwardLinks
 from ._info import ServerInfo, make_launcher
 from ._manual import remote_warnings
-from ._rules import LaunchRules
+from ._renew import Renewals
+from ._rules import DEFAULT_WARNINGS, LaunchRules, check_warnings
 from ._thread import ThreadedHub
+from ._walltime import WalltimeMixin
 
 __all__ = ["Hub", "ServerInfo", "make_launcher"]
 
@@ -72,7 +76,7 @@ TOKEN_ENV = "PARACONNECT_ENROLL_TOKEN"  # noqa: S105 - the name of a variable
 MANUAL = "manual"  # the launcher name of agents started by hand (Hub.agent_command)
 
 
-class Hub(ThreadedHub):
+class Hub(WalltimeMixin, ThreadedHub):
     """One hub per user data directory."""
 
     def __init__(
@@ -87,6 +91,7 @@ class Hub(ThreadedHub):
         enroll_listen: str | None = None,
         rules: LaunchRules | None = None,
         radius: RadiusConfig | None = None,
+        walltime_warnings: Sequence[float] = DEFAULT_WARNINGS,
     ) -> None:
         """`radius`: every phone-home listener asks this RADIUS server who may connect, and
         accounts there (`tunnel.RadiusConfig`)."""
@@ -97,6 +102,7 @@ class Hub(ThreadedHub):
         self.listen_port = int(port)
         self.advertise = advertise
         self.rules = rules or LaunchRules()
+        self.walltime_warnings = check_warnings(walltime_warnings)
         self.registry = ServerRegistry(self.home / "servers.sqlite3")
         # The status endpoint's "servers by state" comes from the registry.
         METRICS.servers_from(self._servers_by_state)
@@ -126,6 +132,7 @@ class Hub(ThreadedHub):
         self._tg: anyio.abc.TaskGroup | None = None
         self.started = anyio.Event()
         self.bus = EventBus()
+        self.renewals = Renewals(self)
         self._links: dict[str, AgentLink] = {}
         self._attempts: Counter[str] = Counter()
         self.supervisor.subscribe(self._server_event)
@@ -143,6 +150,7 @@ class Hub(ThreadedHub):
                 self._tg = tg
                 await tg.start(self.supervisor.run)
                 await tg.start(self.enroller.run)
+                await tg.start(self.watch_walltime)
                 sessions = {rec.session for rec in self.registry.live()}
                 for name in sorted(sessions):
                     await self._session(name)
@@ -195,6 +203,7 @@ class Hub(ThreadedHub):
                 rule=ByServerId(self._admit),
                 on_agent=self._agent_came,
                 on_gone=self._agent_left,
+                on_renew=functools.partial(self.renewals.renew, session),
                 handshake_timeout=10.0,
                 # The hub binds where it is told, as it always did; level none warns in its log.
                 insecure=True,
@@ -249,7 +258,7 @@ class Hub(ThreadedHub):
         if ident is not None:
             if ident.role is not Role.SERVER or ident.name != server_id:
                 return f"its certificate names {ident.role.value} {ident.name!r}, not {server_id}"
-            if rec.cert_sha256 and peer.sha256 and peer.sha256 != rec.cert_sha256:
+            if not self.renewals.in_force(server_id, rec.cert_sha256, peer.sha256):
                 return f"its certificate is not the one issued for {server_id}"
         return None
 
@@ -419,6 +428,7 @@ class Hub(ThreadedHub):
         how = opts.get("credentials", "enroll")
         if how not in ("enroll", "bundle"):
             raise ConfigError(f"option credentials {how!r}: choose enroll or bundle")
+        cert_lifetime_days(opts)  # a bad cert_lifetime fails the launch, not the enrolment
         env: dict[str, str] = {}
         cert_sha256 = None
         if how == "bundle":
@@ -516,6 +526,7 @@ class Hub(ThreadedHub):
             last_phone_home=rec.last_phone_home, restarts=rec.restarts,
             created=rec.created, updated=rec.updated, attempts=self._attempts[rec.id],
             peer=peer, where=where, streams=streams[rec.id],
+            ends_at=self.ends_at(rec.id), time_left=self.time_left(rec.id),
         )  # fmt: skip
 
     def _stream_counts(self) -> Counter[str]:

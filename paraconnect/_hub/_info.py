@@ -36,6 +36,8 @@ class ServerInfo:
     peer: str | None  # the identity its agent proved
     where: str | None  # the address its agent phoned home from
     streams: int  # data connections open through the hub now
+    ends_at: float | None = None  # when its batch job's time limit ends it (epoch s)
+    time_left: float | None = None  # seconds until then, as the hub last heard
 
     @property
     def final(self) -> bool:

@@ -375,6 +375,11 @@ async def _stop(hub: Hub, fields: Mapping[str, Any]) -> Any:
     return (await hub.stop(_str(fields, "id"), _num(fields, "grace", 10.0))).as_dict()
 
 
+@op("resubmit")
+async def _resubmit(hub: Hub, fields: Mapping[str, Any]) -> Any:
+    return (await hub.resubmit(_str(fields, "id"))).as_dict()
+
+
 @op("logs")
 async def _logs(hub: Hub, fields: Mapping[str, Any]) -> Any:
     tail = fields.get("tail", 100)

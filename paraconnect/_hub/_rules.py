@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import ConfigError
 
-__all__ = ["LaunchRules"]
+__all__ = ["DEFAULT_WARNINGS", "LaunchRules", "check_warnings"]
 
 
 @dataclass(frozen=True)
@@ -70,3 +70,20 @@ class LaunchRules:
                 raise ConfigError(f"--slurm-default {line!r}: write KEY=VALUE (partition=gpu)")
             defaults[key.strip().replace("-", "_")] = value.strip()
         return cls(max_servers, tuple(ssh_hosts), defaults, source)
+
+
+DEFAULT_WARNINGS = (600.0, 60.0)  # seconds before the end of a job's time limit
+
+
+def check_warnings(values: object) -> tuple[float, ...]:
+    """Warning thresholds (seconds before the end), or ConfigError saying what to give."""
+    try:
+        out = tuple(sorted({float(v) for v in values}, reverse=True))  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        out = ()
+    if not out or not all(0 < v <= 7 * 86400 for v in out):
+        raise ConfigError(
+            f"walltime warnings {values!r}: give seconds before the end of a job's time limit, "
+            "each above 0 and at most 7 days (default 600 and 60)"
+        )
+    return out

@@ -107,6 +107,7 @@ class HubThread:
             enroll_listen=self.config.enroll_listen or None,
             rules=self.config.launch_rules(),
             radius=self.config.radius_config(),
+            walltime_warnings=self.config.walltime_warnings,
         )
         for callback in self._listeners:  # before it starts: re-adoption is announced at start
             hub.subscribe(callback)

@@ -11,7 +11,7 @@ from traitlets.config import Configurable
 
 from .._wire import hostport
 from ..errors import ConfigError
-from ..hub import LaunchRules
+from ..hub import LaunchRules, check_warnings
 from ..pki import SecurityLevel, default_home
 from ..tunnel import RADIUS_FAIL_MODES, RadiusConfig, parse_endpoint
 
@@ -84,6 +84,13 @@ class Paraconnect(Configurable):
         120.0,
         help="Seconds a server launched before a Jupyter restart has to phone home again "
         "before it is reported lost.",
+    ).tag(config=True)
+
+    walltime_warnings = List(
+        Float(),
+        default_value=[600.0, 60.0],
+        help="Seconds before the end of a batch job's time limit at which the hub warns (an "
+        "event and a JupyterLab notification), once per job and threshold.",
     ).tag(config=True)
 
     max_servers = Int(
@@ -186,6 +193,13 @@ class Paraconnect(Configurable):
         if value <= 0:
             raise TraitError(f"Paraconnect.{proposal['trait'].name} must be positive, not {value}")
         return value
+
+    @validate("walltime_warnings")
+    def _walltime_warnings(self, proposal: dict[str, Any]) -> list[float]:
+        try:
+            return list(check_warnings(proposal["value"]))
+        except ConfigError as exc:
+            raise TraitError(f"Paraconnect.{exc}") from None
 
     @validate("max_servers")
     def _max_servers(self, proposal: dict[str, Any]) -> int:

@@ -244,6 +244,13 @@ class ServerHandler(_Handler):
         await self.answer("stop", id=server_id, grace=self.query("grace", float))
 
 
+class ResubmitHandler(_Handler):
+    @web.authenticated
+    @authorized
+    async def post(self, server_id: str) -> None:
+        await self.answer("resubmit", id=server_id)
+
+
 class LogsHandler(_Handler):
     @web.authenticated
     @authorized
@@ -301,6 +308,7 @@ handlers: list[tuple[str, type[web.RequestHandler]]] = [
     (rf"{API}/servers/{_ID}/logs", LogsHandler),
     (rf"{API}/servers/{_ID}/view", ViewHandler),
     (rf"{API}/launch-options", LaunchOptionsHandler),
+    (rf"{API}/servers/{_ID}/resubmit", ResubmitHandler),
     (rf"{API}/listeners", ListenersHandler),
     (rf"{API}/accounting", AccountingHandler),
     (rf"{API}/events", EventsHandler),

@@ -14,6 +14,7 @@ from .._lazy import lazy_exports
 if TYPE_CHECKING:
     from ._bundle import Bundle, import_bundle, read_bundle, share
     from ._certs import (
+        CLOCK_SKEW,
         CertInfo,
         Identity,
         Role,
@@ -122,6 +123,7 @@ _WHERE = {
     "verify_crl": "._policy",
     "verify_policy": "._policy",
     "write_crl_beside": "._policy",
+    "CLOCK_SKEW": "._certs",
     "DEFAULT_CA_DAYS": "._store",
     "DEFAULT_LEAF_DAYS": "._store",
     "Issued": "._store",
@@ -135,6 +137,7 @@ _WHERE = {
 }
 
 __all__ = [
+    "CLOCK_SKEW",
     "DEFAULT_CA_DAYS",
     "DEFAULT_LEAF_DAYS",
     "POLICY_FILE",

@@ -5,6 +5,10 @@ last frame (a data URL in the ``src`` trait), pointer drags and the wheel sent t
 custom messages, and a "save PNG" button that asks the kernel for a PNG and downloads it.  The
 kernel side moves the camera (azimuth/elevation per pixel dragged, zoom per wheel step) and
 renders a new frame through :class:`~paraconnect.render.RenderClient`.
+
+The view re-attaches: when its connection to the local endpoint is lost (the server's job was
+resubmitted and a new one phoned home to the same endpoint), the next call connects again,
+loads the same dataset and goes on; the new renderer's camera starts afresh.
 """
 
 from __future__ import annotations
@@ -12,17 +16,20 @@ from __future__ import annotations
 import base64
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anywidget
 import traitlets
 
-from ..errors import ConfigError
+from ..errors import ConfigError, NetworkError
 from ._blocking import RenderClient
 from ._client import Frame
 
 __all__ = ["RemoteView"]
+
+T = TypeVar("T")
 
 DEGREES_PER_PIXEL = 0.5
 ZOOM_PER_WHEEL = 1.1  # per 100 units of wheel delta (one notch in most browsers)
@@ -95,7 +102,7 @@ function render({ model, el }) {
   };
   size();
 
-  let ws = null, shownURL = null, saveId = 1000, pendingMove = null;
+  let ws = null, shownURL = null, saveId = 1000, pendingMove = null, retries = 0;
   function showFrame(h, bytes) {
     const url = URL.createObjectURL(new Blob([bytes], { type: "image/" + h.format }));
     img.onload = () => {
@@ -120,6 +127,7 @@ function render({ model, el }) {
       ws.send(frameOf({ op: "stream", fps: 0, format: "jpeg", quality: 90,
                         drag_quality: 60, window: 2, id: 1 }));
       stats.live = true;
+      retries = 0;
       model.send({ type: "live" });
     };
     ws.onmessage = (e) => {
@@ -132,8 +140,11 @@ function render({ model, el }) {
       const was = stats.live;
       ws = null; stats.live = false;
       // Never live (the route refused): the kernel's path still works.
-      if (!was) { model.send({ type: "not-live" }); showKernel(); }
-      else status.textContent += " (the view's connection closed)";
+      if (!was) { model.send({ type: "not-live" }); showKernel(); return; }
+      // Lost (the server restarted, or its job was resubmitted and phoned home again to the
+      // same endpoint): try again a few times, then show why.
+      status.textContent += " (the view's connection closed; reconnecting)";
+      if (retries++ < 5) setTimeout(goLive, 1000 * retries);
     };
     return true;
   }
@@ -255,24 +266,45 @@ class RemoteView(anywidget.AnyWidget):
         self.last_frame: Frame | None = None
         self.last_png: bytes | None = None
         self.dataset: dict[str, Any] = {}
-        self._client = RenderClient(host, port, timeout=timeout, scene=scene or None)
-        self._client.open()
+        self._where = (host, port, timeout)
+        # A file asked for replaces the default dataset.
+        self._shown: tuple[str | None, str | None] = (None if path is not None else dataset, path)
+        self._client = self._attach()
         try:
-            self._client.resize(width, height)
-            if dataset is not None or path is not None:
-                # A file asked for replaces the default dataset.
-                shown = None if path is not None else dataset
-                self.dataset = self._client.load(shown, path=path)
-            self.view_state = self._client.state()
             self.refresh()
         except BaseException:
             self._client.close()
             raise
         self.on_msg(self._on_message)
 
+    def _attach(self) -> RenderClient:
+        """A client on the local endpoint, sized, showing the dataset this view shows."""
+        host, port, timeout = self._where
+        client = RenderClient(host, port, timeout=timeout, scene=self.scene or None)
+        client.open()
+        try:
+            client.resize(self.width, self.height)
+            dataset, path = self._shown
+            if dataset is not None or path is not None:
+                self.dataset = client.load(dataset, path=path)
+            self.view_state = client.state()
+        except BaseException:
+            client.close()
+            raise
+        return client
+
+    def _call(self, fn: Callable[[RenderClient], T]) -> T:
+        """`fn(client)`, once more on a fresh connection if this one was lost."""
+        try:
+            return fn(self._client)
+        except NetworkError:
+            self._client.close()
+            self._client = self._attach()
+            return fn(self._client)
+
     def refresh(self) -> Frame:
         """Render a frame now and show it."""
-        frame = self._client.render(self.format, self.quality)
+        frame = self._call(lambda c: c.render(self.format, self.quality))
         self.last_frame = frame
         if self.live:
             return frame  # the browser's stream shows the change by itself
@@ -286,22 +318,23 @@ class RemoteView(anywidget.AnyWidget):
 
     def rotate(self, azimuth: float = 0.0, elevation: float = 0.0) -> Frame:
         """Turn the camera by these angles (degrees) and show the new frame."""
-        self._client.camera(azimuth=azimuth, elevation=elevation)
+        self._call(lambda c: c.camera(azimuth=azimuth, elevation=elevation))
         return self.refresh()
 
     def zoom(self, factor: float) -> Frame:
         """Zoom in (factor > 1) or out and show the new frame."""
-        self._client.camera(zoom=factor)
+        self._call(lambda c: c.camera(zoom=factor))
         return self.refresh()
 
     def reset_camera(self) -> Frame:
-        self._client.camera(reset=True)
+        self._call(lambda c: c.camera(reset=True))
         return self.refresh()
 
     def load(self, dataset: str | None = None, *, path: str | None = None) -> dict[str, Any]:
         """Show another built-in dataset or a file on the server's host."""
-        self.dataset = self._client.load(dataset, path=path)
-        self.view_state = self._client.state()
+        self.dataset = self._call(lambda c: c.load(dataset, path=path))
+        self._shown = (dataset, path)
+        self.view_state = self._call(lambda c: c.state())
         self.refresh()
         return self.dataset
 
@@ -461,7 +494,7 @@ class RemoteView(anywidget.AnyWidget):
 
     def save_png(self, path: str | os.PathLike[str]) -> Path:
         """Render the current view as PNG and write it to `path`."""
-        frame = self._client.save_png(path)
+        frame = self._call(lambda c: c.save_png(path))
         self.last_png = frame.data
         return Path(path)
 
@@ -480,7 +513,7 @@ class RemoteView(anywidget.AnyWidget):
             # Wheel down (positive delta) moves away, as in ParaView.
             self.zoom(ZOOM_PER_WHEEL ** (-float(content.get("delta", 0)) / 100))
         elif kind == "save":
-            frame = self._client.render("png")
+            frame = self._call(lambda c: c.render("png"))
             self.last_png = frame.data
             self.send({"type": "png", "filename": "paraconnect-view.png"}, [frame.data])
 

@@ -52,8 +52,10 @@ from ._launchers import (
     register_launcher,
     unregister_launcher,
 )
+from ._lifetime import DEFAULT_CERT_LIFETIME, cert_lifetime_days
 from ._local import LocalJob, LocalLauncher
 from ._registry import FINAL_STATES, ServerRecord, ServerRegistry, ServerState
+from ._renewal import Renewed, certify_renewal
 from ._slurm import SlurmJob, SlurmLauncher
 from ._slurm_options import SlurmOptions
 from ._ssh import SshJob, SshLauncher
@@ -61,6 +63,7 @@ from ._supervisor import RestartPolicy, ServerEvent, Supervisor
 
 __all__ = [
     "COMMON_OPTIONS",
+    "DEFAULT_CERT_LIFETIME",
     "DEFAULT_TOKEN_TTL",
     "FINAL_STATES",
     "HUB_IDENTITY",
@@ -81,6 +84,7 @@ __all__ = [
     "LocalJob",
     "LocalLauncher",
     "Queued",
+    "Renewed",
     "RestartPolicy",
     "Scheduler",
     "ServerEvent",
@@ -95,6 +99,8 @@ __all__ = [
     "SshLauncher",
     "Supervisor",
     "build_kind",
+    "cert_lifetime_days",
+    "certify_renewal",
     "enroll",
     "issue_token",
     "kind_descriptions",

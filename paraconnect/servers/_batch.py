@@ -127,6 +127,7 @@ class Queued(NamedTuple):
     state: str  # the scheduler's state name, upper case
     reason: str  # why it pends (or "")
     nodes: str  # where it runs (or "")
+    ends_at: float | None = None  # when the scheduler's time limit ends it (epoch s), if said
 
 
 class Clients:
@@ -198,6 +199,8 @@ class BatchJob(Job):
         super().__init__(**common)
         self._clients = clients
         self._dir = job_dir
+        # When the scheduler will end the job (its time limit), as its last status said.
+        self.ends_at: float | None = None
 
     # -- what a scheduler gives ------------------------------------------------------------
 
@@ -302,7 +305,9 @@ class BatchJob(Job):
                     f"left no exit code in {self._dir}",
                 )
         else:
-            state, reason, nodes = queued
+            state, reason, nodes, ends_at = queued
+            if ends_at is not None and state in self.running_states:
+                self.ends_at = ends_at
             if nodes:
                 self._host = nodes
         if state in self.pending_states:

@@ -70,6 +70,7 @@ from ..pki import (
 )
 from ..tunnel import parse_endpoint
 from ._enroll_dial import _ask_hub, _norm_fp, _recv, _send
+from ._lifetime import DEFAULT_CERT_LIFETIME, cert_lifetime_days
 from ._registry import ServerRegistry
 
 __all__ = [
@@ -225,7 +226,7 @@ class EnrollServer:
         sessions: dict[str, tuple[Session, Credentials]],
         listen: tuple[str, int] = ("127.0.0.1", 0),
         *,
-        days: float = 7.0,
+        days: float = DEFAULT_CERT_LIFETIME / 86400,
         on_enrolled: Any = None,
     ) -> None:
         self.registry = registry
@@ -387,8 +388,9 @@ class EnrollServer:
             if r.name == server_id and r.key_type == "enrolled" and not r.revoked
         ]
         try:
+            days = cert_lifetime_days(rec.options, self.days * 86400)
             record, cert = session.certify(
-                Role.SERVER, server_id, public, unique_id=unique_id, days=self.days
+                Role.SERVER, server_id, public, unique_id=unique_id, days=days
             )
         except ParaconnectError as exc:  # the hub's own trouble (its key, its disk)
             log.error("hub: cannot certify %s: %s", server_id, exc)

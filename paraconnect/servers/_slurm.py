@@ -11,6 +11,8 @@ one minute, as Slurm's own backstop.
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -42,19 +44,27 @@ class SlurmJob(BatchJob):
     }
 
     def status_argv(self) -> list[str]:
-        return ["squeue", "-h", "-t", "all", "-j", self._id, "-o", "%T|%r|%N"]
+        return ["squeue", "-h", "-t", "all", "-j", self._id, "-o", "%T|%r|%N|%e|%S"]
 
     def parse_status(self, out: str) -> Queued | None:
-        """``STATE|REASON|NODES`` (squeue -o %T|%r|%N); nothing once squeue forgot the job."""
+        """``STATE|REASON|NODES|END|START`` (squeue -o %T|%r|%N|%e|%S); nothing once squeue
+        forgot the job.  END is when Slurm's time limit ends a running job (local time, as
+        squeue prints); the wrapper's own wall time (start + walltime) ends it sooner."""
         line = last_line(out)
         if not line:
             return None
         state, _, rest = line.partition("|")
-        reason, _, nodes = rest.partition("|")
+        reason, _, rest = rest.partition("|")
+        nodes, _, rest = rest.partition("|")
+        end_text, _, start_text = rest.partition("|")
         nodes = nodes.strip()
+        end, start = _end_time(end_text.strip()), _end_time(start_text.strip())
+        if self._walltime and start is not None:
+            end = min(end if end is not None else math.inf, start + self._walltime)
         return Queued(
-            state.strip().upper(), reason.strip(), "" if nodes in ("(null)", "n/a") else nodes
-        )
+            state.strip().upper(), reason.strip(), "" if nodes in ("(null)", "n/a") else nodes,
+            end,
+        )  # fmt: skip
 
     def forgotten(self, out: str) -> bool:
         return "invalid job id" in out.lower()
@@ -150,6 +160,15 @@ class SlurmLauncher(BatchLauncher):
             if needle in lowered:
                 return ConfigError(f"sbatch refused job {name}: {last}; {hint}")
         return ConfigError(f"sbatch refused job {name}: {last}")
+
+
+def _end_time(text: str) -> float | None:
+    """squeue's %e (``2026-12-06T10:12:33``, local time) as epoch seconds; None for the words
+    it prints when there is no end (``Unknown``, ``N/A``, ``NONE``)."""
+    try:
+        return time.mktime(time.strptime(text, "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        return None
 
 
 _HINTS = (

@@ -160,7 +160,7 @@ class ConnRecord:
     end: float | None
     bytes_in: int
     bytes_out: int
-    outcome: str  # open, closed, refused, lost
+    outcome: str  # open, closed, refused, lost; renewed (kind renewal)
     reason: str | None
     writer: str | None
     last_seen: float | None
@@ -277,6 +277,12 @@ class Accounting:
         """A refused attempt: one complete row."""
         now = time.time()
         return self._insert(attempt, now if when is None else when, now, "refused", reason, 0, 0)
+
+    def note(self, attempt: Attempt, outcome: str, reason: str) -> int:
+        """Something done for a peer on an open channel (a certificate renewed or refused,
+        `attempt.kind` naming what): one complete row."""
+        now = time.time()
+        return self._insert(attempt, now, now, outcome, reason, 0, 0)
 
     def _insert(
         self,

@@ -14,6 +14,9 @@ Control messages (`_messages`; each answered by ``ok``/``error`` where noted):
 * client → agent (forward): `PhoneHome` → ok/error; `Ping` → `Pong`;
 * listener → agent (reverse): `Open` (dial back a data connection whose hello carries that
   channel token); `PhoneHome` → ok/error, then the agent moves there.
+* agent → hub (reverse, enrolled agents): `Renew` → `Renewed`: a key made here certified before
+  the certificate in force reaches two thirds of its life (`_renewal`); the agent then dials a
+  control channel with the new certificate, and the hub drops the old one.
 * client or listener → agent: `Crl`, the session owner's current revocation list; `Policy`,
   the owner's policy signed with the session key (pki.sign_policy) (no answer): applied if the
   session CA signed it and it is newer, kept beside credentials that are a directory of PEM
@@ -24,21 +27,24 @@ A bad peer costs only its own connection: it is logged and closed, the agent kee
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import anyio
 import anyio.abc
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ..errors import ConfigError, NetworkError, ParaconnectError, TrustError
 from ..pki import Credentials, Role, SecurityLevel, Store
 from ..tls import PeerIdentity
 from ._accounting import Accounting
-from ._hello import Purpose, read_message, write_frame
+from ._hello import Hello, Purpose, read_message, write_frame
 from ._leg import Endpoint, connect_endpoint, listening_uid, parse_endpoint
 from ._listener import Established, SecureListener
 from ._messages import (
@@ -53,6 +59,8 @@ from ._messages import (
     Ping,
     Policy,
     Pong,
+    Renew,
+    Renewed,
     decode,
 )
 from ._perconn import PerConnection
@@ -61,6 +69,7 @@ from ._program import Program
 from ._proxyproto import proxy_header
 from ._radius_wire import RadiusConfig
 from ._relay import relay
+from ._renewal import Renewal, due, fresh_request, install
 from ._secure import HANDSHAKE_TIMEOUT, Side, Tracked
 from ._stream import ByteStream
 from ._util import guard, single_error
@@ -68,6 +77,8 @@ from ._util import guard, single_error
 __all__ = ["Agent", "Target", "check_insecure"]
 
 log = logging.getLogger("paraconnect.tunnel")
+
+RENEW_REPLY_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +153,11 @@ class Agent:
         proxy_protocol: bool = False,
         radius: RadiusConfig | None = None,
         on_unreachable: Callable[[str, str], Awaitable[None]] | None = None,
+        renew: bool = False,
     ) -> None:
+        """`renew`: ask the hub this agent phones home to for a new certificate (a key made
+        here) before the one in force reaches two thirds of its life; for credentials that
+        are a directory of PEM files (what enrolment writes)."""
         if (program is None) == (target is None):
             raise ConfigError("an agent serves exactly one program or one target endpoint")
         if not listen and not phone_home:
@@ -175,6 +190,9 @@ class Agent:
         self.addresses: list[Endpoint] = []
         self._tg: anyio.abc.TaskGroup | None = None
         self._phone_scopes: dict[str, anyio.CancelScope] = {}
+        self.renewal: Renewal | None = None
+        if renew and os.path.isdir(creds.source) and self.level is not SecurityLevel.NONE:
+            self.renewal = Renewal()
 
     @property
     def level(self) -> SecurityLevel:
@@ -387,6 +405,8 @@ class Agent:
         deadline = f", for at most {home.deadline:g} s" if home.deadline else ""
         log.info("phoning home to %s every %g s%s", home.endpoint, home.interval, deadline)
         await anyio.sleep(backoff.first_delay())
+        # A control channel already made with renewed credentials, to serve next.
+        pending: tuple[ByteStream, Hello] | None = None
         while True:
             if home.deadline is not None and anyio.current_time() - since > home.deadline:
                 log.error(
@@ -397,10 +417,13 @@ class Agent:
                 return True
             refused = False
             try:
-                sock = await connect_endpoint(home.endpoint, timeout=max(home.interval, 5.0))
-                conn, hello = await self.side.establish(
-                    sock, server_side=False, purpose=Purpose.CONTROL
-                )
+                if pending is None:
+                    sock = await connect_endpoint(home.endpoint, timeout=max(home.interval, 5.0))
+                    pending = await self.side.establish(
+                        sock, server_side=False, purpose=Purpose.CONTROL
+                    )
+                conn, hello = pending
+                pending = None
             except TrustError as exc:
                 refused = True
                 log.warning("the listener at %s refused this server: %s", home.endpoint, exc)
@@ -409,14 +432,21 @@ class Agent:
                 if isinstance(exc, NetworkError) and self.on_unreachable is not None:
                     tell, self.on_unreachable = self.on_unreachable, None
                     self._running().start_soon(self._tell, tell, str(home.endpoint), str(exc))
+                self._renewal_waits(home)
             else:
                 backoff.reset()
+                if self.renewal is not None:
+                    self.renewal.said_waiting = False
                 log.info("phoned home to %s: taken by %s", home.endpoint, conn.peer.label)
-                moved = False
+                # A revocation cancels the work inside `track` (its scope), leaving this.
+                outcome: bool | tuple[ByteStream, Hello] = False
                 with self.side.track(conn, hello, str(home.endpoint)):
-                    moved = await self._home_control(conn, home)
-                if moved:
+                    outcome = await self._home_control(conn, home)
+                if outcome is True:
                     return False
+                if outcome is not False:
+                    pending = outcome
+                    continue
                 log.warning("the listener at %s went away; phoning again", home.endpoint)
                 since = anyio.current_time()
             await anyio.sleep(backoff.next_delay(refused))
@@ -429,33 +459,128 @@ class Agent:
         except (ParaconnectError, TimeoutError) as exc:
             log.warning("could not tell the hub that %s is unreachable: %s", where, exc)
 
-    async def _home_control(self, conn: ByteStream, home: Home) -> bool:
-        """Serve a listener's control channel; True when it sent us elsewhere."""
-        tg = self._running()
-        crl_parts: list[str] = []
-        source = f"{conn.peer.label} at {home.endpoint}"
+    def _renewal_waits(self, home: Home) -> None:
+        """Say, when a renewal is due, that it waits for the hub (the certificate in force
+        stays in use while it is valid)."""
+        if self.renewal is None or self.renewal.said_waiting:
+            return
+        cert = self.side.creds.cert
+        now = time.time()
+        if now >= due(cert):
+            self.renewal.said_waiting = True  # once per outage, not at every dial
+            left = cert.not_valid_after_utc.timestamp() - now
+            log.warning(
+                "certificate renewal is due, but the hub at %s is unreachable; the certificate "
+                "in force stays in use (valid %d s more) and renewal is asked when it answers",
+                home.endpoint, max(left, 0.0),
+            )  # fmt: skip
+
+    async def _home_control(self, conn: ByteStream, home: Home) -> bool | tuple[ByteStream, Hello]:
+        """Serve a listener's control channel; True when it sent us elsewhere, False when it
+        ended, or the control channel made after a renewal (to serve in its place)."""
+        send, receive = anyio.create_memory_object_stream[Renewed](1)
+        renewed: list[tuple[ByteStream, Hello]] = []
+        moved = False
         try:
             await write_frame(conn, self._info().to_dict())
-            while (msg := await self._next(conn, source, crl_parts)) is not None:
-                match msg:
-                    case Open(channel=channel):
-                        tg.start_soon(self._open_channel, home, channel, conn.peer.label)
-                    case PhoneHome():
-                        new = await self._asked_home(conn, msg)
-                        if new is None or str(new.endpoint) == str(home.endpoint):
-                            continue
-                        log.info("%s sends this server to %s", conn.peer.label, new.endpoint)
-                        self.phone(new)
-                        return True
-                    case _:  # unknown, or not for an agent: a listener gets no answer
-                        log.debug("%s sent %s; ignored", source, msg)
-            return False
+            async with anyio.create_task_group() as tg, send, receive:
+                if self.renewal is not None:
+                    tg.start_soon(self._renew, conn, home, receive, renewed, tg.cancel_scope)
+                # Caught here, inside: a task group would hand it on wrapped in a group.
+                try:
+                    moved = await self._home_messages(conn, home, send)
+                except ParaconnectError as exc:
+                    log.warning("control channel to %s failed: %s", home.endpoint, exc)
+                tg.cancel_scope.cancel()
         except ParaconnectError as exc:
             log.warning("control channel to %s failed: %s", home.endpoint, exc)
-            return False
+        except BaseException:  # cancelled (a revocation, the agent stopping): nobody takes it
+            with anyio.CancelScope(shield=True):
+                for fresh, _hello in renewed:
+                    await fresh.aclose()
+            raise
         finally:
             with anyio.CancelScope(shield=True):
                 await conn.aclose()
+        return renewed[0] if renewed else moved
+
+    async def _home_messages(
+        self, conn: ByteStream, home: Home, renewed: MemoryObjectSendStream[Renewed]
+    ) -> bool:
+        tg = self._running()
+        crl_parts: list[str] = []
+        source = f"{conn.peer.label} at {home.endpoint}"
+        while (msg := await self._next(conn, source, crl_parts)) is not None:
+            match msg:
+                case Open(channel=channel):
+                    tg.start_soon(self._open_channel, home, channel, conn.peer.label)
+                case PhoneHome():
+                    new = await self._asked_home(conn, msg)
+                    if new is None or str(new.endpoint) == str(home.endpoint):
+                        continue
+                    log.info("%s sends this server to %s", conn.peer.label, new.endpoint)
+                    self.phone(new)
+                    return True
+                case Renewed():
+                    with contextlib.suppress(anyio.WouldBlock):  # unasked: nobody waits
+                        renewed.send_nowait(msg)
+                case _:  # unknown, or not for an agent: a listener gets no answer
+                    log.debug("%s sent %s; ignored", source, msg)
+        return False
+
+    async def _renew(
+        self,
+        conn: ByteStream,
+        home: Home,
+        replies: MemoryObjectReceiveStream[Renewed],
+        done: list[tuple[ByteStream, Hello]],
+        scope: anyio.CancelScope,
+    ) -> None:
+        """Renew the certificate when due, over this control channel; then dial a control
+        channel with the new one and hand it to the phone loop (the hub drops this one)."""
+        assert self.renewal is not None  # noqa: S101 - started only with a renewal plan
+        where = f"the hub at {home.endpoint}"
+        while True:
+            old = self.side.creds.cert
+            await anyio.sleep(max(self.renewal.next_at(old) - time.time(), 0.0))
+            request = fresh_request(self.side.server_id)
+            try:
+                await write_frame(conn, Renew(request.csr_pem).to_dict())
+                with anyio.fail_after(RENEW_REPLY_TIMEOUT):
+                    try:
+                        reply = await replies.receive()
+                    except (anyio.EndOfStream, anyio.ClosedResourceError):
+                        return  # the channel ended: the next one asks again
+                if not reply.cert:
+                    raise TrustError(f"{where} refused: {reply.reason}")
+                cert = install(self.side.creds, request, reply.cert, where)
+            except TimeoutError:
+                self.renewal.failed(old, f"{where} did not answer")
+                continue
+            except (ParaconnectError, OSError) as exc:
+                self.renewal.failed(old, str(exc))
+                continue
+            if reply.crl:
+                self.side.accept_crl(reply.crl, where)
+            self.side.refresh()
+            if self.side.creds.cert != cert:
+                self.renewal.failed(old, "the renewed credentials were not taken (see above)")
+                continue
+            self.renewal.succeeded()
+            log.info(
+                "certificate renewed by %s: serial %x replaces %x; new connections use it",
+                where, cert.serial_number, old.serial_number,
+            )  # fmt: skip
+            try:
+                sock = await connect_endpoint(home.endpoint, timeout=max(home.interval, 5.0))
+                fresh = await self.side.establish(sock, server_side=False, purpose=Purpose.CONTROL)
+            except ParaconnectError as exc:
+                # This channel goes on; the next one is made with the new certificate.
+                log.info("control channel with the renewed certificate: %s", exc)
+                continue
+            done.append(fresh)
+            scope.cancel()
+            return
 
     async def _open_channel(self, home: Home, channel: str, label: str) -> None:
         with guard(str(home.endpoint)):

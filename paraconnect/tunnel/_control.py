@@ -5,12 +5,25 @@ message (`read_info`).  Used by `Connector`, `ReverseListener` and `DataChannels
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 import anyio
 
 from ..errors import NetworkError, ParaconnectError, ProtocolError
 from ._hello import Hello, read_message, write_frame
-from ._messages import BadMessage, Crl, Error, Info, Message, Ok, Policy, Pong, decode
+from ._messages import (
+    BadMessage,
+    Crl,
+    Error,
+    Info,
+    Message,
+    Ok,
+    Policy,
+    Pong,
+    Renew,
+    Renewed,
+    decode,
+)
 from ._secure import Side
 from ._stream import ByteStream
 
@@ -31,6 +44,8 @@ class Control:
         self._lock = anyio.Lock()
         self._replies: list[Ok | Error | Pong] = []
         self._reply = anyio.Event()
+        # Who answers the agent's own requests (`Renew`): the hub; None refuses them.
+        self.on_renew: Callable[[Renew], Awaitable[Renewed]] | None = None
 
     async def read_loop(self) -> None:
         try:
@@ -49,6 +64,12 @@ class Control:
                     case Ok() | Error() | Pong():
                         self._replies.append(msg)
                         self._reply.set()
+                    case Renew():
+                        if self.on_renew is None:
+                            answer = Renewed(reason="this listener does not renew certificates")
+                        else:
+                            answer = await self.on_renew(msg)
+                        await self.send(answer)
                     case _:
                         log.debug("%s sent an unasked %s; ignored", self.conn.peer.label, msg.type)
         except ParaconnectError as exc:

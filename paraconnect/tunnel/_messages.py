@@ -9,7 +9,9 @@ Open(channel=c): ...``) and never looks into a dict.  Adding a message means a c
 * agent → peer, first on every control channel: `Info` (server id, the program's connect id);
 * client or listener → agent: `PhoneHome` (answered `Ok` / `Error`), `Ping` (answered `Pong`),
   `Crl` (one part of the owner's revocation list), `Policy` (the owner's signed policy);
-* listener → agent (reverse): `Open` (dial back a data connection for this channel token).
+* listener → agent (reverse): `Open` (dial back a data connection for this channel token);
+* agent → hub (reverse): `Renew` (a CSR for a key the agent just made on its host), answered
+  `Renewed` (the certificate, or why not).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ __all__ = [
     "Ping",
     "Policy",
     "Pong",
+    "Renew",
+    "Renewed",
     "decode",
     "encode",
 ]
@@ -216,10 +220,59 @@ class Error(_Message):
         return cls(reason if isinstance(reason, str) else "no reason given")
 
 
-Message = Info | PhoneHome | Open | Crl | Policy | Ping | Pong | Ok | Error
+MAX_PEM = 16 * 1024  # characters of a CSR or certificate: far above any key paraconnect uses
+
+
+@dataclass(frozen=True, slots=True)
+class Renew(_Message):
+    """The agent asks the hub, over its mutual-TLS control channel, to certify a fresh key."""
+
+    type: ClassVar[str] = "renew"
+    csr: str
+
+    def fields(self) -> dict[str, Any]:
+        return {"csr": self.csr}
+
+    @classmethod
+    def parse(cls, obj: Mapping[str, Any]) -> Renew:
+        csr = _str(obj, cls.type, "csr")
+        if not 0 < len(csr) <= MAX_PEM:
+            raise _bad(cls.type, "csr", f"a PEM request of at most {MAX_PEM} characters")
+        return cls(csr)
+
+
+@dataclass(frozen=True, slots=True)
+class Renewed(_Message):
+    """The hub's answer to `Renew`: the certificate (and its current CRL), or the reason the
+    hub refused (`cert` empty)."""
+
+    type: ClassVar[str] = "renewed"
+    cert: str = ""
+    crl: str | None = None
+    reason: str = ""
+
+    def fields(self) -> dict[str, Any]:
+        return {"cert": self.cert, "crl": self.crl, "reason": self.reason}
+
+    @classmethod
+    def parse(cls, obj: Mapping[str, Any]) -> Renewed:
+        cert, crl, reason = obj.get("cert", ""), obj.get("crl"), obj.get("reason", "")
+        if not isinstance(cert, str) or len(cert) > MAX_PEM:
+            raise _bad(cls.type, "cert", f"a PEM certificate of at most {MAX_PEM} characters")
+        if crl is not None and not isinstance(crl, str):
+            raise _bad(cls.type, "crl", "a string or null")
+        if not isinstance(reason, str):
+            raise _bad(cls.type, "reason", "a string")
+        if not cert and not reason:
+            raise BadMessage("the renewed message needs a 'cert' or a 'reason'", cls.type)
+        return cls(cert, crl, reason)
+
+
+Message = Info | PhoneHome | Open | Crl | Policy | Ping | Pong | Ok | Error | Renew | Renewed
 
 _TYPES: dict[str, Any] = {
-    cls.type: cls for cls in (Info, PhoneHome, Open, Crl, Policy, Ping, Pong, Ok, Error)
+    cls.type: cls
+    for cls in (Info, PhoneHome, Open, Crl, Policy, Ping, Pong, Ok, Error, Renew, Renewed)
 }
 
 

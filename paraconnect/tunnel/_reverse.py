@@ -13,6 +13,10 @@ for a random channel token (`DataChannels`).  Which agents are taken is the list
 
 The listener holds the session (its revocation list and policy): when they change, it pushes
 them to its agents on their control channels, and at every new control channel too.
+
+An agent's `Renew` (a CSR for a key it just made) is answered by the `on_renew` hook (the
+hub's, which certifies it) for the identity its control channel proved, once this side would
+still take that identity; each answer is a row of the accounting (kind ``renewal``).
 """
 
 from __future__ import annotations
@@ -20,17 +24,17 @@ from __future__ import annotations
 import functools
 import logging
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import anyio
 import anyio.abc
 
-from ..errors import NetworkError, ParaconnectError
+from ..errors import ConfigError, NetworkError, ParaconnectError, TrustError
 from ..pki import Credentials, Role, SecurityLevel, Store
 from ..tls import PeerIdentity
-from ._accounting import Accounting
+from ._accounting import Accounting, Attempt
 from ._agent import check_insecure
 from ._channels import DataChannels
 from ._client import local_endpoint
@@ -45,11 +49,11 @@ from ._leg import (
     parse_endpoint,
 )
 from ._listener import Established, Refusal, SecureListener
-from ._messages import PhoneHome
+from ._messages import PhoneHome, Renew, Renewed
 from ._phonehome import Home
 from ._radius_wire import RadiusConfig
 from ._relay import relay_tracked
-from ._secure import HANDSHAKE_TIMEOUT, Side
+from ._secure import HANDSHAKE_TIMEOUT, Side, identity_label
 from ._util import accept_loop, single_error
 
 __all__ = ["AGENT_WAIT", "AgentLink", "ByServerId", "Pinned", "ReverseListener", "Rule"]
@@ -165,8 +169,12 @@ class ReverseListener:
         rule: Rule | None = None,
         on_refused: Callable[[str, str, str], None] | None = None,
         radius: RadiusConfig | None = None,
+        on_renew: Callable[[AgentLink, str], Awaitable[tuple[str, str | None]]] | None = None,
     ) -> None:
-        """`on_refused(server, where, why)` hears of each server refused by the rule."""
+        """`on_refused(server, where, why)` hears of each server refused by the rule;
+        `on_renew(link, csr)` certifies an agent's fresh key: (certificate, CRL) as PEM, or a
+        ParaconnectError saying why not."""
+        self.on_renew = on_renew
         self.rule: Rule = rule if rule is not None else Pinned(servers)
         self.on_refused = on_refused
         self.side = Side(
@@ -273,6 +281,7 @@ class ReverseListener:
             await conn.aclose()
             raise
         link = AgentLink(hello, where, Control(conn, hello), info.connect_id)
+        link.control.on_renew = functools.partial(self._renew, link)
         log.info("%s (id %r) phoned home from %s", link.peer_label, hello.server_id, where)
         same = [a for a in self.agents if a.server_id == link.server_id]
         olds = same if self.rule.exclusive else []
@@ -296,6 +305,44 @@ class ReverseListener:
                 self._changed()
                 if self.on_gone is not None:
                     self.on_gone(link)
+
+    async def _renew(self, link: AgentLink, msg: Renew) -> Renewed:
+        peer = link.peer
+        ident = peer.identity
+        try:
+            why = self.side.refusal(peer)
+            if why is not None:
+                raise TrustError(why)
+            if self.on_renew is None:
+                raise ConfigError("this listener does not renew certificates")
+            cert, crl = await self.on_renew(link, msg.csr)
+        except ParaconnectError as exc:
+            log.warning("renewal for %s at %s refused: %s", link.peer_label, link.where, exc)
+            self._account_renewal(link, "refused", str(exc))
+            return Renewed(reason=str(exc))
+        self._account_renewal(link, "renewed", "certificate renewed; the old one superseded")
+        log.info("renewed the certificate of %s (id %r)", identity_label(ident), link.server_id)
+        return Renewed(cert, crl)
+
+    def _account_renewal(self, link: AgentLink, outcome: str, reason: str) -> None:
+        acc = self.side.accounting
+        if acc is None:
+            return
+        ident = link.peer.identity
+        serial = link.peer.serial
+        attempt = Attempt(
+            session=self.side.session_id, server_id=link.server_id, kind="renewal",
+            side=self.side.role.value, local_identity=self.side.local_identity,
+            remote_address=link.where, remote_identity=identity_label(ident),
+            remote_role=ident.role.value if ident else None,
+            remote_name=ident.name if ident else None,
+            remote_serial=format(serial, "x") if serial is not None else None,
+            remote_unique_id=ident.unique_id if ident else None,
+        )  # fmt: skip
+        try:
+            acc.note(attempt, outcome, reason)
+        except Exception as exc:  # sqlite3.Error, OSError: accounting never stops a tunnel
+            log.error("accounting %s failed: %s", acc.path, exc)
 
     def agent(self, server_id: str | None = None) -> AgentLink | None:
         """The newest agent here (of `server_id`, if given)."""

@@ -5,6 +5,10 @@ Driven by the hub's ZeroMQ events on the subscriber's thread: a ``server``, ``ph
 Accept adds an ``allow`` policy rule for the server's certificate name at the top of the
 session's policy; reject adds a ``deny`` rule there (the listener closes what it now refuses,
 and refuses its next phone-home) and stops the server.
+
+A server whose batch job has a time limit shows the time left; the hub's ``walltime`` warning
+is said under the table, and ``resubmit`` gives the server a new job that re-attaches to the
+same local endpoint.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import datetime as dt
 import html
 import re
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +30,21 @@ from ._common import EventDriven, attempt, button, error_html, session_and_hub
 
 __all__ = ["PhoneHomeWatcher"]
 
-COLUMNS = ("", "id", "identity", "remote address", "state", "attempts", "last seen")
+COLUMNS = ("", "id", "identity", "remote address", "state", "attempts", "last seen", "time left")
 _NODE_ID = re.compile(r"\b([0-9a-f]{8})[0-9a-f]{24}\b")
 
 
 def _clock(stamp: float | None) -> str:
     return dt.datetime.fromtimestamp(stamp, dt.UTC).strftime("%H:%M:%SZ") if stamp else "-"
+
+
+def _left(ends_at: float | None) -> str:
+    """What is left of a job's time limit: ``1h 05m``, ``12m 03s``, or ``-`` for none."""
+    if not ends_at:
+        return "-"
+    left = max(int(ends_at - time.time()), 0)
+    hours, rest = divmod(left, 3600)
+    return f"{hours}h {rest // 60:02d}m" if hours else f"{rest // 60}m {rest % 60:02d}s"
 
 
 def _shorten_ids(text: str) -> str:
@@ -57,12 +71,12 @@ class PhoneHomeWatcher(w.VBox, EventDriven):  # type: ignore[misc]  # ipywidgets
         self.buttons: dict[str, tuple[w.Button, w.Button]] = {}
         self._lock = threading.RLock()
         self.table = w.GridBox(
-            layout=w.Layout(grid_template_columns="repeat(7, max-content)", grid_gap="2px 12px")
+            layout=w.Layout(grid_template_columns="repeat(8, max-content)", grid_gap="2px 12px")
         )
         self.message = w.HTML()
         title = f"servers phoning home{f' to {self.session}' if self.session else ''}"
         super().__init__([w.HTML(f"<b>{html.escape(title)}</b>"), self.table, self.message])
-        self._listen(self.hub, ("server", "phone_home", "hung_up"))
+        self._listen(self.hub, ("server", "phone_home", "hung_up", "walltime", "resubmitted"))
         self.refresh()
 
     def refresh(self) -> None:
@@ -85,6 +99,13 @@ class PhoneHomeWatcher(w.VBox, EventDriven):  # type: ignore[misc]  # ipywidgets
         sid = event.get("server_id")
         if not sid:
             return
+        if topic == "walltime" and self._wanted({"session": event.get("session")}):
+            left = max(float(event.get("left") or 0), 0)
+            self.message.value = (
+                f"<b>{html.escape(str(sid))}</b>: its job {html.escape(str(event.get('job_id')))} "
+                f"reaches its time limit in {left:.0f} s; <code>resubmit</code> gives it a new "
+                "job on the same local endpoint"
+            )
         try:
             info = self.hub.request("server", id=sid)
         except ParaconnectError:
@@ -114,11 +135,19 @@ class PhoneHomeWatcher(w.VBox, EventDriven):  # type: ignore[misc]  # ipywidgets
                 accept.disabled = verdict == "allow"
                 reject.disabled = verdict == "deny"
                 buttons[sid] = (accept, reject)
-                cells.append(w.HBox([accept, reject]))
+                actions = [accept, reject]
+                if info.get("ends_at") and info.get("mode") == "reverse":
+                    again = button(
+                        "resubmit", "warning", f"a new job for {sid}, same local endpoint"
+                    )
+                    again.on_click(lambda _b, s=sid: self.resubmit(s))
+                    actions.append(again)
+                cells.append(w.HBox(actions))
             peer = str(info.get("peer") or "-")
             row = (
                 sid, _shorten_ids(peer), info.get("where") or "-", info.get("state"),
                 info.get("attempts", 0), _clock(info.get("last_phone_home")),
+                _left(info.get("ends_at")),
             )  # fmt: skip
             cells += [w.Label(str(v), tooltip=peer if i == 1 else None) for i, v in enumerate(row)]
         self.buttons = buttons
@@ -149,6 +178,15 @@ class PhoneHomeWatcher(w.VBox, EventDriven):  # type: ignore[misc]  # ipywidgets
 
         if attempt(self.message, go, f"rejected {html.escape(server_id)}: denied and stopped"):
             self.refresh()
+
+    def resubmit(self, server_id: str) -> None:
+        """A new job for this server (its job's time limit nears its end): it phones home to
+        the same local endpoint."""
+
+        def go() -> None:
+            self.hub.request("resubmit", id=server_id)
+
+        attempt(self.message, go, f"resubmitted {html.escape(server_id)}")
 
     def close(self) -> None:
         self._stop_listening()
