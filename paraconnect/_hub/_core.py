@@ -342,13 +342,19 @@ class Hub(ThreadedHub):
         rec = self.registry.get(server_id)
         assert rec is not None  # noqa: S101 - just added
         walltime = opts.get("walltime")
+        spec_options = dict(opts.get("launcher_spec_options", {}))
+        if the_kind.ranks and launcher.name == "slurm":
+            # One agent and N tasks: mpiexec, inside the agent's namespace, places the ranks in
+            # the allocation (servers/_mpi.py says why not srun).
+            spec_options.setdefault("ntasks", the_kind.ranks)
+            spec_options.setdefault("srun", False)
         spec = LaunchSpec(
             self._agent_argv(server_id, the_kind, mode, rec.session, creds, opts),
             env=env,
             name=kind,
             walltime=float(walltime) if walltime else None,
             grace=float(opts.get("grace", 10.0)),
-            options=dict(opts.get("launcher_spec_options", {})),
+            options=spec_options,
         )
         self._launchers[server_id] = launcher
         self._specs[server_id] = spec

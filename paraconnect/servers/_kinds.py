@@ -5,7 +5,8 @@
 - ``pvserver``: ParaView's server on ``{port}``, which the agent gives it in a user + network
   namespace of its own (Debian's pvserver binds 0.0.0.0 and has no bind option: there, nobody
   else can reach it; no ``--connect-id``, which every local user could read in ``ps``),
-  ``--no-mpi`` unless ranks are asked for (then ``mpiexec -n N pvserver``), under its own Xvfb
+  ``--no-mpi`` unless ranks are asked for (then ``mpiexec -n N pvserver`` through ``_mpi``,
+  which lets root run it; a Slurm job asks for N tasks and runs one agent), under its own Xvfb
   (``-displayfd -noreset``) when the remote host has no DISPLAY.  Where user namespaces are
   disabled the agent falls back to the reverse bridge below by itself.  pvserver exits when its
   client leaves: the agent restarts it (``--restart always``) and the user is told that
@@ -65,6 +66,7 @@ class ServerKind:
     note: str = ""
     options: Mapping[str, Any] = field(default_factory=dict)
     agent_args: tuple[str, ...] = ()  # options of `paraconnect serve` the kind asks for
+    ranks: int | None = None  # MPI ranks: a batch job asks its scheduler for as many tasks
 
 
 def _agent_args(options: Mapping[str, Any]) -> tuple[str, ...]:
@@ -111,7 +113,9 @@ def build_kind(
         if ranks is None:
             argv.append("--no-mpi")
         else:
-            argv = [str(opts.get("mpiexec", "mpiexec")), "-n", str(ranks), *argv]
+            mpiexec = [str(opts.get("mpiexec", "mpiexec")), "-n", str(ranks)]
+            # Through _mpi: as root, Open MPI needs its two consent variables (see there).
+            argv = [_python(opts), "-m", "paraconnect.servers._mpi", "--", *mpiexec, *argv]
         reverse = bool(opts.get("pv_reverse", False))
         if reverse:
             # Hardened: pvserver dials a loopback port of our bridge; nothing listens on the
@@ -136,6 +140,7 @@ def build_kind(
                 note=PVSERVER_NOTE + "; " + PV_REVERSE_NOTE,
                 options=opts,
                 agent_args=_agent_args(opts),
+                ranks=ranks,
             )
         program = tuple(argv)
         return ServerKind(
@@ -145,6 +150,7 @@ def build_kind(
             note=PVSERVER_NOTE,
             options=opts,
             agent_args=_agent_args(opts),
+            ranks=ranks,
         )
     if kind == "command":
         argv = list(command)
