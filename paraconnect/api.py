@@ -38,6 +38,7 @@ from .errors import ConfigError, NetworkError, ParaconnectError
 from .hub import AsyncHubEvents, HubEvents
 
 if TYPE_CHECKING:
+    from .pvclient import ParaViewClient
     from .render import RemoteView
     from .tunnel import Endpoint
 
@@ -484,29 +485,53 @@ class Server:
         return result
 
     def stop(self, grace: float = 10.0) -> dict[str, Any]:
+        from .pvclient import close_client
+
+        close_client(self.id)
         result: dict[str, Any] = self._rt.call(self._async.stop, grace)
         return result
 
     def view(
         self, dataset: str | None = "wavelet", *, width: int = 640, height: int = 480
     ) -> RemoteView:
-        """A RemoteView widget of this built-in renderer (drag rotates, wheel zooms)."""
+        """A RemoteView widget (drag rotates, wheel zooms): of the built-in renderer, or of a
+        pvserver's active ParaView view through the client :meth:`paraview` keeps (there the
+        pipeline is what ``paraview()`` built; `dataset` loads one only when given)."""
+        info = self._connected()
+        from .render import RemoteView
+
+        if info["kind"] == "pvserver":
+            client = self.paraview()
+            pv_dataset = None if dataset == "wavelet" else dataset
+            return RemoteView(unix=client.frames, dataset=pv_dataset, width=width, height=height)
+        local = _local_endpoint(info)
+        return RemoteView(
+            host=local.host, port=local.port, dataset=dataset, width=width, height=height
+        )
+
+    def paraview(self, **options: Any) -> ParaViewClient:
+        """A pvserver's ParaView client: a pvpython process beside this kernel, connected to the
+        server's local endpoint, started once and kept while it lives (and with it the
+        pipeline).  ``pv = srv.paraview(); pv("simple.Show(simple.Sphere())")``; errors there
+        raise here.  `options` go to :class:`paraconnect.pvclient.ParaViewClient`."""
+        info = self._connected()
+        from .pvclient import client_for
+
+        local = _local_endpoint(info)
+        return client_for(self.id, local.host, local.port, **options)
+
+    def _connected(self) -> dict[str, Any]:
         info = self.info
-        if info["kind"] != "builtin":
+        if info["kind"] == "command":  # no client of paraconnect's own for any TCP program
             raise ConfigError(
-                f"view() shows the built-in renderer; {self.id} is a {info['kind']} server: "
-                f"connect its own client to {info.get('local')} (see .note)"
+                f"view() shows the built-in renderer or pvserver; {self.id} is a "
+                f"{info['kind']} server: connect its own client to {info.get('local')}"
             )
         if not info.get("local") or info["state"] != "connected":
             raise NetworkError(
                 f"server {self.id} is {info['state']}, not connected; call wait_connected() first"
             )
-        from .render import RemoteView
-
-        local = _local_endpoint(info)
-        return RemoteView(
-            host=local.host, port=local.port, dataset=dataset, width=width, height=height
-        )
+        return info
 
     def __repr__(self) -> str:
         info = self._async.info

@@ -95,7 +95,8 @@ _CSS = """
 
 
 class RemoteView(anywidget.AnyWidget):
-    """``RemoteView(port=srv.port, dataset="wavelet")``; ``.rotate()``, ``.zoom()``,
+    """``RemoteView(port=srv.port, dataset="wavelet")`` (or ``unix=PATH``: a ParaView client's
+    frame socket); ``.rotate()``, ``.zoom()``,
     ``.save_png(path)``, ``.last_frame`` (the last :class:`~paraconnect.render.Frame`)."""
 
     _esm = traitlets.Unicode(_ESM).tag(sync=True)
@@ -110,6 +111,7 @@ class RemoteView(anywidget.AnyWidget):
         host: str = "127.0.0.1",
         port: int | None = None,
         *,
+        unix: str | None = None,
         dataset: str | None = "wavelet",
         path: str | None = None,
         width: int = 640,
@@ -118,14 +120,14 @@ class RemoteView(anywidget.AnyWidget):
         quality: int = 85,
         timeout: float = 60.0,
     ) -> None:
-        if port is None:
+        if port is None and unix is None:
             raise ConfigError("RemoteView needs the server's local port (Server.port)")
         super().__init__(width=width, height=height)
         self.format, self.quality = format, quality
         self.last_frame: Frame | None = None
         self.last_png: bytes | None = None
         self.dataset: dict[str, Any] = {}
-        self._client = RenderClient(host, port, timeout=timeout)
+        self._client = RenderClient(host, port, unix=unix, timeout=timeout)
         self._client.open()
         try:
             self._client.resize(width, height)
