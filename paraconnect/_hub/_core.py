@@ -53,6 +53,8 @@ from ..tunnel import (
     Endpoint,
     ReverseListener,
     identity_label,
+    local_paraview,
+    paraview_mismatch,
     parse_endpoint,
 )
 from ..vocab import FINAL_STATES, Mode, ServerState
@@ -247,6 +249,8 @@ class Hub(ThreadedHub):
     def _agent_came(self, link: AgentLink) -> None:
         self._connect_ids[link.server_id] = link.connect_id
         self._links[link.server_id] = link
+        if link.version:
+            local_paraview(wait=False)  # asked once, off the loop; server info then compares
         self._attempts[link.server_id] += 1
         rec = self.registry.get(link.server_id)
         self.publish({
@@ -504,6 +508,8 @@ class Hub(ThreadedHub):
         job = rec.job or {}
         kind = build_kind(rec.kind, rec.options, ["x", "{port}"]) if rec.kind != "command" else None
         peer, where = self._agent_of(rec.id)
+        link = self._links.get(rec.id)
+        version = link.version if link is not None else None
         return ServerInfo(
             id=rec.id, kind=rec.kind, session=rec.session, mode=rec.mode,
             launcher=rec.launcher, state=rec.state, reason=rec.reason,
@@ -512,7 +518,8 @@ class Hub(ThreadedHub):
             job_id=job.get("id"), note=kind.note if kind else "",
             last_phone_home=rec.last_phone_home, restarts=rec.restarts,
             created=rec.created, updated=rec.updated, attempts=self._attempts[rec.id],
-            peer=peer, where=where, streams=streams[rec.id],
+            peer=peer, where=where, streams=streams[rec.id], program_version=version,
+            version_check=paraview_mismatch(version, local_paraview(wait=False), rec.id),
         )  # fmt: skip
 
     def _stream_counts(self) -> Counter[str]:

@@ -36,6 +36,8 @@ class ServerInfo:
     peer: str | None  # the identity its agent proved
     where: str | None  # the address its agent phoned home from
     streams: int  # data connections open through the hub now
+    program_version: str | None = None  # pvserver's version, as its agent reported it
+    version_check: str | None = None  # one line when it cannot talk to this host's pvpython
 
     @property
     def final(self) -> bool:

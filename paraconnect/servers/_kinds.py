@@ -31,6 +31,7 @@ A kind only builds command lines; the hub wraps them in ``paraconnect serve``.
 
 from __future__ import annotations
 
+import shlex
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -69,11 +70,15 @@ class ServerKind:
     ranks: int | None = None  # MPI ranks: a batch job asks its scheduler for as many tasks
 
 
-def _agent_args(options: Mapping[str, Any]) -> tuple[str, ...]:
+def _agent_args(options: Mapping[str, Any], version_of: str | None = None) -> tuple[str, ...]:
     shared = options.get("shared_leg", False)
     if type(shared) is not bool:
         raise ConfigError(f"option shared_leg must be true or false, not {shared!r}")
-    return ("--shared-leg",) if shared else ()
+    args: tuple[str, ...] = ("--shared-leg",) if shared else ()
+    if version_of is not None:
+        # The agent tells clients pvserver's version, so they explain a mismatch themselves.
+        args += ("--version-command", shlex.join([version_of, "--version"]))
+    return args
 
 
 def _python(options: Mapping[str, Any]) -> str:
@@ -139,7 +144,7 @@ def build_kind(
                 restart="on-failure",
                 note=PVSERVER_NOTE + "; " + PV_REVERSE_NOTE,
                 options=opts,
-                agent_args=_agent_args(opts),
+                agent_args=_agent_args(opts, pvserver),
                 ranks=ranks,
             )
         program = tuple(argv)
@@ -149,7 +154,7 @@ def build_kind(
             restart="always",
             note=PVSERVER_NOTE,
             options=opts,
-            agent_args=_agent_args(opts),
+            agent_args=_agent_args(opts, pvserver),
             ranks=ranks,
         )
     if kind == "command":
