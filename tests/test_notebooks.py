@@ -73,6 +73,9 @@ def test_03_paraview_pvserver(home: Path, tmp_path: Path, monkeypatch: pytest.Mo
     text = outputs(run_notebook("03-paraview-pvserver.ipynb", tmp_path, monkeypatch, timeout=300))
     assert "not kept between clients" in text.lower() and "pvpython, then simple.Connect(" in text
     assert text.count("'stopped'") == 2
+    # The pipeline built through srv.paraview(), and the client's error as a Python exception.
+    assert "points on the server: 2210" in text
+    assert "ParaView said: AttributeError" in text and "line 1: simple.Sphere(" in text
 
 
 @pytest.mark.slow
