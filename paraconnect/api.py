@@ -516,7 +516,13 @@ class Server:
         raise here.  `options` go to :class:`paraconnect.pvclient.ParaViewClient`."""
         info = self._connected()
         from .pvclient import client_for
+        from .tunnel import local_paraview, paraview_mismatch
 
+        # Said here, in one line, before ParaView's own handshake fails obscurely.
+        client = local_paraview(str(options.get("pvpython", "pvpython")))
+        mismatch = paraview_mismatch(info.get("program_version"), client, self.id)
+        if mismatch:
+            raise ConfigError(mismatch)
         local = _local_endpoint(info)
         return client_for(self.id, local.host, local.port, **options)
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+import paraconnect as pc
+from paraconnect.errors import ConfigError
 from paraconnect.pki import Session
 
 from .helpers_cli import Proc, procs_fixture  # noqa: F401 - the fixture `procs`
@@ -21,6 +23,7 @@ from .helpers_hub import running_hub
 from .helpers_tunnel import Pki
 from .test_tunnel_pvserver import _xvfb
 
+pytest_plugins = ["tests.helpers_api"]
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.timeout(120),
@@ -105,3 +108,13 @@ def test_connect_and_debug_explain_it_and_a_match_is_quiet(
             assert step["status"] == "PASS", step
         conn.stop()
         agent.stop()
+
+
+def test_srv_paraview_refuses_a_mismatch_in_one_line(api_hub: object, old_pvserver: str) -> None:
+    srv = pc.connect_reverse(
+        kind="pvserver", session="lab", options={"xvfb": "always", "pvserver": old_pvserver}
+    )
+    srv.wait_connected(timeout=90, quiet=True)
+    with pytest.raises(ConfigError, match=r"ParaView version mismatch: .* same major\.minor"):
+        srv.paraview()
+    srv.stop(grace=5)
