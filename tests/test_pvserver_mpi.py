@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,7 +20,8 @@ from paraconnect.servers import SlurmLauncher
 
 from .helpers_hub import running_hub
 from .helpers_leg import descendants
-from .test_tunnel_pvserver import _xvfb
+from .helpers_tunnel import free_port
+from .test_tunnel_pvserver import PV_CLIENT, _xvfb
 
 if TYPE_CHECKING:
     from tests.fixtures_slurm import SlurmCluster
@@ -121,4 +123,37 @@ def test_two_ranks_as_a_slurm_job(
         shown = slurm_cluster.run("scontrol", "show", "job", info.job_id).stdout
         assert "NumTasks=2" in shown, shown
         _check_two_ranks(hub, info)
+        assert hub.call(hub.stop, info.id, 5.0).state == "stopped"
+
+
+def test_two_ranks_behind_the_reverse_bridge_listen_nowhere(home: Path, session: Session) -> None:
+    """--pv-reverse with ranks: rank 0 dials the loopback bridge, no rank listens anywhere."""
+    opts = {"pv_reverse": True, "xvfb": "always", "ranks": 2}
+    with running_hub(home) as (hub, _events):
+        info = hub.call(hub.launch, "pvserver", "local", "lab", "reverse", opts)
+        info = hub.call(hub.wait, info.id, "connected", 90.0)
+        assert info.state == "connected", info
+        port = free_port()
+        out = home.parent / "pv-reverse-ranks.png"
+        client = subprocess.Popen(
+            [*_xvfb(), "pvpython", PV_CLIENT, "accept", str(port), str(out)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        try:
+            hub.call(hub.dial_client, info.id, port)
+            seen: tuple[list[int], list[int]] = ([], [])
+            argvs: list[bytes] = []
+            while client.poll() is None and len(seen[0]) < 2:
+                seen = _ranks_and_host_listeners(info.id)
+                argvs = [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in seen[0]]
+                time.sleep(0.05)
+            output, _ = client.communicate(timeout=120)
+        finally:
+            if client.poll() is None:
+                client.kill()
+                client.wait()
+        logs = hub.call(hub.logs, info.id, 300)
+        assert "partitions 2" in output and f"rendered {out}" in output, output[-3000:] + logs
+        assert len(seen[0]) == 2 and seen[1] == [], seen  # both ranks ran, listening on nothing
+        assert all(b"--rc" in argv for argv in argvs)  # they dialled out, as asked
         assert hub.call(hub.stop, info.id, 5.0).state == "stopped"
