@@ -75,21 +75,23 @@ def test_a_running_pvserver_is_listed_at_its_local_endpoint(
 ) -> None:
     r = cli("launch", "pvserver", "--session", "lab", "--xvfb", "always", "--wait", "--json")  # type: ignore[operator]
     info = json.loads(r.stdout)
-    assert info["state"] == "connected", r
-    out = tmp_path / "lab.pvsc"
-    r = cli("pvsc", "--session", "lab", "-o", str(out), "--", "--xvfb", "always")  # type: ignore[operator]
-    assert r.returncode == 0 and "--servers-file" in r.stdout, r
-    entries = _entries(out)
-    running = entries[f"paraconnect lab: {info['id']} (running)"]
-    assert running.attrib["resource"] == f"cs://{info['local']}"
-    assert running.find("ManualStartup") is not None
-    new = entries["paraconnect lab: new pvserver (local)"]
-    command = new.find("CommandStartup/Command")
-    assert command is not None and command.attrib["exec"] == PARACONNECT
-    args = [a.attrib["value"] for a in command.iter("Argument")]
-    assert args[:4] == ["launch", "pvserver", "--session", "lab"]
-    assert args[-3:] == ["--wait", "--relay-port", "$PV_SERVER_PORT$"] and "--xvfb" in args
-    cli("servers", "stop", info["id"])  # type: ignore[operator]
+    try:
+        assert info["state"] == "connected", r
+        out = tmp_path / "lab.pvsc"
+        r = cli("pvsc", "--session", "lab", "-o", str(out), "--", "--xvfb", "always")  # type: ignore[operator]
+        assert r.returncode == 0 and "--servers-file" in r.stdout, r
+        entries = _entries(out)
+        running = entries[f"paraconnect lab: {info['id']} (running)"]
+        assert running.attrib["resource"] == f"cs://{info['local']}"
+        assert running.find("ManualStartup") is not None
+        new = entries["paraconnect lab: new pvserver (local)"]
+        command = new.find("CommandStartup/Command")
+        assert command is not None and command.attrib["exec"] == PARACONNECT
+        args = [a.attrib["value"] for a in command.iter("Argument")]
+        assert args[:4] == ["launch", "pvserver", "--session", "lab"]
+        assert args[-3:] == ["--wait", "--relay-port", "$PV_SERVER_PORT$"] and "--xvfb" in args
+    finally:  # the hub leaves its servers running when it stops: stop this one here
+        cli("servers", "stop", info["id"])  # type: ignore[operator]
 
 
 def test_paraview_gui_connects_through_the_pvsc(
