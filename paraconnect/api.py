@@ -48,6 +48,7 @@ from .errors import ConfigError, NetworkError, ParaconnectError
 from .hub import AsyncHubEvents
 
 if TYPE_CHECKING:
+    from .pvclient import ParaViewClient
     from .render import RemoteView
     from .tunnel import Endpoint
 
@@ -450,6 +451,9 @@ class Server:
         return result
 
     def stop(self, grace: float = 10.0) -> dict[str, Any]:
+        from .pvclient import close_client
+
+        close_client(self.id)
         result: dict[str, Any] = self._rt.call(self._async.stop, grace)
         return result
 
@@ -461,25 +465,21 @@ class Server:
         width: int = 640,
         height: int = 480,
     ) -> RemoteView:
-        """A RemoteView widget of this built-in renderer (drag rotates, wheel zooms) showing a
+        """A RemoteView widget (drag rotates, wheel zooms): of the built-in renderer, showing a
         file on the server's host (``path=``) or a built-in dataset (``dataset=``, the wavelet
-        when neither is given)."""
+        when neither is given); or of a pvserver's active ParaView view through the client
+        :meth:`paraview` keeps (there the pipeline is what ``paraview()`` built; `dataset`
+        loads one only when given)."""
         if dataset is not None and path is not None:
             raise ConfigError("view() shows a dataset or a file: give dataset= or path=, not both")
-        if dataset is None and path is None:
-            dataset = "wavelet"
-        info = self.info
-        if info["kind"] != "builtin":
-            raise ConfigError(
-                f"view() shows the built-in renderer; {self.id} is a {info['kind']} server: "
-                f"connect its own client to {info.get('local')} (see .note)"
-            )
-        if not info.get("local") or info["state"] != "connected":
-            raise NetworkError(
-                f"server {self.id} is {info['state']}, not connected; call wait_connected() first"
-            )
+        info = self._connected()
         from .render import RemoteView
 
+        if info["kind"] == "pvserver":
+            client = self.paraview()
+            return RemoteView(unix=client.frames, dataset=dataset, width=width, height=height)
+        if dataset is None and path is None:
+            dataset = "wavelet"
         local = _local_endpoint(info)
         return RemoteView(
             host=local.host,
@@ -490,6 +490,36 @@ class Server:
             height=height,
             server_id=self.id,
         )
+
+    def paraview(self, **options: Any) -> ParaViewClient:
+        """A pvserver's ParaView client: a pvpython process beside this kernel, connected to the
+        server's local endpoint, started once and kept while it lives (and with it the
+        pipeline).  ``pv = srv.paraview(); pv("simple.Show(simple.Sphere())")``; errors there
+        raise here.  `options` go to :class:`paraconnect.pvclient.ParaViewClient`."""
+        info = self._connected()
+        from .pvclient import client_for
+        from .tunnel import local_paraview, paraview_mismatch
+
+        # Said here, in one line, before ParaView's own handshake fails obscurely.
+        client = local_paraview(str(options.get("pvpython", "pvpython")))
+        mismatch = paraview_mismatch(info.get("program_version"), client, self.id)
+        if mismatch:
+            raise ConfigError(mismatch)
+        local = _local_endpoint(info)
+        return client_for(self.id, local.host, local.port, **options)
+
+    def _connected(self) -> dict[str, Any]:
+        info = self.info
+        if info["kind"] == "command":  # no client of paraconnect's own for any TCP program
+            raise ConfigError(
+                f"view() shows the built-in renderer or pvserver; {self.id} is a "
+                f"{info['kind']} server: connect its own client to {info.get('local')}"
+            )
+        if not info.get("local") or info["state"] != "connected":
+            raise NetworkError(
+                f"server {self.id} is {info['state']}, not connected; call wait_connected() first"
+            )
+        return info
 
     def __repr__(self) -> str:
         info = self._async.info

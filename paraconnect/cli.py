@@ -41,9 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in (_add_session, _add_issue, _add_share_import, _add_revoke, _add_inspect, _add_demo):
         add(sub)
-    from . import cli_debug, cli_policy, cli_servers, cli_tunnel
+    from . import cli_debug, cli_policy, cli_pvsc, cli_servers, cli_tunnel
 
-    for module in (cli_tunnel, cli_debug, cli_policy, cli_servers):
+    for module in (cli_tunnel, cli_debug, cli_policy, cli_servers, cli_pvsc):
         module.add_parsers(sub)
     return parser
 

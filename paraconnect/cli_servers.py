@@ -245,6 +245,14 @@ def _launch_options(p: argparse.ArgumentParser) -> dict[str, dict[str, str]]:
     p.add_argument("--log-regex", metavar="REGEX", help="command: readiness log line")
     p.add_argument("--http-path", metavar="PATH", help="command: readiness HTTP path")
     p.add_argument("--wait", action="store_true", help="wait until the server is connected")
+    p.add_argument(
+        "--relay-port",
+        type=int,
+        metavar="P",
+        help="with --wait: then relay one client of 127.0.0.1:P (this user) to the server's "
+        "local endpoint, and stop the server when it leaves (ParaView's .pvsc: 'paraconnect "
+        "pvsc')",
+    )
     p.add_argument("--timeout", type=float, default=120.0, metavar="S", help="for --wait")
     _json(p)
     return _launcher_options(p)
@@ -327,6 +335,15 @@ def _launch(outer: argparse.Namespace) -> int:
         if args.wait:
             info = hub.request("wait", id=info["id"], timeout=args.timeout)
     _print_info(info, args.json)
+    if args.relay_port is not None and info["state"] == "connected":
+        from .cli_pvsc import relay_in_background
+
+        def stop() -> None:
+            with _client() as hub:
+                hub.request("stop", id=info["id"])
+
+        host, port = str(info["local"]).rsplit(":", 1)
+        relay_in_background(args.relay_port, (host, int(port)), stop)
     return 0 if info["state"] != "failed" else 1
 
 

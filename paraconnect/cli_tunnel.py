@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import shlex
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -135,6 +136,12 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         help="run a {port} program in the host's network, as it is: other local users CAN "
         "connect to its port (and it can reach the network); only for programs that need "
         "the network or where user namespaces are disabled",
+    )
+    p.add_argument(
+        "--version-command",
+        metavar="CMD",
+        help="a command printing the program's version ('pvserver --version'): run once at "
+        "start, the version is told to clients so that they can explain a mismatch",
     )
     p.add_argument(
         "--per-connection",
@@ -322,6 +329,15 @@ def _serve(args: argparse.Namespace) -> int:
             ready_timeout=args.ready_timeout,
             shared_leg=args.shared_leg,
         )
+        if args.version_command:
+            import logging
+
+            from .tunnel import program_version
+
+            program.version = program_version(shlex.split(args.version_command))
+            logging.getLogger("paraconnect.tunnel").info(
+                "program version: %s", program.version or "not reported"
+            )
     agent = Agent(
         creds,
         program=program,
@@ -513,12 +529,23 @@ def _connect(args: argparse.Namespace) -> int:
 
     def ready(local: Any) -> None:
         agent = connector.agent
+        check = None
+        if connector.version:  # a pvserver: say a version mismatch before ParaView fails
+            import logging
+
+            from .tunnel import local_paraview, paraview_mismatch
+
+            check = paraview_mismatch(connector.version, local_paraview(), str(connector.remote))
+            if check:
+                logging.getLogger("paraconnect.tunnel").warning("%s", check)
         _ready(
             args,
             local=str(local),
             remote=str(connector.remote),
             server_id=agent.server_id if agent else None,
             connect_id=connector.connect_id,
+            version=connector.version,
+            version_check=check,
         )
 
     return _serve_until_stopped(args, connector, homes, ready)

@@ -9,6 +9,7 @@ want=(
     procps coreutils util-linux                     # ps -ww, timeout, setsid, nsenter
     libegl1 libgl1-mesa-dri                         # VTK's offscreen EGL rendering (Mesa)
     paraview python3-paraview xvfb xauth            # pvserver / pvpython through the tunnel
+    openmpi-bin                                     # mpiexec for pvserver --ranks (only recommended by paraview)
     iproute2 nftables                               # network namespaces as hosts, firewalls
     chromium                                        # the JupyterLab panel's browser tests (Playwright)
     softhsm2                                        # a PKCS#11 token for session keys (SoftHSM2)

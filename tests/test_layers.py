@@ -3,9 +3,10 @@ entered through its public face, no two modules import each other (function-loca
 count), a lower layer never imports a higher one, and no module grows past ~600 lines.
 
 Layers, lowest first: pki < tls < tunnel < servers, debug < _hub (``hub.py`` is its face) <
-jupyter, _runtime, _inspect < api < widgets < the command line.  ``render`` stands alone (it
-imports none of tunnel, servers, _hub).  ``vocab``, ``errors``, ``_fs``, ``_wire``, ``_accept``,
-``_portal``, ``_lazy``, ``_notes`` and ``_version`` are shared by every layer.
+jupyter, _runtime, _inspect < api < widgets < the command line.  ``render`` and ``pvclient``
+stand alone (they import none of tunnel, servers, _hub).  ``vocab``, ``errors``, ``_fs``,
+``_wire``, ``_accept``, ``_portal``, ``_lazy``, ``_notes`` and ``_version`` are shared by every
+layer.
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ RANK = {
     "widgets": 8,
     "(top)": 9,
 }
-# render imports only shared modules; anything from the notebook layers up may use it.
-STANDALONE = {"render"}
+# render and pvclient import only shared modules; anything from the notebook layers up may use
+# them.
+STANDALONE = {"render", "pvclient"}
 
 # ``vocab.LAUNCHERS`` is read from the launcher registry (servers/_launchers.py, which imports
 # only ``errors``) when first asked for, by design of issue 13 item 8: the one edge from a

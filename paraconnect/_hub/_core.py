@@ -56,6 +56,8 @@ from ..tunnel import (
     RadiusConfig,
     ReverseListener,
     identity_label,
+    local_paraview,
+    paraview_mismatch,
     parse_endpoint,
 )
 from ..vocab import FINAL_STATES, Mode, ServerState
@@ -265,6 +267,8 @@ class Hub(WalltimeMixin, ThreadedHub):
     def _agent_came(self, link: AgentLink) -> None:
         self._connect_ids[link.server_id] = link.connect_id
         self._links[link.server_id] = link
+        if link.version:
+            local_paraview(wait=False)  # asked once, off the loop; server info then compares
         self._attempts[link.server_id] += 1
         rec = self.registry.get(link.server_id)
         self.publish({
@@ -360,13 +364,19 @@ class Hub(WalltimeMixin, ThreadedHub):
         rec = self.registry.get(server_id)
         assert rec is not None  # noqa: S101 - just added
         walltime = opts.get("walltime")
+        spec_options = dict(opts.get("launcher_spec_options", {}))
+        if the_kind.ranks and launcher.name == "slurm":
+            # One agent and N tasks: mpiexec, inside the agent's namespace, places the ranks in
+            # the allocation (servers/_mpi.py says why not srun).
+            spec_options.setdefault("ntasks", the_kind.ranks)
+            spec_options.setdefault("srun", False)
         spec = LaunchSpec(
             self._agent_argv(server_id, the_kind, mode, rec.session, creds, opts),
             env=env,
             name=kind,
             walltime=float(walltime) if walltime else None,
             grace=float(opts.get("grace", 10.0)),
-            options=dict(opts.get("launcher_spec_options", {})),
+            options=spec_options,
         )
         self._launchers[server_id] = launcher
         self._specs[server_id] = spec
@@ -517,6 +527,8 @@ class Hub(WalltimeMixin, ThreadedHub):
         job = rec.job or {}
         kind = build_kind(rec.kind, rec.options, ["x", "{port}"]) if rec.kind != "command" else None
         peer, where = self._agent_of(rec.id)
+        link = self._links.get(rec.id)
+        version = link.version if link is not None else None
         return ServerInfo(
             id=rec.id, kind=rec.kind, session=rec.session, mode=rec.mode,
             launcher=rec.launcher, state=rec.state, reason=rec.reason,
@@ -526,7 +538,8 @@ class Hub(WalltimeMixin, ThreadedHub):
             last_phone_home=rec.last_phone_home, restarts=rec.restarts,
             created=rec.created, updated=rec.updated, attempts=self._attempts[rec.id],
             peer=peer, where=where, streams=streams[rec.id],
-            ends_at=self.ends_at(rec.id), time_left=self.time_left(rec.id),
+            ends_at=self.ends_at(rec.id), time_left=self.time_left(rec.id), program_version=version,
+            version_check=paraview_mismatch(version, local_paraview(wait=False), rec.id),
         )  # fmt: skip
 
     def _stream_counts(self) -> Counter[str]:

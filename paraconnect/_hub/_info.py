@@ -38,6 +38,8 @@ class ServerInfo:
     streams: int  # data connections open through the hub now
     ends_at: float | None = None  # when its batch job's time limit ends it (epoch s)
     time_left: float | None = None  # seconds until then, as the hub last heard
+    program_version: str | None = None  # pvserver's version, as its agent reported it
+    version_check: str | None = None  # one line when it cannot talk to this host's pvpython
 
     @property
     def final(self) -> bool:

@@ -18,6 +18,8 @@ from ..tunnel import (
     Side,
     TLSConnection,
     exchange_hello,
+    local_paraview,
+    paraview_mismatch,
     read_message,
 )
 from ._chain import check_peer_of
@@ -366,7 +368,8 @@ async def _hello_steps(
         async with asyncio.timeout(timeout):
             msg = await read_message(conn)
         if msg and msg.get("type") == "info":
-            info = {"server_id": msg.get("server_id"), "connect_id": msg.get("connect_id")}
+            info = {"server_id": msg.get("server_id"), "connect_id": msg.get("connect_id"),
+                    "version": msg.get("version")}  # fmt: skip
     except (TimeoutError, ParaconnectError):
         pass
     finally:
@@ -379,6 +382,14 @@ async def _hello_steps(
         f"{theirs.role.value}) and both sides said yes",
         **info,
     )
+    if isinstance(info.get("version"), str):
+        client = await asyncio.to_thread(local_paraview)
+        mismatch = paraview_mismatch(str(info["version"]), client, label)
+        if mismatch:
+            head, _, fix = mismatch.partition("; ParaView needs")
+            report.warn("paraview version", head, "ParaView needs" + fix)
+        else:
+            report.ok("paraview version", f"pvserver {info['version']} and this pvpython agree")
 
 
 async def _real(

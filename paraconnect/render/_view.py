@@ -224,7 +224,8 @@ _CSS = """
 
 
 class RemoteView(anywidget.AnyWidget):
-    """``RemoteView(port=srv.port, dataset="wavelet")``; ``.rotate()``, ``.zoom()``,
+    """``RemoteView(port=srv.port, dataset="wavelet")`` (or ``unix=PATH``: a ParaView client's
+    frame socket); ``.rotate()``, ``.zoom()``,
     ``.save_png(path)``, ``.last_frame`` (the last :class:`~paraconnect.render.Frame`)."""
 
     _esm = traitlets.Unicode(_ESM).tag(sync=True)
@@ -246,6 +247,7 @@ class RemoteView(anywidget.AnyWidget):
         host: str = "127.0.0.1",
         port: int | None = None,
         *,
+        unix: str | None = None,
         dataset: str | None = "wavelet",
         path: str | None = None,
         width: int = 640,
@@ -255,7 +257,7 @@ class RemoteView(anywidget.AnyWidget):
         timeout: float = 60.0,
         server_id: str | None = None,
     ) -> None:
-        if port is None:
+        if port is None and unix is None:
             raise ConfigError("RemoteView needs the server's local port (Server.port)")
         # With the hub's server id, the browser reaches the same scene on a line of its own
         # (jupyter/_view.py), so the view stays interactive while the kernel is busy.
@@ -266,7 +268,7 @@ class RemoteView(anywidget.AnyWidget):
         self.last_frame: Frame | None = None
         self.last_png: bytes | None = None
         self.dataset: dict[str, Any] = {}
-        self._where = (host, port, timeout)
+        self._where = (host, port, unix, timeout)
         # A file asked for replaces the default dataset.
         self._shown: tuple[str | None, str | None] = (None if path is not None else dataset, path)
         self._client = self._attach()
@@ -279,15 +281,16 @@ class RemoteView(anywidget.AnyWidget):
 
     def _attach(self) -> RenderClient:
         """A client on the local endpoint, sized, showing the dataset this view shows."""
-        host, port, timeout = self._where
-        client = RenderClient(host, port, timeout=timeout, scene=self.scene or None)
+        host, port, unix, timeout = self._where
+        client = RenderClient(host, port, unix=unix, timeout=timeout, scene=self.scene or None)
         client.open()
         try:
             client.resize(self.width, self.height)
             dataset, path = self._shown
             if dataset is not None or path is not None:
                 self.dataset = client.load(dataset, path=path)
-            self.view_state = client.state()
+            if unix is None:  # a ParaView client's frames (unix=) have no view state to show
+                self.view_state = client.state()
         except BaseException:
             client.close()
             raise

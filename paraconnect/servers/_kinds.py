@@ -5,7 +5,8 @@
 - ``pvserver``: ParaView's server on ``{port}``, which the agent gives it in a user + network
   namespace of its own (Debian's pvserver binds 0.0.0.0 and has no bind option: there, nobody
   else can reach it; no ``--connect-id``, which every local user could read in ``ps``),
-  ``--no-mpi`` unless ranks are asked for (then ``mpiexec -n N pvserver``), under its own Xvfb
+  ``--no-mpi`` unless ranks are asked for (then ``mpiexec -n N pvserver`` through ``_mpi``,
+  which lets root run it; a Slurm job asks for N tasks and runs one agent), under its own Xvfb
   (``-displayfd -noreset``) when the remote host has no DISPLAY.  Where user namespaces are
   disabled the agent falls back to the reverse bridge below by itself.  pvserver exits when its
   client leaves: the agent restarts it (``--restart always``) and the user is told that
@@ -30,6 +31,7 @@ A kind only builds command lines; the hub wraps them in ``paraconnect serve``.
 
 from __future__ import annotations
 
+import shlex
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -65,6 +67,7 @@ class ServerKind:
     note: str = ""
     options: Mapping[str, Any] = field(default_factory=dict)
     agent_args: tuple[str, ...] = ()  # options of `paraconnect serve` the kind asks for
+    ranks: int | None = None  # MPI ranks: a batch job asks its scheduler for as many tasks
 
 
 def _bool(options: Mapping[str, Any], key: str) -> bool:
@@ -75,8 +78,12 @@ def _bool(options: Mapping[str, Any], key: str) -> bool:
     return value
 
 
-def _agent_args(options: Mapping[str, Any]) -> tuple[str, ...]:
-    return ("--shared-leg",) if _bool(options, "shared_leg") else ()
+def _agent_args(options: Mapping[str, Any], version_of: str | None = None) -> tuple[str, ...]:
+    args: tuple[str, ...] = ("--shared-leg",) if _bool(options, "shared_leg") else ()
+    if version_of is not None:
+        # The agent tells clients pvserver's version, so they explain a mismatch themselves.
+        args += ("--version-command", shlex.join([version_of, "--version"]))
+    return args
 
 
 def _python(options: Mapping[str, Any]) -> str:
@@ -116,7 +123,9 @@ def build_kind(
         if ranks is None:
             argv.append("--no-mpi")
         else:
-            argv = [str(opts.get("mpiexec", "mpiexec")), "-n", str(ranks), *argv]
+            mpiexec = [str(opts.get("mpiexec", "mpiexec")), "-n", str(ranks)]
+            # Through _mpi: as root, Open MPI needs its two consent variables (see there).
+            argv = [_python(opts), "-m", "paraconnect.servers._mpi", "--", *mpiexec, *argv]
         reverse = _bool(opts, "pv_reverse")
         if reverse:
             # Hardened: pvserver dials a loopback port of our bridge; nothing listens on the
@@ -140,7 +149,8 @@ def build_kind(
                 restart="on-failure",
                 note=f"{PVSERVER_NOTE}. {PV_REVERSE_NOTE}",
                 options=opts,
-                agent_args=_agent_args(opts),
+                agent_args=_agent_args(opts, pvserver),
+                ranks=ranks,
             )
         program = tuple(argv)
         return ServerKind(
@@ -149,7 +159,8 @@ def build_kind(
             restart="always",
             note=PVSERVER_NOTE,
             options=opts,
-            agent_args=_agent_args(opts),
+            agent_args=_agent_args(opts, pvserver),
+            ranks=ranks,
         )
     if kind == "command":
         argv = list(command)

@@ -19,6 +19,8 @@ import sys
 
 from paraconnect.servers._kinds_tie import tie_to_parent
 
+STOP_GRACE = 5  # seconds the command has to end after SIGTERM before it is killed
+
 
 def main(argv: list[str]) -> int:
     tie_to_parent()  # end with the agent, whatever kills it
@@ -71,7 +73,15 @@ def main(argv: list[str]) -> int:
     env = {**os.environ, "DISPLAY": f":{number.decode().strip()}"}
     try:
         child = subprocess.Popen(command, env=env, preexec_fn=tie_to_parent)
-        signal.signal(signal.SIGTERM, lambda *_: child.terminate())
+
+        def stop(*_: object) -> None:
+            child.terminate()
+            # pvserver --rc ignores SIGTERM while it dials: without this, it and this wrapper
+            # outlive whoever stopped them.
+            signal.signal(signal.SIGALRM, lambda *_: child.kill())
+            signal.alarm(STOP_GRACE)
+
+        signal.signal(signal.SIGTERM, stop)
         code = child.wait()
     finally:
         xvfb.terminate()

@@ -15,6 +15,7 @@ from ._phonehome import Backoff, Home
 from ._program import Program, ProgramExited, Restart
 from ._radius_wire import FAIL_MODES as RADIUS_FAIL_MODES
 from ._radius_wire import RadiusConfig
+from ._pvversion import local_paraview, paraview_mismatch, program_version
 from ._reverse import AgentLink, ByServerId, Pinned, ReverseListener, Rule
 from ._secure import Side, Tracked, identity_label, secure
 from ._status import METRICS, Metrics, render_json, render_prometheus, serve_status
@@ -62,11 +63,14 @@ __all__ = [
     "check_same_user",
     "exchange_hello",
     "identity_label",
+    "local_paraview",
     "loop_options",
+    "paraview_mismatch",
     "parse_endpoint",
     "parse_since",
     "peer_environment",
     "peer_uid",
+    "program_version",
     "read_message",
     "render_json",
     "render_prometheus",

@@ -351,7 +351,8 @@ class Agent:
         """What a verified client learns first on a control channel."""
         connect_id = getattr(self.program, "connect_id", None)
         leg = getattr(self.program, "protection", None) or None  # `debug server` says it
-        return Info(self.side.server_id, connect_id, leg)
+        version = getattr(self.program, "version", None)  # pvserver's, for a client to compare
+        return Info(self.side.server_id, connect_id, leg, version)
 
     async def _client_control(self, conn: ByteStream, where: str) -> None:
         label = conn.peer.label

@@ -103,6 +103,7 @@ class Connector:
         self.address: Endpoint | None = None
         self.agent: Hello | None = None
         self.connect_id: int | None = None  # the program's --connect-id, if it takes one
+        self.version: str | None = None  # the program's version, if the agent reports it
         self._control: Control | None = None
 
     @property
@@ -133,7 +134,8 @@ class Connector:
         conn, hello = await self._dial(Purpose.CONTROL)
         self.agent = hello
         try:
-            self.connect_id = (await read_info(conn, self.side.hello_timeout)).connect_id
+            info = await read_info(conn, self.side.hello_timeout)
+            self.connect_id, self.version = info.connect_id, info.version
         except BaseException:
             await conn.aclose()
             raise
@@ -187,7 +189,8 @@ class Connector:
                 pause = min(pause * 2, REDIAL_MAX)
                 continue
             try:
-                self.connect_id = (await read_info(conn, self.side.hello_timeout)).connect_id
+                info = await read_info(conn, self.side.hello_timeout)
+                self.connect_id, self.version = info.connect_id, info.version
             except ParaconnectError as exc:
                 await conn.aclose()
                 log.debug("the agent at %s sent no info: %s", self.remote, exc)

@@ -92,9 +92,11 @@ class Info(_Message):
     server_id: str
     connect_id: int | None = None
     leg: str | None = None  # how the program's leg is protected (`debug server` says it)
+    version: str | None = None  # the program's version (pvserver's), for clients to compare
 
     def fields(self) -> dict[str, Any]:
-        return {"server_id": self.server_id, "connect_id": self.connect_id, "leg": self.leg}
+        return {"server_id": self.server_id, "connect_id": self.connect_id, "leg": self.leg,
+                "version": self.version}  # fmt: skip
 
     @classmethod
     def parse(cls, obj: Mapping[str, Any]) -> Info:
@@ -104,7 +106,10 @@ class Info(_Message):
         leg = obj.get("leg")
         if leg is not None and not isinstance(leg, str):
             raise _bad(cls.type, "leg", "a string or null")
-        return cls(_str(obj, cls.type, "server_id"), connect_id, leg)
+        version = obj.get("version")
+        if version is not None and (not isinstance(version, str) or len(version) > 64):
+            raise _bad(cls.type, "version", "a short string or null")
+        return cls(_str(obj, cls.type, "server_id"), connect_id, leg, version)
 
 
 @dataclass(frozen=True, slots=True)

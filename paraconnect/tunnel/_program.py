@@ -194,6 +194,7 @@ class Program:
         # ParaView's --connect-id: a matching token, public in /proc/*/cmdline: it keeps stray
         # connections of a --shared-leg out, nothing more; clients learn it from the agent.
         self.connect_id = secrets.randbelow(2**31 - 2) + 1 if "{connect_id}" in joined else None
+        self.version: str | None = None  # what `serve --version-command` found, if asked
         self.restart = Restart.parse(restart)
         self.ready_timeout = ready_timeout
         self.extra_env = env or {}

@@ -78,6 +78,7 @@ class AgentLink:
     control: Control
     connect_id: int | None = None
     since: float = field(default_factory=anyio.current_time)
+    version: str | None = None  # its program's (pvserver's), as the agent reported it
 
     @property
     def server_id(self) -> str:
@@ -280,7 +281,7 @@ class ReverseListener:
         except BaseException:
             await conn.aclose()
             raise
-        link = AgentLink(hello, where, Control(conn, hello), info.connect_id)
+        link = AgentLink(hello, where, Control(conn, hello), info.connect_id, version=info.version)
         link.control.on_renew = functools.partial(self._renew, link)
         log.info("%s (id %r) phoned home from %s", link.peer_label, hello.server_id, where)
         same = [a for a in self.agents if a.server_id == link.server_id]

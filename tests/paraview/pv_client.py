@@ -5,12 +5,13 @@
     pvpython --connect-id=N pv_client.py accept PORT OUT.png
 
 Run under Xvfb: Debian's ParaView client crashes at its first render without a display.
-Prints one line, `rendered OUT.png`, on success.
+Prints `partitions N` (the server's MPI ranks) once connected, and `rendered OUT.png` on
+success.
 """
 
 import sys
 
-from paraview import simple  # type: ignore[import-not-found]
+from paraview import servermanager, simple  # type: ignore[import-not-found]
 
 
 def main() -> int:
@@ -21,6 +22,7 @@ def main() -> int:
         # 5.11 wants the port as a string, and aborts the process after 60 s without a server
         # (FACTS.md): the tests always start one.
         simple.ReverseConnect(str(port))
+    print(f"partitions {servermanager.ActiveConnection.GetNumberOfDataPartitions()}", flush=True)
     sphere = simple.Sphere(ThetaResolution=48, PhiResolution=48, Radius=0.5)
     simple.Show(sphere)
     view = simple.GetActiveViewOrCreate("RenderView")
