@@ -13,9 +13,9 @@ from ._messages import Message
 from ._perconn import PerConnection, peer_environment
 from ._phonehome import Backoff, Home
 from ._program import Program, ProgramExited, Restart
+from ._pvversion import local_paraview, paraview_mismatch, program_version
 from ._radius_wire import FAIL_MODES as RADIUS_FAIL_MODES
 from ._radius_wire import RadiusConfig
-from ._pvversion import local_paraview, paraview_mismatch, program_version
 from ._reverse import AgentLink, ByServerId, Pinned, ReverseListener, Rule
 from ._secure import Side, Tracked, identity_label, secure
 from ._status import METRICS, Metrics, render_json, render_prometheus, serve_status
