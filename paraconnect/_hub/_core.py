@@ -57,10 +57,10 @@ from ..tunnel import (
     ReverseListener,
     identity_label,
     local_paraview,
-    paraview_mismatch,
     parse_endpoint,
 )
 from ..vocab import FINAL_STATES, Mode, ServerState
+from ._describe import DescribeMixin
 from ._events import EventBus
 from ._forward import ForwardLinks
 from ._info import ServerInfo, make_launcher
@@ -78,7 +78,7 @@ TOKEN_ENV = "PARACONNECT_ENROLL_TOKEN"  # noqa: S105 - the name of a variable
 MANUAL = "manual"  # the launcher name of agents started by hand (Hub.agent_command)
 
 
-class Hub(WalltimeMixin, ThreadedHub):
+class Hub(WalltimeMixin, DescribeMixin, ThreadedHub):
     """One hub per user data directory."""
 
     def __init__(
@@ -517,48 +517,6 @@ class Hub(WalltimeMixin, ThreadedHub):
 
     # -- queries and control --------------------------------------------------------------
 
-    def server(self, server_id: str) -> ServerInfo:
-        rec = self.registry.get(server_id)
-        if rec is None:
-            raise NotFoundError(f"no server {server_id!r}; see 'paraconnect servers list'")
-        return self._info(rec, self._stream_counts())
-
-    def _info(self, rec: ServerRecord, streams: Counter[str]) -> ServerInfo:
-        job = rec.job or {}
-        kind = build_kind(rec.kind, rec.options, ["x", "{port}"]) if rec.kind != "command" else None
-        peer, where = self._agent_of(rec.id)
-        link = self._links.get(rec.id)
-        version = link.version if link is not None else None
-        return ServerInfo(
-            id=rec.id, kind=rec.kind, session=rec.session, mode=rec.mode,
-            launcher=rec.launcher, state=rec.state, reason=rec.reason,
-            local=self._locals.get(rec.id) if not rec.final else None,
-            connect_id=self._connect_ids.get(rec.id), host=job.get("host"),
-            job_id=job.get("id"), note=kind.note if kind else "",
-            last_phone_home=rec.last_phone_home, restarts=rec.restarts,
-            created=rec.created, updated=rec.updated, attempts=self._attempts[rec.id],
-            peer=peer, where=where, streams=streams[rec.id],
-            ends_at=self.ends_at(rec.id), time_left=self.time_left(rec.id), program_version=version,
-            version_check=paraview_mismatch(version, local_paraview(wait=False), rec.id),
-        )  # fmt: skip
-
-    def _stream_counts(self) -> Counter[str]:
-        """Data connections open through the hub now, by server id (one pass over them)."""
-        counts = Counter(
-            t.hello.server_id for a in self._sessions.values() for t in a.side.open
-            if t.kind == "data"
-        )  # fmt: skip
-        counts.update(self.forward.stream_counts())
-        return counts
-
-    def _agent_of(self, server_id: str) -> tuple[str | None, str | None]:
-        """The identity its agent proved and where it is, while its control channel is open:
-        a reverse agent phoned home from there; a forward one was dialled there."""
-        link = self._links.get(server_id)
-        if link is not None:
-            return identity_label(link.peer.identity), link.where
-        return self.forward.agent_of(server_id)
-
     async def dial_client(self, server_id: str, port: int, timeout: float = 60.0) -> None:  # noqa: ASYNC109
         """Connect a local client that ACCEPTS (pvpython's ReverseConnect on 127.0.0.1:port)
         to the server: for pvserver --pv-reverse, whose handshake needs the client to be the
@@ -570,16 +528,6 @@ class Hub(WalltimeMixin, ThreadedHub):
         if agents is None or rec.mode != "reverse":
             raise ConfigError(f"server {server_id} is not a reverse server of this hub")
         await agents.dial_local(server_id, port, timeout)
-
-    def _servers_by_state(self) -> dict[str, int]:
-        return dict(Counter(str(rec.state) for rec in self.registry.all()))
-
-    async def servers(self) -> list[ServerInfo]:
-        counts = self._stream_counts()
-        return [self._info(rec, counts) for rec in self.registry.all()]
-
-    async def info(self, server_id: str) -> ServerInfo:
-        return self.server(server_id)
 
     async def logs(self, server_id: str, tail: int | None = 100) -> str:
         return await self.supervisor.logs(server_id, tail)
