@@ -6,7 +6,7 @@ own websocket, a mouse drag that turns the camera (also while the kernel is busy
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -162,6 +162,65 @@ def test_the_view_turns_while_the_kernel_is_busy(lab: JupyterServer, tmp_path: P
         expect(img).not_to_have_attribute("src", shown or "")
         assert page.evaluate(KERNEL_BUSY), "the kernel finished: the test proved nothing"
         screenshot(page, "remote-view-busy-kernel", tmp_path)
+        page.evaluate(
+            "() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.interrupt()"
+        )
+        page.wait_for_function(KERNEL_IDLE)
+        context.close()
+
+
+def test_the_views_controls_colour_slice_and_step_time_while_the_kernel_sleeps(
+    lab: JupyterServer, tmp_path: Path
+) -> None:
+    """The compact controls under a view of a time series (.pvd) on the server's host: colour
+    map, colour array, slice and time steps, each answered by the render server through the
+    view's own line while the kernel runs a long cell."""
+    from .helpers_render import _series
+
+    _series(tmp_path)
+    cells = [
+        CELLS[0],
+        f"view = srv.view(path={str(tmp_path / 'series.pvd')!r}, width=320, height=240)\nview",
+        "import time\ntime.sleep(600)",
+    ]
+    with chromium() as browser:
+        context = browser.new_context(viewport=VIEWPORT)
+        page = context.new_page()
+        page.set_default_timeout(90_000)
+        open_notebook(page, lab, cells)
+        page.wait_for_function(LIVE)
+        page.wait_for_function(KERNEL_BUSY)
+        controls = page.locator(".paraconnect-remoteview-controls")
+
+        def changes(action: Callable[[], None], settled: str) -> None:
+            """Do `action`; a new frame comes and the controls show `settled` (JS, true when
+            the server's reply redrew them)."""
+            before = page.evaluate(FRAMES)
+            action()
+            page.wait_for_function(f"() => ({FRAMES[6:]}) > {before}")
+            page.wait_for_function(settled)
+
+        sel = ".paraconnect-remoteview-controls"
+        changes(
+            lambda: controls.locator("select[name=map]").select_option("inferno"),
+            f"() => document.querySelector('{sel} select[name=map]').value === 'inferno'",
+        )
+        changes(
+            lambda: controls.locator("input[name=slice]").check(),
+            f"() => document.querySelector('{sel} input[name=slice]').checked",
+        )
+        changes(
+            lambda: controls.locator("input[name=time]").evaluate(
+                "(t) => { t.value = 2; t.dispatchEvent(new Event('change')); }"
+            ),
+            f"() => document.querySelector('{sel}').textContent.includes('time 2/2')",
+        )
+        changes(
+            lambda: controls.locator("select[name=colour]").select_option(""),
+            f"() => document.querySelector('{sel} select[name=colour]').value === ''",
+        )
+        assert page.evaluate(KERNEL_BUSY), "the kernel finished: the test proved nothing"
+        screenshot(page, "remote-view-controls", tmp_path)
         page.evaluate(
             "() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.interrupt()"
         )

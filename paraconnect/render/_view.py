@@ -1,10 +1,12 @@
-"""RemoteView: the built-in renderer's frames in a notebook, through the server's local endpoint.
+"""RemoteView: the built-in renderer's view in a notebook, through the server's local endpoint.
 
-An anywidget with its front end inline (``_esm``), so no build step: an ``<img>`` showing the
-last frame (a data URL in the ``src`` trait), pointer drags and the wheel sent to the kernel as
-custom messages, and a "save PNG" button that asks the kernel for a PNG and downloads it.  The
-kernel side moves the camera (azimuth/elevation per pixel dragged, zoom per wheel step) and
-renders a new frame through :class:`~paraconnect.render.RenderClient`.
+An anywidget (front end in _view_front.py, no build step).  With the hub's server id, the
+kernel's connection and the browser's own line (jupyter/_view.py) share one scene on the render
+server: the browser streams frames and sends the mouse there directly, so a busy kernel never
+freezes the view, while the kernel keeps full control of the same scene (``color_by``,
+``slice``, ``time``, ``camera``, ``save_png``...).  Without one (``RemoteView(port=...)``
+alone), frames travel through the kernel as before: a data URL in ``src``, drags and the wheel
+as custom messages.
 
 The view re-attaches: when its connection to the local endpoint is lost (the server's job was
 resubmitted and a new one phoned home to the same endpoint), the next call connects again,
@@ -26,201 +28,16 @@ import traitlets
 from ..errors import ConfigError, NetworkError
 from ._blocking import RenderClient
 from ._client import Frame
+from ._view_front import CSS as _CSS
+from ._view_front import ESM as _ESM
 
 __all__ = ["RemoteView"]
 
 T = TypeVar("T")
 
 DEGREES_PER_PIXEL = 0.5
+_WIDGET_OPS = frozenset({"color", "display", "filter", "time", "camera"})
 ZOOM_PER_WHEEL = 1.1  # per 100 units of wheel delta (one notch in most browsers)
-
-_ESM = r"""
-// Two ways to the frames.  Live: a websocket of the Jupyter server to the render server
-// (/paraconnect/api/servers/<id>/view), speaking the render protocol itself; the view turns
-// even while the kernel is busy.  Otherwise (no server id, or no such route): through the
-// kernel, one request in flight.
-const enc = new TextEncoder(), dec = new TextDecoder();
-function frameOf(header) {
-  const h = enc.encode(JSON.stringify(header));
-  const buf = new Uint8Array(8 + h.length);
-  const dv = new DataView(buf.buffer);
-  dv.setUint32(0, h.length); dv.setUint32(4, 0);
-  buf.set(h, 8);
-  return buf;
-}
-function parse(data) {
-  const dv = new DataView(data);
-  const hlen = dv.getUint32(0), plen = dv.getUint32(4);
-  const header = JSON.parse(dec.decode(new Uint8Array(data, 8, hlen)));
-  return [header, new Uint8Array(data, 8 + hlen, plen)];
-}
-function pageConfig() {
-  const el = document.getElementById("jupyter-config-data");
-  try { return el ? JSON.parse(el.textContent) : {}; } catch (e) { return {}; }
-}
-function viewURL(id) {
-  const c = pageConfig();
-  if (!c.baseUrl) return null;
-  let base = c.wsUrl || "";
-  if (!base) {
-    const u = new URL(c.baseUrl, window.location.href);
-    u.protocol = u.protocol === "https:" ? "wss:" : "ws:";
-    base = u.href;
-  }
-  if (!base.endsWith("/")) base += "/";
-  let url = base + "paraconnect/api/servers/" + encodeURIComponent(id) + "/view";
-  if (c.token) url += "?token=" + encodeURIComponent(c.token);
-  return url;
-}
-function download(bytes, name) {
-  const a = document.createElement("a");
-  a.href = URL.createObjectURL(new Blob([bytes], { type: "image/png" }));
-  a.download = name;
-  a.click();
-  setTimeout(() => URL.revokeObjectURL(a.href), 1000);
-}
-
-function render({ model, el }) {
-  const root = document.createElement("div");
-  root.className = "paraconnect-remoteview";
-  const img = document.createElement("img");
-  img.draggable = false;
-  const bar = document.createElement("div");
-  bar.className = "paraconnect-remoteview-bar";
-  const save = document.createElement("button");
-  save.textContent = "save PNG";
-  const status = document.createElement("span");
-  bar.append(save, status);
-  root.append(img, bar);
-  el.append(root);
-  // What a test or benchmark reads: one entry a frame shown.
-  const stats = { frames: [], live: false, inputs: [] };
-  root.paraconnectStats = stats;
-  const size = () => {
-    img.style.width = model.get("width") + "px";
-    img.style.height = model.get("height") + "px";
-  };
-  size();
-
-  let ws = null, shownURL = null, saveId = 1000, pendingMove = null, retries = 0;
-  function showFrame(h, bytes) {
-    const url = URL.createObjectURL(new Blob([bytes], { type: "image/" + h.format }));
-    img.onload = () => {
-      if (shownURL) URL.revokeObjectURL(shownURL);
-      shownURL = url;
-      stats.frames.push({ n: h.n, t: performance.now(), bytes: bytes.length,
-                          quality: h.quality, w: h.w, h: h.h });
-      if (ws && ws.readyState === 1) ws.send(frameOf({ op: "ack", n: h.n }));
-    };
-    img.src = url;
-    status.textContent = `frame ${h.n}: ${h.w}x${h.h} ${h.format} q${h.quality}, ` +
-      `${Math.round(bytes.length / 1024)} KiB, render ${Math.round(h.render_ms)} ms (live)`;
-  }
-  function goLive() {
-    const id = model.get("server_id"), scene = model.get("scene");
-    const url = id && scene ? viewURL(id) : null;
-    if (!url) return false;
-    ws = new WebSocket(url);
-    ws.binaryType = "arraybuffer";
-    ws.onopen = () => {
-      ws.send(frameOf({ op: "hello", v: 1, scene }));
-      ws.send(frameOf({ op: "stream", fps: 0, format: "jpeg", quality: 90,
-                        drag_quality: 60, window: 2, id: 1 }));
-      stats.live = true;
-      retries = 0;
-      model.send({ type: "live" });
-    };
-    ws.onmessage = (e) => {
-      const [h, payload] = parse(e.data);
-      if (h.op === "frame" && h.stream) showFrame(h, payload);
-      else if (h.op === "frame") download(payload.slice(), "paraconnect-view.png");
-      else if (h.op === "error") status.textContent = "error: " + h.message;
-    };
-    ws.onclose = () => {
-      const was = stats.live;
-      ws = null; stats.live = false;
-      // Never live (the route refused): the kernel's path still works.
-      if (!was) { model.send({ type: "not-live" }); showKernel(); return; }
-      // Lost (the server restarted, or its job was resubmitted and phoned home again to the
-      // same endpoint): try again a few times, then show why.
-      status.textContent += " (the view's connection closed; reconnecting)";
-      if (retries++ < 5) setTimeout(goLive, 1000 * retries);
-    };
-    return true;
-  }
-  const live = () => ws && ws.readyState === 1;
-  function sendMove() {
-    const m = pendingMove; pendingMove = null;
-    if (!m || !live()) return;
-    ws.send(frameOf({ op: "camera", ...m }));
-  }
-  function move(m) {
-    stats.inputs.push(performance.now());
-    if (!pendingMove) { pendingMove = { interactive: true }; requestAnimationFrame(sendMove); }
-    for (const k of ["azimuth", "elevation"]) {
-      if (m[k]) pendingMove[k] = (pendingMove[k] || 0) + m[k];
-    }
-    if (m.zoom) pendingMove.zoom = (pendingMove.zoom || 1) * m.zoom;
-  }
-
-  // The kernel's path: one request in flight, cleared only by a new picture.
-  let pending = false, dx = 0, dy = 0, wheel = 0, last = null;
-  function flush() {
-    if (pending || live()) return;
-    if (dx || dy) { model.send({ type: "drag", dx, dy }); dx = dy = 0; pending = true; }
-    else if (wheel) { model.send({ type: "wheel", delta: wheel }); wheel = 0; pending = true; }
-  }
-  function showKernel() {
-    size();
-    if (live()) return;
-    if (model.get("src")) img.src = model.get("src");
-    status.textContent = model.get("status");
-  }
-  img.addEventListener("pointerdown", (e) => {
-    last = [e.clientX, e.clientY];
-    img.setPointerCapture(e.pointerId);
-  });
-  img.addEventListener("pointermove", (e) => {
-    if (!last) return;
-    const mx = e.clientX - last[0], my = e.clientY - last[1];
-    last = [e.clientX, e.clientY];
-    if (live()) { move({ azimuth: -mx * 0.5, elevation: my * 0.5 }); return; }
-    dx += mx; dy += my;
-    flush();
-  });
-  img.addEventListener("pointerup", () => {
-    last = null;
-    if (live()) { sendMove(); ws.send(frameOf({ op: "camera", interactive: false })); }
-  });
-  img.addEventListener("wheel", (e) => {
-    e.preventDefault();
-    if (live()) { move({ zoom: Math.pow(1.1, -e.deltaY / 100) }); return; }
-    wheel += e.deltaY;
-    flush();
-  }, { passive: false });
-  save.addEventListener("click", () => {
-    if (live()) ws.send(frameOf({ op: "render", format: "png", id: ++saveId }));
-    else model.send({ type: "save" });
-  });
-  model.on("msg:custom", (msg, buffers) => {
-    if (msg.type !== "png" || !buffers.length) return;
-    download(buffers[0], msg.filename || "paraconnect.png");
-  });
-  model.on("change:src", () => { pending = false; showKernel(); flush(); });
-  model.on("change:status", showKernel);
-  model.on("change:width", size);
-  model.on("change:height", size);
-  if (!goLive()) showKernel();
-  return () => { if (ws) ws.close(); if (shownURL) URL.revokeObjectURL(shownURL); };
-}
-export default { render };
-"""
-
-_CSS = """
-.paraconnect-remoteview img { cursor: grab; touch-action: none; display: block; }
-.paraconnect-remoteview-bar { display: flex; gap: 0.5em; align-items: center; margin-top: 4px; }
-.paraconnect-remoteview-bar span { font-size: 85%; opacity: 0.8; }
-"""
 
 
 class RemoteView(anywidget.AnyWidget):
@@ -377,7 +194,7 @@ class RemoteView(anywidget.AnyWidget):
 
     @property
     def representation(self) -> str:
-        return str(self.view_state.get("representation", "surface"))
+        return str(self.state.get("representation", "surface"))  # fresh: the browser may change it
 
     @representation.setter
     def representation(self, value: str) -> None:
@@ -391,7 +208,7 @@ class RemoteView(anywidget.AnyWidget):
 
     @property
     def scalar_bar(self) -> bool:
-        return bool(self.view_state.get("scalar_bar"))
+        return bool(self.state.get("scalar_bar"))
 
     @scalar_bar.setter
     def scalar_bar(self, on: bool) -> None:
@@ -399,7 +216,7 @@ class RemoteView(anywidget.AnyWidget):
 
     @property
     def axes(self) -> bool:
-        return bool(self.view_state.get("axes"))
+        return bool(self.state.get("axes"))
 
     @axes.setter
     def axes(self, on: bool) -> None:
@@ -407,7 +224,7 @@ class RemoteView(anywidget.AnyWidget):
 
     @property
     def outline(self) -> bool:
-        return bool(self.view_state.get("outline"))
+        return bool(self.state.get("outline"))
 
     @outline.setter
     def outline(self, on: bool) -> None:
@@ -455,7 +272,7 @@ class RemoteView(anywidget.AnyWidget):
     @property
     def time(self) -> int:
         """The index of the time step shown; set it to show another."""
-        return int(self.view_state.get("time", 0))
+        return int(self.state.get("time", 0))
 
     @time.setter
     def time(self, index: int) -> None:
@@ -515,6 +332,11 @@ class RemoteView(anywidget.AnyWidget):
         elif kind == "wheel":
             # Wheel down (positive delta) moves away, as in ParaView.
             self.zoom(ZOOM_PER_WHEEL ** (-float(content.get("delta", 0)) / 100))
+        elif kind == "op" and content.get("op") in _WIDGET_OPS:
+            # The widget's controls, when the browser has no line of its own: the server
+            # checks the fields as for any client.
+            fields = content.get("fields")
+            self._change(str(content["op"]), **(fields if isinstance(fields, dict) else {}))
         elif kind == "save":
             frame = self._call(lambda c: c.render("png"))
             self.last_png = frame.data
