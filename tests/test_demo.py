@@ -40,7 +40,8 @@ def test_headless_demo_runs_the_quickstart_notebook(home: Path, tmp_path: Path) 
     out = tmp_path / "picture.png"
     env = {**os.environ, "PARACONNECT_HOME": str(home)}
     res = subprocess.run(
-        [PARACONNECT, "demo", "--headless", "--out", str(out), "--dataset", "sphere"],
+        # The quickstart's own dataset: the wavelet, coloured and sliced as the lesson does.
+        [PARACONNECT, "demo", "--headless", "--out", str(out)],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=200, check=False,
     )  # fmt: skip
     assert res.returncode == 0, res.stdout + res.stderr
