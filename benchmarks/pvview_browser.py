@@ -41,7 +41,7 @@ def main() -> None:
     args = p.parse_args()
     w, h = (int(v) for v in args.size.split("x"))
     cells = [
-        "import paraconnect as pc\ns = pc.Session('bench')\n"
+        "import paraconnect as pc\ns = pc.Session('bench', create=True)\n"
         "b = pc.connect_reverse(kind='builtin', session=s)\n"
         "v = pc.connect_reverse(kind='pvserver', session=s, options={'xvfb': 'always'})\n"
         "b.wait_connected(timeout=120, quiet=True); v.wait_connected(timeout=120, quiet=True)",
