@@ -172,15 +172,21 @@ def test_the_view_turns_while_the_kernel_is_busy(lab: JupyterServer, tmp_path: P
 def test_the_views_controls_colour_slice_and_step_time_while_the_kernel_sleeps(
     lab: JupyterServer, tmp_path: Path
 ) -> None:
-    """The compact controls under a view of a time series (.pvd) on the server's host: colour
-    map, colour array, slice and time steps, each answered by the render server through the
-    view's own line while the kernel runs a long cell."""
+    """The compact controls under a view of a time series (.pvd) in the server's data root:
+    colour map, colour array, slice, time steps and the file browser, each answered by the
+    render server through the view's own line while the kernel runs a long cell."""
     from .helpers_render import _series
 
-    _series(tmp_path)
+    data = tmp_path / "data"
+    data.mkdir()
+    _series(data)
+    (tmp_path / "outside.vtu").write_bytes((data / "series_0.vtu").read_bytes())
     cells = [
-        CELLS[0],
-        f"view = srv.view(path={str(tmp_path / 'series.pvd')!r}, width=320, height=240)\nview",
+        "import paraconnect as pc\n"
+        "srv = pc.connect_reverse(kind='builtin', session=pc.Session('lab', create=True),\n"
+        f"                         options={{'data': {str(data)!r}}})\n"
+        "srv.wait_connected(timeout=90)",
+        "view = srv.view(path='series.pvd', width=320, height=240)\nview",
         "import time\ntime.sleep(600)",
     ]
     with chromium() as browser:
@@ -219,6 +225,19 @@ def test_the_views_controls_colour_slice_and_step_time_while_the_kernel_sleeps(
             lambda: controls.locator("select[name=colour]").select_option(""),
             f"() => document.querySelector('{sel} select[name=colour]').value === ''",
         )
+        # The file browser lists the data root (the file outside it is not there) and opens
+        # a file in this view: one step, so no time control any more.
+        page.locator(".paraconnect-remoteview-bar button", has_text="open").click()
+        files = page.locator(".paraconnect-remoteview-files")
+        expect(files.get_by_role("button", name="series.pvd")).to_be_visible()
+        assert files.get_by_role("button", name="outside.vtu").count() == 0
+        changes(
+            lambda: files.get_by_role("button", name="series_1.vtu").click(),
+            f"() => !document.querySelector('{sel} input[name=time]')",
+        )
+        expect(files).to_be_hidden()
+        # A new file is coloured by its array again, and the control says which.
+        expect(controls.locator("select[name=colour]")).to_have_value("point:wave")
         assert page.evaluate(KERNEL_BUSY), "the kernel finished: the test proved nothing"
         screenshot(page, "remote-view-controls", tmp_path)
         page.evaluate(

@@ -110,6 +110,7 @@ function render({ model, el }) {
     ws.onmessage = (e) => {
       const [h, payload] = parse(e.data);
       if (h.op === "ok" && h.state) { state = h.state; drawControls(); }
+      if (h.op === "ok" && h.files) showFiles(h.files);
       if (h.op === "frame" && h.stream) showFrame(h, payload);
       else if (h.op === "frame") download(payload.slice(), "paraconnect-view.png");
       else if (h.op === "error") status.textContent = "error: " + h.message;
@@ -139,6 +140,10 @@ function render({ model, el }) {
       if (m[k]) pendingMove[k] = (pendingMove[k] || 0) + m[k];
     }
     if (m.zoom) pendingMove.zoom = (pendingMove.zoom || 1) * m.zoom;
+    if (m.pan) {
+      const p = pendingMove.pan || [0, 0];
+      pendingMove.pan = [p[0] + m.pan[0], p[1] + m.pan[1]];
+    }
   }
 
   // The kernel's path: one request in flight, cleared only by a new picture.
@@ -162,6 +167,9 @@ function render({ model, el }) {
     if (!last) return;
     const mx = e.clientX - last[0], my = e.clientY - last[1];
     last = [e.clientX, e.clientY];
+    // Shift-drag pans (the picture follows the pointer), a plain drag turns the camera.
+    const h = model.get("height") || 1;
+    if (live() && e.shiftKey) { move({ pan: [mx / h, -my / h] }); return; }
     if (live()) { move({ azimuth: -mx * 0.5, elevation: my * 0.5 }); return; }
     dx += mx; dy += my;
     flush();
@@ -218,7 +226,8 @@ function render({ model, el }) {
     const arrays = state.arrays || [];
     if (arrays.length) {
       const key = (a) => a.association + ":" + a.name;
-      const now = state.color && state.color.array ? key(state.color) : "";
+      const now = state.color && state.color.array
+        ? state.color.association + ":" + state.color.array : "";
       const opts = [["", "solid colour"], ...arrays.map((a) => [key(a),
         a.name + (a.association === "cell" ? " (cells)" : "")])];
       controls.append(select("colour", opts, now, (v) => {
@@ -266,6 +275,41 @@ function render({ model, el }) {
     }
     controls.append(button("reset", "reset the camera", () => op({ op: "camera", reset: true })));
   }
+  // The file browser: the render server's data root, never outside it (the server's rule);
+  // a directory opens, a file a reader knows is shown in this view.
+  const browser = document.createElement("div");
+  browser.className = "paraconnect-remoteview-files";
+  const shown = (on) => { browser.style.display = on ? "" : "none"; };
+  shown(false);
+  root.insertBefore(browser, bar);
+  function showFiles(listing) {
+    browser.replaceChildren();
+    const head = document.createElement("div");
+    head.textContent = "data root/" + (listing.path || "");
+    browser.append(head);
+    const up = (listing.path || "").split("/").slice(0, -1).join("/");
+    if (listing.path) browser.append(button("..", "the folder above", () => listFiles(up)));
+    for (const e of listing.entries || []) {
+      const item = button(e.kind === "dir" ? e.name + "/" : e.name,
+        e.kind === "dir" ? "open this folder" : (e.reader ? "read with " + e.reader : "no reader"),
+        () => {
+          if (e.kind === "dir") { listFiles(e.path); return; }
+          shown(false);
+          op({ op: "load", path: e.path });
+        });
+      item.disabled = e.kind !== "dir" && !e.reader;
+      item.className = "paraconnect-remoteview-file";
+      browser.append(item);
+    }
+    shown(true);
+  }
+  function listFiles(path) { if (live()) op({ op: "files", path }); }
+  const open = button("open…", "a file on the render server's host", () => {
+    if (browser.style.display !== "none") { shown(false); return; }
+    listFiles("");
+  });
+  bar.insertBefore(open, status);
+
   model.on("change:view_state", () => { state = model.get("view_state") || {}; drawControls(); });
   drawControls();
 
@@ -290,6 +334,9 @@ CSS = """
 .paraconnect-remoteview-controls { display: flex; flex-wrap: wrap; gap: 0.4em; align-items: center;
   margin-top: 4px; font-size: 85%; }
 .paraconnect-remoteview-controls button { padding: 0 0.4em; }
+.paraconnect-remoteview-files { display: flex; flex-wrap: wrap; gap: 0.3em; margin-top: 4px;
+  font-size: 85%; max-height: 12em; overflow: auto; }
+.paraconnect-remoteview-files > div { width: 100%; opacity: 0.8; }
 """
 
 __all__ = ["CSS", "ESM"]

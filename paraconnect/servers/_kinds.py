@@ -115,6 +115,13 @@ def build_kind(
         size = opts.get("size")
         if size is not None:
             argv += ["--size", str(size)]
+        data = opts.get("data")
+        if data is not None:
+            if not isinstance(data, str) or not data:
+                raise ConfigError(
+                    f"option data must be a folder on the server's host, not {data!r}"
+                )
+            argv += ["--root", data]  # the view opens files there, never outside
         return ServerKind("builtin", tuple(argv), restart="on-failure", options=opts)
     if kind == "pvserver":
         ranks = _int(opts, "ranks", None)

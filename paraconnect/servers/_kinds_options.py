@@ -55,6 +55,11 @@ KIND_OPTIONS: Mapping[str, tuple[KindOption, ...]] = {
     "builtin": (
         KindOption("leg", "how the agent reaches the renderer", "choice", "unix", ("unix", "fd")),
         KindOption("size", "first picture size, WIDTHxHEIGHT (e.g. 1280x720)"),
+        KindOption(
+            "data",
+            "the folder on the server's host the view opens files from (its file browser "
+            "lists it); default: where the renderer runs",
+        ),
         _PYTHON,
     ),
     "pvserver": (
