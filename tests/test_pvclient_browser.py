@@ -35,7 +35,7 @@ pytestmark = [
 
 CELLS = [
     "import paraconnect as pc\n"
-    "srv = pc.connect_reverse(kind='pvserver', session=pc.Session('lab'),\n"
+    "srv = pc.connect_reverse(kind='pvserver', session=pc.Session('lab', create=True),\n"
     "                         options={'xvfb': 'always'})\n"
     "srv.wait_connected(timeout=90)",
     "pv = srv.paraview()\n"
