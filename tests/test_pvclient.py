@@ -46,7 +46,9 @@ def _rgb(data: bytes) -> np.ndarray:
 
 
 def test_paraview_runs_code_keeps_state_and_raises_readable_errors(api_hub: Hub) -> None:
-    srv = pc.connect_reverse(kind="pvserver", session=pc.Session.create("lab"), options={"xvfb": "always"})
+    srv = pc.connect_reverse(
+        kind="pvserver", session=pc.Session.create("lab"), options={"xvfb": "always"}
+    )
     srv.wait_connected(timeout=90, quiet=True)
     pv = srv.paraview()
     assert pv.partitions == 1 and pv.version.startswith("5.")

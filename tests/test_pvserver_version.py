@@ -112,7 +112,9 @@ def test_connect_and_debug_explain_it_and_a_match_is_quiet(
 
 def test_srv_paraview_refuses_a_mismatch_in_one_line(api_hub: object, old_pvserver: str) -> None:
     srv = pc.connect_reverse(
-        kind="pvserver", session="lab", options={"xvfb": "always", "pvserver": old_pvserver}
+        kind="pvserver",
+        session=pc.Session.create("lab"),
+        options={"xvfb": "always", "pvserver": old_pvserver},
     )
     srv.wait_connected(timeout=90, quiet=True)
     with pytest.raises(ConfigError, match=r"ParaView version mismatch: .* same major\.minor"):

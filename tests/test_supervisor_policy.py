@@ -118,15 +118,21 @@ def test_kinds_build_the_expected_command_lines() -> None:
     # a network namespace of its own instead.
     assert pv.program == ("py", "-m", "paraconnect.servers._xvfb", "--", "pvserver",
                           "--sp={port}", "--no-mpi")  # fmt: skip
-    assert pv.restart == "always" and "NOT kept" in pv.note and pv.agent_args == ()
+    assert (
+        pv.restart == "always"
+        and "NOT kept" in pv.note
+        and pv.agent_args == ("--version-command", "pvserver --version")
+    )
     shared = build_kind("pvserver", {"shared_leg": True})
-    assert shared.agent_args == ("--shared-leg",)
+    assert shared.agent_args == ("--shared-leg", "--version-command", "pvserver --version")
     with pytest.raises(ConfigError, match="option shared_leg must be true or false"):
         build_kind("command", {"shared_leg": "yes"}, ["nc", "-l", "{port}"])
     ranks = build_kind("pvserver", {"ranks": 2, "xvfb": "never"})
     # No wrapper of the kinds' own: the agent's Program ties every program it starts to the
     # agent's life (parent-death signal), see tests/test_faults_restart.py.
-    assert ranks.program[:3] == ("mpiexec", "-n", "2") and "--no-mpi" not in ranks.program
+    # Through paraconnect.servers._mpi, which gives Open MPI its root consent when needed.
+    assert ranks.program[1:7] == ("-m", "paraconnect.servers._mpi", "--", "mpiexec", "-n", "2")
+    assert "--no-mpi" not in ranks.program
     builtin = build_kind("builtin", {"python": "py"}).program
     assert builtin[:3] == ("py", "-m", "paraconnect.render")
     assert builtin[-2:] == ("--unix", "{unix}")
