@@ -64,10 +64,16 @@ def test_a_revoked_friend_is_told_revoked(session: Session, api_hub: Hub, tmp_pa
             try:
                 with RenderClient(port=alice_port, timeout=60) as client:
                     client.load("sphere")
-            except ParaconnectError as exc:
+            except TrustError as exc:
                 refused = exc
                 break
-            assert time.monotonic() < deadline, "alice still renders after the revocation"
+            except ParaconnectError as exc:
+                # While the agent takes the new list, a connection may end with no reason
+                # (it is dropped, not refused); the next one must say why.
+                refused = exc
+            else:
+                refused = None
+            assert time.monotonic() < deadline, f"alice is not told revoked: {refused!r}"
             time.sleep(0.2)
         assert isinstance(refused, TrustError), repr(refused)
         message = str(refused)

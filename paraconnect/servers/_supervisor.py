@@ -298,10 +298,12 @@ class Supervisor:
             if status.state is JobState.RUNNING:
                 if running_since is None:
                     running_since = anyio.current_time()
-                if rec.state == S.SUBMITTED:
+                if (rec.job or {}).get("host") != job.host:
                     # Its host is now where the job runs (a compute node), not where it was
-                    # submitted: keep that in the record, which ServerInfo.host reads.
+                    # submitted: keep that in the record, which ServerInfo.host reads (also
+                    # when the agent phoned home before this poll saw the job running).
                     self.registry.update(server_id, job=job.describe())
+                if rec.state == S.SUBMITTED:
                     self.transition(server_id, S.STARTING, f"job {job.id} runs on {job.host}")
                 if not ready_seen:
                     ready = parse_ready(await job.logs(tail=200))
