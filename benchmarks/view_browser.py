@@ -135,7 +135,8 @@ def run_size(lab: Any, browser: Any, dataset: str, w: int, h: int, seconds: floa
     context = browser.new_context(viewport={"width": max(1366, w + 500), "height": h + 400})
     page = context.new_page()
     page.set_default_timeout(180_000)
-    page.goto(lab.url(f"lab/tree/{name}?token={lab.token}"))
+    # A workspace of its own: the previous size's notebook is not restored beside this one.
+    page.goto(lab.url(f"lab/workspaces/{w}x{h}/tree/{name}?token={lab.token}&reset"))
     page.wait_for_function(KERNEL_IDLE)
     page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
     page.wait_for_function(LIVE)
@@ -154,7 +155,7 @@ def run_size(lab: Any, browser: Any, dataset: str, w: int, h: int, seconds: floa
     page.wait_for_function(KERNEL_BUSY)
     busy = figures(drag(page, seconds))
     still_busy = page.evaluate(KERNEL_BUSY)
-    info = lab.ok("GET", "servers")[0]
+    [info] = [s for s in lab.ok("GET", "servers") if s["state"] == "connected"]
     port = int(info["local"].rsplit(":", 1)[1])
     own = renderer_fps(port, dataset, w, h, seconds)
     context.close()
@@ -192,8 +193,11 @@ def main() -> None:
               f"{busy_ratio:.2f}"
               f"{'' if r['busy_throughout'] else '  (the cell ended early!)'}")  # fmt: skip
         print(f"  input to frame            p50 {i['p50']:5.1f} ms   p95 {i['p95']:5.1f} ms")
-        print(f"  after the last move       {i['after']} frames shown (the last a full-quality "
-              f"still: {'yes' if i['still_full'] else 'no'})")  # fmt: skip
+        print(f"  after the last move       {i['after']} frames shown, the last a full-quality "
+              f"still: {'yes' if i['still_full'] else 'no'}; beyond the still: "
+              f"{max(i['after'] - 1, 0)}")  # fmt: skip
+        display = min(r["renderer"], 60.0)  # a browser shows at most one frame per display frame
+        print(f"  shown / min(renderer, 60 Hz display)  {i['fps'] / display:.2f}")
         print(f"  bytes per frame           dragging {i['drag_kib']:.1f} KiB, "
               f"at rest {i['rest_kib']:.1f} KiB")  # fmt: skip
     load = os.getloadavg()

@@ -153,12 +153,13 @@ def test_drag_quality_while_interactive_and_a_full_still_after(port: int) -> Non
         assert viewer.next() == {"op": "ok", "id": 2}
         dragged = viewer.next()
         assert dragged["op"] == "frame" and dragged["quality"] == 35
+        assert dragged["input"] == 2  # the request it shows: the viewer can drop older ones
         dragged_size = len(viewer.last_payload)
         viewer.send({"op": "ack", "n": dragged["n"]})
         viewer.send({"op": "camera", "interactive": False, "id": 3})  # the pointer is up
         assert viewer.next() == {"op": "ok", "id": 3}
         final = viewer.next()
-        assert final["op"] == "frame" and final["quality"] == 92
+        assert final["op"] == "frame" and final["quality"] == 92 and final["input"] == 3
         assert len(viewer.last_payload) > dragged_size  # the same picture, finer
         viewer.close()
 

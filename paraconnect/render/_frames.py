@@ -23,7 +23,8 @@ __all__ = ["EncodeResult", "Frames", "Renders"]
 
 T = TypeVar("T")
 EncodeResult = tuple[RawFrame, bytes, float]
-_Pending = tuple[Future[EncodeResult], P.Stream]  # a frame encoding, and how it was asked
+# A frame encoding, how it was asked, and the last request of the viewer's it shows.
+_Pending = tuple[Future[EncodeResult], P.Stream, P.RequestId]
 
 
 class Renders(Protocol):
@@ -49,6 +50,8 @@ class Frames:
     acked: anyio.Event
     stream_scope: anyio.CancelScope | None
     stream_done: anyio.Event | None
+    last_input: P.RequestId  # this connection's last scene request carried out (render thread)
+    frame_input: P.RequestId  # ... as the frame being rendered shows it
 
     async def send(self, header: dict[str, Any], payload: bytes = b"") -> None:
         raise NotImplementedError
@@ -66,6 +69,9 @@ class Frames:
         def step() -> RawFrame:
             if spin:
                 scene.camera(azimuth=spin)
+            # Read on the render thread, where requests are carried out: the frame shows
+            # exactly the requests up to this one.
+            self.frame_input = self.last_input
             return scene.render()
 
         # Shielded: a cancelled wait must not lose a pooled buffer the render thread filled.
@@ -90,6 +96,7 @@ class Frames:
         rid: P.RequestId,
         *,
         stream: bool,
+        shows: P.RequestId = None,
     ) -> None:
         raw, data, encode_ms = result
         self.frame_no += 1
@@ -106,6 +113,10 @@ class Frames:
             "encode_ms": round(encode_ms, 3),
             "t": raw.t,
         }
+        if shows is not None:
+            # The viewer's last request this frame shows: after a drag, the viewer keeps only
+            # frames of its final request (no stale frame after the still).
+            header["input"] = shows
         await self.send(header, data)
 
     async def stream_task(
@@ -152,11 +163,11 @@ class Frames:
             if self.interactive and spec.drag_quality is not None:
                 use = replace(spec, quality=spec.drag_quality)
             self.inflight += 1
-            await send.send((self.encode(raw, use), use))
+            await send.send((self.encode(raw, use), use, self.frame_input))
 
     async def stream_sender(self, receive: MemoryObjectReceiveStream[_Pending]) -> None:
         async with receive:
-            async for fut, spec in receive:
+            async for fut, spec, shows in receive:
                 try:
                     result = await asyncio.wrap_future(fut)
                 except ParaconnectError as exc:
@@ -165,7 +176,7 @@ class Frames:
                     await self.error(exc, spec.id, fatal=False)
                     continue
                 self.unacked.append(self.frame_no + 1)  # the number send_frame gives it
-                await self.send_frame(result, spec, None, stream=True)
+                await self.send_frame(result, spec, None, stream=True, shows=shows)
 
     async def stop_stream(self) -> None:
         if self.stream_scope is not None and self.stream_done is not None:

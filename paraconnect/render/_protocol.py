@@ -78,8 +78,10 @@ Server → client:
   "representation", "representations", "scalar_bar", "axes", "outline", "filters", "times",
   "time", "blocks": [{"index", "name", "kind", "selected"}], "camera", "size"}``;
 - ``{"op": "frame", "id": ..., "stream": bool, "n": frame_number, "w": ..., "h": ...,
-  "format": "jpeg"|"png", "render_ms": ..., "encode_ms": ..., "t": server_epoch_seconds}``
-  with the encoded image as payload;
+  "format": "jpeg"|"png", "render_ms": ..., "encode_ms": ..., "t": server_epoch_seconds,
+  "input": id}`` with the encoded image as payload; a stream frame's ``input`` is the id of
+  this connection's last scene request (camera, colour...) that the frame shows, when there is
+  one, so a viewer can skip frames older than its last input;
 - ``{"op": "error", "id": ..., "kind": "protocol"|"config"|"server", "fatal": bool,
   "message": "..."}``.
 

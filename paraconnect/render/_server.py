@@ -240,6 +240,8 @@ class _Connection(Frames):
         self.inflight = 0  # stream frames made and not yet acknowledged
         self.unacked: deque[int] = deque()  # numbers of stream frames sent, not yet acked
         self.acked = anyio.Event()
+        self.last_input: P.RequestId = None
+        self.frame_input: P.RequestId = None
 
     # --- I/O ---------------------------------------------------------------------------
 
@@ -443,6 +445,8 @@ class _Connection(Frames):
             self.interactive = bool(req.interactive)  # type: ignore[union-attr]
 
         def work() -> tuple[dict[str, Any], bool]:
+            if req.id is not None:
+                self.last_input = req.id
             pipe = scene.pipeline
             extra: dict[str, Any] = {}
             if isinstance(req, P.Load):

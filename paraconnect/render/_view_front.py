@@ -80,7 +80,14 @@ function render({ model, el }) {
   size();
 
   let ws = null, shownURL = null, saveId = 1000, pendingMove = null, retries = 0;
+  // After a drag, the id of the request that ends it: frames showing older requests are
+  // acknowledged but not shown, so the picture never steps back after the release.
+  let stillId = null, inputId = 1 << 20, wheelEnd = null;
   function showFrame(h, bytes) {
+    if (stillId !== null && (h.input == null || h.input < stillId)) {
+      ws.send(frameOf({ op: "ack", n: h.n }));
+      return;
+    }
     const url = URL.createObjectURL(new Blob([bytes], { type: "image/" + h.format }));
     img.onload = () => {
       if (shownURL) URL.revokeObjectURL(shownURL);
@@ -131,7 +138,7 @@ function render({ model, el }) {
   function sendMove() {
     const m = pendingMove; pendingMove = null;
     if (!m || !live()) return;
-    ws.send(frameOf({ op: "camera", ...m }));
+    ws.send(frameOf({ op: "camera", ...m, id: ++inputId }));
   }
   function move(m) {
     stats.inputs.push(performance.now());
@@ -161,6 +168,7 @@ function render({ model, el }) {
   }
   img.addEventListener("pointerdown", (e) => {
     last = [e.clientX, e.clientY];
+    stillId = null;
     img.setPointerCapture(e.pointerId);
   });
   img.addEventListener("pointermove", (e) => {
@@ -176,11 +184,26 @@ function render({ model, el }) {
   });
   img.addEventListener("pointerup", () => {
     last = null;
-    if (live()) { sendMove(); ws.send(frameOf({ op: "camera", interactive: false })); }
+    if (live()) {
+      sendMove();
+      stillId = ++inputId;
+      ws.send(frameOf({ op: "camera", interactive: false, id: stillId }));
+    }
   });
   img.addEventListener("wheel", (e) => {
     e.preventDefault();
-    if (live()) { move({ zoom: Math.pow(1.1, -e.deltaY / 100) }); return; }
+    if (live()) {
+      // Wheel steps are a drag too: drag quality while they come, then the still.
+      stillId = null;
+      move({ zoom: Math.pow(1.1, -e.deltaY / 100) });
+      clearTimeout(wheelEnd);
+      wheelEnd = setTimeout(() => {
+        sendMove();
+        stillId = ++inputId;
+        if (live()) ws.send(frameOf({ op: "camera", interactive: false, id: stillId }));
+      }, 250);
+      return;
+    }
     wheel += e.deltaY;
     flush();
   }, { passive: false });
@@ -193,9 +216,9 @@ function render({ model, el }) {
     download(buffers[0], msg.filename || "paraconnect.png");
   });
   // --- controls ----------------------------------------------------------------------
-  let state = model.get("view_state") || {}, opId = 5000, playing = null;
+  let state = model.get("view_state") || {}, playing = null;
   function op(header) {
-    if (live()) { ws.send(frameOf({ ...header, id: ++opId })); return; }
+    if (live()) { ws.send(frameOf({ ...header, id: ++inputId })); return; }
     const { op: name, ...fields } = header;
     model.send({ type: "op", op: name, fields });  // through the kernel
   }
