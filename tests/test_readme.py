@@ -7,10 +7,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
+pytest_plugins = ["tests.helpers_api"]
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
 
 
@@ -56,3 +58,23 @@ def test_local_links_lead_somewhere() -> None:
     assert "docs/architecture.md" in local
     missing = [t for t in local if not (REPO / t).exists()]
     assert not missing, missing
+
+
+def test_the_laptop_example_runs(api_hub: object) -> None:
+    """The five lines, as they stand in the README, against a hub on this machine: a session
+    made, a renderer that phones home, a view that shows a picture."""
+    pytest.importorskip("vtk")
+    import paraconnect as pc
+
+    example = next(b.group(2) for b in FENCE.finditer(README) if b.group(1) == "python")
+    scope: dict[str, object] = {}
+    exec(compile(example, "README example", "exec"), scope)  # noqa: S102 - our own README
+    srv = scope["srv"]
+    assert isinstance(srv, pc.Server) and srv.info["state"] == "connected"
+    view = srv.view(dataset="wavelet", width=160, height=120)
+    try:
+        assert view.last_frame is not None and view.last_frame.data
+        assert view.state["color"]["array"] == "RTData"  # coloured by its array, not flat
+    finally:
+        view.close()
+        srv.stop(grace=5)
