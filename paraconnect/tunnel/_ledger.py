@@ -25,11 +25,7 @@ __all__ = ["FLUSH_DELAY", "Ledger", "Row"]
 
 log = logging.getLogger("paraconnect.tunnel")
 
-# Seconds: short beside any human or polling reader, long beside a handshake.  A commit (BEGIN
-# IMMEDIATE, the WAL frames, COMMIT) costs as much CPU as a third of a TLS handshake here; at
-# 0.02 s one was made every few connections, and the rows of the connections a busy side takes
-# within 0.1 s now share one.
-FLUSH_DELAY = 0.1
+FLUSH_DELAY = 0.02  # seconds: short beside any human or polling reader, long beside a handshake
 
 
 class Row:
