@@ -171,17 +171,6 @@ async def accept_loop(
             sock.close()
 
 
-def _has_bytes(sock: socket.socket) -> bool:
-    """Has the peer sent something (or closed) already?  One non-blocking peek."""
-    try:
-        sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True  # the handshake meets the error at once and reports it
-    return True
-
-
 async def tls_accept_loop(
     lsock: socket.socket,
     tg: anyio.abc.TaskGroup,
@@ -208,17 +197,11 @@ async def tls_accept_loop(
         unclaimed.discard(sock)
         slot = False
         try:
-            if _has_bytes(sock) and slots.value:
-                # The common case (a client speaks at once, few handshakes under way): no cancel
-                # scope, no wait and no trip through the loop before the handshake starts.
-                slots.acquire_nowait()
+            with scope:
+                with anyio.move_on_after(first_byte_timeout):
+                    await anyio.wait_readable(sock)
+                await slots.acquire()
                 slot = True
-            else:
-                with scope:
-                    with anyio.move_on_after(first_byte_timeout):
-                        await anyio.wait_readable(sock)
-                    await slots.acquire()
-                    slot = True
         finally:
             silent.pop(sock, None)
             if not slot:  # closed to make room, or the listener stops: never handed over
