@@ -14,7 +14,9 @@ private leg, the peer-uid check of the local endpoint):
    launch command``), reached at the hub's local endpoint: the notebook's path, through the
    hub's relay;
 6. ``pc-aio`` (``--aio``): ``pc`` again with ``PARACONNECT_LOOP=asyncio``: serve and connect on
-   the standard library's event loop rather than uvloop's (where uvloop is installed).
+   the standard library's event loop rather than uvloop's (where uvloop is installed);
+7. ``pc-base`` (``--baseline DIR``): ``pc`` again, running the paraconnect of another checkout
+   (``git worktree add DIR REV``): a change's before and after in one run, under the same load.
 
 Printed, each as a ratio to both stunnel configurations: throughput of one stream and the
 aggregate of 4 concurrent streams, the 64-byte round trip (median, p99), full mutual-TLS
@@ -23,7 +25,8 @@ that accepts TLS and of the one that dials.  Rounds are interleaved and medians 
 that load from elsewhere falls on every path alike; the machine's load is printed with them.
 No assertions: figures vary with the machine.
 
-    .venv/bin/python benchmarks/product.py [--quick] [--hub] [--aio] [--bytes N] [--repeat N]
+    .venv/bin/python benchmarks/product.py [--quick] [--hub] [--aio] [--baseline DIR]
+        [--bytes N] [--repeat N]
 """
 
 from __future__ import annotations
@@ -120,10 +123,14 @@ def _port_of(address: object) -> int:
     return int(str(address).rsplit(":", 1)[1])
 
 
-def start_pc(home: Path, procs: list[subprocess.Popen[str]], name: str = "pc") -> Route:
+def start_pc(
+    home: Path, procs: list[subprocess.Popen[str]], name: str = "pc", tree: Path | None = None
+) -> Route:
     env = {**os.environ, "PARACONNECT_HOME": str(home)}
     if name == "pc-aio":
         env["PARACONNECT_LOOP"] = "asyncio"  # the standard library's loop, not uvloop
+    if tree is not None:  # that checkout's package first on the path, for serve and connect
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tree), env.get("PYTHONPATH")]))
     backend = [sys.executable, __file__, "--role", "backend-at", "{port}"]
     serve = _json_cmd(
         "serve", "--creds", "bench", "--listen", "127.0.0.1:0", "--", *backend, env=env
@@ -241,6 +248,12 @@ def main() -> None:
     parser.add_argument(
         "--aio", action="store_true", help="also pc on asyncio's own loop (pc-aio), not uvloop"
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="DIR",
+        help="also pc from the paraconnect of this checkout (pc-base): before and after in one run",
+    )
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
     args = parser.parse_args()
     if args.quick:
@@ -277,6 +290,10 @@ def main() -> None:
             routes.append(start_pc(tmp / "home", procs))
             if args.aio:
                 routes.append(start_pc(tmp / "home", procs, "pc-aio"))
+            if args.baseline is not None:
+                if not (args.baseline / "paraconnect" / "__init__.py").is_file():
+                    raise SystemExit(f"--baseline {args.baseline}: no paraconnect package there")
+                routes.append(start_pc(tmp / "home", procs, "pc-base", args.baseline.resolve()))
             if args.hub:
                 routes.append(start_hub(tmp / "home", procs, cleanups))
             measure(routes, args)

@@ -11,10 +11,11 @@ loops over ``receive`` by hand.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import anyio
@@ -35,6 +36,7 @@ __all__ = [
     "payload_length",
     "read_anyio",
     "read_frame",
+    "record",
 ]
 
 HEADER_SIZE = 4
@@ -166,3 +168,15 @@ def address_label(addr: object, unix: str = "a local socket") -> str:
     if isinstance(addr, tuple) and len(addr) >= 2:
         return hostport(addr[0], addr[1])
     return str(addr) or unix
+
+
+def record(obj: Any, names: Iterable[str] | None = None) -> dict[str, Any]:
+    """`obj`'s attributes as a JSON object, in order: the named ones, else every field of the
+    dataclass.  Tuples become lists (JSON has no tuple); other values go as they are."""
+    if names is None:
+        names = [f.name for f in dataclasses.fields(obj)]
+    out: dict[str, Any] = {}
+    for name in names:
+        value = getattr(obj, name)
+        out[name] = list(value) if isinstance(value, tuple) else value
+    return out

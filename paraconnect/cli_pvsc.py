@@ -20,12 +20,10 @@ The hub must run (``paraconnect hub`` or JupyterLab) when ParaView starts the en
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import shlex
 import socket
 import sys
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -133,17 +131,6 @@ def _pvsc(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pump(src: socket.socket, dst: socket.socket) -> None:
-    try:
-        while data := src.recv(1 << 16):
-            dst.sendall(data)
-    except OSError:
-        pass
-    finally:
-        with contextlib.suppress(OSError):
-            dst.shutdown(socket.SHUT_WR)
-
-
 def relay_listener(port: int) -> socket.socket:
     """127.0.0.1:`port`, listening: before ParaView connects (it does not retry a refusal)."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -164,6 +151,7 @@ def relay(
 ) -> None:
     """Take one connection of this user on `listener`, relay it to `target` until both
     directions end."""
+    from .servers import pump_both
     from .tunnel import peer_uid
 
     listener.settimeout(timeout)
@@ -187,14 +175,7 @@ def relay(
     with client, socket.create_connection(target, timeout=30) as upstream:
         upstream.settimeout(None)
         client.settimeout(None)
-        threads = [
-            threading.Thread(target=_pump, args=(client, upstream), daemon=True),
-            threading.Thread(target=_pump, args=(upstream, client), daemon=True),
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        pump_both(client, upstream)
 
 
 def relay_in_background(port: int, target: tuple[str, int], on_end: Callable[[], None]) -> None:

@@ -88,22 +88,30 @@ def sign_data(key: PrivateKey, data: bytes) -> bytes:
         return key.sign(data)
     if isinstance(key, ec.EllipticCurvePrivateKey):
         return key.sign(data, ec.ECDSA(hashes.SHA256()))
-    pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.DIGEST_LENGTH)
-    return key.sign(data, pss, hashes.SHA256())
+    return key.sign(data, _pss(), hashes.SHA256())
 
 
-def verify_data(public: object, signature: bytes, data: bytes) -> bool:
-    """Whether `signature` (from :func:`sign_data`) over `data` is by `public`'s key."""
+def _pss() -> padding.PSS:
+    return padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.DIGEST_LENGTH)
+
+
+def verify_data(
+    public: object,
+    signature: bytes,
+    data: bytes,
+    *,
+    rsa_padding: padding.AsymmetricPadding | None = None,
+) -> bool:
+    """Whether `signature` (from :func:`sign_data`) over `data` is by `public`'s key.  RSA
+    signatures are PSS, as `sign_data` makes them, unless `rsa_padding` says otherwise (X.509
+    signs in PKCS#1 v1.5)."""
     try:
         if isinstance(public, ed25519.Ed25519PublicKey):
             public.verify(signature, data)
         elif isinstance(public, ec.EllipticCurvePublicKey):
             public.verify(signature, data, ec.ECDSA(hashes.SHA256()))
         elif isinstance(public, rsa.RSAPublicKey):
-            pss = padding.PSS(
-                mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.DIGEST_LENGTH
-            )
-            public.verify(signature, data, pss, hashes.SHA256())
+            public.verify(signature, data, rsa_padding or _pss(), hashes.SHA256())
         else:
             return False
     except InvalidSignature:

@@ -15,11 +15,19 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from ..errors import CredentialError
-from ._keys import KeyType, PrivateKey, PublicKey, generate_key, sign_data, signing_hash
+from ._keys import (
+    KeyType,
+    PrivateKey,
+    PublicKey,
+    generate_key,
+    sign_data,
+    signing_hash,
+    verify_data,
+)
 from ._keys import key_type_of as _key_type_of
 
 __all__ = ["FileSigner", "Signer", "as_signer", "der_signed", "raw_ecdsa_to_der", "verify_x509"]
@@ -165,18 +173,4 @@ def sha256(data: bytes) -> bytes:
 
 def verify_x509(public: object, signature: bytes, tbs: bytes) -> bool:
     """Whether `signature` over `tbs` is by `public`, as X.509 signs (RSA in PKCS#1 v1.5)."""
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives import hashes
-
-    try:
-        if isinstance(public, ed25519.Ed25519PublicKey):
-            public.verify(signature, tbs)
-        elif isinstance(public, ec.EllipticCurvePublicKey):
-            public.verify(signature, tbs, ec.ECDSA(hashes.SHA256()))
-        elif isinstance(public, rsa.RSAPublicKey):
-            public.verify(signature, tbs, padding.PKCS1v15(), hashes.SHA256())
-        else:
-            return False
-    except InvalidSignature:
-        return False
-    return True
+    return verify_data(public, signature, tbs, rsa_padding=padding.PKCS1v15())

@@ -29,6 +29,7 @@ from vtkmodules.vtkFiltersSources import vtkConeSource, vtkSphereSource
 from vtkmodules.vtkImagingCore import vtkRTAnalyticSource
 from vtkmodules.vtkRenderingCore import vtkRenderer, vtkRenderWindow
 
+from .._wire import record
 from ..errors import ConfigError, ParaconnectError
 from ._pipeline import Pipeline
 from ._protocol import MAX_SIZE
@@ -79,15 +80,7 @@ class DatasetInfo:
     arrays: tuple[str, ...]
 
     def as_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "points": self.points,
-            "cells": self.cells,
-            "triangles": self.triangles,
-            "bounds": list(self.bounds),
-            "arrays": list(self.arrays),
-        }
+        return record(self)
 
 
 _checked: set[str] = set()

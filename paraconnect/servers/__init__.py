@@ -40,6 +40,7 @@ from ._enroll import (
 )
 from ._kinds import KINDS, ServerKind, build_kind
 from ._kinds_options import COMMON_OPTIONS, KIND_OPTIONS, KindOption, kind_descriptions
+from ._kinds_tie import pump_both
 from ._launch import Job, JobState, JobStatus, Launcher, LaunchSpec
 from ._launchers import (
     LauncherEntry,
@@ -108,6 +109,7 @@ __all__ = [
     "launcher_entries",
     "launcher_entry",
     "make_launcher",
+    "pump_both",
     "reattach",
     "register_launcher",
     "report_unreachable",

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .._wire import record
 from ..vocab import KINDS
 
 __all__ = ["COMMON_OPTIONS", "KIND_OPTIONS", "KindOption", "kind_descriptions"]
@@ -33,14 +34,7 @@ class KindOption:
     minimum: int = 1  # for int
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "key": self.key,
-            "help": self.help,
-            "type": self.type,
-            "default": self.default,
-            "choices": list(self.choices),
-            "minimum": self.minimum,
-        }
+        return record(self)
 
 
 _PYTHON = KindOption("python", "Python with paraconnect on the remote host (default: this one)")

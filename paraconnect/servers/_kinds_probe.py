@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 
-from paraconnect.servers._kinds_tie import pump, tie_to_parent
+from paraconnect.servers._kinds_tie import pump_both, tie_to_parent
 
 
 def _relay(client: socket.socket, port: int) -> None:
@@ -41,12 +41,7 @@ def _relay(client: socket.socket, port: int) -> None:
         inner.close()
         client.close()
         return
-    a = threading.Thread(target=pump, args=(client, inner), daemon=True)
-    b = threading.Thread(target=pump, args=(inner, client), daemon=True)
-    a.start()
-    b.start()
-    a.join()
-    b.join()
+    pump_both(client, inner)
     inner.close()
     client.close()
 

@@ -19,9 +19,8 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 
-from paraconnect.servers._kinds_tie import pump, tie_to_parent
+from paraconnect.servers._kinds_tie import pump_both, tie_to_parent
 
 ACCEPT_TIMEOUT = 60.0
 
@@ -62,14 +61,7 @@ def serve_one(agent: socket.socket, command: list[str]) -> None:
                 conn.close()  # another user's stray connection: never spliced to a client
         rc.close()
         print("paraconnect-pvrc: pvserver dialled in; relaying", file=sys.stderr, flush=True)
-        threads = [
-            threading.Thread(target=pump, args=(agent, pv), daemon=True),
-            threading.Thread(target=pump, args=(pv, agent), daemon=True),
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        pump_both(agent, pv)
     finally:
         rc.close()
         if pv is not None:

@@ -3,7 +3,8 @@
 a wrapper killed with SIGKILL takes them along. The agent ties the wrapper itself to the agent
 (paraconnect.tunnel's Program does so for every program it starts). Linux only; elsewhere it
 does nothing. ``python -m paraconnect.servers._kinds_tie -- COMMAND`` is the same as a wrapper.
-The wrappers that relay a connection (``_kinds_probe``, ``_kinds_pvrc``) share `pump` too.
+The wrappers that relay a connection (``_kinds_probe``, ``_kinds_pvrc``, and ``paraconnect pvsc``'s
+relay) share `pump_both` too.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 
 PR_SET_PDEATHSIG = 1
 
@@ -36,8 +38,21 @@ def pump(src: socket.socket, dst: socket.socket) -> None:
             dst.sendall(data)
     except OSError:
         pass
-    with contextlib.suppress(OSError):
-        dst.shutdown(socket.SHUT_WR)
+    finally:
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+
+def pump_both(a: socket.socket, b: socket.socket) -> None:
+    """Relay `a` and `b` both ways, a thread each way, until both directions have ended."""
+    threads = [
+        threading.Thread(target=pump, args=(a, b), daemon=True),
+        threading.Thread(target=pump, args=(b, a), daemon=True),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 
 
 def main(argv: list[str]) -> int:

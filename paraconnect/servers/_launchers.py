@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from .._wire import record
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
@@ -58,13 +59,7 @@ class LauncherOption:
             object.__setattr__(self, "metavar", "N" if self.type == "int" else self.key.upper())
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "key": self.key,
-            "help": self.help,
-            "required": self.required,
-            "type": self.type,
-            "flag": self.flag,
-        }
+        return record(self, ("key", "help", "required", "type", "flag"))  # not metavar
 
 
 @dataclass(frozen=True)

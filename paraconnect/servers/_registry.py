@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .._fs import ensure_private_dir
+from .._wire import record
 from ..errors import ConfigError, NotFoundError, StorageError
 from ..vocab import FINAL_STATES, ServerState
 
@@ -82,22 +83,7 @@ class ServerRecord:
         return self.state in FINAL_STATES
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "kind": self.kind,
-            "session": self.session,
-            "mode": self.mode,
-            "launcher": self.launcher,
-            "state": self.state,
-            "reason": self.reason,
-            "created": self.created,
-            "updated": self.updated,
-            "job": self.job,
-            "last_phone_home": self.last_phone_home,
-            "cert_sha256": self.cert_sha256,
-            "options": self.options,
-            "restarts": self.restarts,
-        }
+        return record(self)
 
 
 def _row(row: sqlite3.Row) -> ServerRecord:

@@ -18,6 +18,7 @@ from typing import Any
 
 import anyio
 
+from .._wire import record
 from ..errors import ConfigError, CredentialError, NetworkError, ParaconnectError, TrustError
 from ._launch import (
     Described,
@@ -155,16 +156,8 @@ class SshShell(Shell):
         return [*argv, "--", self.host, "sh -s"]
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "host": self.host,
-            "config_file": self.config_file,
-            "port": self.port,
-            "user": self.user,
-            "identity_file": self.identity_file,
-            "connect_timeout": self.connect_timeout,
-            "ssh_options": list(self.ssh_options),
-            "ssh": self.ssh,
-        }
+        names = ("host", "config_file", "port", "user", "identity_file", "connect_timeout")
+        return record(self, (*names, "ssh_options", "ssh"))
 
     @classmethod
     def from_description(cls, options: Mapping[str, Any]) -> SshShell:

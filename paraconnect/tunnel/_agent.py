@@ -68,7 +68,7 @@ from ._phonehome import Backoff, Home
 from ._program import Program
 from ._proxyproto import proxy_header
 from ._radius_wire import RadiusConfig
-from ._relay import relay
+from ._relay import relay_logged
 from ._renewal import Renewal, due, fresh_request, install
 from ._secure import HANDSHAKE_TIMEOUT, Side, Tracked
 from ._stream import ByteStream
@@ -313,8 +313,6 @@ class Agent:
                     return msg
 
     async def _data(self, conn: ByteStream, where: str, tracked: Tracked) -> None:
-        from ._splice import SpliceResult
-
         label = conn.peer.label
         try:
             leg = await self.target.connect(conn.peer, where)
@@ -329,23 +327,9 @@ class Agent:
             log.error("cannot reach the program for %s (%s): %s", label, where, exc)
             return
         log.info("data connection from %s at %s: relaying to the program", label, where)
-        try:
-            preamble = proxy_header(conn.peer, conn.sock) if self.proxy_protocol else b""
-            tracked.live = SpliceResult()
-            result = await relay(conn, leg, preamble=preamble, live=tracked.live)
-        except ParaconnectError as exc:
-            tracked.reason = f"failed: {exc}"
-            log.warning("data connection from %s at %s failed: %s", label, where, exc)
-            return
-        tracked.reason = result.reason
-        log.info(
-            "data connection from %s at %s closed: %d bytes in, %d out (%s)",
-            label,
-            where,
-            result.bytes_to_plain,
-            result.bytes_to_peer,
-            result.reason,
-        )
+        preamble = proxy_header(conn.peer, conn.sock) if self.proxy_protocol else b""
+        what = f"data connection from {label} at {where}"
+        await relay_logged(conn, leg, tracked, what, preamble=preamble)
 
     def _info(self) -> Info:
         """What a verified client learns first on a control channel."""

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
+from .._wire import record
 from ..errors import ProtocolError
 from ._phonehome import Home
 
@@ -79,7 +80,13 @@ class _Message:
     type: ClassVar[str]
 
     def fields(self) -> dict[str, Any]:
-        return {}
+        """The message's own fields, in their order (the wire type is not one of them)."""
+        return record(self)
+
+    @classmethod
+    def parse(cls, obj: Mapping[str, Any]) -> Self:
+        """A message of no fields (ping, pong, ok): nothing to check.  The others check theirs."""
+        return cls()
 
     def to_dict(self) -> dict[str, Any]:
         """The frame's object (its version is added by `write_frame`)."""
@@ -93,10 +100,6 @@ class Info(_Message):
     connect_id: int | None = None
     leg: str | None = None  # how the program's leg is protected (`debug server` says it)
     version: str | None = None  # the program's version (pvserver's), for clients to compare
-
-    def fields(self) -> dict[str, Any]:
-        return {"server_id": self.server_id, "connect_id": self.connect_id, "leg": self.leg,
-                "version": self.version}  # fmt: skip
 
     @classmethod
     def parse(cls, obj: Mapping[str, Any]) -> Info:
@@ -133,9 +136,6 @@ class Open(_Message):
     type: ClassVar[str] = "open"
     channel: str
 
-    def fields(self) -> dict[str, Any]:
-        return {"channel": self.channel}
-
     @classmethod
     def parse(cls, obj: Mapping[str, Any]) -> Open:
         channel = obj.get("channel")
@@ -152,9 +152,6 @@ class Crl(_Message):
     pem: str
     part: int = 0
     parts: int = 1
-
-    def fields(self) -> dict[str, Any]:
-        return {"pem": self.pem, "part": self.part, "parts": self.parts}
 
     @classmethod
     def parse(cls, obj: Mapping[str, Any]) -> Crl:
@@ -175,9 +172,6 @@ class Policy(_Message):
     type: ClassVar[str] = "policy"
     signed: str
 
-    def fields(self) -> dict[str, Any]:
-        return {"signed": self.signed}
-
     @classmethod
     def parse(cls, obj: Mapping[str, Any]) -> Policy:
         return cls(_str(obj, cls.type, "signed"))
@@ -187,36 +181,21 @@ class Policy(_Message):
 class Ping(_Message):
     type: ClassVar[str] = "ping"
 
-    @classmethod
-    def parse(cls, obj: Mapping[str, Any]) -> Ping:
-        return cls()
-
 
 @dataclass(frozen=True, slots=True)
 class Pong(_Message):
     type: ClassVar[str] = "pong"
-
-    @classmethod
-    def parse(cls, obj: Mapping[str, Any]) -> Pong:
-        return cls()
 
 
 @dataclass(frozen=True, slots=True)
 class Ok(_Message):
     type: ClassVar[str] = "ok"
 
-    @classmethod
-    def parse(cls, obj: Mapping[str, Any]) -> Ok:
-        return cls()
-
 
 @dataclass(frozen=True, slots=True)
 class Error(_Message):
     type: ClassVar[str] = "error"
     reason: str
-
-    def fields(self) -> dict[str, Any]:
-        return {"reason": self.reason}
 
     @classmethod
     def parse(cls, obj: Mapping[str, Any]) -> Error:
@@ -235,9 +214,6 @@ class Renew(_Message):
     type: ClassVar[str] = "renew"
     csr: str
 
-    def fields(self) -> dict[str, Any]:
-        return {"csr": self.csr}
-
     @classmethod
     def parse(cls, obj: Mapping[str, Any]) -> Renew:
         csr = _str(obj, cls.type, "csr")
@@ -255,9 +231,6 @@ class Renewed(_Message):
     cert: str = ""
     crl: str | None = None
     reason: str = ""
-
-    def fields(self) -> dict[str, Any]:
-        return {"cert": self.cert, "crl": self.crl, "reason": self.reason}
 
     @classmethod
     def parse(cls, obj: Mapping[str, Any]) -> Renewed:

@@ -22,8 +22,9 @@ if TYPE_CHECKING:
     from ._hello import Hello
     from ._secure import Side
     from ._splice import SpliceResult
+    from ._tracked import Tracked
 
-__all__ = ["RelayResult", "relay", "relay_tracked"]
+__all__ = ["RelayResult", "relay", "relay_logged", "relay_tracked"]
 
 log = logging.getLogger("paraconnect.tunnel")
 
@@ -121,23 +122,29 @@ async def relay_tracked(
     side: Side, conn: ByteStream, hello: Hello, local: socket.socket, where: str
 ) -> None:
     """Relay a data connection under the side's registry and accounting."""
+    with side.track(conn, hello, where) as tracked:
+        await relay_logged(conn, local, tracked, f"tunnel to {conn.peer.label} for {where}")
+
+
+async def relay_logged(
+    conn: ByteStream, local: socket.socket, tracked: Tracked, what: str, *, preamble: bytes = b""
+) -> None:
+    """Relay a tracked connection: how it ended becomes its accounting reason and a log line
+    that starts with `what`."""
     from ._splice import SpliceResult
 
-    label = conn.peer.label
-    with side.track(conn, hello, where) as tracked:
-        tracked.live = SpliceResult()
-        try:
-            result = await relay(conn, local, live=tracked.live)
-        except ParaconnectError as exc:
-            tracked.reason = f"failed: {exc}"
-            log.warning("tunnel to %s for %s failed: %s", label, where, exc)
-            return
-        tracked.reason = result.reason
-        log.info(
-            "tunnel to %s for %s closed: %d bytes in, %d out (%s)",
-            label,
-            where,
-            result.bytes_to_plain,
-            result.bytes_to_peer,
-            result.reason,
-        )
+    tracked.live = SpliceResult()
+    try:
+        result = await relay(conn, local, preamble=preamble, live=tracked.live)
+    except ParaconnectError as exc:
+        tracked.reason = f"failed: {exc}"
+        log.warning("%s failed: %s", what, exc)
+        return
+    tracked.reason = result.reason
+    log.info(
+        "%s closed: %d bytes in, %d out (%s)",
+        what,
+        result.bytes_to_plain,
+        result.bytes_to_peer,
+        result.reason,
+    )

@@ -122,17 +122,17 @@ def single_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return group
 
 
-async def _accept_one(lsock: socket.socket, where: str) -> tuple[socket.socket, Any] | None:
-    """One accepted connection; None after a failure (out of descriptors and the like): said,
-    a breath taken, and the caller goes on serving."""
+async def _accept_next(lsock: socket.socket, where: str) -> tuple[socket.socket, Any]:
+    """The next accepted connection.  A failure (out of descriptors and the like) is said, a
+    breath taken, and accepting goes on: a listener never stops for one."""
     from ._leg import accept
 
-    try:
-        return await accept(lsock)
-    except OSError as exc:
-        log.warning("accepting on %s failed: %s; retrying", where, exc)
-        await anyio.sleep(0.1)
-        return None
+    while True:
+        try:
+            return await accept(lsock)
+        except OSError as exc:
+            log.warning("accepting on %s failed: %s; retrying", where, exc)
+            await anyio.sleep(0.1)
 
 
 async def accept_loop(
@@ -156,10 +156,7 @@ async def accept_loop(
 
     try:
         while True:
-            got = await _accept_one(lsock, where)
-            if got is None:
-                continue
-            sock, addr = got
+            sock, addr = await _accept_next(lsock, where)
             if check is not None:
                 try:
                     check(sock)
@@ -228,10 +225,7 @@ async def tls_accept_loop(
 
     try:
         while True:
-            got = await _accept_one(lsock, where)
-            if got is None:
-                continue
-            sock, addr = got
+            sock, addr = await _accept_next(lsock, where)
             if len(silent) >= MAX_SILENT:
                 oldest = next(iter(silent))
                 silent.pop(oldest).cancel()  # its gate closes it
