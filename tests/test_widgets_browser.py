@@ -216,6 +216,20 @@ def test_the_views_controls_colour_slice_and_step_time_while_the_kernel_sleeps(
             f"() => document.querySelector('{sel} input[name=slice]').checked",
         )
         changes(
+            lambda: controls.locator("input[name=contour]").check(),
+            f"() => document.querySelector('{sel} input[name=contour]').checked",
+        )
+        # Unticking one filter keeps the other.
+        changes(
+            lambda: controls.locator("input[name=slice]").uncheck(),
+            f"() => !document.querySelector('{sel} input[name=slice]').checked"
+            f" && document.querySelector('{sel} input[name=contour]').checked",
+        )
+        changes(
+            lambda: controls.locator("input[name=scalar_bar]").uncheck(),
+            f"() => !document.querySelector('{sel} input[name=scalar_bar]').checked",
+        )
+        changes(
             lambda: controls.locator("input[name=time]").evaluate(
                 "(t) => { t.value = 2; t.dispatchEvent(new Event('change')); }"
             ),

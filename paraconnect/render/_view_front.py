@@ -268,13 +268,43 @@ function render({ model, el }) {
         state.representation, (v) => op({ op: "display", representation: v })));
     }
     if (state.dataset) {
-      const cut = document.createElement("input");
-      cut.type = "checkbox"; cut.name = "slice";
-      cut.checked = (state.filters || []).some((f) => f.type === "slice");
-      cut.addEventListener("change", () => op(cut.checked
-        ? { op: "filter", action: "slice", normal: [0, 0, 1] }
-        : { op: "filter", action: "clear" }));
-      controls.append(labelled("slice", cut));
+      // One checkbox a filter (the server keeps one of each, chained in the order added);
+      // unticking one clears them all and adds the others back as they were.
+      const filters = state.filters || [];
+      const keep = ["origin", "normal", "invert", "array", "values", "range"];
+      const arrays = state.arrays || [];
+      const shown = state.color && arrays.find((a) => a.name === state.color.array);
+      const lohi = shown && shown.range ? shown.range : null;
+      const defaults = {
+        slice: { normal: [0, 0, 1] },
+        clip: { normal: [1, 0, 0] },
+        contour: {},
+        threshold: lohi ? { range: [lohi[0] + (lohi[1] - lohi[0]) / 2, lohi[1]] } : {},
+      };
+      for (const type of ["slice", "clip", "contour", "threshold"]) {
+        if (type === "threshold" && !lohi) continue;
+        const box = document.createElement("input");
+        box.type = "checkbox"; box.name = type;
+        box.checked = filters.some((f) => f.type === type);
+        box.addEventListener("change", () => {
+          if (box.checked) { op({ op: "filter", action: type, ...defaults[type] }); return; }
+          op({ op: "filter", action: "clear" });
+          for (const f of filters) {
+            if (f.type === type) continue;
+            const again = { op: "filter", action: f.type };
+            for (const k of keep) if (f[k] !== undefined && f[k] !== null) again[k] = f[k];
+            op(again);
+          }
+        });
+        controls.append(labelled(type, box));
+      }
+      for (const [name, on] of [["scalar_bar", state.scalar_bar], ["axes", state.axes],
+                                ["outline", state.outline]]) {
+        const box = document.createElement("input");
+        box.type = "checkbox"; box.name = name; box.checked = !!on;
+        box.addEventListener("change", () => op({ op: "display", [name]: box.checked }));
+        controls.append(labelled(name.replace("_", " "), box));
+      }
     }
     const times = state.times || [];
     if (times.length > 1) {
