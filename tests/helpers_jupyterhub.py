@@ -178,7 +178,7 @@ def _make_user(name: str, password: str) -> None:
     subprocess.run(["chown", "-R", f"{name}:{name}", entry.pw_dir], check=True)
 
 
-def _pids_of(uid: int) -> list[int]:
+def pids_of(uid: int) -> list[int]:
     pids = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -194,12 +194,12 @@ def _remove_user(name: str) -> None:
     with contextlib.suppress(KeyError):
         uid = pwd.getpwnam(name).pw_uid
         deadline = time.monotonic() + 15
-        while (pids := _pids_of(uid)) and time.monotonic() < deadline:
+        while (pids := pids_of(uid)) and time.monotonic() < deadline:
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGTERM)
             time.sleep(0.2)
-        for pid in _pids_of(uid):
+        for pid in pids_of(uid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
     subprocess.run(["userdel", "--remove", name], check=False, capture_output=True)
