@@ -124,6 +124,10 @@ class Hub:
             method, f"user/{user}/{API}/{path.lstrip('/')}", body, token=self.user_token(user)
         )
 
+    def api_raw(self, user: str, method: str, path: str) -> Response:
+        """A request to any route of `user`'s server (``lab/api/...``), with their token."""
+        return self.request(method, f"user/{user}/{path.lstrip('/')}", token=self.user_token(user))
+
     def ok(self, user: str, method: str, path: str, body: Any = None) -> Any:
         resp = self.api(user, method, path, body)
         assert resp.status == 200, f"{user}: {method} {path}: {resp.status} {resp.body!r}"

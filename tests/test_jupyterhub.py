@@ -113,12 +113,25 @@ def test_lab_under_the_user_prefix_lists_opens_and_follows_the_users_servers(
     hub.ok(a, "DELETE", f"servers/{second}?grace=2")
     # An app tab is on the proxy under the prefix, and comes back after a reload.
     src = hub.url + f"user/{a}/paraconnect/proxy/{servers[a]}/"
+    # As srv.open()'s link in a notebook output: the extension turns its click into the tab.
     page.evaluate(
-        "(id) => window.jupyterapp.commands.execute('paraconnect:open-app', {id})", servers[a]
+        """(id) => {
+            const a = document.createElement('a');
+            a.href = '#'; a.dataset.paraconnectApp = id; a.id = 'pc-test-link'; a.textContent = id;
+            document.body.append(a);
+        }""",
+        servers[a],
     )
+    page.locator("#pc-test-link").dispatch_event("click")  # the shell covers the body
     frame = page.locator(f"#paraconnect-app-{servers[a]} iframe")
     expect(frame).to_have_attribute("src", src)
     screenshot(page, "jupyterhub-lab", tmp_path_factory.mktemp("shots"))
+    # Lab saves its layout to the workspace a moment after a change: reload once it has.
+    deadline = time.monotonic() + 30
+    saved = f"paraconnect-app:{servers[a]}".encode()
+    while saved not in hub.api_raw(a, "GET", "lab/api/workspaces/default").body:
+        assert time.monotonic() < deadline, "Lab never saved the app tab in its workspace"
+        time.sleep(0.2)
     page.reload()
     page.wait_for_function("() => window.jupyterapp && window.jupyterapp.commands")
     page.evaluate("() => window.jupyterapp.restored")
@@ -239,7 +252,7 @@ def test_a_users_process_is_refused_at_the_other_users_local_endpoint(
     assert hub.ok(b, "GET", f"servers/{servers[b]}")["state"] == "connected"
 
 
-def test_proxied_apps_are_the_owners_alone(hub: Hub) -> None:
+def test_proxied_apps_are_the_owners_alone(hub: Hub, context_a: BrowserContext) -> None:
     """Needs the proxy route /paraconnect/proxy/<id>/ (issue 15, built beside this in wt-web):
     skipped until it answers for the owner."""
     a, b = hub.users
@@ -262,6 +275,13 @@ def test_proxied_apps_are_the_owners_alone(hub: Hub) -> None:
         assert mine.status == 200 and b"Directory listing" in mine.body, mine
         other = hub.request("GET", path, token=hub.user_token(a))
         assert _refused(other.status, other.body, "Directory listing"), other
+        page = context_a.new_page()  # A's browser, A's cookie
+        try:
+            resp = page.goto(hub.url + path)
+            assert resp is not None and resp.status == 403
+            assert "Directory listing" not in page.content()
+        finally:
+            page.close()
     finally:
         hub.ok(b, "DELETE", f"servers/{sid}?grace=2")
 
