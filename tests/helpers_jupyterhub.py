@@ -173,8 +173,10 @@ def _make_user(name: str, password: str) -> None:
     subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", name], check=True)
     subprocess.run(["chpasswd"], input=f"{name}:{password}\n", text=True, check=True)
     entry = pwd.getpwnam(name)
-    # JupyterLab's news toast would cover the panel in screenshots.
-    notes = Path(entry.pw_dir, ".jupyter/lab/user-settings/@jupyterlab/apputils-extension")
+    # JupyterLab's news toast would cover the panel in screenshots.  The settings live in the
+    # config dir, ~/.config/jupyter with JUPYTER_PLATFORM_DIRS=1 (the spawner sets it).
+    lab = ".config/jupyter/lab/user-settings/@jupyterlab/apputils-extension"
+    notes = Path(entry.pw_dir, lab)
     notes.mkdir(parents=True)
     (notes / "notification.jupyterlab-settings").write_text(
         json.dumps({"fetchNews": "false", "checkForUpdates": False})
