@@ -22,6 +22,13 @@ $(LABEXT): $(wildcard labextension/src/*.ts labextension/style/*) labextension/p
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
 	touch $@
 
+# configurable-http-proxy from npm, for the tests that run paraconnect under a real JupyterHub
+# (tests/helpers_jupyterhub.py); jupyterhub itself is in the dev extra.
+CHP := tools/jupyterhub/node_modules/.bin/configurable-http-proxy
+$(CHP): tools/jupyterhub/package.json tools/jupyterhub/package-lock.json | system-deps
+	cd tools/jupyterhub && npm ci --no-audit --no-fund
+	touch $@
+
 demo: $(STAMP) $(LABEXT) system-deps
 	$(BIN)/paraconnect demo --headless --out paraconnect-demo.png
 
@@ -33,7 +40,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) $(LABEXT) system-deps
+pytest: $(STAMP) $(LABEXT) system-deps $(CHP)
 	$(BIN)/pytest
 
 test: lint typecheck pytest
@@ -44,4 +51,5 @@ bench: $(STAMP) system-deps
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf tools/jupyterhub/node_modules
 	rm -rf labextension/node_modules labextension/lib labextension/tsconfig.tsbuildinfo paraconnect/labextension

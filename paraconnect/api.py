@@ -43,6 +43,7 @@ from ._api_sessions import (
     hub,
     passphrase_reader,
 )
+from ._api_web import AppFrame, app_url, check_web
 from ._runtime import Runtime, runtime
 from .errors import ConfigError, NetworkError, ParaconnectError
 from .hub import AsyncHubEvents
@@ -490,6 +491,13 @@ class Server:
             height=height,
             server_id=self.id,
         )
+
+    def open(self, *, width: str = "100%", height: int = 600) -> AppFrame:
+        """A web server's app (kinds ``web``, ``trame``) inline in the notebook, through the
+        Jupyter server extension's authenticated proxy; its link opens a JupyterLab tab."""
+        info = self.info
+        check_web(info)
+        return AppFrame(self.id, app_url(self.id), width, height)
 
     def paraview(self, **options: Any) -> ParaViewClient:
         """A pvserver's ParaView client: a pvpython process beside this kernel, connected to the

@@ -15,8 +15,10 @@ from .errors import ConfigError
 
 __all__ = [
     "FINAL_STATES",
+    "JUPYTER_BASE_URL_ENV",
     "KINDS",
     "LAUNCHERS",
+    "WEB_KINDS",
     "KeyType",
     "Mode",
     "SecurityLevel",
@@ -104,6 +106,13 @@ class Mode(_Parsed):
 
 # Server kinds (servers/_kinds.py builds their command lines).
 KINDS = ("builtin", "pvserver", "command")
+# The kinds whose program is a web app (HTTP and its websockets): the panel's "Open" and its
+# launcher tiles, and srv.open(), show it through the server extension's proxy.
+WEB_KINDS = ("web", "trame")
+
+# The Jupyter server's base URL (``/user/<name>/`` under JupyterHub), exported by the server
+# extension to its kernels: the URL of a frame that srv.open() writes is the browser's to resolve.
+JUPYTER_BASE_URL_ENV = "PARACONNECT_JUPYTER_BASE_URL"
 LAUNCHERS: tuple[str, ...]  # from the launcher list, by __getattr__ below
 
 

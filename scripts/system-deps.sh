@@ -12,6 +12,7 @@ want=(
     openmpi-bin                                     # mpiexec for pvserver --ranks (only recommended by paraview)
     iproute2 nftables                               # network namespaces as hosts, firewalls
     chromium                                        # the JupyterLab panel's browser tests (Playwright)
+    nodejs                                          # the panel's build; JupyterHub's configurable-http-proxy (tools/jupyterhub)
     softhsm2                                        # a PKCS#11 token for session keys (SoftHSM2)
     freeradius freeradius-utils                     # RADIUS authorisation and accounting tests
 )
@@ -19,6 +20,9 @@ missing=()
 for pkg in "${want[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
+# npm ships inside some nodejs builds (NodeSource's) and apart in Debian's: ask for it only
+# where it is missing.
+command -v npm >/dev/null 2>&1 || dpkg-query -W -f='${Status}' npm 2>/dev/null | grep -q "install ok installed" || missing+=(npm)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
     echo "system-deps: missing Debian packages: ${missing[*]}; install them (as root: apt-get install ${missing[*]})" >&2

@@ -45,6 +45,8 @@ def test_session_reverse_builtin_frame_logs_stop(
         assert f"{srv.id}: {state} (" in printed, printed
     assert srv.state == "connected" and srv.port and srv.local == f"127.0.0.1:{srv.port}"
     check_frame(srv.port)
+    with pytest.raises(ConfigError, match=r"open\(\) shows a web app .*use view\(\)"):
+        srv.open()
     assert "paraconnect-render listening on" in srv.logs()
     assert srv.stop(grace=5)["state"] == "stopped"
     assert srv.local is None

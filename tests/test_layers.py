@@ -71,7 +71,7 @@ def unit(module: str) -> str:
         return "(top)"
     if parts[1] == "hub":
         return "_hub"
-    if parts[1] == "_api_sessions":  # api.py's sessions, beside it (api.py re-exports them)
+    if parts[1] in ("_api_sessions", "_api_web"):  # api.py's helpers, beside it
         return "api"
     if (ROOT / parts[1]).is_dir() or parts[1] in SHARED or parts[1] in RANK:
         return parts[1]

@@ -148,3 +148,9 @@ def test_the_checker_catches_a_retyped_state_list() -> None:
     bad = 'FINAL = {"stopped", "failed", "lost"}\n'
     hits = [w for _, w in _string_collections(ast.parse(bad))]
     assert hits and len(set(hits[0]) & FAMILIES["server state"]) >= 2
+
+
+def test_the_panel_opens_as_web_apps_exactly_the_web_kinds() -> None:
+    """The card's "Open" and the launcher's tiles follow tokens.ts WEB_KINDS; srv.open()
+    follows vocab.WEB_KINDS: one list, or a kind opens in the panel and not in a notebook."""
+    assert _ts_array("WEB_KINDS") == list(vocab.WEB_KINDS)

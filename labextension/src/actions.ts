@@ -8,6 +8,7 @@ import { HubModel } from './model';
 import { NotebookBridge } from './notebook';
 import { requestAPI } from './request';
 import { notebookCode, paraviewLines } from './snippets';
+import { CommandIDs } from './tokens';
 import { openView } from './viewtab';
 
 const enc = encodeURIComponent;
@@ -45,6 +46,11 @@ export class Actions {
     if (this.app) {
       openView(this.app, s);
     }
+  }
+
+  /** A web server's app in a main-area tab (the command, so that one tracker knows every tab). */
+  openApp(s: IServerInfo): void {
+    void this.app?.commands.execute(CommandIDs.openApp, { id: s.id });
   }
 
   /** Put the code that reaches server `s` into the active notebook, below its active cell. */

@@ -1,8 +1,10 @@
 import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { ICommandPalette, InputDialog, Notification } from '@jupyterlab/apputils';
+import { ILauncher } from '@jupyterlab/launcher';
 import { LabIcon } from '@jupyterlab/ui-components';
 
 import { Actions } from './actions';
+import { appTracker, isWebKind, openApp } from './apptab';
 import { HubEvent } from './api';
 import { HubModel } from './model';
 import { NotebookBridge } from './notebook';
@@ -41,11 +43,12 @@ const plugin: JupyterFrontEndPlugin<void> = {
   id: PLUGIN_ID,
   description: 'A side panel for paraconnect sessions, servers and friends.',
   autoStart: true,
-  optional: [ICommandPalette, ILayoutRestorer],
+  optional: [ICommandPalette, ILayoutRestorer, ILauncher],
   activate: (
     app: JupyterFrontEnd,
     palette: ICommandPalette | null,
-    restorer: ILayoutRestorer | null
+    restorer: ILayoutRestorer | null,
+    launcher: ILauncher | null
   ) => {
     const model = new HubModel();
     const actions = new Actions(model, new NotebookBridge(app, model), app);
@@ -99,8 +102,67 @@ const plugin: JupyterFrontEndPlugin<void> = {
       label: 'paraconnect: Issue a Friend Bundle…',
       execute: openForm('friend')
     });
+
+    const apps = appTracker();
+    commands.addCommand(CommandIDs.openApp, {
+      label: args => (args.id ? `Open the app of ${args.id}` : 'paraconnect: Open a Web App'),
+      execute: args => openApp(app, apps, String(args.id))
+    });
+    // The app tabs come back after a reload, each on its server's proxy URL.
+    void restorer?.restore(apps, {
+      command: CommandIDs.openApp,
+      args: w => ({ id: w.content.serverId }),
+      name: w => w.content.serverId
+    });
+    // A link a notebook's srv.open() wrote ("open in a tab") opens the tab, not a new page.
+    document.addEventListener('click', ev => {
+      const link = (ev.target as Element | null)?.closest?.('a[data-paraconnect-app]');
+      const id = link?.getAttribute('data-paraconnect-app');
+      if (id) {
+        ev.preventDefault();
+        void commands.execute(CommandIDs.openApp, { id });
+      }
+    });
+
+    // The launch form prefilled for one kind: a web app needs its command or app file, so
+    // a tile cannot launch with defaults alone.
+    commands.addCommand(CommandIDs.launchKind, {
+      label: args => (args.kind ? `${args.kind} server` : 'paraconnect: Launch a Kind…'),
+      caption: args => `Launch a paraconnect ${args.kind ?? ''} server (the panel's form)`,
+      icon: args => (args.kind ? paraconnectIcon : undefined),
+      execute: args => {
+        openForm('launch')();
+        const kind = panel.node.querySelector<HTMLSelectElement>(
+          'details[data-form="launch"] select[name="kind"]'
+        );
+        if (kind && args.kind && [...kind.options].some(o => o.value === args.kind)) {
+          kind.value = String(args.kind);
+          kind.dispatchEvent(new Event('change', { bubbles: true }));
+        }
+      }
+    });
+    // One tile for each web kind the hub offers (its launch options, once it answers).
+    const tiles = new Set<string>();
+    const addTiles = () => {
+      for (const kind of model.launchOptions?.kinds ?? []) {
+        if (launcher && isWebKind(kind.name) && !tiles.has(kind.name)) {
+          tiles.add(kind.name);
+          launcher.add({
+            command: CommandIDs.launchKind,
+            args: { kind: kind.name },
+            category: 'paraconnect',
+            rank: tiles.size
+          });
+        }
+      }
+    };
+    model.changed.connect(addTiles);
+    addTiles();
+
     if (palette) {
-      for (const command of Object.values(CommandIDs)) {
+      // The app and kind commands need their argument: the card and the tiles give it.
+      const withArgs: string[] = [CommandIDs.openApp, CommandIDs.launchKind];
+      for (const command of Object.values(CommandIDs).filter(c => !withArgs.includes(c))) {
         palette.addItem({ command, category: 'paraconnect' });
       }
     }

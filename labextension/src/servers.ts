@@ -2,6 +2,7 @@ import { Notification } from '@jupyterlab/apputils';
 
 import { HubEvent, IServerInfo } from './api';
 import { Actions } from './actions';
+import { isWebKind } from './apptab';
 import { ago, button, h, select, syncOptions } from './dom';
 import { LaunchForm } from './launchform';
 import { HubModel } from './model';
@@ -148,6 +149,12 @@ export class ServersSection {
           ? button('Open view', () => this.actions.openView(s), {
               'data-action': 'view',
               title: 'The live picture in a tab (drag rotates, the wheel zooms)'
+            })
+          : null,
+        isWebKind(s.kind) && s.local && !final
+          ? button('Open', () => this.actions.openApp(s), {
+              'data-action': 'open-app',
+              title: "The app in a tab, through the tunnel and Jupyter's authenticated proxy"
             })
           : null,
         pv

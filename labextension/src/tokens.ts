@@ -12,6 +12,10 @@ export const API_NAMESPACE = 'paraconnect/api';
 /** The websocket that streams the hub's events, relative to the API base. */
 export const EVENTS_ENDPOINT = 'events';
 
+/** A web app's reverse proxy in the server extension, relative to Jupyter's base URL:
+ * `<base_url>paraconnect/proxy/<server-id>/` (authenticated, the user's cookies stripped). */
+export const PROXY_NAMESPACE = 'paraconnect/proxy';
+
 /** The side panel's widget id (stable, so the layout restorer and tests can find it). */
 export const PANEL_ID = 'paraconnect-panel';
 
@@ -23,12 +27,20 @@ export namespace CommandIDs {
   export const launchServer = 'paraconnect:launch-server';
   export const copyAgentCommand = 'paraconnect:copy-agent-command';
   export const issueFriend = 'paraconnect:issue-friend';
+  /** A web server's app in a main-area tab (args: `id`, the server's id). */
+  export const openApp = 'paraconnect:open-app';
+  /** The launch form, prefilled for one kind (args: `kind`): the launcher's tiles. */
+  export const launchKind = 'paraconnect:launch-kind';
 }
 
 export const KEY_TYPES = ['ec-p256', 'ed25519', 'rsa-3072'] as const;
 export const LEVELS = ['mutual', 'encrypt', 'none'] as const;
 export const SERVER_KINDS = ['builtin', 'pvserver', 'command'] as const;
 export const MODES = ['reverse', 'forward'] as const;
+
+/** The kinds whose server is a web app (paraconnect.vocab.WEB_KINDS): their card has "Open",
+ * the launcher a tile each, where the hub offers them. */
+export const WEB_KINDS = ['web', 'trame'] as const;
 
 /** Only a fallback until the hub answers: the launch form offers the launchers GET /hub lists
  * (paraconnect.servers.register_launcher), so a new launcher needs no change here. */

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from jupyter_server.extension.application import ExtensionApp
 
 from ..errors import ConfigError, ParaconnectError
+from ..vocab import JUPYTER_BASE_URL_ENV
 from ._bridge import HubThread
 from ._config import Paraconnect
 from ._handlers import handlers
@@ -51,6 +52,9 @@ class ParaconnectApp(ExtensionApp):
             # Kernels inherit the server's environment: they find this hub through
             # <data_dir>/run/hub.json.
             os.environ["PARACONNECT_HOME"] = config.data_dir
+        # srv.open() in a kernel writes a frame whose URL the browser resolves: it needs the
+        # server's base URL (/user/<name>/ under JupyterHub), which only the server knows.
+        os.environ[JUPYTER_BASE_URL_ENV] = self._server.base_url
         events = self._events = EventStream()
         hub = self._hub = HubThread(config)
         hub.add_listener(events)
