@@ -99,7 +99,9 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     p.set_defaults(parser=p)
     p.set_defaults(func=_launch)
 
-    p = subparsers.add_parser("servers", help="list, show, tail, dial, stop or resubmit launched servers")
+    p = subparsers.add_parser(
+        "servers", help="list, show, tail, dial, stop or resubmit launched servers"
+    )
     ssub = p.add_subparsers(dest="servers_command", metavar="ACTION", required=True)
     q = ssub.add_parser("list", help="every server the hub knows")
     _json(q)
