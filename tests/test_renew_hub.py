@@ -8,7 +8,9 @@ control channel before two thirds of its life (a real short lifetime: 30 s, rene
 * with the hub down when the renewal falls due: the agent keeps its valid certificate, says it
   waits, and renews once the hub is back;
 * with the hub's answer lost (the hub certified, the agent could not install it): the agent
-  keeps its certificate and asks again, and each certificate it never used is revoked.
+  keeps its certificate and asks again, and each certificate it never used is revoked;
+* a forward server (the hub dials its agent) does not renew: its enrolled certificate keeps
+  the 7 days it had before renewal, not the 24 h that only renewal makes safe.
 """
 
 from __future__ import annotations
@@ -238,6 +240,19 @@ def test_a_lost_answer_is_asked_again_and_the_unused_certificate_revoked(
         assert superseded == {*unused, first.serial_number}
         assert echo(info.local_port, b"renewed at last") == b"renewed at last"
         assert hub.call(hub.server, info.id).state == "connected"
+
+
+def test_a_forward_agent_keeps_its_seven_days(home: Path, session: Session, tmp_path: Path) -> None:
+    remote = LocalLauncher(tmp_path / "remote")
+    with running_hub(home, connect_timeout=60.0) as (hub, _events):
+        info = hub.call(hub.launch, "command", remote, "lab", "forward", {}, ECHO)
+        info = hub.call(hub.wait, info.id)
+        assert info.state == "connected", info
+        [creds] = (tmp_path / "remote").glob("*/creds")
+        cert = _cert(creds, info.id)
+        life = (cert.not_valid_after_utc - cert.not_valid_before_utc).total_seconds()
+        assert 7 * 86400 <= life <= 7 * 86400 + 5 * 60 + 1, life  # plus the skew allowance
+        assert echo(info.local_port, b"forward") == b"forward"
 
 
 @pytest.mark.anyio
