@@ -120,6 +120,12 @@ export class ServersSection {
               : [h('dt', {}, 'Reached'), h('dd', {}, ago(s.last_phone_home))],
             s.streams ? [h('dt', {}, 'Streams'), h('dd', {}, `${s.streams} open`)] : null,
             s.job_id ? [h('dt', {}, 'Job'), h('dd', { class: 'pc-mono' }, s.job_id)] : null,
+            s.program_version
+              ? [
+                  h('dt', {}, 'Version'),
+                  h('dd', { class: 'pc-mono', 'data-fact': 'version' }, s.program_version)
+                ]
+              : null,
             s.ends_at
               ? [
                   h('dt', {}, 'Time left'),
@@ -134,6 +140,14 @@ export class ServersSection {
                 ]
               : null
           ),
+      // Before ParaView's own handshake fails obscurely: which versions, what to do.
+      s.version_check && !final
+        ? h(
+            'div',
+            { class: 'pc-warning', role: 'alert', 'data-warning': 'version' },
+            s.version_check
+          )
+        : null,
       s.reason ? h('div', { class: 'pc-reason', title: s.reason }, s.reason) : null,
       h(
         'div',
@@ -173,7 +187,9 @@ export class ServersSection {
     );
   }
 
-  /** A warning that a job's time limit nears its end, with the way out. */
+  /** A warning that a job's time limit nears its end, with the way out; and a server read
+   * again when the hub has compared its ParaView version with this host's (after it phoned
+   * home: pvpython is asked off the hub's loop). */
   private _walltime(ev: HubEvent): void {
     if (ev.event === 'walltime') {
       const minutes = Math.max(1, Math.round(ev.left / 60));
@@ -185,7 +201,7 @@ export class ServersSection {
         }
       );
       void this.model.reloadServer(ev.server_id).catch(() => undefined);
-    } else if (ev.event === 'resubmitted') {
+    } else if (ev.event === 'resubmitted' || ev.event === 'version_check') {
       void this.model.reloadServer(ev.server_id).catch(() => undefined);
     }
   }
