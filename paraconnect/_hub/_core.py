@@ -283,7 +283,8 @@ class Hub(WalltimeMixin, DescribeMixin, ThreadedHub):
     async def _version_known(self, link: AgentLink) -> None:
         """Announce a ParaView version mismatch once this host's pvpython has answered (asked
         once, off the loop): a panel that read the server before then reads it again."""
-        await anyio.to_thread.run_sync(local_paraview)
+        # Abandoned, not awaited, when the hub stops: the ask is only a subprocess run once.
+        await anyio.to_thread.run_sync(local_paraview, abandon_on_cancel=True)
         with contextlib.suppress(NotFoundError):
             info = self.server(link.server_id)
             if info.version_check and self._links.get(link.server_id) is link:
