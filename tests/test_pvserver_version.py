@@ -118,7 +118,9 @@ def test_connect_and_debug_explain_it_and_a_match_is_quiet(
         agent.stop()
 
 
-def test_srv_paraview_refuses_a_mismatch_in_one_line(api_hub: object, old_pvserver: str) -> None:
+def test_srv_paraview_refuses_a_mismatch_in_one_line(
+    session: Session, api_hub: object, old_pvserver: str
+) -> None:
     srv = pc.connect_reverse(
         kind="pvserver", session="lab", options={"xvfb": "always", "pvserver": old_pvserver}
     )
