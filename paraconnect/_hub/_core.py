@@ -382,8 +382,10 @@ class Hub(WalltimeMixin, DescribeMixin, ThreadedHub):
         spec_options = dict(opts.get("launcher_spec_options", {}))
         if the_kind.ranks and launcher.name == "slurm":
             # One agent and N tasks: mpiexec, inside the agent's namespace, places the ranks in
-            # the allocation (servers/_mpi.py says why not srun).
+            # the allocation (servers/_mpi.py says why not srun).  On one node unless told:
+            # from a namespace with only its own loopback, mpiexec reaches no other node.
             spec_options.setdefault("ntasks", the_kind.ranks)
+            spec_options.setdefault("nodes", 1)
             spec_options.setdefault("srun", False)
         spec = LaunchSpec(
             self._agent_argv(server_id, the_kind, mode, rec.session, creds, opts),
