@@ -99,7 +99,9 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     p.set_defaults(parser=p)
     p.set_defaults(func=_launch)
 
-    p = subparsers.add_parser("servers", help="list, show, tail, dial or stop launched servers")
+    p = subparsers.add_parser(
+        "servers", help="list, show, tail, dial, stop or resubmit launched servers"
+    )
     ssub = p.add_subparsers(dest="servers_command", metavar="ACTION", required=True)
     q = ssub.add_parser("list", help="every server the hub knows")
     _json(q)
@@ -124,6 +126,14 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     q.add_argument("--grace", type=float, default=10.0, metavar="S")
     _json(q)
     q.set_defaults(func=_stop)
+    q = ssub.add_parser(
+        "resubmit",
+        help="a new batch job for a reverse server whose job nears its time limit: it phones "
+        "home for the same id, so the local endpoint and the view stay",
+    )
+    q.add_argument("id")
+    _json(q)
+    q.set_defaults(func=_resubmit)
 
 
 def _dest(flag: str) -> str:
@@ -220,7 +230,15 @@ def _launch_options(p: argparse.ArgumentParser) -> dict[str, dict[str, str]]:
     )
     p.add_argument("--restart-limit", type=int, default=3, metavar="N")
     p.add_argument("--python", metavar="PATH", help="Python with paraconnect on the remote host")
-    p.add_argument("--ranks", type=int, metavar="N", help="pvserver: MPI ranks (mpiexec -n N)")
+    p.add_argument(
+        "--ranks",
+        type=int,
+        metavar="N",
+        help="pvserver: MPI ranks (mpiexec -n N); under --launcher slurm the job asks for N "
+        "tasks and one agent runs mpiexec inside its private network namespace, not srun "
+        "(srun's tasks would start outside it, their ports reachable on the node), so the N ranks "
+        "must fit on one node",
+    )
     p.add_argument("--xvfb", choices=["auto", "always", "never"], help="pvserver: X server")
     p.add_argument(
         "--pv-reverse",
@@ -387,6 +405,12 @@ def _dial(args: argparse.Namespace) -> int:
 def _stop(args: argparse.Namespace) -> int:
     with _client() as hub:
         _print_info(hub.request("stop", id=args.id, grace=args.grace), args.json)
+    return 0
+
+
+def _resubmit(args: argparse.Namespace) -> int:
+    with _client() as hub:
+        _print_info(hub.request("resubmit", id=args.id), args.json)
     return 0
 
 

@@ -9,6 +9,7 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,8 +73,26 @@ def test_launch_list_show_logs_stop(
     assert '"event": "ready"' in r.stdout
     r = run("servers", "dial", info["id"], str(free_port()), "--timeout", "0.5")  # type: ignore[operator]
     assert r.returncode == 1 and "nothing listened on 127.0.0.1:" in r.stderr
+    # resubmit: a new job (here a new local agent) phones home for the same id, onto the same
+    # local endpoint, and the old one is stopped.
+    r = run("servers", "resubmit", info["id"], "--json")  # type: ignore[operator]
+    assert r.returncode == 0, r
+    assert json.loads(r.stdout)["state"] == "submitted"
+    deadline = time.monotonic() + 60
+    while True:
+        shown = json.loads(run("servers", "show", info["id"], "--json").stdout)  # type: ignore[operator]
+        if shown["state"] == "connected" or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert shown["state"] == "connected" and shown["local"] == info["local"], shown
+    assert shown["job_id"] != info["job_id"], (shown, info)
+    assert echo(port, b"after resubmit") == b"after resubmit"
     r = run("servers", "stop", info["id"], "--json")  # type: ignore[operator]
     assert json.loads(r.stdout)["state"] == "stopped"
+    r = run("servers", "resubmit", info["id"])  # type: ignore[operator]
+    assert r.returncode == 1 and r.stderr == (
+        f"paraconnect: error: server {info['id']} is stopped; launch a new one instead\n"
+    ), r.stderr
     r = run("servers", "show", "nope")  # type: ignore[operator]
     assert r.returncode == 1 and r.stderr.startswith("paraconnect: error: no server 'nope'")
 

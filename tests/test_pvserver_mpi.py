@@ -122,6 +122,9 @@ def test_two_ranks_as_a_slurm_job(
         # The job asked Slurm for the ranks' tasks, and runs one agent (no srun around it).
         shown = slurm_cluster.run("scontrol", "show", "job", info.job_id).stdout
         assert "NumTasks=2" in shown, shown
+        # On one node: mpiexec in the agent's namespace reaches no other.
+        [script] = (tmp_path / "jobs").glob("*/job.sh")
+        assert "#SBATCH --nodes=1\n" in script.read_text()
         _check_two_ranks(hub, info)
         assert hub.call(hub.stop, info.id, 5.0).state == "stopped"
 

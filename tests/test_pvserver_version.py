@@ -55,7 +55,7 @@ def old_pvserver(tmp_path: Path) -> str:
 
 def test_the_hub_explains_a_mismatch(home: Path, session: Session, old_pvserver: str) -> None:
     client, other = _local_version(), _version_of(old_pvserver)
-    with running_hub(home) as (hub, _events):
+    with running_hub(home) as (hub, events):
         info = hub.call(hub.launch, "pvserver", "local", "lab", "reverse",
                         {"xvfb": "always", "pvserver": old_pvserver})  # fmt: skip
         info = hub.call(hub.wait, info.id, "connected", 90.0)
@@ -69,6 +69,14 @@ def test_the_hub_explains_a_mismatch(home: Path, session: Session, old_pvserver:
         assert f"is {other}" in check and f"pvpython is {client}" in check, check
         assert "same major.minor" in check and "pvserver=PATH" in check, check
         assert info.as_dict()["version_check"] == check  # what REST and the panel get
+        # Announced too, so that a panel that drew the card before the check reads it again.
+        deadline = time.monotonic() + 30
+        while not (said := [e for e in list(events.all) if e["event"] == "version_check"]):
+            assert time.monotonic() < deadline, "no version_check event"
+            time.sleep(0.1)
+        assert [(e["server_id"], e["version"], e["version_check"]) for e in said] == [
+            (info.id, other, check)
+        ]
         assert hub.call(hub.stop, info.id, 5.0).state == "stopped"
 
 
@@ -110,7 +118,9 @@ def test_connect_and_debug_explain_it_and_a_match_is_quiet(
         agent.stop()
 
 
-def test_srv_paraview_refuses_a_mismatch_in_one_line(api_hub: object, old_pvserver: str) -> None:
+def test_srv_paraview_refuses_a_mismatch_in_one_line(
+    session: Session, api_hub: object, old_pvserver: str
+) -> None:
     srv = pc.connect_reverse(
         kind="pvserver",
         session=pc.Session.create("lab"),

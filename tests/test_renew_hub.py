@@ -6,7 +6,11 @@ control channel before two thirds of its life (a real short lifetime: 30 s, rene
   event and a row of the accounting; the old certificate is revoked (superseded) once that
   stream has closed, and the hub then refuses a real TLS dial (openssl) with the old key;
 * with the hub down when the renewal falls due: the agent keeps its valid certificate, says it
-  waits, and renews once the hub is back.
+  waits, and renews once the hub is back;
+* with the hub's answer lost (the hub certified, the agent could not install it): the agent
+  keeps its certificate and asks again, and each certificate it never used is revoked;
+* a forward server (the hub dials its agent) does not renew: its enrolled certificate keeps
+  the 7 days it had before renewal, not the 24 h that only renewal makes safe.
 """
 
 from __future__ import annotations
@@ -185,6 +189,70 @@ def test_hub_down_at_renewal_time(home: Path, session: Session, tmp_path: Path) 
                        "renewed certificate in the agent's directory")  # fmt: skip
                 assert hub.call(hub.wait, info.id).state == "connected"
                 assert echo(hub.call(hub.server, info.id).local_port, b"back") == b"back"
+
+
+def test_a_lost_answer_is_asked_again_and_the_unused_certificate_revoked(
+    home: Path, session: Session, tmp_path: Path
+) -> None:
+    """The agent cannot install what the hub certified: a second NAME.crt with its NAME.key in
+    its directory (a real fault of the agent's side: which pair would it replace?) makes it
+    refuse to write, after the hub has certified.  It keeps its certificate, asks again; the
+    hub revokes what it certified before and never saw in use; once the stray pair is gone the
+    renewal goes through."""
+    remote = LocalLauncher(tmp_path / "remote")
+    with running_hub(home, connect_timeout=60.0) as (hub, events):
+        info = hub.call(
+            hub.launch, "command", remote, "lab", "reverse", {"cert_lifetime": LIFETIME}, ECHO
+        )
+        assert hub.call(hub.wait, info.id).state == "connected"
+        [creds] = (tmp_path / "remote").glob("*/creds")
+        [output] = (tmp_path / "remote").glob("*/output.log")
+        first = _cert(creds, info.id)
+        stray = (creds / "stray.crt", creds / "stray.key")
+        shutil.copy(creds / f"{info.id}.crt", stray[0])
+        shutil.copy(creds / f"{info.id}.key", stray[1])
+        try:
+            # Two certified, neither installed: the second request revoked the first.
+            _until(lambda: len(_renewals(events, "renewed")) >= 2, "a renewal asked again")
+            assert "holds no single NAME.crt" in output.read_text(errors="replace")
+            assert _cert(creds, info.id).serial_number == first.serial_number
+        finally:
+            for path in stray:
+                path.unlink()
+        _until(lambda: _cert(creds, info.id).serial_number != first.serial_number,
+               "the renewal once the agent can install it")  # fmt: skip
+        installed = _cert(creds, info.id).serial_number
+        certified = [int(str(e["serial"]), 16) for e in _renewals(events, "renewed")]
+        assert certified[-1] == installed and len(set(certified)) == len(certified)
+        assert all(e["old_serial"] == format(first.serial_number, "x")
+                   for e in _renewals(events, "renewed"))  # fmt: skip
+        unused = certified[:-1]
+
+        def reasons() -> dict[int, str | None]:
+            return {int(r.serial, 16): r.revoked_reason for r in session.records()}
+
+        # Every certificate it never used, and then the one it replaced, revoked as superseded;
+        # the one in use stays valid and the server serves on it.
+        _until(lambda: all(reasons()[s] == "superseded" for s in [*unused, first.serial_number]),
+               "revocation of the unused and superseded certificates")  # fmt: skip
+        assert reasons()[installed] is None
+        superseded = {int(str(e["serial"]), 16) for e in _renewals(events, "superseded")}
+        assert superseded == {*unused, first.serial_number}
+        assert echo(info.local_port, b"renewed at last") == b"renewed at last"
+        assert hub.call(hub.server, info.id).state == "connected"
+
+
+def test_a_forward_agent_keeps_its_seven_days(home: Path, session: Session, tmp_path: Path) -> None:
+    remote = LocalLauncher(tmp_path / "remote")
+    with running_hub(home, connect_timeout=60.0) as (hub, _events):
+        info = hub.call(hub.launch, "command", remote, "lab", "forward", {}, ECHO)
+        info = hub.call(hub.wait, info.id)
+        assert info.state == "connected", info
+        [creds] = (tmp_path / "remote").glob("*/creds")
+        cert = _cert(creds, info.id)
+        life = (cert.not_valid_after_utc - cert.not_valid_before_utc).total_seconds()
+        assert 7 * 86400 <= life <= 7 * 86400 + 5 * 60 + 1, life  # plus the skew allowance
+        assert echo(info.local_port, b"forward") == b"forward"
 
 
 @pytest.mark.anyio

@@ -59,6 +59,10 @@ export interface IServerInfo {
   /** When the batch scheduler's time limit ends its job (epoch s), and the seconds left. */
   ends_at?: number | null;
   time_left?: number | null;
+  /** pvserver's version, as its agent reported it. */
+  program_version?: string | null;
+  /** One line when that version cannot talk to the hub host's pvpython (which, what to do). */
+  version_check?: string | null;
 }
 
 /** One option of a launcher (GET /hub `launchers`; paraconnect.servers.register_launcher). */
@@ -166,6 +170,14 @@ export type HubEvent =
       at: number;
     }
   | { event: 'credentials'; session: string; change: string; at: number }
+  | {
+      event: 'version_check';
+      server_id: string;
+      session: string;
+      version: string | null;
+      version_check: string;
+      at: number;
+    }
   | {
       event: 'walltime';
       server_id: string;

@@ -30,14 +30,18 @@ export class ServersSection {
       this._pastTitle,
       this._pastList
     );
+    this._refusals = h('div', { class: 'pc-refusals', 'data-list': 'refusals' });
+    this._refusals.hidden = true;
     this._session = select('session', []);
     this._form = new LaunchForm(model, actions, this._session);
     model.event.connect((_, ev) => this._walltime(ev));
+    model.event.connect((_, ev) => this._refused(ev));
     this.node = h(
       'details',
       { class: 'pc-section', 'data-section': 'servers', open: true },
       h('summary', { class: 'pc-section-title' }, 'Servers'),
       this._list,
+      this._refusals,
       this._past,
       this._form.node
     );
@@ -121,6 +125,12 @@ export class ServersSection {
               : [h('dt', {}, 'Reached'), h('dd', {}, ago(s.last_phone_home))],
             s.streams ? [h('dt', {}, 'Streams'), h('dd', {}, `${s.streams} open`)] : null,
             s.job_id ? [h('dt', {}, 'Job'), h('dd', { class: 'pc-mono' }, s.job_id)] : null,
+            s.program_version
+              ? [
+                  h('dt', {}, 'Version'),
+                  h('dd', { class: 'pc-mono', 'data-fact': 'version' }, s.program_version)
+                ]
+              : null,
             s.ends_at
               ? [
                   h('dt', {}, 'Time left'),
@@ -135,6 +145,14 @@ export class ServersSection {
                 ]
               : null
           ),
+      // Before ParaView's own handshake fails obscurely: which versions, what to do.
+      s.version_check && !final
+        ? h(
+            'div',
+            { class: 'pc-warning', role: 'alert', 'data-warning': 'version' },
+            s.version_check
+          )
+        : null,
       s.reason ? h('div', { class: 'pc-reason', title: s.reason }, s.reason) : null,
       h(
         'div',
@@ -180,7 +198,9 @@ export class ServersSection {
     );
   }
 
-  /** A warning that a job's time limit nears its end, with the way out. */
+  /** A warning that a job's time limit nears its end, with the way out; and a server read
+   * again when the hub has compared its ParaView version with this host's (after it phoned
+   * home: pvpython is asked off the hub's loop). */
   private _walltime(ev: HubEvent): void {
     if (ev.event === 'walltime') {
       const minutes = Math.max(1, Math.round(ev.left / 60));
@@ -192,9 +212,49 @@ export class ServersSection {
         }
       );
       void this.model.reloadServer(ev.server_id).catch(() => undefined);
-    } else if (ev.event === 'resubmitted') {
+    } else if (ev.event === 'resubmitted' || ev.event === 'version_check') {
       void this.model.reloadServer(ev.server_id).catch(() => undefined);
     }
+  }
+
+  /**
+   * The last refusals in full: the notification is cut at JupyterLab's 140 characters, which
+   * loses the reason (a RADIUS server's Reply-Message, the debugger's fix) at its end.
+   */
+  private _refused(ev: HubEvent): void {
+    if (ev.event !== 'refused') {
+      return;
+    }
+    this._recent = [ev, ...this._recent].slice(0, REFUSALS_SHOWN);
+    const sessionName = (id: string) =>
+      this.model.sessions.find(x => x.id === id || x.name === id)?.name ?? id;
+    this._refusals.hidden = false;
+    this._refusals.replaceChildren(
+      h(
+        'div',
+        { class: 'pc-refusals-head' },
+        h('span', { class: 'pc-refusals-title' }, 'Refused lately'),
+        button('Clear', () => this._clearRefusals(), { 'data-action': 'clear-refusals' })
+      ),
+      ...this._recent.map(r =>
+        h(
+          'div',
+          { class: 'pc-refusal', 'data-peer': r.peer ?? '', title: r.reason },
+          h(
+            'div',
+            { class: 'pc-muted' },
+            `${r.peer ? `${r.peer} at ${r.where}` : r.where} · session ${sessionName(r.session)} · ${ago(r.at)}`
+          ),
+          h('div', { class: 'pc-refusal-reason' }, r.explain || r.reason)
+        )
+      )
+    );
+  }
+
+  private _clearRefusals(): void {
+    this._recent = [];
+    this._refusals.hidden = true;
+    this._refusals.replaceChildren();
   }
 
   private async _resubmit(id: string): Promise<void> {
@@ -212,12 +272,17 @@ export class ServersSection {
   }
 
   private _list: HTMLElement;
+  private _refusals: HTMLElement;
+  private _recent: Extract<HubEvent, { event: 'refused' }>[] = [];
   private _past: HTMLDetailsElement;
   private _pastTitle: HTMLElement;
   private _pastList: HTMLElement;
   private _session: HTMLSelectElement;
   private _form: LaunchForm;
 }
+
+/** How many refusals the section keeps on show, the latest first. */
+const REFUSALS_SHOWN = 5;
 
 /** `12 min`, `45 s`: what is left until `endsAt` (epoch seconds), by this browser's clock. */
 function timeLeft(endsAt: number): string {

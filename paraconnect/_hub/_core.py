@@ -26,6 +26,7 @@ from typing import Any
 import anyio
 import anyio.abc
 import anyio.from_thread
+import anyio.to_thread
 
 from .._fs import ensure_private_dir
 from ..errors import ConfigError, NotFoundError, ParaconnectError
@@ -268,7 +269,7 @@ class Hub(WalltimeMixin, DescribeMixin, ThreadedHub):
         self._connect_ids[link.server_id] = link.connect_id
         self._links[link.server_id] = link
         if link.version:
-            local_paraview(wait=False)  # asked once, off the loop; server info then compares
+            self._running().start_soon(self._version_known, link)
         self._attempts[link.server_id] += 1
         rec = self.registry.get(link.server_id)
         self.publish({
@@ -278,6 +279,20 @@ class Hub(WalltimeMixin, DescribeMixin, ThreadedHub):
             "attempts": self._attempts[link.server_id], "at": time.time(),
         })  # fmt: skip
         self.supervisor.phoned_home(link.server_id, f"phoned home from {link.where}")
+
+    async def _version_known(self, link: AgentLink) -> None:
+        """Announce a ParaView version mismatch once this host's pvpython has answered (asked
+        once, off the loop): a panel that read the server before then reads it again."""
+        # Abandoned, not awaited, when the hub stops: the ask is only a subprocess run once.
+        await anyio.to_thread.run_sync(local_paraview, abandon_on_cancel=True)
+        with contextlib.suppress(NotFoundError):
+            info = self.server(link.server_id)
+            if info.version_check and self._links.get(link.server_id) is link:
+                self.publish({
+                    "event": "version_check", "server_id": info.id, "session": info.session,
+                    "version": info.program_version, "version_check": info.version_check,
+                    "at": time.time(),
+                })  # fmt: skip
 
     def _agent_left(self, link: AgentLink) -> None:
         if self._links.get(link.server_id) is link:
@@ -367,8 +382,10 @@ class Hub(WalltimeMixin, DescribeMixin, ThreadedHub):
         spec_options = dict(opts.get("launcher_spec_options", {}))
         if the_kind.ranks and launcher.name == "slurm":
             # One agent and N tasks: mpiexec, inside the agent's namespace, places the ranks in
-            # the allocation (servers/_mpi.py says why not srun).
+            # the allocation (servers/_mpi.py says why not srun).  On one node unless told:
+            # from a namespace with only its own loopback, mpiexec reaches no other node.
             spec_options.setdefault("ntasks", the_kind.ranks)
+            spec_options.setdefault("nodes", 1)
             spec_options.setdefault("srun", False)
         spec = LaunchSpec(
             self._agent_argv(server_id, the_kind, mode, rec.session, creds, opts),

@@ -70,7 +70,7 @@ from ..pki import (
 )
 from ..tunnel import parse_endpoint
 from ._enroll_dial import _ask_hub, _norm_fp, _recv, _send
-from ._lifetime import DEFAULT_CERT_LIFETIME, cert_lifetime_days
+from ._lifetime import DEFAULT_CERT_LIFETIME, FORWARD_CERT_LIFETIME, cert_lifetime_days
 from ._registry import ServerRegistry
 
 __all__ = [
@@ -388,7 +388,9 @@ class EnrollServer:
             if r.name == server_id and r.key_type == "enrolled" and not r.revoked
         ]
         try:
-            days = cert_lifetime_days(rec.options, self.days * 86400)
+            # A forward agent does not renew (the hub dials it): a short life would end it.
+            default = FORWARD_CERT_LIFETIME if rec.mode == "forward" else self.days * 86400
+            days = cert_lifetime_days(rec.options, default)
             record, cert = session.certify(
                 Role.SERVER, server_id, public, unique_id=unique_id, days=days
             )

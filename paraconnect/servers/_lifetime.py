@@ -1,5 +1,7 @@
 """How long an enrolled server certificate lives: 24 h by default (renewal at two thirds of
-it keeps a server going), or the launch option ``cert_lifetime`` in seconds."""
+it keeps a server going), or the launch option ``cert_lifetime`` in seconds.  A forward
+server's agent does not renew (docs/architecture.md says why): its certificate keeps the 7 days
+it had before renewal existed, or ``cert_lifetime``."""
 
 from __future__ import annotations
 
@@ -9,9 +11,10 @@ from typing import Any
 
 from ..errors import ConfigError
 
-__all__ = ["DEFAULT_CERT_LIFETIME", "cert_lifetime_days"]
+__all__ = ["DEFAULT_CERT_LIFETIME", "FORWARD_CERT_LIFETIME", "cert_lifetime_days"]
 
 DEFAULT_CERT_LIFETIME = 86400.0  # seconds: 24 h, as step-ca's and SPIRE's defaults are short
+FORWARD_CERT_LIFETIME = 7 * 86400.0  # seconds: no renewal, so the lifetime is the session's
 MIN_CERT_LIFETIME = 10.0  # below this, renewal (at two thirds) would outrun a round trip
 
 
