@@ -123,7 +123,7 @@ def test_srv_paraview_refuses_a_mismatch_in_one_line(
 ) -> None:
     srv = pc.connect_reverse(
         kind="pvserver",
-        session=pc.Session.create("lab"),
+        session=session.name,
         options={"xvfb": "always", "pvserver": old_pvserver},
     )
     srv.wait_connected(timeout=90, quiet=True)
