@@ -46,6 +46,7 @@ from ._api_sessions import (
 from ._runtime import Runtime, runtime
 from .errors import ConfigError, NetworkError, ParaconnectError
 from .hub import AsyncHubEvents
+from .vocab import VIEW_KINDS
 
 if TYPE_CHECKING:
     from .pvclient import ParaViewClient
@@ -510,7 +511,7 @@ class Server:
 
     def _connected(self) -> dict[str, Any]:
         info = self.info
-        if info["kind"] == "command":  # no client of paraconnect's own for any TCP program
+        if info["kind"] not in VIEW_KINDS:  # no client of ours for TCP/web programs
             raise ConfigError(
                 f"view() shows the built-in renderer or pvserver; {self.id} is a "
                 f"{info['kind']} server: connect its own client to {info.get('local')}"

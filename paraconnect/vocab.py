@@ -14,9 +14,12 @@ from typing import Self
 from .errors import ConfigError
 
 __all__ = [
+    "COMMAND_KINDS",
     "FINAL_STATES",
     "KINDS",
     "LAUNCHERS",
+    "VIEW_KINDS",
+    "WEB_KINDS",
     "KeyType",
     "Mode",
     "SecurityLevel",
@@ -103,7 +106,13 @@ class Mode(_Parsed):
 
 
 # Server kinds (servers/_kinds.py builds their command lines).
-KINDS = ("builtin", "pvserver", "command")
+KINDS = ("builtin", "pvserver", "command", "web", "trame")
+# Kinds whose launch takes the program's command line (after '--').
+COMMAND_KINDS = ("command", "web")
+# Kinds that serve a web app: Jupyter's proxy shows them (/paraconnect/proxy/<id>/).
+WEB_KINDS = ("web", "trame")
+# Kinds with a client of paraconnect's own (view(), paraview()).
+VIEW_KINDS = ("builtin", "pvserver")
 LAUNCHERS: tuple[str, ...]  # from the launcher list, by __getattr__ below
 
 

@@ -170,7 +170,7 @@ def test_launch_options_describe_kinds_launchers_and_this_hubs_rules(
 ) -> None:
     described = server.ok("GET", "launch-options")
     kinds = {k["name"]: k for k in described["kinds"]}
-    assert list(kinds) == ["builtin", "pvserver", "command"]
+    assert list(kinds) == ["builtin", "pvserver", "command", "web", "trame"]
     [ranks] = [o for o in kinds["pvserver"]["options"] if o["key"] == "ranks"]
     assert ranks["type"] == "int" and ranks["default"] is None and ranks["help"]
     [xvfb] = [o for o in kinds["pvserver"]["options"] if o["key"] == "xvfb"]
