@@ -1,8 +1,9 @@
 """A tiny web app for the proxy's tests and benchmark, run as a ``web`` server's program:
-``python helpers_webapp.py PORT``.  It tells what reached it: ``/headers`` answers the headers,
-URI and cookies it received as JSON; ``/big?n=N`` streams N bytes; ``/echo`` (any method)
-answers the body it got; ``/go`` redirects to ``/headers``; ``/cookie`` sets a cookie of its own
-and one named as Jupyter's; ``/ws`` echoes websocket messages, text as text, binary as binary."""
+``python helpers_webapp.py PORT``.  It tells what reached it: ``/headers`` answers the headers
+and URI it received as JSON; ``/`` a marker; ``/big?n=N`` streams N bytes; ``/echo`` (any
+method) answers the body it got; ``/go`` redirects to ``/headers``; ``/cookie`` sets a cookie
+of its own and one named as Jupyter's; ``/ws`` echoes websocket messages, text as text,
+binary as binary."""
 
 from __future__ import annotations
 
@@ -13,6 +14,12 @@ from typing import Any
 from tornado import web, websocket
 
 PIECE = b"x" * (1 << 20)
+MARKER = "only-for-the-session-webapp-5c1e"  # what "/" answers: a leak shows it
+
+
+class Root(web.RequestHandler):
+    def get(self) -> None:
+        self.write(MARKER)
 
 
 class Headers(web.RequestHandler):
@@ -69,7 +76,7 @@ class Echoes(websocket.WebSocketHandler):
 
 async def main(port: int) -> None:
     app = web.Application(
-        [("/headers(.*)", Headers), ("/big", Big), ("/echo", Echo), ("/go", Go),
+        [("/", Root), ("/headers(.*)", Headers), ("/big", Big), ("/echo", Echo), ("/go", Go),
          ("/cookie", Cookie), ("/ws", Echoes)],
         websocket_max_message_size=1 << 26,
     )  # fmt: skip
