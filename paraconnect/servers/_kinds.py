@@ -20,7 +20,8 @@
   the readiness probe ``http`` by default.  The Jupyter extension's proxy
   (``/paraconnect/proxy/<id>/``) shows it in the browser.
 - ``trame``: a trame app file (option ``app``), ``python APP --server --port {port} --host
-  127.0.0.1``, as ``web``.
+  127.0.0.1 --timeout 0``, as ``web`` (wslink's own timeout would end the app 300 s after its
+  last browser left; its public default secret is harmless on the private leg).
 - ``command``: any TCP program whose command line holds ``{port}`` (or ``{unix}``/``{fd}``);
   ready when it listens there (probe ``port``), or when its output matches ``log_regex`` (probe
   ``log``) or ``GET http_path`` answers (probe ``http``), through the ``_kinds_probe`` wrapper.
@@ -197,7 +198,9 @@ def build_kind(
                 "the trame kind needs option app: the path of the trame app file on the "
                 "server's host (run as: python APP --server --port PORT --host 127.0.0.1)"
             )
+        # --timeout 0: wslink otherwise ends the app 300 s after its last browser left.
         argv = [_python(opts), app, "--server", "--port", "{port}", "--host", "127.0.0.1"]
+        argv += ["--timeout", "0"]
         return _tcp_program("trame", argv, opts, "http")
     raise ConfigError(f"unknown server kind {kind!r}; choose one of {', '.join(KINDS)}")
 
