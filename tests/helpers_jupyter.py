@@ -169,10 +169,12 @@ def start_jupyter(
     stop_servers: bool = True,
     ready_timeout: float = 90.0,
     program: Sequence[str] = (JUPYTER, "server"),
+    base_path: str = "/",
 ) -> Iterator[JupyterServer]:
     """Run ``jupyter server`` (or `program`, e.g. another venv's ``jupyter lab``) until the
     block ends (SIGTERM).  `home` is its PARACONNECT_HOME (default ``tmp_path/home``; pass the
-    same one to a second server to test re-adoption)."""
+    same one to a second server to test re-adoption).  `base_path`: Jupyter's base_url, as
+    JupyterHub gives a user's server (``/user/NAME/``)."""
     home = home or tmp_path / "home"
     base = Path(tempfile.mkdtemp(prefix="jupyter-", dir=tmp_path))
     dirs = {name: base / name for name in ("root", "runtime", "config", "data", "ipython")}
@@ -196,6 +198,7 @@ def start_jupyter(
             f"--IdentityProvider.token={token}", "--ServerApp.open_browser=False",
             f"--ServerApp.root_dir={dirs['root']}",
             *(["--allow-root"] if os.geteuid() == 0 else []),
+            *([f"--ServerApp.base_url={base_path}"] if base_path != "/" else []),
             *extra_args,
         ]  # fmt: skip
         log = base / f"jupyter-{attempt}.log"
@@ -203,7 +206,7 @@ def start_jupyter(
             proc = subprocess.Popen(
                 args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=full_env
             )
-        server = JupyterServer(f"http://127.0.0.1:{port}/", token, home, proc, log, dirs)
+        server = JupyterServer(f"http://127.0.0.1:{port}{base_path}", token, home, proc, log, dirs)
         try:
             _wait_ready(server, ready_timeout)
             break

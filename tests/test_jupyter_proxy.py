@@ -1,5 +1,6 @@
 """Issue 15: a web app behind /paraconnect/proxy/<id>/, through a real ``jupyter server``, the
-hub's tunnel and a real app (tests/helpers_webapp.py) launched as a ``web`` server.
+hub's tunnel and a real app (tests/helpers_webapp.py) launched as a ``web`` server; Jupyter runs
+under a base URL as JupyterHub gives one (``/user/alice/``).
 
 The app tells what reached it, so the tests see that no Jupyter credential did (token in the
 header or the query, Jupyter's cookies and XSRF header) and that it was told where it is mounted.
@@ -38,12 +39,14 @@ pytestmark = pytest.mark.timeout(120)
 
 APP = str(Path(__file__).with_name("helpers_webapp.py"))
 PING = 1  # seconds: Paraconnect.proxy_ping_interval in these tests
+BASE = "/user/alice/"  # Jupyter's base_url, as JupyterHub gives a user's server
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]:
     tmp = tmp_path_factory.mktemp("jupyter-proxy")
-    with start_jupyter(tmp, extra_args=[f"--Paraconnect.proxy_ping_interval={PING}"]) as server:
+    args = [f"--Paraconnect.proxy_ping_interval={PING}"]
+    with start_jupyter(tmp, extra_args=args, base_path=BASE) as server:
         yield server
 
 
@@ -79,13 +82,16 @@ def _open(
     body: bytes | None = None,
 ) -> Iterator[http.client.HTTPResponse]:
     """One request, redirects NOT followed; the response open for reading in the block."""
-    host, port = lab.base_url.removeprefix("http://").rstrip("/").split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    conn = http.client.HTTPConnection("127.0.0.1", _port(lab), timeout=60)
     try:
-        conn.request(method, "/" + path.lstrip("/"), body=body, headers=headers or {})
+        conn.request(method, BASE + path.lstrip("/"), body=body, headers=headers or {})
         yield conn.getresponse()
     finally:
         conn.close()
+
+
+def _port(lab: JupyterServer) -> int:
+    return int(lab.base_url.split("/")[2].rsplit(":", 1)[1])
 
 
 def _get(
@@ -133,9 +139,8 @@ def test_the_app_sees_no_jupyter_credential_and_where_it_is_mounted(
     assert "authorization" not in names and "x-xsrftoken" not in names, names
     assert names["cookie"] == "appside=1"
     assert seen["uri"] == "/headers/x?a=1&b=2"
-    port = lab.base_url.rstrip("/").rsplit(":", 1)[1]
-    assert names["x-forwarded-prefix"] == f"/paraconnect/proxy/{app}/"
-    assert names["x-forwarded-host"] == f"127.0.0.1:{port}"
+    assert names["x-forwarded-prefix"] == f"{BASE}paraconnect/proxy/{app}/"
+    assert names["x-forwarded-host"] == f"127.0.0.1:{_port(lab)}"
     assert names["x-forwarded-proto"] == "http"
     assert names["x-forwarded-for"] == "127.0.0.1"
     # The login cookie alone authenticates a GET (a browser tab), and is not passed on either.
@@ -173,9 +178,10 @@ def test_redirects_stay_under_the_prefix_and_the_apps_cookies_pass(
     auth = {"Authorization": f"token {lab.token}"}
     resp = _get(lab, f"paraconnect/proxy/{app}/go", auth)
     assert resp.status == 302
-    assert resp.headers["Location"] == f"/paraconnect/proxy/{app}/headers?from=go"
+    assert resp.headers["Location"] == f"{BASE}paraconnect/proxy/{app}/headers?from=go"
     resp = _get(lab, f"paraconnect/proxy/{app}?x=1", auth)
-    assert (resp.status, resp.headers["Location"]) == (302, f"/paraconnect/proxy/{app}/?x=1")
+    assert resp.status == 302
+    assert resp.headers["Location"] == f"{BASE}paraconnect/proxy/{app}/?x=1"
     resp = _get(lab, f"paraconnect/proxy/{app}/cookie", auth)
     set_cookies = resp.headers.get_all("Set-Cookie") or []
     assert any(c.startswith("appcookie=42") for c in set_cookies), set_cookies
