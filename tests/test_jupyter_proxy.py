@@ -15,6 +15,8 @@ import http.client
 import json
 import os
 import secrets
+import signal
+import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -277,3 +279,28 @@ def test_another_user_cannot_reach_the_apps_port(
     auth = {"Authorization": f"token {lab.token}"}
     resp = _get(lab, f"paraconnect/proxy/{app}/", auth)
     assert (resp.status, resp.read()) == (200, MARKER.encode())
+
+
+def test_a_web_app_started_by_hand_is_proxied(lab: JupyterServer, tmp_path: Path) -> None:
+    """The manual launcher: the agent command of a web server, run as a user would on a remote
+    host, phones home and its app answers through the proxy."""
+    got = lab.ok(
+        "POST", "servers/agent-command", {"kind": "web", "command": [sys.executable, APP, "{port}"]}
+    )
+    sid = got["server"]["id"]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    agent = subprocess.Popen(
+        ["bash", "-c", got["command"]], cwd=tmp_path, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        info = lab.wait_state(sid, {"connected"})
+        assert info["state"] == "connected", lab.ok("GET", f"servers/{sid}/logs")
+        auth = {"Authorization": f"token {lab.token}"}
+        resp = _get(lab, f"paraconnect/proxy/{sid}/", auth)
+        assert (resp.status, resp.read()) == (200, MARKER.encode())
+        assert lab.ok("DELETE", f"servers/{sid}?grace=5")["state"] == "stopped"
+    finally:
+        if agent.poll() is None:
+            os.killpg(agent.pid, signal.SIGTERM)
+        agent.wait(30)
