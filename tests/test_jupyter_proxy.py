@@ -194,6 +194,9 @@ def test_redirects_stay_under_the_prefix_and_the_apps_cookies_pass(
         dict(_seen(_get(lab, f"paraconnect/proxy/{app}/headers", cookie))["headers"])["cookie"]
         == "appcookie=42"
     )
+    # The id as the browser wrote it (escaped): the app's path is cut after it all the same.
+    escaped = app.replace("-", "%2D")
+    assert _seen(_get(lab, f"paraconnect/proxy/{escaped}/headers/y", auth))["uri"] == "/headers/y"
     # A streamed request body of any method reaches the app whole.
     body = os.urandom(3 << 20)
     resp = _get(lab, f"paraconnect/proxy/{app}/echo", auth, "PUT", body)

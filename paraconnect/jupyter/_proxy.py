@@ -183,7 +183,9 @@ class ProxyHandler(WebSocketHandler, JupyterHandler):
             raise web.HTTPError(409, reason=f"server {server_id} is not connected yet")
         host, _, port = str(local).rpartition(":")
         self._target = (host, int(port))
-        self._prefix = url_path_join(self.base_url, PROXY, server_id)
+        # From the path as sent (not the decoded id), so that the app's path is cut right.
+        base = url_path_join(self.base_url, PROXY) + "/"
+        self._prefix = base + self.request.path[len(base) :].split("/", 1)[0]
         if _is_upgrade(self.request) or self.request.path == self._prefix:
             return
         await self._dial(reuse=True)
