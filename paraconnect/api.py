@@ -536,10 +536,10 @@ def connect_reverse(
     command: Sequence[str] = (),
     **launcher_options: Any,
 ) -> Server:
-    """Launch a `kind` server (builtin, pvserver, command) with `launcher` (local, ssh, slurm);
-    its agent phones home to this hub over mutual TLS.  `options` are the kind's (``xvfb``,
-    ``ranks``, ``walltime``, ...); keyword arguments go to the launcher (``host`` for ssh;
-    ``partition``, ``slurm_conf`` ... for slurm).  Returns at once: see
+    """Launch a `kind` server (builtin, pvserver, command, web, trame) with `launcher` (local,
+    ssh, slurm); its agent phones home to this hub over mutual TLS.  `options` are the kind's
+    (``xvfb``, ``ranks``, ``app``, ``walltime``, ...); keyword arguments go to the launcher
+    (``host`` for ssh; ``partition``, ``slurm_conf`` ... for slurm).  Returns at once: see
     :meth:`Server.wait_connected`."""
     sname, rt, passphrase = _session_of(session)
     srv: AsyncServer = rt.call(
