@@ -1,9 +1,9 @@
 """A tiny web app for the proxy's tests and benchmark, run as a ``web`` server's program:
 ``python helpers_webapp.py PORT``.  It tells what reached it: ``/headers`` answers the headers
-and URI it received as JSON; ``/`` a marker; ``/big?n=N`` streams N bytes; ``/echo`` (any
-method) answers the body it got; ``/go`` redirects to ``/headers``; ``/cookie`` sets a cookie
-of its own and one named as Jupyter's; ``/ws`` echoes websocket messages, text as text,
-binary as binary."""
+and URI it received as JSON; ``/`` a marker; ``/big?n=N`` streams N bytes (``&chunked=1``:
+chunked); ``/echo`` (any method) answers the body it got; ``/go`` redirects to ``/headers``;
+``/cookie`` sets a cookie of its own and one named as Jupyter's; ``/ws`` echoes websocket
+messages, text as text, binary as binary."""
 
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ class Headers(web.RequestHandler):
 class Big(web.RequestHandler):
     async def get(self) -> None:
         left = int(self.get_argument("n"))
-        self.set_header("Content-Length", str(left))
+        if not self.get_argument("chunked", ""):  # else tornado sends it chunked
+            self.set_header("Content-Length", str(left))
         self.set_header("Content-Type", "application/octet-stream")
         while left > 0:
             piece = PIECE[: min(left, len(PIECE))]

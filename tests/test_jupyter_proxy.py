@@ -223,7 +223,16 @@ def test_a_256_mib_answer_streams_through_without_being_held(lab: JupyterServer,
             assert piece.count(b"x") == len(piece)
             got += len(piece)
     assert got == size
+    # And an answer the app sends chunked (no length known ahead).
+    got = 0
+    with _open(lab, f"paraconnect/proxy/{app}/big?n={size >> 2}&chunked=1", auth) as resp:
+        assert resp.status == 200 and resp.headers["Transfer-Encoding"] == "chunked"
+        while piece := resp.read(1 << 20):
+            assert piece.count(b"x") == len(piece)
+            got += len(piece)
+    assert got == size >> 2
     grew = _peak_rss(lab.process.pid) - before
+    print(f"peak RSS of the Jupyter server grew by {grew / (1 << 20):.1f} MiB")
     assert grew < 48 << 20, f"the Jupyter server's peak RSS grew by {grew >> 20} MiB"
 
 
