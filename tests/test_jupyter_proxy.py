@@ -40,7 +40,7 @@ from .helpers_webapp import MARKER
 pytestmark = pytest.mark.timeout(120)
 
 APP = str(Path(__file__).with_name("helpers_webapp.py"))
-PING = 1  # seconds: Paraconnect.proxy_ping_interval in these tests
+PING = 0.5  # seconds: Paraconnect.proxy_ping_interval in these tests
 BASE = "/user/alice/"  # Jupyter's base_url, as JupyterHub gives a user's server
 
 
