@@ -47,6 +47,7 @@ from ._api_web import AppFrame, app_url, check_web
 from ._runtime import Runtime, runtime
 from .errors import ConfigError, NetworkError, ParaconnectError
 from .hub import AsyncHubEvents
+from .vocab import VIEW_KINDS
 
 if TYPE_CHECKING:
     from .pvclient import ParaViewClient
@@ -518,7 +519,7 @@ class Server:
 
     def _connected(self) -> dict[str, Any]:
         info = self.info
-        if info["kind"] == "command":  # no client of paraconnect's own for any TCP program
+        if info["kind"] not in VIEW_KINDS:  # no client of ours for TCP/web programs
             raise ConfigError(
                 f"view() shows the built-in renderer or pvserver; {self.id} is a "
                 f"{info['kind']} server: connect its own client to {info.get('local')}"
@@ -543,10 +544,10 @@ def connect_reverse(
     command: Sequence[str] = (),
     **launcher_options: Any,
 ) -> Server:
-    """Launch a `kind` server (builtin, pvserver, command) with `launcher` (local, ssh, slurm);
-    its agent phones home to this hub over mutual TLS.  `options` are the kind's (``xvfb``,
-    ``ranks``, ``walltime``, ...); keyword arguments go to the launcher (``host`` for ssh;
-    ``partition``, ``slurm_conf`` ... for slurm).  Returns at once: see
+    """Launch a `kind` server (builtin, pvserver, command, web, trame) with `launcher` (local,
+    ssh, slurm); its agent phones home to this hub over mutual TLS.  `options` are the kind's
+    (``xvfb``, ``ranks``, ``app``, ``walltime``, ...); keyword arguments go to the launcher
+    (``host`` for ssh; ``partition``, ``slurm_conf`` ... for slurm).  Returns at once: see
     :meth:`Server.wait_connected`."""
     sname, rt, passphrase = _session_of(session)
     srv: AsyncServer = rt.call(

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from .errors import ConfigError
-from .vocab import KINDS
+from .vocab import COMMAND_KINDS, KINDS
 
 __all__ = ["add_parsers"]
 
@@ -254,6 +254,7 @@ def _launch_options(p: argparse.ArgumentParser) -> dict[str, dict[str, str]]:
         "private network namespace, which also keeps it off the network",
     )
     p.add_argument("--size", metavar="WxH", help="builtin: default frame size")
+    p.add_argument("--app", metavar="PATH", help="trame: the app file on the server's host")
     p.add_argument(
         "--probe",
         choices=["port", "log", "http"],
@@ -304,8 +305,10 @@ def _launch(outer: argparse.Namespace) -> int:
     flags = _launch_options(parser)
     args = parser.parse_args(rest)
     args.kind = outer.kind
-    if command and args.kind != "command":
-        raise ConfigError(f"kind {args.kind} takes no command after '--'; use kind command")
+    if command and args.kind not in COMMAND_KINDS:
+        raise ConfigError(
+            f"kind {args.kind} takes no command after '--'; use kind command (or web)"
+        )
     options: dict[str, Any] = {
         "restart_policy": args.restart_policy,
         "restart_limit": args.restart_limit,
@@ -316,9 +319,21 @@ def _launch(outer: argparse.Namespace) -> int:
         options["pv_reverse"] = True
     if args.shared_leg:
         if args.kind == "builtin":
-            raise ConfigError("--shared-leg is an option of the pvserver and command kinds")
+            raise ConfigError(
+                "--shared-leg is an option of the pvserver, command, web and trame kinds"
+            )
         options["shared_leg"] = True
-    for key in ("walltime", "python", "ranks", "xvfb", "size", "probe", "log_regex", "http_path"):
+    for key in (
+        "walltime",
+        "python",
+        "ranks",
+        "xvfb",
+        "size",
+        "probe",
+        "log_regex",
+        "http_path",
+        "app",
+    ):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
     lopts = _chosen_launcher_options(args, flags)

@@ -14,10 +14,12 @@ from typing import Self
 from .errors import ConfigError
 
 __all__ = [
+    "COMMAND_KINDS",
     "FINAL_STATES",
     "JUPYTER_BASE_URL_ENV",
     "KINDS",
     "LAUNCHERS",
+    "VIEW_KINDS",
     "WEB_KINDS",
     "KeyType",
     "Mode",
@@ -105,10 +107,13 @@ class Mode(_Parsed):
 
 
 # Server kinds (servers/_kinds.py builds their command lines).
-KINDS = ("builtin", "pvserver", "command")
-# The kinds whose program is a web app (HTTP and its websockets): the panel's "Open" and its
-# launcher tiles, and srv.open(), show it through the server extension's proxy.
+KINDS = ("builtin", "pvserver", "command", "web", "trame")
+# Kinds whose launch takes the program's command line (after '--').
+COMMAND_KINDS = ("command", "web")
+# Kinds that serve a web app: Jupyter's proxy shows them (/paraconnect/proxy/<id>/).
 WEB_KINDS = ("web", "trame")
+# Kinds with a client of paraconnect's own (view(), paraview()).
+VIEW_KINDS = ("builtin", "pvserver")
 
 # The Jupyter server's base URL (``/user/<name>/`` under JupyterHub), exported by the server
 # extension to its kernels: the URL of a frame that srv.open() writes is the browser's to resolve.

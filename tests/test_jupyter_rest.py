@@ -19,6 +19,7 @@ from tornado import web
 from paraconnect.errors import ConfigError
 from paraconnect.hub import HubClient
 from paraconnect.jupyter._handlers import handlers
+from paraconnect.jupyter._proxy import ProxyHandler
 from paraconnect.jupyter._view import ViewHandler
 from paraconnect.jupyter._websocket import EventsHandler
 
@@ -63,11 +64,15 @@ def _routes() -> list[tuple[str, str]]:
 
 def test_every_route_refuses_a_request_without_credentials(server: JupyterServer) -> None:
     routes = _routes()
-    assert len(routes) == 26 and ("paraconnect/api/events", "GET") in routes
+    assert len(routes) == 31 and ("paraconnect/api/events", "GET") in routes
     assert ("paraconnect/api/servers/1/view", "GET") in routes
+    # The proxy: every method a web app may be asked with (HEAD and OPTIONS, which APIHandler
+    # answers itself, are tested in test_jupyter_proxy).
+    proxied = {m for p, m in routes if p.startswith("paraconnect/proxy/")}
+    assert proxied == {"GET", "POST", "PUT", "PATCH", "DELETE"}, proxied
     for _pattern, cls in handlers:
         assert issubclass(cls, APIHandler) or (
-            cls in (EventsHandler, ViewHandler) and issubclass(cls, JupyterHandler)
+            cls in (EventsHandler, ViewHandler, ProxyHandler) and issubclass(cls, JupyterHandler)
         )
     # A matching XSRF cookie and header: so that it is the authentication that refuses the
     # POST, PUT and DELETE requests, not Jupyter's XSRF check.
@@ -170,7 +175,7 @@ def test_launch_options_describe_kinds_launchers_and_this_hubs_rules(
 ) -> None:
     described = server.ok("GET", "launch-options")
     kinds = {k["name"]: k for k in described["kinds"]}
-    assert list(kinds) == ["builtin", "pvserver", "command"]
+    assert list(kinds) == ["builtin", "pvserver", "command", "web", "trame"]
     [ranks] = [o for o in kinds["pvserver"]["options"] if o["key"] == "ranks"]
     assert ranks["type"] == "int" and ranks["default"] is None and ranks["help"]
     [xvfb] = [o for o in kinds["pvserver"]["options"] if o["key"] == "xvfb"]

@@ -18,20 +18,22 @@ from paraconnect.servers import (
     kind_descriptions,
 )
 from paraconnect.servers import _kinds as kinds_module
-from paraconnect.vocab import KINDS
+from paraconnect.vocab import COMMAND_KINDS, KINDS
 
 COMMAND = ["python3", "-m", "http.server", "--bind", "127.0.0.1", "{port}"]
 
 
 def _build(kind: str, options: dict[str, object]) -> None:
-    build_kind(kind, options, COMMAND if kind == "command" else ())
+    if kind == "trame":
+        options = {"app": "app.py", **options}
+    build_kind(kind, options, COMMAND if kind in COMMAND_KINDS else ())
 
 
 def test_every_kind_is_described_with_typed_options() -> None:
     described = kind_descriptions()
     assert [d["name"] for d in described] == list(KINDS)
     for d in described:
-        assert d["summary"] and d["needs_command"] == (d["name"] == "command")
+        assert d["summary"] and d["needs_command"] == (d["name"] in COMMAND_KINDS)
         for o in d["options"]:
             assert o["help"] and o["type"] in ("text", "int", "bool", "choice"), o
             assert bool(o["choices"]) == (o["type"] == "choice"), o

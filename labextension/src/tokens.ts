@@ -35,7 +35,7 @@ export namespace CommandIDs {
 
 export const KEY_TYPES = ['ec-p256', 'ed25519', 'rsa-3072'] as const;
 export const LEVELS = ['mutual', 'encrypt', 'none'] as const;
-export const SERVER_KINDS = ['builtin', 'pvserver', 'command'] as const;
+export const SERVER_KINDS = ['builtin', 'pvserver', 'command', 'web', 'trame'] as const;
 export const MODES = ['reverse', 'forward'] as const;
 
 /** The kinds whose server is a web app (paraconnect.vocab.WEB_KINDS): their card has "Open",

@@ -80,6 +80,13 @@ class Paraconnect(Configurable):
         help="Seconds a launched server has to phone home (or be reached) before it is failed.",
     ).tag(config=True)
 
+    proxy_ping_interval = Float(
+        30.0,
+        help="Seconds between the pings on a websocket of /paraconnect/proxy/ (a live browser "
+        "answers them; they keep proxies in between from closing an idle websocket). 0: none. "
+        "No timeout ends a websocket that answers.",
+    ).tag(config=True)
+
     readopt_grace = Float(
         120.0,
         help="Seconds a server launched before a Jupyter restart has to phone home again "

@@ -29,6 +29,7 @@ from ..errors import (
 from ..servers import launcher_entries
 from ._bridge import HubThread
 from ._config import Paraconnect
+from ._proxy import PROXY, ProxyHandler
 from ._view import ViewHandler
 from ._websocket import AUTH_RESOURCE, EventsHandler
 
@@ -312,4 +313,6 @@ handlers: list[tuple[str, type[web.RequestHandler]]] = [
     (rf"{API}/listeners", ListenersHandler),
     (rf"{API}/accounting", AccountingHandler),
     (rf"{API}/events", EventsHandler),
+    # A web app's own paths: everything after the id (with its slash) goes to the app.
+    (rf"{PROXY}/{_ID}(?P<path>/.*|)", ProxyHandler),
 ]

@@ -16,13 +16,19 @@
   (``ReverseConnect``), and the hub dials it.  Trade-off: no listening socket on the remote host
   at all, but the client side must use ReverseConnect and ask the hub to dial it, and the
   standard ``Connect(host, port)`` workflow of ParaView's GUI does not apply.
+- ``web``: any HTTP(+WebSocket) app whose command line holds ``{port}``; as ``command`` with
+  the readiness probe ``http`` by default.  The Jupyter extension's proxy
+  (``/paraconnect/proxy/<id>/``) shows it in the browser.
+- ``trame``: a trame app file (option ``app``), ``python APP --server --port {port} --host
+  127.0.0.1 --timeout 0``, as ``web`` (wslink's own timeout would end the app 300 s after its
+  last browser left; its public default secret is harmless on the private leg).
 - ``command``: any TCP program whose command line holds ``{port}`` (or ``{unix}``/``{fd}``);
   ready when it listens there (probe ``port``), or when its output matches ``log_regex`` (probe
   ``log``) or ``GET http_path`` answers (probe ``http``), through the ``_kinds_probe`` wrapper.
   The agent runs it in a network namespace of its own (as pvserver), and refuses it where none
   can be made.
 
-Option ``shared_leg`` (pvserver, command): run the program in the host's network instead
+Option ``shared_leg`` (pvserver, command, web, trame): run the program in the host's network instead
 (``serve --shared-leg``): other local users CAN then connect to its port; only for programs that
 need the network (multi-node MPI over TCP, licence servers).
 
@@ -182,27 +188,54 @@ def build_kind(
                 f"command {joined!r}: put exactly one of {{port}}, {{unix}} or {{fd}} where the "
                 "program listens (the agent gives it a private leg there)"
             )
-        probe = opts.get("probe", "port")
-        if probe not in ("port", "log", "http"):
-            raise ConfigError(f"probe {probe!r}: choose port, log (with log_regex) or http")
-        if probe != "port":
-            # Ready only once the probe passed: the wrapper opens the agent's leg then.
-            if "{port}" not in joined:
-                raise ConfigError(f"probe {probe} needs the program to listen on {{port}}")
-            target = opts.get("log_regex") if probe == "log" else opts.get("http_path", "/")
-            if not isinstance(target, str) or not target:
-                raise ConfigError("probe log needs option log_regex (a regular expression)")
-            flag = "--log" if probe == "log" else "--http"
-            wrapper = [
-                *(_python(opts), "-m", "paraconnect.servers._kinds_probe", "--unix", "{unix}"),
-                *(flag, target, "--timeout", str(_int(opts, "probe_timeout", 60))),
-            ]
-            argv = [*wrapper, "--", *(a.replace("{port}", "{inner_port}") for a in argv)]
-        restart = opts.get("restart", "no")
-        if restart not in ("no", "on-failure", "always"):
-            raise ConfigError(f"option restart {restart!r}: choose no, on-failure or always")
-        program = tuple(argv)
-        return ServerKind(
-            "command", program, restart=restart, options=opts, agent_args=_agent_args(opts)
-        )
+        return _tcp_program("command", argv, opts, "port")
+    if kind == "web":
+        argv = list(command)
+        joined = " ".join(argv)
+        if not argv or "{port}" not in joined or "{unix}" in joined or "{fd}" in joined:
+            raise ConfigError(
+                "the web kind needs the app's command after '--' with {port} where it serves "
+                "HTTP, e.g. -- python3 -m http.server --bind 127.0.0.1 {port}"
+            )
+        return _tcp_program("web", argv, opts, "http")
+    if kind == "trame":
+        app = opts.get("app")
+        if not isinstance(app, str) or not app:
+            raise ConfigError(
+                "the trame kind needs option app: the path of the trame app file on the "
+                "server's host (run as: python APP --server --port PORT --host 127.0.0.1)"
+            )
+        # --timeout 0: wslink otherwise ends the app 300 s after its last browser left.
+        argv = [_python(opts), app, "--server", "--port", "{port}", "--host", "127.0.0.1"]
+        argv += ["--timeout", "0"]
+        return _tcp_program("trame", argv, opts, "http")
     raise ConfigError(f"unknown server kind {kind!r}; choose one of {', '.join(KINDS)}")
+
+
+def _tcp_program(
+    name: str, argv: list[str], opts: Mapping[str, Any], default_probe: str
+) -> ServerKind:
+    """A TCP program (command, web, trame) with its readiness probe and restart policy."""
+    joined = " ".join(argv)
+    probe = opts.get("probe", default_probe)
+    if probe not in ("port", "log", "http"):
+        raise ConfigError(f"probe {probe!r}: choose port, log (with log_regex) or http")
+    if probe != "port":
+        # Ready only once the probe passed: the wrapper opens the agent's leg then.
+        if "{port}" not in joined:
+            raise ConfigError(f"probe {probe} needs the program to listen on {{port}}")
+        target = opts.get("log_regex") if probe == "log" else opts.get("http_path", "/")
+        if not isinstance(target, str) or not target:
+            raise ConfigError("probe log needs option log_regex (a regular expression)")
+        flag = "--log" if probe == "log" else "--http"
+        wrapper = [
+            *(_python(opts), "-m", "paraconnect.servers._kinds_probe", "--unix", "{unix}"),
+            *(flag, target, "--timeout", str(_int(opts, "probe_timeout", 60))),
+        ]
+        argv = [*wrapper, "--", *(a.replace("{port}", "{inner_port}") for a in argv)]
+    restart = opts.get("restart", "no")
+    if restart not in ("no", "on-failure", "always"):
+        raise ConfigError(f"option restart {restart!r}: choose no, on-failure or always")
+    return ServerKind(
+        name, tuple(argv), restart=restart, options=opts, agent_args=_agent_args(opts)
+    )

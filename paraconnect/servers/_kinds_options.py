@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .._wire import record
-from ..vocab import KINDS
+from ..vocab import COMMAND_KINDS, KINDS
 
 __all__ = ["COMMON_OPTIONS", "KIND_OPTIONS", "KindOption", "kind_descriptions"]
 
@@ -44,6 +44,33 @@ _SHARED = KindOption(
     "bool",
     False,
 )
+
+
+def _program_options(probe: str) -> tuple[KindOption, ...]:
+    """The options of a TCP program (command, web, trame); `probe`: its default probe."""
+    return (
+        KindOption(
+            "probe",
+            "when the program is ready: it listens (port), its output matches log_regex (log), "
+            "or GET http_path answers (http)",
+            "choice",
+            probe,
+            ("port", "log", "http"),
+        ),
+        KindOption("log_regex", "with probe log: a regular expression its output matches"),
+        KindOption("http_path", "with probe http: the path to GET", "text", "/"),
+        KindOption("probe_timeout", "seconds the probe waits", "int", 60),
+        KindOption(
+            "restart",
+            "when the agent starts the program again",
+            "choice",
+            "no",
+            ("no", "on-failure", "always"),
+        ),
+        _SHARED,
+        _PYTHON,
+    )
+
 
 KIND_OPTIONS: Mapping[str, tuple[KindOption, ...]] = {
     "builtin": (
@@ -76,27 +103,11 @@ KIND_OPTIONS: Mapping[str, tuple[KindOption, ...]] = {
         _SHARED,
         _PYTHON,
     ),
-    "command": (
-        KindOption(
-            "probe",
-            "when the program is ready: it listens (port), its output matches log_regex (log), "
-            "or GET http_path answers (http)",
-            "choice",
-            "port",
-            ("port", "log", "http"),
-        ),
-        KindOption("log_regex", "with probe log: a regular expression its output matches"),
-        KindOption("http_path", "with probe http: the path to GET", "text", "/"),
-        KindOption("probe_timeout", "seconds the probe waits", "int", 60),
-        KindOption(
-            "restart",
-            "when the agent starts the program again",
-            "choice",
-            "no",
-            ("no", "on-failure", "always"),
-        ),
-        _SHARED,
-        _PYTHON,
+    "command": _program_options("port"),
+    "web": _program_options("http"),
+    "trame": (
+        KindOption("app", "the trame app file on the server's host (python APP --server ...)"),
+        *_program_options("http"),
     ),
 }
 
@@ -118,6 +129,8 @@ _SUMMARY = {
     "builtin": "paraconnect's own VTK renderer (RemoteView in a notebook)",
     "pvserver": "ParaView's pvserver (connect pvpython or the ParaView GUI to it)",
     "command": "any TCP program: put {port} (or {unix}, {fd}) where it listens",
+    "web": "any HTTP(+WebSocket) app: put {port} where it serves; opened through Jupyter's proxy",
+    "trame": "a trame app file (option app), opened through Jupyter's proxy",
 }
 
 
@@ -127,7 +140,7 @@ def kind_descriptions() -> list[dict[str, Any]]:
         {
             "name": kind,
             "summary": _SUMMARY[kind],
-            "needs_command": kind == "command",
+            "needs_command": kind in COMMAND_KINDS,
             "options": [o.as_dict() for o in (*KIND_OPTIONS[kind], *COMMON_OPTIONS)],
         }
         for kind in KINDS
