@@ -169,6 +169,19 @@ def test_refused_without_jupyter_credentials(lab: JupyterServer, app: str) -> No
     xsrf = {"Cookie": f"{jar}; _xsrf={token}", "X-XSRFToken": token}
     resp = _get(lab, f"paraconnect/proxy/{app}/echo", xsrf, "POST", b"hello")
     assert (resp.status, resp.read()) == (200, b"hello")
+    # The app's own pages cannot send the token (the app never sees it): what the browser
+    # says comes from a page of this app (same origin, Referer under its prefix) needs none.
+    host = lab.base_url.split("/")[2]
+    own = f"http://{host}{lab.url(f'paraconnect/proxy/{app}/page.html').split(host, 1)[1]}"
+    for referer, site, status in (
+        (own, "same-origin", 200),
+        (own, "cross-site", 403),  # a form of another site, whatever Referer it claims
+        (own.replace(f"/proxy/{app}/", "/proxy/another-server/"), "same-origin", 403),
+        (lab.url("lab"), "same-origin", 403),  # any other page of this Jupyter
+    ):
+        headers = {"Cookie": jar, "Sec-Fetch-Site": site, "Referer": referer}
+        resp = _get(lab, f"paraconnect/proxy/{app}/echo", headers, "POST", b"hello")
+        assert resp.status == status, (referer, site, resp.status)
     # Only this hub's servers: an unknown id is no way to another port.
     auth = {"Authorization": f"token {lab.token}"}
     assert _get(lab, "paraconnect/proxy/no-such-server/", auth).status == 404

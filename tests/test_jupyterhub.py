@@ -11,15 +11,19 @@ takes seconds).
 
 from __future__ import annotations
 
+import io
 import json
 import pwd
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import websocket
+from PIL import Image
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from .helpers_jupyterhub import Hub, pids_of, start_jupyterhub
@@ -343,6 +347,9 @@ def test_a_web_app_opens_in_a_lab_tab_and_has_a_launcher_tile(
         page.goto(hub.url + f"user/{a}/lab")
         _show_panel(page)
         card = page.locator(f'{PANEL} [data-server="{sid}"]')
+        # Framed by this user's own pages only, though JupyterHub says 'none' by default.
+        resp = page.request.get(hub.url + f"user/{a}/paraconnect/proxy/{sid}/")
+        assert resp.headers["content-security-policy"] == "frame-ancestors 'self'"
         card.locator('[data-action="open-app"]').click()
         app_frame = page.frame_locator(f"#paraconnect-app-{sid} iframe")
         expect(app_frame.locator("body")).to_contain_text("Directory listing")
@@ -350,6 +357,61 @@ def test_a_web_app_opens_in_a_lab_tab_and_has_a_launcher_tile(
         page.evaluate("() => window.jupyterapp.commands.execute('launcher:create')")
         page.locator(".jp-LauncherCard", has_text="web server").first.click()
         expect(page.locator(f'{PANEL} select[name="kind"]')).to_have_value("web")
+    finally:
+        page.close()
+        hub.ok(a, "DELETE", f"servers/{sid}?grace=2")
+
+
+def test_a_trame_app_renders_and_turns_in_a_lab_tab_under_the_user_prefix(
+    hub: Hub, context_a: BrowserContext, tmp_path: Path
+) -> None:
+    """Issue 15, done when, under JupyterHub: a real trame app (the cone of
+    tests/test_proxy_trame.py) launched by user A as a reverse server, opened with the card's
+    "Open" in a Lab tab at /user/A/, draws its cone and turns on a drag, over the proxied
+    websocket under the prefix."""
+    from .test_proxy_trame import APP, BACKGROUND, _cone, _near, _until
+
+    a = hub.users[0]
+    app = Path(pwd.getpwnam(a).pw_dir) / "cone.py"  # where user A's server can read it
+    app.write_text(APP)
+    shutil.chown(app, a)
+    launch = {"kind": "trame", "session": "lab", "options": {"app": str(app)}}
+    sid = hub.ok(a, "POST", "servers", launch)["id"]
+    page = context_a.new_page()
+    page.set_default_timeout(60_000)
+    sockets: list[str] = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
+    try:
+        assert hub.wait_state(a, sid, {"connected"})["state"] == "connected"
+        page.goto(hub.url + f"user/{a}/lab")
+        _show_panel(page)
+        page.locator(f'{PANEL} [data-server="{sid}"] [data-action="open-app"]').click()
+        frame = page.locator(f"#paraconnect-app-{sid} iframe")
+
+        def pixels() -> Any:
+            png = frame.screenshot()
+            return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16)
+
+        def drawn() -> Any:
+            px = pixels()
+            return px if _cone(px).mean() > 0.01 and _near(px, BACKGROUND).mean() > 0.2 else None
+
+        first = _until("the cone drawn in the Lab tab", drawn)
+        prefix = f"/user/{a}/paraconnect/proxy/{sid}/"
+        assert any(prefix in s and s.endswith("ws") for s in sockets), sockets
+        box = frame.bounding_box()
+        assert box is not None
+        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        page.mouse.move(x, y)
+        page.mouse.down()
+        page.mouse.move(x + 180, y + 60, steps=15)
+        page.mouse.up()
+
+        def turned() -> Any:
+            px = drawn()
+            return px if px is not None and np.abs(px - first).max(axis=-1).mean() > 3 else None
+
+        _until("the cone turned after a drag", turned)
     finally:
         page.close()
         hub.ok(a, "DELETE", f"servers/{sid}?grace=2")

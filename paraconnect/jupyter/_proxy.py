@@ -5,8 +5,13 @@ on its private leg.
 
 Who can use it: whoever Jupyter authenticates (token or cookie) and authorises to write on the
 ``paraconnect`` resource (as the view's websocket: what an app does is the session's), with
-Jupyter's XSRF rules for unsafe methods and Jupyter's origin check for websockets; a server of
-this hub's registry only, at the endpoint the hub opened for it (never an arbitrary port).
+Jupyter's XSRF rules and Jupyter's origin check for websockets; a server of this hub's registry
+only, at the endpoint the hub opened for it (never an arbitrary port).  The app cannot send
+Jupyter's XSRF token (it never sees it), so a request that the browser says comes from a page
+of this same app (``Sec-Fetch-Site: same-origin`` and a Referer under this server's prefix,
+neither of which a page can forge) needs none: its scripts, styles and fetches work, also under
+JupyterHub, which asks XSRF of every cookie-authenticated ``cors`` request.  Any other page, a
+second user's app on the same domain included, still needs the token.
 
 What the app sees: nothing of the user's Jupyter credentials (the token in ``Authorization`` or
 ``?token=``, Jupyter's cookies and XSRF header are removed: an app, or whoever runs it, must not
@@ -147,6 +152,30 @@ class ProxyHandler(WebSocketHandler, JupyterHandler):
     def set_default_headers(self) -> None:
         if not _is_upgrade(self.request):  # Jupyter's headers make no sense on an upgrade
             super().set_default_headers()
+            # The app shows in a frame of this Jupyter's own pages (the Lab tab, srv.open())
+            # and no other site's, whatever Jupyter's default (JupyterHub's single-user
+            # servers say frame-ancestors 'none'); an app's own policy replaces this one.
+            self.set_header("Content-Security-Policy", "frame-ancestors 'self'")
+
+    def check_xsrf_cookie(self) -> None:
+        # Jupyter's and JupyterHub's cookie authentication call this (JupyterHub the handler's,
+        # so that a handler may narrow it): see the module's docstring.
+        if not self._from_the_apps_own_page():
+            super().check_xsrf_cookie()
+
+    def _from_the_apps_own_page(self) -> bool:
+        headers = self.request.headers
+        if headers.get("Sec-Fetch-Site") != "same-origin":
+            return False
+        referer = urlsplit(headers.get("Referer", ""))
+        base = url_path_join(self.base_url, PROXY) + "/"
+        rest = self.request.path[len(base) :] if self.request.path.startswith(base) else ""
+        server = rest.split("/", 1)[0]
+        if not server:
+            return False
+        return referer.netloc == self.request.host and referer.path.startswith(
+            f"{base}{server}/"
+        )
 
     def check_origin(self, origin_to_satisfy_tornado: str = "") -> bool:
         # Jupyter's rule (allow_origin and friends), not tornado's same-host one.

@@ -108,6 +108,7 @@ KIND_OPTIONS: Mapping[str, tuple[KindOption, ...]] = {
     "trame": (
         KindOption("app", "the trame app file on the server's host (python APP --server ...)"),
         *_program_options("http"),
+        _PYTHON,
     ),
 }
 
