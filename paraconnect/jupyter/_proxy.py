@@ -173,9 +173,7 @@ class ProxyHandler(WebSocketHandler, JupyterHandler):
         server = rest.split("/", 1)[0]
         if not server:
             return False
-        return referer.netloc == self.request.host and referer.path.startswith(
-            f"{base}{server}/"
-        )
+        return referer.netloc == self.request.host and referer.path.startswith(f"{base}{server}/")
 
     def check_origin(self, origin_to_satisfy_tornado: str = "") -> bool:
         # Jupyter's rule (allow_origin and friends), not tornado's same-host one.
