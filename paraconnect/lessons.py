@@ -230,6 +230,6 @@ def check_slurm() -> dict[str, Any]:
         "job_root": os.environ.get(
             "PARACONNECT_SLURM_JOB_ROOT", str(Path.home() / "paraconnect-jobs")
         ),
-        "time": "00:10:00",
+        "time": "00:30:00",  # longer than the hub's first wall-time warning (10 min)
     }
     return {key: value for key, value in options.items() if value}
