@@ -49,9 +49,9 @@ from tornado.websocket import (
     websocket_connect,
 )
 
-from ..errors import NotFoundError, ParaconnectError
 from ..vocab import VIEW_KINDS
 from ._bridge import HubThread
+from ._view import local_endpoint
 from ._websocket import AUTH_RESOURCE
 
 __all__ = ["PROXY", "ProxyHandler"]
@@ -195,21 +195,9 @@ class ProxyHandler(WebSocketHandler, JupyterHandler):
         ):
             raise web.HTTPError(403, f"not authorized to write on resource: {AUTH_RESOURCE}")
         server_id = str(self.path_kwargs["server_id"])
-        try:
-            info = await self.hub.op("server", {"id": server_id})
-        except NotFoundError as exc:
-            raise web.HTTPError(404, reason=str(exc).splitlines()[0][:200]) from None
-        except ParaconnectError as exc:
-            raise web.HTTPError(503, reason=str(exc).splitlines()[0][:200]) from None
-        if info.get("kind") in VIEW_KINDS:
-            raise web.HTTPError(
-                400, reason=f"server {server_id} is a {info.get('kind')}, not a web app"
-            )
-        local = info.get("local")
-        if not local:
-            raise web.HTTPError(409, reason=f"server {server_id} is not connected yet")
-        host, _, port = str(local).rpartition(":")
-        self._target = (host, int(port))
+        self._target = await local_endpoint(
+            self.hub, server_id, lambda kind: kind not in VIEW_KINDS, "a web app"
+        )
         # From the path as sent (not the decoded id), so that the app's path is cut right.
         base = url_path_join(self.base_url, PROXY) + "/"
         self._prefix = base + self.request.path[len(base) :].split("/", 1)[0]

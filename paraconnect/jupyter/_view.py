@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any, cast
 
 from jupyter_server.auth.decorator import ws_authenticated
@@ -33,13 +34,36 @@ from ..render import MAX_HEADER, FrameDecoder
 from ._bridge import HubThread
 from ._websocket import AUTH_RESOURCE
 
-__all__ = ["ViewHandler"]
+__all__ = ["ViewHandler", "local_endpoint"]
 
 log = logging.getLogger("paraconnect.jupyter")
 
 # Server kinds whose program speaks the render protocol.
 RENDER_KINDS = frozenset({"builtin"})
 _PREFIX = 8  # u32 header length, u32 payload length
+
+
+async def local_endpoint(
+    hub: HubThread, server_id: str, serves: Callable[[str], bool], what: str
+) -> tuple[str, int]:
+    """Where this hub reaches server `server_id` (its local endpoint), for a handler that
+    relays to it: 404 for a server the hub does not know, 400 for one of a kind `serves`
+    refuses (`what` names the kinds it takes), 409 for one not connected yet; never a port
+    the hub did not open."""
+    try:
+        info = await hub.op("server", {"id": server_id})
+    except NotFoundError as exc:
+        raise web.HTTPError(404, reason=str(exc).splitlines()[0][:200]) from None
+    except ParaconnectError as exc:
+        raise web.HTTPError(503, reason=str(exc).splitlines()[0][:200]) from None
+    kind = str(info.get("kind"))
+    if not serves(kind):
+        raise web.HTTPError(400, reason=f"server {server_id} is a {kind}, not {what}")
+    local = info.get("local")
+    if not local:
+        raise web.HTTPError(409, reason=f"server {server_id} is not connected yet")
+    host, _, port = str(local).rpartition(":")
+    return host, int(port)
 
 
 class ViewHandler(WebSocketMixin, WebSocketHandler, JupyterHandler):
@@ -65,23 +89,15 @@ class ViewHandler(WebSocketMixin, WebSocketHandler, JupyterHandler):
             self.authorizer.is_authorized(self, user, "write", AUTH_RESOURCE)
         ):
             raise web.HTTPError(403)
+        host, port = await local_endpoint(
+            self.hub, server_id, lambda kind: kind in RENDER_KINDS, "a built-in renderer"
+        )
         try:
-            info = await self.hub.op("server", {"id": server_id})
-        except NotFoundError as exc:
-            raise web.HTTPError(404, reason=str(exc).splitlines()[0][:200]) from None
-        except ParaconnectError as exc:
-            raise web.HTTPError(503, reason=str(exc).splitlines()[0][:200]) from None
-        if info.get("kind") not in RENDER_KINDS:
-            raise web.HTTPError(400, reason=f"server {server_id} is not a built-in renderer")
-        local = info.get("local")
-        if not local:
-            raise web.HTTPError(409, reason=f"server {server_id} is not connected yet")
-        host, _, port = str(local).rpartition(":")
-        try:
-            self._reader, self._writer = await asyncio.open_connection(host, int(port))
+            self._reader, self._writer = await asyncio.open_connection(host, port)
         except OSError as exc:
             raise web.HTTPError(
-                502, reason=f"cannot reach server {server_id} at {local}: {exc.strerror or exc}"
+                502,
+                reason=f"cannot reach server {server_id} at {host}:{port}: {exc.strerror or exc}",
             ) from None
         await super().get(server_id, *args, **kwargs)
 
