@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.helpers_lab import VIEWPORT, chromium, start_lab  # noqa: E402
+from tests.helpers_lab import notebook as make_notebook  # noqa: E402
 from tests.test_widgets_browser import KERNEL_IDLE  # noqa: E402
 
 COUNTER = """(img) => {
@@ -48,13 +49,7 @@ def main() -> None:
         f"b.view(dataset='sphere', width={w}, height={h})",
         f"v.view(dataset='sphere', width={w}, height={h})",
     ]
-    notebook = {
-        "cells": [{"cell_type": "code", "metadata": {}, "source": c, "outputs": [],
-                   "execution_count": None} for c in cells],
-        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                    "language": "python"}},
-        "nbformat": 4, "nbformat_minor": 5,
-    }  # fmt: skip
+    notebook = make_notebook(*cells)
     results: dict[str, float] = {}
     with (
         tempfile.TemporaryDirectory(prefix="paraconnect-bench-") as tmp,

@@ -40,20 +40,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.helpers_lab import chromium, start_lab  # noqa: E402
+from tests.helpers_lab import notebook as make_notebook  # noqa: E402
 from tests.test_widgets_browser import KERNEL_IDLE, LIVE  # noqa: E402
 
 KERNEL_BUSY = KERNEL_IDLE.replace("'idle'", "'busy'")
 STATS = "() => document.querySelector('.paraconnect-remoteview').paraconnectStats"
-
-
-def notebook(cells: list[str]) -> dict[str, Any]:
-    return {
-        "cells": [{"cell_type": "code", "metadata": {}, "source": c, "outputs": [],
-                   "execution_count": None} for c in cells],
-        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                    "language": "python"}},
-        "nbformat": 4, "nbformat_minor": 5,
-    }  # fmt: skip
 
 
 def renderer_fps(port: int, dataset: str, w: int, h: int, seconds: float) -> float:
@@ -131,7 +122,9 @@ def run_size(lab: Any, browser: Any, dataset: str, w: int, h: int, seconds: floa
         f"view = srv.view(dataset={dataset!r}, width={w}, height={h})\nview",
     ]
     name = f"view-{w}x{h}.ipynb"
-    lab.request("PUT", f"api/contents/{name}", {"type": "notebook", "content": notebook(cells)})
+    lab.request(
+        "PUT", f"api/contents/{name}", {"type": "notebook", "content": make_notebook(*cells)}
+    )
     context = browser.new_context(viewport={"width": max(1366, w + 500), "height": h + 400})
     page = context.new_page()
     page.set_default_timeout(180_000)

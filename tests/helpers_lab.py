@@ -14,6 +14,7 @@ import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
@@ -29,6 +30,18 @@ FLAGS = [
 VIEWPORT = {"width": 1366, "height": 768}
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "lab"
 PANEL = "#paraconnect-panel"
+
+
+def notebook(*sources: str) -> dict[str, Any]:
+    """A notebook (nbformat 4, the python3 kernel) of code cells with these sources, as the
+    contents API takes it."""
+    return {
+        "cells": [{"cell_type": "code", "metadata": {}, "source": src, "outputs": [],
+                   "execution_count": None} for src in sources],
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                    "language": "python"}},
+        "nbformat": 4, "nbformat_minor": 5,
+    }  # fmt: skip
 
 
 def lab_args(tmp: Path) -> list[str]:

@@ -22,6 +22,7 @@ from playwright.sync_api import Browser, Page, Request, expect
 
 from .helpers_jupyter import JupyterServer
 from .helpers_lab import PANEL, VIEWPORT, chromium, screenshot, start_lab
+from .helpers_lab import notebook as make_notebook
 from .helpers_tunnel import ECHO
 from .test_tunnel_pvserver import _xvfb
 
@@ -67,16 +68,7 @@ def page(browser: Browser, lab: JupyterServer) -> Iterator[Page]:
 
 
 def _notebook(lab: JupyterServer, path: str, *sources: str) -> None:
-    cells = [
-        {"cell_type": "code", "metadata": {}, "source": s, "outputs": [], "execution_count": None}
-        for s in sources
-    ]
-    notebook = {
-        "cells": cells,
-        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                    "language": "python"}},
-        "nbformat": 4, "nbformat_minor": 5,
-    }  # fmt: skip
+    notebook = make_notebook(*sources)
     resp = lab.request("PUT", f"api/contents/{path}", {"type": "notebook", "content": notebook})
     assert resp.status in (200, 201), resp.body
 

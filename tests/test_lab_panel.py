@@ -21,6 +21,7 @@ from playwright.sync_api import Browser, Page, expect
 from .conftest import PARACONNECT
 from .helpers_jupyter import JupyterServer
 from .helpers_lab import PANEL, VIEWPORT, chromium, screenshot, start_lab
+from .helpers_lab import notebook as make_notebook
 from .helpers_tunnel import ECHO
 
 pytestmark = pytest.mark.timeout(120)
@@ -129,13 +130,7 @@ def test_server_launched_from_a_notebook_appears_live_and_connects(
     page: Page, lab: JupyterServer, tmp_path: Path
 ) -> None:
     page.evaluate(RECORD_STATES)
-    notebook = {
-        "cells": [{"cell_type": "code", "metadata": {}, "source": LAUNCH_CELL,
-                   "outputs": [], "execution_count": None}],
-        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                    "language": "python"}},
-        "nbformat": 4, "nbformat_minor": 5,
-    }  # fmt: skip
+    notebook = make_notebook(LAUNCH_CELL)
     resp = lab.request(
         "PUT", "api/contents/launch.ipynb", {"type": "notebook", "content": notebook}
     )

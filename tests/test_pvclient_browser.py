@@ -22,6 +22,7 @@ from playwright.sync_api import expect
 
 from .helpers_jupyter import JupyterServer
 from .helpers_lab import VIEWPORT, chromium, screenshot, start_lab
+from .helpers_lab import notebook as make_notebook
 from .test_widgets_browser import KERNEL_IDLE
 
 pytestmark = [
@@ -74,13 +75,7 @@ def _rgb(src: str | None) -> np.ndarray:
 def test_pipeline_from_the_notebook_seen_and_turned_in_chromium(
     lab: JupyterServer, tmp_path: Path
 ) -> None:
-    notebook = {
-        "cells": [{"cell_type": "code", "metadata": {}, "source": src, "outputs": [],
-                   "execution_count": None} for src in CELLS],
-        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                    "language": "python"}},
-        "nbformat": 4, "nbformat_minor": 5,
-    }  # fmt: skip
+    notebook = make_notebook(*CELLS)
     resp = lab.request("PUT", "api/contents/pv.ipynb", {"type": "notebook", "content": notebook})
     assert resp.status in (200, 201), resp.body
     with chromium() as browser:

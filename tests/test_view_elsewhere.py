@@ -17,6 +17,7 @@ from playwright.sync_api import Page, expect
 
 from .helpers_jupyter import JupyterServer, start_jupyter
 from .helpers_lab import VIEWPORT, chromium, lab_args, screenshot
+from .helpers_lab import notebook as make_notebook
 from .test_widgets_browser import CELLS, FRAMES, KERNEL_IDLE, LIVE, drag
 
 pytestmark = pytest.mark.timeout(180)
@@ -25,16 +26,7 @@ PREFIX = "/user/alice/"
 
 
 def put_notebook(server: JupyterServer) -> None:
-    notebook = {
-        "cells": [
-            {"cell_type": "code", "metadata": {}, "source": src, "outputs": [],
-             "execution_count": None}
-            for src in CELLS[:2]
-        ],
-        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                    "language": "python"}},
-        "nbformat": 4, "nbformat_minor": 5,
-    }  # fmt: skip
+    notebook = make_notebook(*CELLS[:2])
     resp = server.request(
         "PUT", "api/contents/view.ipynb", {"type": "notebook", "content": notebook}
     )

@@ -20,6 +20,7 @@ from paraconnect.widgets._watcher import _shorten_ids
 
 from .helpers_jupyter import JupyterServer
 from .helpers_lab import VIEWPORT, chromium, screenshot, start_lab
+from .helpers_lab import notebook as make_notebook
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -56,16 +57,7 @@ LIVE = """() => {
 
 
 def open_notebook(page: Page, lab: JupyterServer, cells: list[str] = CELLS) -> None:
-    notebook = {
-        "cells": [
-            {"cell_type": "code", "metadata": {}, "source": src, "outputs": [],
-             "execution_count": None}
-            for src in cells
-        ],
-        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                    "language": "python"}},
-        "nbformat": 4, "nbformat_minor": 5,
-    }  # fmt: skip
+    notebook = make_notebook(*cells)
     resp = lab.request("PUT", "api/contents/view.ipynb", {"type": "notebook", "content": notebook})
     assert resp.status in (200, 201), resp.body
     page.goto(lab.url(f"lab/tree/view.ipynb?token={lab.token}"))

@@ -140,6 +140,14 @@ function render({ model, el }) {
     if (!m || !live()) return;
     ws.send(frameOf({ op: "camera", ...m, id: ++inputId }));
   }
+  // The drag (or the wheel) ended: its last move, then the request for the full-quality still,
+  // whose id marks the frames worth showing from now on.
+  function still() {
+    sendMove();
+    if (!live()) return;
+    stillId = ++inputId;
+    ws.send(frameOf({ op: "camera", interactive: false, id: stillId }));
+  }
   function move(m) {
     stats.inputs.push(performance.now());
     if (!pendingMove) { pendingMove = { interactive: true }; requestAnimationFrame(sendMove); }
@@ -184,11 +192,7 @@ function render({ model, el }) {
   });
   img.addEventListener("pointerup", () => {
     last = null;
-    if (live()) {
-      sendMove();
-      stillId = ++inputId;
-      ws.send(frameOf({ op: "camera", interactive: false, id: stillId }));
-    }
+    if (live()) still();
   });
   img.addEventListener("wheel", (e) => {
     e.preventDefault();
@@ -197,11 +201,7 @@ function render({ model, el }) {
       stillId = null;
       move({ zoom: Math.pow(1.1, -e.deltaY / 100) });
       clearTimeout(wheelEnd);
-      wheelEnd = setTimeout(() => {
-        sendMove();
-        stillId = ++inputId;
-        if (live()) ws.send(frameOf({ op: "camera", interactive: false, id: stillId }));
-      }, 250);
+      wheelEnd = setTimeout(still, 250);
       return;
     }
     wheel += e.deltaY;
