@@ -371,6 +371,12 @@ def test_a_builtin_cards_view_opens_live_in_a_tab(
         " c.getContext('2d').drawImage(i, 0, 0); return c.toDataURL() !== url; }",
         arg=[img, first["url"]],
     )
+    # A drag's frames may be smaller (drag_scale); the still after the release is full size.
+    page.wait_for_function(
+        "(sel) => { const i = document.querySelector(sel);"
+        " return Math.abs(i.naturalWidth - i.clientWidth) <= 2; }",
+        arg=img,
+    )
 
     # Closing the tab closes its render connection through the tunnel.
     page.evaluate(

@@ -143,23 +143,28 @@ def test_drag_quality_while_interactive_and_a_full_still_after(port: int) -> Non
         viewer = Viewer(port, name)
         viewer.send({
             "op": "stream", "fps": 0, "format": "jpeg", "quality": 92, "drag_quality": 35,
-            "window": 1, "id": 1,
+            "drag_scale": 0.5, "window": 1, "id": 1,
         })  # fmt: skip
         assert viewer.next() == {"op": "ok", "id": 1}
         still = viewer.next()
-        assert still["quality"] == 92
+        assert still["quality"] == 92 and (still["w"], still["h"]) == (96, 72)
         viewer.send({"op": "ack", "n": still["n"]})
         viewer.send({"op": "camera", "azimuth": 20, "interactive": True, "id": 2})
         assert viewer.next() == {"op": "ok", "id": 2}
         dragged = viewer.next()
         assert dragged["op"] == "frame" and dragged["quality"] == 35
+        assert (dragged["w"], dragged["h"]) == (48, 36)  # drag_scale: half of each side
         assert dragged["input"] == 2  # the request it shows: the viewer can drop older ones
+        # The kernel's picture, meanwhile, is the view's full size; so is the view's state.
+        assert kernel.render(format="png").width == 96
+        assert kernel.state()["size"] == [96, 72]
         dragged_size = len(viewer.last_payload)
         viewer.send({"op": "ack", "n": dragged["n"]})
         viewer.send({"op": "camera", "interactive": False, "id": 3})  # the pointer is up
         assert viewer.next() == {"op": "ok", "id": 3}
         final = viewer.next()
         assert final["op"] == "frame" and final["quality"] == 92 and final["input"] == 3
+        assert (final["w"], final["h"]) == (96, 72)
         assert len(viewer.last_payload) > dragged_size  # the same picture, finer
         viewer.close()
 

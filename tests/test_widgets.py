@@ -11,6 +11,7 @@ from PIL import Image
 
 import paraconnect as pc
 from paraconnect.api import Hub
+from paraconnect.errors import ConfigError
 
 pytest.importorskip("vtk")
 pytest.importorskip("ipywidgets")
@@ -111,6 +112,11 @@ def test_remote_view_drag_wheel_and_save(api_hub: Hub, tmp_path: Path) -> None:
         assert img.format == "PNG" and img.size == (320, 240)
     with Image.open(io.BytesIO(view.last_png)) as img:
         assert img.size == (320, 240)
+    view.drag_scale = 0.25  # the browser's drag frames: a quarter of each side
+    for bad in (1.5, 0.05, -1):
+        with pytest.raises(ConfigError, match="drag_scale"):
+            view.drag_scale = bad
+    assert view.drag_scale == 0.25
     view.close()
     srv.stop(grace=5)
 

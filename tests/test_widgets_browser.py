@@ -49,7 +49,8 @@ def lab(tmp_path: Path) -> Iterator[JupyterServer]:
             server.stop_servers()
 
 
-FRAMES = "() => document.querySelector('.paraconnect-remoteview').paraconnectStats.frames.length"
+STATS = "() => document.querySelector('.paraconnect-remoteview').paraconnectStats"
+FRAMES = STATS + ".frames.length"
 LIVE = """() => {
   const v = document.querySelector('.paraconnect-remoteview');
   return !!v && !!v.paraconnectStats && v.paraconnectStats.live;
@@ -136,8 +137,14 @@ KERNEL_BUSY = KERNEL_IDLE.replace("'idle'", "'busy'")
 
 def test_the_view_turns_while_the_kernel_is_busy(lab: JupyterServer, tmp_path: Path) -> None:
     """A cell that sleeps keeps the kernel busy; the view still answers the mouse, because its
-    frames and inputs never pass through the kernel."""
-    cells = [*CELLS[:2], "import time\ntime.sleep(600)"]
+    frames and inputs never pass through the kernel.  The view is larger than 640x480, so a
+    drag's frames come at half of each side and coarser; the still after the release is full
+    size and quality, and no older picture appears after it."""
+    cells = [
+        CELLS[0],
+        "view = srv.view(dataset='sphere', width=800, height=600)\nview",
+        "import time\ntime.sleep(600)",
+    ]
     with chromium() as browser:
         context = browser.new_context(viewport=VIEWPORT)
         page = context.new_page()
@@ -149,9 +156,22 @@ def test_the_view_turns_while_the_kernel_is_busy(lab: JupyterServer, tmp_path: P
         page.wait_for_function(KERNEL_BUSY)  # the sleeping cell runs
         before = page.evaluate(FRAMES)
         shown = img.get_attribute("src")
+        img.scroll_into_view_if_needed()
         drag(page, img, 90)
         page.wait_for_function(f"() => ({FRAMES[6:]}) > {before}")
         expect(img).not_to_have_attribute("src", shown or "")
+        page.wait_for_function(f"() => ({STATS[6:]}).frames.some((f) => f.still)")
+        stats = page.evaluate(f"() => JSON.parse(JSON.stringify({STATS[6:]}))")
+        frames = stats["frames"][before:]
+        dragged = [f for f in frames if f["t"] <= stats["up"]]
+        assert dragged and {(f["w"], f["h"], f["quality"]) for f in dragged} == {(400, 300, 60)}
+        after = [f for f in frames if f["t"] > stats["up"]]
+        [still] = [f for f in after if f["still"]]
+        assert (still["w"], still["h"], still["quality"]) == (800, 600, 90)
+        # Nothing older than the last move shows after the release, and the still comes last.
+        assert all(f["still"] or f["input"] == stats["lastMove"] for f in after), after
+        assert after[-1]["still"]
+        assert img.evaluate("(i) => [i.naturalWidth, i.naturalHeight]") == [800, 600]
         assert page.evaluate(KERNEL_BUSY), "the kernel finished: the test proved nothing"
         screenshot(page, "remote-view-busy-kernel", tmp_path)
         page.evaluate(

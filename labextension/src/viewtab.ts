@@ -65,15 +65,7 @@ export class ServerView extends Widget {
       this._send({ op: 'hello', v: 1 });
       this._send({ op: 'load', dataset: this.datasetName, id: 1 });
       this._send({ op: 'resize', w, h });
-      this._send({
-        op: 'stream',
-        fps: 0,
-        format: 'jpeg',
-        quality: 90,
-        drag_quality: 60,
-        window: 2,
-        id: 2
-      });
+      this._stream(w, h);
     };
     ws.onmessage = msg => this._message(msg);
     ws.onclose = ev => {
@@ -88,6 +80,22 @@ export class ServerView extends Widget {
     super.onResize(msg);
     const [w, h] = this._size();
     this._send({ op: 'resize', w, h });
+    this._stream(w, h);
+  }
+
+  /** Frames as the scene changes; while dragging a view larger than 640x480, at half of each
+   * side (the picture is stretched) and coarser, so that it keeps up with the pointer. */
+  private _stream(w: number, h: number): void {
+    this._send({
+      op: 'stream',
+      fps: 0,
+      format: 'jpeg',
+      quality: 90,
+      drag_quality: 60,
+      drag_scale: w * h > 640 * 480 ? 0.5 : 1,
+      window: 2,
+      id: 2
+    });
   }
 
   dispose(): void {
@@ -113,6 +121,11 @@ export class ServerView extends Widget {
       return;
     }
     if (header.op !== 'frame' || !header.stream) {
+      return;
+    }
+    // After a release, only the still and what follows: no older picture steps back in.
+    if (this._still !== null && (header.input ?? -1) < this._still) {
+      this._send({ op: 'ack', n: header.n });
       return;
     }
     const url = URL.createObjectURL(new Blob([payload], { type: `image/${header.format}` }));
@@ -144,7 +157,7 @@ export class ServerView extends Widget {
     this._scheduled = false;
     const p = this._pending;
     if (p.azimuth !== 0 || p.elevation !== 0 || p.zoom !== 1) {
-      this._send({ op: 'camera', ...p, interactive: true });
+      this._send({ op: 'camera', ...p, interactive: true, id: ++this._input });
     }
     this._pending = { azimuth: 0, elevation: 0, zoom: 1 };
   }
@@ -159,6 +172,7 @@ export class ServerView extends Widget {
 
   private _down(e: PointerEvent): void {
     this._drag = [e.clientX, e.clientY];
+    this._still = null;
     this._img.setPointerCapture?.(e.pointerId);
   }
 
@@ -174,12 +188,17 @@ export class ServerView extends Widget {
   private _up(): void {
     this._drag = null;
     this._flush();
-    this._send({ op: 'camera', interactive: false }); // the full-quality still
+    this._still = ++this._input;
+    this._send({ op: 'camera', interactive: false, id: this._still }); // the full-quality still
   }
 
   private _wheel(e: WheelEvent): void {
     e.preventDefault();
+    this._still = null;
     this._queue(0, 0, e.deltaY < 0 ? 1.1 : 1 / 1.1);
+    // Wheel steps are a drag too: the full-size still once they stop.
+    clearTimeout(this._wheelEnd);
+    this._wheelEnd = setTimeout(() => this._up(), 250);
   }
 
   private _img: HTMLImageElement;
@@ -190,6 +209,9 @@ export class ServerView extends Widget {
   private _drag: [number, number] | null = null;
   private _pending = { azimuth: 0, elevation: 0, zoom: 1 };
   private _error: string | null = null;
+  private _input = 1 << 20; // camera request ids: the frames say which one they show
+  private _still: number | null = null;
+  private _wheelEnd: ReturnType<typeof setTimeout> | undefined = undefined;
 }
 
 /** Open (or show again) the main-area tab with server `s`'s live picture. */

@@ -65,14 +65,14 @@ class Frames:
             self.inflight -= 1
         self.acked.set()
 
-    async def render_frame(self, scene: Scene, spin: float) -> RawFrame:
+    async def render_frame(self, scene: Scene, spin: float, scale: float = 1.0) -> RawFrame:
         def step() -> RawFrame:
             if spin:
                 scene.camera(azimuth=spin)
             # Read on the render thread, where requests are carried out: the frame shows
             # exactly the requests up to this one.
             self.frame_input = self.last_input
-            return scene.render()
+            return scene.render(scale)
 
         # Shielded: a cancelled wait must not lose a pooled buffer the render thread filled.
         with anyio.CancelScope(shield=True):
@@ -158,9 +158,13 @@ class Frames:
                 if due > now:
                     await anyio.sleep(due - now)
                 due = max(due + interval, time.monotonic() - interval)
-            raw = await self.render_frame(scene, spec.spin)
+            # While the viewer drags: smaller, coarser frames, so that they keep up with the
+            # pointer (as ParaView's image reduction while interacting); the still after is
+            # full size and quality.
+            dragging = self.interactive
+            raw = await self.render_frame(scene, spec.spin, spec.drag_scale if dragging else 1.0)
             use = spec
-            if self.interactive and spec.drag_quality is not None:
+            if dragging and spec.drag_quality is not None:
                 use = replace(spec, quality=spec.drag_quality)
             self.inflight += 1
             await send.send((self.encode(raw, use), use, self.frame_input))

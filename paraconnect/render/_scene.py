@@ -165,6 +165,8 @@ class Scene:
         self.renderer.SetBackground(*_BACKGROUND)
         self.window.AddRenderer(self.renderer)
         self.window.SetSize(width, height)
+        # The view's size; a drag's frames may be rendered smaller (render(scale=)).
+        self._size = (width, height)
         self.pipeline = Pipeline(self.renderer, self.window)
         self.info: DatasetInfo | None = None
         self._pool: list[vtkUnsignedCharArray] = [vtkUnsignedCharArray() for _ in range(_BUFFERS)]
@@ -197,14 +199,14 @@ class Scene:
 
     @property
     def size(self) -> tuple[int, int]:
-        w, h = self.window.GetSize()
-        return int(w), int(h)
+        return self._size
 
     # --- commands ------------------------------------------------------------------------
 
     def resize(self, width: int, height: int) -> None:
         if not (1 <= width <= MAX_SIZE and 1 <= height <= MAX_SIZE):
             raise ConfigError(f"bad size {width}x{height}: each side must be 1 to {MAX_SIZE}")
+        self._size = (width, height)
         self.window.SetSize(width, height)
 
     def load(
@@ -338,17 +340,26 @@ class Scene:
 
     # --- frames --------------------------------------------------------------------------
 
-    def render(self) -> RawFrame:
-        """Render and read back RGBA into a free pooled buffer (waits if all are in use)."""
+    def render(self, scale: float = 1.0) -> RawFrame:
+        """Render and read back RGBA into a free pooled buffer (waits if all are in use).
+
+        ``scale`` < 1: this frame at that fraction of each side (a drag's frames: the pixels
+        llvmpipe fills, the encoder packs and the browser decodes fall with its square); the
+        next frame at scale 1 is the view's full size again.
+        """
         with self._pool_free:
             while not self._pool:
                 self._pool_free.wait()
             buf = self._pool.pop()
         t = time.time()
         start = time.perf_counter()
+        w, h = self._size
+        if scale < 1.0:
+            w, h = max(1, round(w * scale)), max(1, round(h * scale))
+        if tuple(self.window.GetSize()) != (w, h):
+            self.window.SetSize(w, h)
         self.pipeline.before_render()
         self.window.Render()
-        w, h = self.size
         self.window.GetRGBACharPixelData(0, 0, w - 1, h - 1, 0, buf, 0)
         render_ms = (time.perf_counter() - start) * 1000.0
         self.frames += 1

@@ -55,9 +55,21 @@ class RemoteView(anywidget.AnyWidget):
         sync=True
     )
     scene = traitlets.Unicode("", help="the render server's scene this view shares").tag(sync=True)
+    drag_scale = traitlets.Float(
+        0.0,
+        help="while dragging in the browser, frames at this fraction of each side "
+        "(0: automatic, half for views larger than 640x480); the still after is full size",
+    ).tag(sync=True)
     view_state = traitlets.Dict(
         help="the render server's whole view state (arrays, colouring, filters, time, camera)"
     ).tag(sync=True)
+
+    @traitlets.validate("drag_scale")
+    def _check_drag_scale(self, proposal: dict[str, Any]) -> float:
+        value = float(proposal["value"])
+        if value != 0 and not 0.1 <= value <= 1:
+            raise ConfigError(f"drag_scale {value!r}: use 0 (automatic) or 0.1 to 1")
+        return value
 
     def __init__(
         self,

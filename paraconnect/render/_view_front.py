@@ -71,7 +71,7 @@ function render({ model, el }) {
   root.append(img, controls, bar);
   el.append(root);
   // What a test or benchmark reads: one entry a frame shown.
-  const stats = { frames: [], live: false, inputs: [] };
+  const stats = { frames: [], live: false, inputs: [], sent: [] };
   root.paraconnectStats = stats;
   const size = () => {
     img.style.width = model.get("width") + "px";
@@ -83,22 +83,30 @@ function render({ model, el }) {
   // After a drag, the id of the request that ends it: frames showing older requests are
   // acknowledged but not shown, so the picture never steps back after the release.
   let stillId = null, inputId = 1 << 20, wheelEnd = null;
+  let shownN = 0;
   function showFrame(h, bytes) {
-    if (stillId !== null && (h.input == null || h.input < stillId)) {
-      ws.send(frameOf({ op: "ack", n: h.n }));
-      return;
-    }
+    const stale = () => (stillId !== null && (h.input == null || h.input < stillId))
+      || h.n < shownN;
+    const ack = () => { if (ws && ws.readyState === 1) ws.send(frameOf({ op: "ack", n: h.n })); };
+    if (stale()) { ack(); return; }
     const url = URL.createObjectURL(new Blob([bytes], { type: "image/" + h.format }));
-    img.onload = () => {
+    // Decoded aside (off the page's thread), then shown only if it is still worth showing:
+    // after a release, a picture older than the still never appears.
+    const next = new Image();
+    next.src = url;
+    next.decode().catch(() => null).then(() => {
+      if (stale()) { URL.revokeObjectURL(url); ack(); return; }
+      shownN = h.n;
+      img.src = url;
       if (shownURL) URL.revokeObjectURL(shownURL);
       shownURL = url;
       stats.frames.push({ n: h.n, t: performance.now(), bytes: bytes.length,
-                          quality: h.quality, w: h.w, h: h.h });
-      if (ws && ws.readyState === 1) ws.send(frameOf({ op: "ack", n: h.n }));
-    };
-    img.src = url;
-    status.textContent = `frame ${h.n}: ${h.w}x${h.h} ${h.format} q${h.quality}, ` +
-      `${Math.round(bytes.length / 1024)} KiB, render ${Math.round(h.render_ms)} ms (live)`;
+                          quality: h.quality, w: h.w, h: h.h,
+                          input: h.input, still: stillId !== null && h.input === stillId });
+      ack();
+      status.textContent = `frame ${h.n}: ${h.w}x${h.h} ${h.format} q${h.quality}, ` +
+        `${Math.round(bytes.length / 1024)} KiB, render ${Math.round(h.render_ms)} ms (live)`;
+    });
   }
   function goLive() {
     const id = model.get("server_id"), scene = model.get("scene");
@@ -108,8 +116,7 @@ function render({ model, el }) {
     ws.binaryType = "arraybuffer";
     ws.onopen = () => {
       ws.send(frameOf({ op: "hello", v: 1, scene }));
-      ws.send(frameOf({ op: "stream", fps: 0, format: "jpeg", quality: 90,
-                        drag_quality: 60, window: 2, id: 1 }));
+      startStream();
       stats.live = true;
       retries = 0;
       model.send({ type: "live" });
@@ -135,9 +142,21 @@ function render({ model, el }) {
     return true;
   }
   const live = () => ws && ws.readyState === 1;
+  // While dragging, frames at a fraction of each side (the page stretches them) and coarser
+  // JPEG, so that a large view keeps up with the pointer; the still after is full size.
+  function dragScale() {
+    const s = model.get("drag_scale");
+    if (s > 0) return Math.min(1, Math.max(0.1, s));
+    return model.get("width") * model.get("height") > 640 * 480 ? 0.5 : 1;
+  }
+  function startStream() {
+    ws.send(frameOf({ op: "stream", fps: 0, format: "jpeg", quality: 90, drag_quality: 60,
+                      drag_scale: dragScale(), window: 2, id: 1 }));
+  }
   function sendMove() {
     const m = pendingMove; pendingMove = null;
     if (!m || !live()) return;
+    stats.sent.push(performance.now());
     ws.send(frameOf({ op: "camera", ...m, id: ++inputId }));
   }
   // The drag (or the wheel) ended: its last move, then the request for the full-quality still,
@@ -145,6 +164,7 @@ function render({ model, el }) {
   function still() {
     sendMove();
     if (!live()) return;
+    stats.lastMove = inputId;
     stillId = ++inputId;
     ws.send(frameOf({ op: "camera", interactive: false, id: stillId }));
   }
@@ -191,6 +211,7 @@ function render({ model, el }) {
     flush();
   });
   img.addEventListener("pointerup", () => {
+    stats.up = performance.now();
     last = null;
     if (live()) still();
   });
@@ -368,8 +389,9 @@ function render({ model, el }) {
 
   model.on("change:src", () => { pending = false; showKernel(); flush(); });
   model.on("change:status", showKernel);
-  model.on("change:width", size);
-  model.on("change:height", size);
+  for (const name of ["width", "height", "drag_scale"]) {
+    model.on("change:" + name, () => { size(); if (live()) startStream(); });
+  }
   if (!goLive()) showKernel();
   return () => {
     if (playing) clearInterval(playing);
