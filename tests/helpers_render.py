@@ -4,6 +4,7 @@ no writer: .pvd, EnSight Gold), and pixel checks for rendered frames."""
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +34,7 @@ READER_OF = {
     "sphere.stl": "vtkSTLReader",
     "sphere.ply": "vtkPLYReader",
     "sphere.obj": "vtkOBJReader",
+    "grid.cgns": "vtkCGNSReader",  # written by Debian's ParaView (the wheel has no writer)
     # by content: an HDF5 file named .h5, a netCDF file with no extension
     "renamed.h5": "vtkHDFReader",
     "netcdf_without_extension": "vtkNetCDFCFReader",
@@ -247,6 +249,23 @@ def write_in_subprocess(folder: Path) -> None:
         cwd=Path(__file__).parent.parent,
         timeout=90,
     )
+    write_cgns(folder / "grid.cgns")
+    points = json.loads((folder / "points.json").read_text())
+    points["grid.cgns"] = points["grid.vtu"]
+    (folder / "points.json").write_text(json.dumps(points))
+
+
+def write_cgns(out: Path) -> None:
+    """The wavelet as a tetrahedral CFD mesh with its point field, in CGNS, by Debian's ParaView
+    (its CGNSWriter): a file written by a program nobody here wrote, as a CFD code's would be.
+    (CGNS has no voxels: the writer drops the cells of the .vtu the others are made from.)"""
+    script = (
+        "import sys; from paraview import simple; "
+        "w = simple.Wavelet(WholeExtent=[-5, 5, -5, 5, -5, 5]); "
+        "simple.SaveData(sys.argv[1], proxy=simple.Tetrahedralize(Input=w))"
+    )
+    subprocess.run(["pvpython", "-c", script, str(out)], check=True, timeout=90)
+    assert out.stat().st_size > 0, f"pvpython wrote no {out}"
 
 
 def write_end_on_line(path: Path) -> None:

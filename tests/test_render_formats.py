@@ -2,8 +2,9 @@
 where the wheel has no writer) loaded by a real render server confined to a data root, checked
 by the reader it picked, the points it read and the pixels it drew.
 
-Untested here, for want of a writer in the VTK wheel: CGNS and Fluent CFF (their readers are
-in the table; a file would have to be shipped).
+CGNS is written by Debian's ParaView (pvpython's CGNSWriter), the wheel having no writer.
+Untested here: Fluent CFF (its reader is in the table; no writer exists on this machine and no
+small sample file may be shipped).
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ def test_each_format_is_read_and_drawn(client: RenderClient, root: Path, name: s
     state = client.state()
     assert state["dataset"]["reader"] == READER_OF[name]
     assert info["points"] == expected_points, name
+    # The file's fields are there to colour by (STL, PLY and OBJ meshes carry none).
+    assert state["arrays"] or name.startswith("sphere"), f"{name}: no arrays read"
     img = pixels(client)
     fg = foreground(img)
     assert 0.03 < fg.mean() < 0.95, f"{name}: {fg.mean():.0%} of the picture is drawn"

@@ -195,8 +195,15 @@ def _configure(name: str, reader: Any, path: Path) -> None:
         # Result variables are off by default: a scientist opens a file to see them.
         for kind in (reader.NODAL, reader.ELEM_BLOCK, reader.GLOBAL):
             reader.SetAllArrayStatus(kind, 1)
-    for enable in ("EnableAllPointArrays", "EnableAllCellArrays", "EnableAllBases"):
-        if hasattr(reader, enable):
+    enables = [
+        e for e in ("EnableAllPointArrays", "EnableAllCellArrays", "EnableAllBases")
+        if hasattr(reader, e)
+    ]  # fmt: skip
+    if enables:
+        # The array lists are filled by the file's information pass: before it, "all" is none
+        # (a CGNS file's flow solution came out with no arrays).
+        reader.UpdateInformation()
+        for enable in enables:
             getattr(reader, enable)()
     if name == "ioss":
         for selection in ("GetNodeBlockFieldSelection", "GetElementBlockFieldSelection"):
