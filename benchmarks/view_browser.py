@@ -8,8 +8,9 @@ its own line to the renderer (``WS /paraconnect/api/servers/<id>/view``, relayed
 extension to the hub's local endpoint, through the tunnel), so what Chromium shows is the whole
 chain: browser → Jupyter server → hub → agent → renderer → back.
 
-For each size: the mouse drags across the picture for S seconds in Debian's headless Chromium,
-once with the kernel idle and once while a cell sleeps; every frame shown is timed in the page
+For each size: the pointer drags across the picture for S seconds in Debian's headless
+Chromium, moving once an animation frame (as a real mouse's moves arrive), once with the kernel
+idle and once while a cell sleeps; every frame shown is timed in the page
 (``paraconnectStats``, recorded when the image has decoded).  Printed, per size:
 
 - frames/s shown while dragging, and the ratio to the renderer's own frames/s on the same
@@ -66,24 +67,40 @@ def renderer_fps(port: int, dataset: str, w: int, h: int, seconds: float) -> flo
     return n / elapsed
 
 
+# The pointer moves once an animation frame, as Chromium delivers a real mouse's moves (aligned
+# to the display's frames): dispatched in the page, because Playwright's mouse.move waits a
+# round trip to the driver for each move and, on 2 loaded cores, moved 35-50 times a second.
+DRAG = """async (seconds) => {
+  const img = document.querySelector('.paraconnect-remoteview img');
+  const r = img.getBoundingClientRect();
+  const x = r.left + 20, y = r.top + r.height / 2;
+  const ev = (type, dx, dy, buttons) => img.dispatchEvent(new PointerEvent(type, {
+    clientX: x + dx, clientY: y + dy, pointerId: 1, pointerType: 'mouse', isPrimary: true,
+    bubbles: true, buttons }));
+  ev('pointerdown', 0, 0, 1);
+  const start = performance.now();
+  let step = 0;
+  await new Promise((done) => {
+    const tick = () => {
+      if (performance.now() - start >= seconds * 1000) { done(); return; }
+      step += 1;
+      ev('pointermove', (step % 40) * 4, step % 7, 1);
+      requestAnimationFrame(tick);
+    };
+    requestAnimationFrame(tick);
+  });
+  ev('pointerup', (step % 40) * 4, step % 7, 0);
+  return (performance.now() - start) / 1000;
+}"""
+
+
 def drag(page: Any, seconds: float) -> dict[str, Any]:
     """Drag across the view for `seconds`; then what the page saw."""
-    img = page.locator(".paraconnect-remoteview img")
-    box = img.bounding_box()
-    assert box is not None
-    x, y = box["x"] + 20, box["y"] + box["height"] / 2
     page.evaluate(
         f"() => {{ const s = ({STATS})();"
         " s.frames.length = 0; s.inputs.length = 0; s.sent.length = 0; }"
     )
-    page.mouse.move(x, y)
-    page.mouse.down()
-    start, step = time.perf_counter(), 0
-    while time.perf_counter() - start < seconds:
-        step += 1
-        page.mouse.move(x + (step % 40) * 4, y + (step % 7))
-    page.mouse.up()
-    elapsed = time.perf_counter() - start
+    elapsed = page.evaluate(DRAG, seconds)
     time.sleep(1.5)  # whatever was in flight, and the still, arrive
     stats: dict[str, Any] = page.evaluate(f"() => JSON.parse(JSON.stringify(({STATS})()))")
     stats["elapsed"] = elapsed
@@ -143,6 +160,7 @@ def run_size(lab: Any, browser: Any, dataset: str, w: int, h: int, seconds: floa
     page.set_default_timeout(180_000)
     # A workspace of its own: the previous size's notebook is not restored beside this one.
     page.goto(lab.url(f"lab/workspaces/{w}x{h}/tree/{name}?token={lab.token}&reset"))
+    page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget")
     page.wait_for_function(KERNEL_IDLE)
     page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
     page.wait_for_function(LIVE)

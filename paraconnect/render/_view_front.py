@@ -85,6 +85,7 @@ function render({ model, el }) {
   let stillId = null, inputId = 1 << 20, wheelEnd = null;
   let shownN = 0;
   function showFrame(h, bytes) {
+    arrived(h.input);
     const stale = () => (stillId !== null && (h.input == null || h.input < stillId))
       || h.n < shownN;
     const ack = () => { if (ws && ws.readyState === 1) ws.send(frameOf({ op: "ack", n: h.n })); };
@@ -153,16 +154,28 @@ function render({ model, el }) {
     ws.send(frameOf({ op: "stream", fps: 0, format: "jpeg", quality: 90, drag_quality: 60,
                       drag_scale: dragScale(), window: 2, id: 1 }));
   }
-  function sendMove() {
+  // Camera requests that no arrived frame shows yet: at most AHEAD, so the pointer never
+  // outruns the chain (a 240 Hz display would send 240 a second, and the renderer would fall
+  // behind); what moves meanwhile folds into one request, sent when a frame comes.
+  const AHEAD = 2;
+  let ahead = [], scheduled = false;
+  function sendMove(force) {
+    scheduled = false;
+    if (!pendingMove || !live() || (!force && ahead.length >= AHEAD)) return;
     const m = pendingMove; pendingMove = null;
-    if (!m || !live()) return;
     stats.sent.push(performance.now());
     ws.send(frameOf({ op: "camera", ...m, id: ++inputId }));
+    ahead.push(inputId);
+  }
+  function arrived(input) {
+    if (input == null) return;
+    while (ahead.length && ahead[0] <= input) ahead.shift();
+    sendMove();
   }
   // The drag (or the wheel) ended: its last move, then the request for the full-quality still,
   // whose id marks the frames worth showing from now on.
   function still() {
-    sendMove();
+    sendMove(true);
     if (!live()) return;
     stats.lastMove = inputId;
     stillId = ++inputId;
@@ -170,7 +183,8 @@ function render({ model, el }) {
   }
   function move(m) {
     stats.inputs.push(performance.now());
-    if (!pendingMove) { pendingMove = { interactive: true }; requestAnimationFrame(sendMove); }
+    if (!pendingMove) pendingMove = { interactive: true };
+    if (!scheduled) { scheduled = true; requestAnimationFrame(() => sendMove()); }
     for (const k of ["azimuth", "elevation"]) {
       if (m[k]) pendingMove[k] = (pendingMove[k] || 0) + m[k];
     }
@@ -197,7 +211,8 @@ function render({ model, el }) {
   img.addEventListener("pointerdown", (e) => {
     last = [e.clientX, e.clientY];
     stillId = null;
-    img.setPointerCapture(e.pointerId);
+    ahead = [];
+    try { img.setPointerCapture(e.pointerId); } catch (err) { /* a pointer no longer down */ }
   });
   img.addEventListener("pointermove", (e) => {
     if (!last) return;
