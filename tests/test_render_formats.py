@@ -47,6 +47,9 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copy(folder / "mixer.cas.h5", folder / "fluent" / "leak.cas.h5")
     shutil.copy(folder / "mixer.dat.h5", folder.parent / "outside.dat.h5")
     (folder / "fluent" / "leak.dat.h5").symlink_to(folder.parent / "outside.dat.h5")
+    # A legacy case that names no zones: the reader aborts its process on it.
+    case = (folder / "duct.cas").read_text()
+    (folder / "fluent" / "nozones.cas").write_text(re.sub(r"(?m)^\(39 .*\n", "", case))
     return folder
 
 
@@ -137,6 +140,14 @@ def test_a_fluent_data_file_needs_its_case_inside_the_root(client: RenderClient)
     leak = re.escape("'fluent/leak.cas.h5' goes with 'leak.dat.h5', which leads outside")
     with pytest.raises(ConfigError, match=leak):
         client.load(path="fluent/leak.cas.h5")
+
+
+def test_a_fluent_case_that_would_abort_its_reader_is_refused(client: RenderClient) -> None:
+    with pytest.raises(
+        RemoteRenderError, match=re.escape("vtkFLUENTReader cannot read 'nozones.cas'")
+    ):
+        client.load(path="fluent/nozones.cas")
+    client.load(path="duct.cas")  # the server is still up
 
 
 def test_unreadable_files_get_one_line_naming_the_reader(client: RenderClient) -> None:

@@ -214,19 +214,26 @@ def _configure(name: str, reader: Any, path: Path) -> None:
         for selection in ("GetNodeBlockFieldSelection", "GetElementBlockFieldSelection"):
             getattr(reader, selection)().EnableAllArrays()
     if name == "fluent":
-        _fluent_cell_zones_only(reader)
+        _fluent_cell_zones_only(reader, path)
 
 
 # Fluent's zone types that hold cells; the others are face zones (interior, wall, inlet...).
 _FLUENT_CELL_ZONES = {"fluid", "solid"}
 
 
-def _fluent_cell_zones_only(reader: Any) -> None:
+def _fluent_cell_zones_only(reader: Any, path: Path) -> None:
     """The legacy reader gives each face zone a block holding a copy of every cell that touches
     it: the interior zone repeats the whole volume, without its fields, drawn over it.  Show the
     cell zones only (a file of faces alone keeps its face zones)."""
     zones = reader.GetZoneSectionSelection()
     names = [zones.GetArrayName(i) for i in range(zones.GetNumberOfArrays())]
+    if not names:
+        # Its one default block has no place for zones other than 1: the reader throws a C++
+        # exception that nothing catches and the render server would abort.
+        raise ReadFailed(
+            f"vtkFLUENTReader cannot read {path.name!r}: it names no zones (no (39 ...) or "
+            "(45 ...) section), which makes this reader abort; export the case again from Fluent"
+        )
     # Named "<zone name>:<zone type>" (the reader swaps the file's type and name).
     faces = [n for n in names if n.rpartition(":")[2] not in _FLUENT_CELL_ZONES]
     if len(faces) < len(names):
