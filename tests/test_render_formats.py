@@ -3,8 +3,9 @@ where the wheel has no writer) loaded by a real render server confined to a data
 by the reader it picked, the points it read and the pixels it drew.
 
 CGNS is written by Debian's ParaView (pvpython's CGNSWriter), the wheel having no writer.
-Untested here: Fluent CFF (its reader is in the table; no writer exists on this machine and no
-small sample file may be shipped).
+Fluent, which nothing here writes and whose sample files may not be shipped, is written by hand:
+a CFF case and data pair (HDF5, with h5py) and a legacy ASCII case and data pair, the layout
+each VTK reader reads.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,6 +41,15 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         '<VTKFile type="vtkMultiBlockDataSet" version="1.0"><vtkMultiBlockDataSet>'
         '<DataSet index="0" file="../outside.vtu"/></vtkMultiBlockDataSet></VTKFile>'
     )
+    # Fluent data files: one without its case beside it, one case whose data leads outside.
+    (folder / "fluent").mkdir()
+    shutil.copy(folder / "mixer.dat.h5", folder / "fluent" / "orphan.dat.h5")
+    shutil.copy(folder / "mixer.cas.h5", folder / "fluent" / "leak.cas.h5")
+    shutil.copy(folder / "mixer.dat.h5", folder.parent / "outside.dat.h5")
+    (folder / "fluent" / "leak.dat.h5").symlink_to(folder.parent / "outside.dat.h5")
+    # A legacy case that names no zones: the reader aborts its process on it.
+    case = (folder / "duct.cas").read_text()
+    (folder / "fluent" / "nozones.cas").write_text(re.sub(r"(?m)^\(39 .*\n", "", case))
     return folder
 
 
@@ -104,6 +115,39 @@ def test_a_line_seen_end_on_is_turned_across(client: RenderClient) -> None:
     client.camera(reset=True)
     client.load(path="line.vtp")
     assert foreground(pixels(client)).sum() > 60, "the line is a dot"
+
+
+def test_fluent_reads_its_cells_once_with_their_fields(client: RenderClient) -> None:
+    """The legacy reader repeats the volume's cells in a block per face zone (the interior zone:
+    all of them, with no fields): only the cell zone is shown.  CFF names its fields."""
+    for path, array in [
+        ("duct.cas", "PRESSURE"),
+        ("duct.dat", "PRESSURE"),
+        ("mixer.cas.h5", "pressure (SV_P)"),
+        ("mixer.dat.h5", "pressure (SV_P)"),
+    ]:
+        client.load(path=path)
+        state = client.state()
+        assert state["dataset"]["cells"] == 64, path
+        arrays = {(a["name"], a["association"]): a["range"] for a in state["arrays"]}
+        assert arrays == {(array, "cell"): [-1.125, 1.125]}, path
+
+
+def test_a_fluent_data_file_needs_its_case_inside_the_root(client: RenderClient) -> None:
+    with pytest.raises(ConfigError, match=re.escape("its case file 'orphan.cas.h5'")) as info:
+        client.load(path="fluent/orphan.dat.h5")
+    assert "\n" not in str(info.value)
+    leak = re.escape("'fluent/leak.cas.h5' goes with 'leak.dat.h5', which leads outside")
+    with pytest.raises(ConfigError, match=leak):
+        client.load(path="fluent/leak.cas.h5")
+
+
+def test_a_fluent_case_that_would_abort_its_reader_is_refused(client: RenderClient) -> None:
+    with pytest.raises(
+        RemoteRenderError, match=re.escape("vtkFLUENTReader cannot read 'nozones.cas'")
+    ):
+        client.load(path="fluent/nozones.cas")
+    client.load(path="duct.cas")  # the server is still up
 
 
 def test_unreadable_files_get_one_line_naming_the_reader(client: RenderClient) -> None:

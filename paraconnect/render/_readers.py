@@ -166,6 +166,8 @@ def detect(path: Path) -> str | None:
         return None
     if head.startswith(b"# vtk DataFile"):
         return "legacy"
+    if suffix == ".dat" and head.lstrip().startswith(b"(") and path.with_suffix(".cas").is_file():
+        return "fluent"  # a legacy Fluent data file, read through its case file
     if head.startswith(b"\x89HDF\r\n\x1a\n") or head.startswith(b"CDF"):
         for name in ("vtkhdf", "exodus", "cgns", "netcdf"):
             if _can_read(name, path):
@@ -190,6 +192,9 @@ def _configure(name: str, reader: Any, path: Path) -> None:
         reader.SetCaseFileName(str(path))
     else:
         reader.SetFileName(str(path))
+    if name == "fluent-cff":
+        # "pressure (SV_P)" rather than Fluent's internal "SV_P", as ParaView shows them.
+        reader.SetRenameArrays(True)
     if name == "exodus":
         reader.UpdateInformation()
         # Result variables are off by default: a scientist opens a file to see them.
@@ -208,6 +213,62 @@ def _configure(name: str, reader: Any, path: Path) -> None:
     if name == "ioss":
         for selection in ("GetNodeBlockFieldSelection", "GetElementBlockFieldSelection"):
             getattr(reader, selection)().EnableAllArrays()
+    if name == "fluent":
+        _fluent_cell_zones_only(reader, path)
+
+
+# Fluent's zone types that hold cells; the others are face zones (interior, wall, inlet...).
+_FLUENT_CELL_ZONES = {"fluid", "solid"}
+
+
+def _fluent_cell_zones_only(reader: Any, path: Path) -> None:
+    """The legacy reader gives each face zone a block holding a copy of every cell that touches
+    it: the interior zone repeats the whole volume, without its fields, drawn over it.  Show the
+    cell zones only (a file of faces alone keeps its face zones)."""
+    zones = reader.GetZoneSectionSelection()
+    names = [zones.GetArrayName(i) for i in range(zones.GetNumberOfArrays())]
+    if not names:
+        # Its one default block has no place for zones other than 1: the reader throws a C++
+        # exception that nothing catches and the render server would abort.
+        raise ReadFailed(
+            f"vtkFLUENTReader cannot read {path.name!r}: it names no zones (no (39 ...) or "
+            "(45 ...) section), which makes this reader abort; export the case again from Fluent"
+        )
+    # Named "<zone name>:<zone type>" (the reader swaps the file's type and name).
+    faces = [n for n in names if n.rpartition(":")[2] not in _FLUENT_CELL_ZONES]
+    if len(faces) < len(names):
+        for face_zone in faces:
+            zones.DisableArray(face_zone)
+
+
+# Fluent writes a case file (the mesh) and a data file (the fields) side by side; its readers
+# open the case and find the data by name: x.cas.h5 -> x.dat.h5, x.cas -> x.dat.
+_FLUENT_PAIRS = {"fluent-cff": ("cas.h5", "dat.h5"), "fluent": ("cas", "dat")}
+
+
+def _fluent_case(path: str, name: str, real: Path, root: Path | None) -> Path:
+    """The case file to give the reader for ``real`` (a case or a data file), both files checked
+    against the root: the reader opens the data file beside the case by itself."""
+    case_end, data_end = _FLUENT_PAIRS[name]
+    if real.name.lower().endswith("." + data_end):
+        case = real.with_name(real.name[: -len(data_end)] + case_end)
+        if not case.is_file():
+            raise ConfigError(
+                f"{path!r} is a Fluent data file; its case file {case.name!r} (the mesh) must be "
+                "beside it: copy it there or open the case file"
+            )
+        real = case
+    data = real.with_name(real.name[: -len(case_end)] + data_end)
+    for part in (real, data):
+        if root is not None and os.path.lexists(part):
+            try:
+                resolve(str(part), root)
+            except ConfigError:
+                raise ConfigError(
+                    f"{path!r} goes with {part.name!r}, which leads outside the server's data "
+                    f"root {str(root)!r}"
+                ) from None
+    return real.resolve()
 
 
 @dataclass
@@ -281,6 +342,8 @@ def open_source(path: str, root: Path | None, reader: str | None = None) -> Sour
         return _pvd(path, real, root)
     if root is not None and name in _COLLECTIONS:
         _check_pieces(path, real, root)
+    if name in _FLUENT_PAIRS:
+        real = _fluent_case(path, name, real, root)
     cls = _reader_class(name)
     vtk_reader = cls()
     _configure(name, vtk_reader, real)
