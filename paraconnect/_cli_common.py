@@ -14,7 +14,15 @@ if TYPE_CHECKING:
 
     Subparsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
 
-__all__ = ["Command", "add_commands", "add_json", "add_passphrase", "add_session"]
+__all__ = [
+    "Command",
+    "add_commands",
+    "add_creds",
+    "add_json",
+    "add_passphrase",
+    "add_seconds",
+    "add_session",
+]
 
 Handler = Callable[[argparse.Namespace], int]
 ArgAdder = Callable[[argparse.ArgumentParser], None]
@@ -48,6 +56,11 @@ def add_commands(sub: Subparsers, commands: tuple[Command, ...]) -> None:
             p.set_defaults(func=command.run, **command.defaults)
 
 
+def add_creds(p: argparse.ArgumentParser, help: str) -> None:
+    """The required ``--creds C``: a session name, a PEM directory or a bundle."""
+    p.add_argument("--creds", required=True, metavar="C", help=help)
+
+
 def add_json(p: argparse.ArgumentParser, help: str = "print machine-readable JSON") -> None:
     p.add_argument("--json", action="store_true", help=help)
 
@@ -59,3 +72,10 @@ def add_passphrase(p: argparse.ArgumentParser, help: str) -> None:
 def add_session(p: argparse.ArgumentParser, help: str | None = None) -> None:
     """A required ``--session S``: the session a command acts on."""
     p.add_argument("--session", required=True, metavar="S", help=help)
+
+
+def add_seconds(
+    p: argparse._ActionsContainer, flag: str, help: str | None, default: float | None = None
+) -> None:
+    """An option that is a duration: seconds, as a float, shown as S."""
+    p.add_argument(flag, type=float, default=default, metavar="S", help=help)

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._cli_common import Command, add_commands, add_json, add_passphrase
+from ._cli_common import Command, add_commands, add_creds, add_json, add_passphrase, add_seconds
 from .errors import ConfigError
 from .vocab import SecurityLevel, choices
 
@@ -24,12 +24,7 @@ __all__ = ["add_parsers"]
 
 
 def _creds_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--creds",
-        required=True,
-        metavar="C",
-        help="client credentials: a session name, a directory of PEM files or a PKCS#12 bundle",
-    )
+    add_creds(p, "client credentials: a session name, a directory of PEM files or a PKCS#12 bundle")
     _common(p)
 
 
@@ -47,20 +42,17 @@ def _client_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("address", metavar="HOST:PORT", help="the agent's --listen address")
     _creds_options(p)
     p.add_argument("--server-id", metavar="ID", help="the server id to expect")
-    p.add_argument(
-        "--timeout", type=float, default=5.0, metavar="S", help="seconds per step (default 5)"
-    )
+    add_seconds(p, "--timeout", "seconds per step (default 5)", default=5.0)
 
 
 def _server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("address", metavar="HOST:PORT", help="where agents phone home")
     _creds_options(p)
-    p.add_argument(
+    add_seconds(
+        p,
         "--timeout",
-        type=float,
+        "seconds to wait for a connection and for each step (default 60)",
         default=60.0,
-        metavar="S",
-        help="seconds to wait for a connection and for each step (default 60)",
     )
 
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ._cli_common import add_seconds
 from .errors import ConfigError
 from .vocab import COMMAND_KINDS, KINDS
 
@@ -52,12 +53,11 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         help="serve the hub's metrics over plain HTTP on this loopback address: /metrics "
         "(Prometheus text) and /status (JSON); port 0 picks one (in the ready event)",
     )
-    p.add_argument(
+    add_seconds(
+        p,
         "--readopt-grace",
-        type=float,
+        "seconds a server of a previous hub has to phone home again (default 120)",
         default=120.0,
-        metavar="S",
-        help="seconds a server of a previous hub has to phone home again (default 120)",
     )
     p.add_argument(
         "--max-servers",
@@ -119,12 +119,12 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     q.add_argument("id")
     q.add_argument("port", type=int, help="the client's listening port on 127.0.0.1")
-    q.add_argument("--timeout", type=float, default=60.0, metavar="S")
+    add_seconds(q, "--timeout", None, default=60.0)
     _json(q)
     q.set_defaults(func=_server_op("dial", "id", "port", "timeout"))
     q = ssub.add_parser("stop", help="stop it: graceful, then kill (scancel under Slurm)")
     q.add_argument("id")
-    q.add_argument("--grace", type=float, default=10.0, metavar="S")
+    add_seconds(q, "--grace", None, default=10.0)
     _json(q)
     q.set_defaults(func=_server_op("stop", "id", "grace"))
     q = ssub.add_parser(
@@ -222,7 +222,7 @@ def _launch_options(p: argparse.ArgumentParser) -> dict[str, dict[str, str]]:
     )
     p.set_defaults(mode="reverse")
     p.add_argument("--session", default="default", metavar="S")
-    p.add_argument("--walltime", type=float, metavar="S", help="wall-time limit in seconds")
+    add_seconds(p, "--walltime", "wall-time limit in seconds")
     p.add_argument(
         "--restart-policy",
         choices=["never", "on-failure"],
@@ -273,7 +273,7 @@ def _launch_options(p: argparse.ArgumentParser) -> dict[str, dict[str, str]]:
         "local endpoint, and stop the server when it leaves (ParaView's .pvsc: 'paraconnect "
         "pvsc')",
     )
-    p.add_argument("--timeout", type=float, default=120.0, metavar="S", help="for --wait")
+    add_seconds(p, "--timeout", "for --wait", default=120.0)
     _json(p)
     return _launcher_options(p)
 
