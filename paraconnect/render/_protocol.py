@@ -113,6 +113,7 @@ from ._fields import (
     is_int,
     number,
     pair,
+    request,
 )
 from ._scene_requests import (
     FILTER_ACTIONS,
@@ -300,14 +301,14 @@ def _decode_header(raw: bytes) -> dict[str, Any]:
 # --- requests ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@request
 class Hello:
     v: int
     id: RequestId = None
     scene: str | None = None  # a shared scene's name
 
 
-@dataclass(frozen=True, slots=True)
+@request
 class Load:
     dataset: str | None
     path: str | None
@@ -317,14 +318,14 @@ class Load:
     reader: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@request
 class Resize:
     w: int
     h: int
     id: RequestId = None
 
 
-@dataclass(frozen=True, slots=True)
+@request
 class Camera:
     azimuth: float = 0.0
     elevation: float = 0.0
@@ -336,7 +337,7 @@ class Camera:
     interactive: bool | None = None  # None: leaves the connection's drag state as it is
 
 
-@dataclass(frozen=True, slots=True)
+@request
 class Render:
     format: Format = "jpeg"
     quality: int = 85
@@ -344,7 +345,7 @@ class Render:
     id: RequestId = None
 
 
-@dataclass(frozen=True, slots=True)
+@request
 class Stream:
     fps: float = 30.0
     spin: float = 0.0
@@ -356,18 +357,18 @@ class Stream:
     drag_quality: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@request
 class Ack:
     n: int
     id: RequestId = None
 
 
-@dataclass(frozen=True, slots=True)
+@request
 class Stop:
     id: RequestId = None
 
 
-@dataclass(frozen=True, slots=True)
+@request
 class Bye:
     id: RequestId = None
 
