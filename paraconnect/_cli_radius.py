@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ._cli_common import add_seconds
 from .errors import ConfigError
 
 __all__ = ["add_radius_options", "radius_config"]
@@ -30,19 +31,17 @@ def add_radius_options(p: argparse.ArgumentParser) -> None:
         help="when the RADIUS server does not answer and no recent answer stands in: refuse "
         "(closed, the default) or admit (open)",
     )
-    g.add_argument(
+    add_seconds(
+        g,
         "--radius-cache",
-        type=float,
+        "a RADIUS answer stands in for S s when the server does not answer (default 60)",
         default=60.0,
-        metavar="S",
-        help="a RADIUS answer stands in for S s when the server does not answer (default 60)",
     )
-    g.add_argument(
+    add_seconds(
+        g,
         "--radius-interim",
-        type=float,
+        "seconds between Interim-Updates of an open connection (default 300)",
         default=300.0,
-        metavar="S",
-        help="seconds between Interim-Updates of an open connection (default 300)",
     )
 
 

@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ._proc import end_process
 from .errors import ConfigError, NetworkError
 
 __all__ = ["open_lab", "run_headless"]
@@ -135,9 +136,4 @@ def open_lab(workdir: str | None = None, browser: bool = True) -> int:
     try:
         return proc.wait()
     except KeyboardInterrupt:
-        proc.terminate()
-        try:
-            return proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            return proc.wait()
+        return end_process(proc, 30)

@@ -72,15 +72,24 @@ def check_private_dir(path: Path) -> None:
         )
     if not stat.S_ISDIR(st.st_mode):
         raise CredentialError(f"{path} is not a directory; move it away and retry")
+    _refuse_shared(
+        st,
+        str(path),
+        f" (uid {os.geteuid()}); use a directory of your own (set PARACONNECT_HOME) or fix its "
+        "owner with chown",
+        "accessible to",
+        f"chmod 700 {path}",
+    )
+
+
+def _refuse_shared(st: os.stat_result, name: str, owner_fix: str, exposed: str, chmod: str) -> None:
+    """Refuse what another user owns or group/others can reach: `name` is what and where,
+    `owner_fix` ends the not-yours line, `chmod` is the command that closes it."""
     if st.st_uid != os.geteuid():
-        raise CredentialError(
-            f"{path} belongs to uid {st.st_uid}, not to you (uid {os.geteuid()}); "
-            "use a directory of your own (set PARACONNECT_HOME) or fix its owner with chown"
-        )
+        raise CredentialError(f"{name} belongs to uid {st.st_uid}, not to you{owner_fix}")
     if st.st_mode & 0o077:
         raise CredentialError(
-            f"{path} is accessible to group/others (mode {stat.S_IMODE(st.st_mode):04o}); "
-            f"run 'chmod 700 {path}'"
+            f"{name} is {exposed} group/others (mode {stat.S_IMODE(st.st_mode):04o}); run '{chmod}'"
         )
 
 
@@ -151,16 +160,13 @@ def _read(path: Path, *, private: bool, what: str) -> bytes:
         if not stat.S_ISREG(st.st_mode):
             raise CredentialError(f"{what} {path} is not a regular file")
         if private:
-            if st.st_uid != os.geteuid():
-                raise CredentialError(
-                    f"{what} {path} belongs to uid {st.st_uid}, not to you; "
-                    "copy it into a file of your own with mode 0600"
-                )
-            if st.st_mode & 0o077:
-                raise CredentialError(
-                    f"{what} {path} is readable by group/others "
-                    f"(mode {stat.S_IMODE(st.st_mode):04o}); run 'chmod 600 {path}'"
-                )
+            _refuse_shared(
+                st,
+                f"{what} {path}",
+                "; copy it into a file of your own with mode 0600",
+                "readable by",
+                f"chmod 600 {path}",
+            )
         return read_all(fd)
     finally:
         os.close(fd)

@@ -12,19 +12,13 @@ import os
 import sys
 from collections.abc import Sequence
 
+from . import _cli_pki
+from ._cli_common import Command, add_commands, add_json, add_passphrase, add_session
 from ._version import __version__
 from .errors import ParaconnectError
 from .vocab import KeyType, SecurityLevel, choices
 
 __all__ = ["build_parser", "main"]
-
-
-def _add_json(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
-
-
-def _add_passphrase(p: argparse.ArgumentParser, help_text: str) -> None:
-    p.add_argument("--passphrase-file", metavar="FILE", help=help_text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,8 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="data directory (default: $PARACONNECT_HOME, else the user data dir)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (_add_session, _add_issue, _add_share_import, _add_revoke, _add_inspect, _add_demo):
-        add(sub)
+    add_commands(sub, _COMMANDS)
     from . import cli_debug, cli_policy, cli_pvsc, cli_servers, cli_tunnel
 
     for module in (cli_tunnel, cli_debug, cli_policy, cli_servers, cli_pvsc):
@@ -48,13 +41,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_session(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """session create, list, show, delete."""
-    from . import _cli_pki
+# -- the credential commands' arguments (handlers: _cli_pki) ---------------------------------
 
-    session = sub.add_parser("session", help="create, list, show or delete sessions")
-    ssub = session.add_subparsers(dest="session_command", metavar="ACTION", required=True)
-    p = ssub.add_parser("create", help="create a session: a session key and certificate (CA)")
+
+def _name(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name")
+
+
+def _days(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--days", type=float, default=7, help="validity in days (default 7)")
+
+
+def _session_create(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="session name (letters, digits, '.', '_', '-')")
     p.add_argument(
         "--key-type",
@@ -71,7 +69,7 @@ def _add_session(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "mutual both check the session and each certificate's role; mutual also binds "
         "certificates to their node; none is clear text",
     )
-    _add_passphrase(p, "encrypt the session key with the passphrase in FILE ('-': stdin)")
+    add_passphrase(p, "encrypt the session key with the passphrase in FILE ('-': stdin)")
     p.add_argument(
         "--ca-key",
         metavar="URI",
@@ -91,118 +89,62 @@ def _add_session(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="the token's PKCS#11 library (SoftHSM2: /usr/lib/softhsm/libsofthsm2.so), unless "
         "the URI names it (module-path=)",
     )
-    _add_json(p)
-    p.set_defaults(func=_cli_pki.session_create)
-    p = ssub.add_parser("list", help="list sessions")
-    _add_json(p)
-    p.set_defaults(func=_cli_pki.session_list)
-    p = ssub.add_parser("show", help="show a session and the certificates it issued")
-    p.add_argument("name")
-    _add_json(p)
-    p.set_defaults(func=_cli_pki.session_show)
-    p = ssub.add_parser("delete", help="delete a session and everything it holds")
-    p.add_argument("name")
-    p.set_defaults(func=_cli_pki.session_delete)
 
 
-def _add_issue(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """issue: server, client and node certificates."""
-    from . import _cli_pki
-
-    p = sub.add_parser(
-        "issue",
-        help="issue a server, client or node certificate",
-        description="Issue a server, client or node certificate.  A node certificate (or one "
-        "given --unique-id) is bound to a node: its CN is the node's unique ID, and at level "
-        "mutual a peer whose hello claims another unique ID is refused.  Node binding is a "
-        "self-check: the unique ID is what the peer claims, so a thief who sets "
-        "PARACONNECT_UNIQUE_ID to the CN connects with a copied certificate.  It stops a copied "
-        "certificate being used by accident or by a careless colleague, not by an attacker who "
-        "has the key: keep keys private and revoke a leaked one.",
-    )
+def _issue(p: argparse.ArgumentParser) -> None:
     p.add_argument("role", choices=["server", "client", "node"])
     p.add_argument("name", help="name of the certificate holder")
-    p.add_argument("--session", required=True, metavar="S", help="the issuing session")
+    add_session(p, "the issuing session")
     p.add_argument(
         "--unique-id",
         metavar="ID",
         help="bind to this node unique ID (node certificates default to this machine's); a "
         "self-check against copies made by accident, not against a thief (see above)",
     )
-    p.add_argument("--days", type=float, default=7, help="validity in days (default 7)")
+    _days(p)
     p.add_argument("--key-type", choices=choices(KeyType))
     p.add_argument(
         "--out", metavar="DIR", help="write DIR/NAME.crt, DIR/NAME.key, DIR/ca.crt, DIR/crl.pem"
     )
-    _add_passphrase(p, "passphrase of an encrypted session key")
-    _add_json(p)
-    p.set_defaults(func=_cli_pki.issue)
+    add_passphrase(p, "passphrase of an encrypted session key")
 
 
-def _add_share_import(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """share (a friend bundle) and import (one given to us)."""
-    from . import _cli_pki
-
-    p = sub.add_parser("share", help="issue a friend's client certificate as a PKCS#12 bundle")
+def _share(p: argparse.ArgumentParser) -> None:
     p.add_argument("friend", help="the friend's name")
-    p.add_argument("--session", required=True, metavar="S")
+    add_session(p)
     p.add_argument("--out", required=True, metavar="FILE.p12")
-    _add_passphrase(
+    add_passphrase(
         p, "bundle passphrase from FILE ('-': stdin); without it one is generated and printed"
     )
-    p.add_argument("--days", type=float, default=7, help="validity in days (default 7)")
+    _days(p)
     p.add_argument("--unique-id", metavar="ID", help="bind to the friend's node unique ID")
     p.add_argument("--ca-passphrase-file", metavar="FILE", help="passphrase of the session key")
-    _add_json(p)
-    p.set_defaults(func=_cli_pki.share)
-    p = sub.add_parser("import", help="install a friend bundle (PKCS#12) into your own store")
+
+
+def _import(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", metavar="FILE.p12")
-    _add_passphrase(p, "bundle passphrase from FILE ('-': stdin)")
+    add_passphrase(p, "bundle passphrase from FILE ('-': stdin)")
     p.add_argument("--as", dest="as_name", metavar="NAME", help="local name of the session")
-    _add_json(p)
-    p.set_defaults(func=_cli_pki.import_)
 
 
-def _add_revoke(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """revoke by name or serial."""
-    from . import _cli_pki
-
-    p = sub.add_parser("revoke", help="revoke certificates by name or serial")
+def _revoke(p: argparse.ArgumentParser) -> None:
     p.add_argument("target", metavar="NAME|SERIAL")
-    p.add_argument("--session", required=True, metavar="S")
+    add_session(p)
     p.add_argument(
         "--reason",
         metavar="R",
         help="key_compromise, affiliation_changed, superseded, cessation_of_operation, ...",
     )
-    _add_passphrase(p, "passphrase of an encrypted session key")
-    _add_json(p)
-    p.set_defaults(func=_cli_pki.revoke)
+    add_passphrase(p, "passphrase of an encrypted session key")
 
 
-def _add_inspect(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """inspect a file; print this node's unique ID."""
-    from . import _cli_pki
-
-    p = sub.add_parser("inspect", help="describe a certificate, CRL, key or bundle")
+def _inspect(p: argparse.ArgumentParser) -> None:
     p.add_argument("file")
     p.add_argument("--session", metavar="S", help="also check it against this session")
-    _add_passphrase(p, "passphrase of a bundle")
-    _add_json(p)
-    p.set_defaults(func=_cli_pki.inspect)
-    p = sub.add_parser("unique-id", help="print this node's unique ID")
-    _add_json(p)
-    p.set_defaults(func=_cli_pki.unique_id)
+    add_passphrase(p, "passphrase of a bundle")
 
 
-def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """demo: the quickstart, in JupyterLab, headless or as commands."""
-    p = sub.add_parser(
-        "demo",
-        help="a session, the built-in renderer phoning home, a picture through the tunnel",
-        description="Open the quickstart notebook in JupyterLab; --headless runs it without a "
-        "browser and writes the picture; --cli walks through the same with paraconnect commands.",
-    )
+def _demo_args(p: argparse.ArgumentParser) -> None:
     how = p.add_mutually_exclusive_group()
     how.add_argument(
         "--headless", action="store_true", help="run the notebook with nbclient, no browser"
@@ -219,7 +161,6 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--dir", metavar="DIR", help="JupyterLab: the working directory (./paraconnect-demo)"
     )
     p.add_argument("--no-browser", action="store_true", help="JupyterLab: open no browser")
-    p.set_defaults(func=_demo)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -249,6 +190,81 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     return result
 
+
+_COMMANDS = (
+    Command(
+        "session",
+        "create, list, show or delete sessions",
+        dest="session_command",
+        actions=(
+            Command(
+                "create",
+                "create a session: a session key and certificate (CA)",
+                _cli_pki.session_create,
+                (_session_create, add_json),
+            ),
+            Command("list", "list sessions", _cli_pki.session_list, (add_json,)),
+            Command(
+                "show",
+                "show a session and the certificates it issued",
+                _cli_pki.session_show,
+                (_name, add_json),
+            ),
+            Command(
+                "delete",
+                "delete a session and everything it holds",
+                _cli_pki.session_delete,
+                (_name,),
+            ),
+        ),
+    ),
+    Command(
+        "issue",
+        "issue a server, client or node certificate",
+        _cli_pki.issue,
+        (_issue, add_json),
+        description="Issue a server, client or node certificate.  A node certificate (or one "
+        "given --unique-id) is bound to a node: its CN is the node's unique ID, and at level "
+        "mutual a peer whose hello claims another unique ID is refused.  Node binding is a "
+        "self-check: the unique ID is what the peer claims, so a thief who sets "
+        "PARACONNECT_UNIQUE_ID to the CN connects with a copied certificate.  It stops a copied "
+        "certificate being used by accident or by a careless colleague, not by an attacker who "
+        "has the key: keep keys private and revoke a leaked one.",
+    ),
+    Command(
+        "share",
+        "issue a friend's client certificate as a PKCS#12 bundle",
+        _cli_pki.share,
+        (_share, add_json),
+    ),
+    Command(
+        "import",
+        "install a friend bundle (PKCS#12) into your own store",
+        _cli_pki.import_,
+        (_import, add_json),
+    ),
+    Command(
+        "revoke",
+        "revoke certificates by name or serial",
+        _cli_pki.revoke,
+        (_revoke, add_json),
+    ),
+    Command(
+        "inspect",
+        "describe a certificate, CRL, key or bundle",
+        _cli_pki.inspect,
+        (_inspect, add_json),
+    ),
+    Command("unique-id", "print this node's unique ID", _cli_pki.unique_id, (add_json,)),
+    Command(
+        "demo",
+        "a session, the built-in renderer phoning home, a picture through the tunnel",
+        _demo,
+        (_demo_args,),
+        description="Open the quickstart notebook in JupyterLab; --headless runs it without a "
+        "browser and writes the picture; --cli walks through the same with paraconnect commands.",
+    ),
+)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -12,73 +12,61 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ._cli_common import Command, add_commands, add_creds, add_json, add_passphrase, add_seconds
 from .errors import ConfigError
 from .vocab import SecurityLevel, choices
 
 if TYPE_CHECKING:
+    from ._cli_common import Subparsers
     from .debug import Report
 
 __all__ = ["add_parsers"]
 
 
 def _creds_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--creds",
-        required=True,
-        metavar="C",
-        help="client credentials: a session name, a directory of PEM files or a PKCS#12 bundle",
-    )
+    add_creds(p, "client credentials: a session name, a directory of PEM files or a PKCS#12 bundle")
     _common(p)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--passphrase-file", metavar="FILE", help="passphrase of a bundle or key")
+    add_passphrase(p, "passphrase of a bundle or key")
     p.add_argument(
         "--level",
         choices=choices(SecurityLevel),
         help="security level to check against (default: the session's)",
     )
-    p.add_argument("--json", action="store_true", help="print the steps as JSON")
+    add_json(p, "print the steps as JSON")
 
 
-def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    debug = subparsers.add_parser(
-        "debug",
-        help="explain, step by step, why a connection or credentials fail",
-        description="Walk the path to a peer step by step (name, address, TCP, what answers, "
-        "TLS, the peer's certificate, whether it accepts ours, paraconnect's hello) and say "
-        "what passed, what failed, why, and the fix. Exit 1 if a step failed.",
-    )
-    dsub = debug.add_subparsers(dest="debug_command", metavar="WHAT", required=True)
-    p = dsub.add_parser("client", help="try a connection to an agent as a client")
+def _client_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("address", metavar="HOST:PORT", help="the agent's --listen address")
     _creds_options(p)
     p.add_argument("--server-id", metavar="ID", help="the server id to expect")
-    p.add_argument(
-        "--timeout", type=float, default=5.0, metavar="S", help="seconds per step (default 5)"
-    )
-    p.set_defaults(func=_client)
-    p = dsub.add_parser(
-        "server", help="listen once (as 'paraconnect listen') and explain what arrives"
-    )
+    add_seconds(p, "--timeout", "seconds per step (default 5)", default=5.0)
+
+
+def _server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("address", metavar="HOST:PORT", help="where agents phone home")
     _creds_options(p)
-    p.add_argument(
+    add_seconds(
+        p,
         "--timeout",
-        type=float,
+        "seconds to wait for a connection and for each step (default 60)",
         default=60.0,
-        metavar="S",
-        help="seconds to wait for a connection and for each step (default 60)",
     )
-    p.set_defaults(func=_server)
-    p = dsub.add_parser("creds", help="check credentials offline")
+
+
+def _creds_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("creds", metavar="C", help="a session name, a PEM directory or a bundle")
     p.add_argument("--peer-ca", metavar="FILE", help="the peer's ca.crt: would it trust us?")
     p.add_argument(
         "--role", choices=["client", "server"], help="the role they must act in (default: any)"
     )
     _common(p)
-    p.set_defaults(func=_creds)
+
+
+def add_parsers(subparsers: Subparsers) -> None:
+    add_commands(subparsers, _COMMANDS)
 
 
 def _passphrase(args: argparse.Namespace) -> bytes | None:
@@ -153,3 +141,26 @@ def _creds(args: argparse.Namespace) -> int:
         level=args.level,
     )
     return _print(args, report)
+
+
+_COMMANDS = (
+    Command(
+        "debug",
+        "explain, step by step, why a connection or credentials fail",
+        description="Walk the path to a peer step by step (name, address, TCP, what answers, "
+        "TLS, the peer's certificate, whether it accepts ours, paraconnect's hello) and say "
+        "what passed, what failed, why, and the fix. Exit 1 if a step failed.",
+        dest="debug_command",
+        metavar="WHAT",
+        actions=(
+            Command("client", "try a connection to an agent as a client", _client, (_client_args,)),
+            Command(
+                "server",
+                "listen once (as 'paraconnect listen') and explain what arrives",
+                _server,
+                (_server_args,),
+            ),
+            Command("creds", "check credentials offline", _creds, (_creds_args,)),
+        ),
+    ),
+)

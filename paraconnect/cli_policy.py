@@ -16,9 +16,11 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
+from ._cli_common import Command, add_commands, add_json, add_session
 from .errors import ConfigError
 
 if TYPE_CHECKING:
+    from ._cli_common import Subparsers
     from .pki import Policy, Rule, Session
 
 __all__ = ["add_parsers"]
@@ -31,55 +33,33 @@ def _criteria(p: argparse.ArgumentParser) -> None:
     p.add_argument("--unique-id", metavar="U", help="the node unique ID it was issued for")
 
 
-def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    policy = subparsers.add_parser(
-        "policy",
-        help="who may connect to a session: ordered allow/deny rules and a default",
-        description="Rules are checked in order at every handshake, and again on open "
-        "connections when the policy changes; the first rule whose every given field matches "
-        "decides, else the default. Revocation stays with 'paraconnect revoke'.",
+def _json(p: argparse.ArgumentParser) -> None:
+    add_json(p, "print the policy as JSON")
+
+
+def _position(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--position",
+        type=int,
+        metavar="N",
+        help="insert as rule number N (default: append, checked last)",
     )
-    psub = policy.add_subparsers(dest="policy_command", metavar="ACTION", required=True)
-    for action in ("allow", "deny"):
-        p = psub.add_parser(action, help=f"add a rule that {action}s matching peers")
-        p.add_argument("--session", required=True, metavar="S")
-        _criteria(p)
-        p.add_argument(
-            "--position",
-            type=int,
-            metavar="N",
-            help="insert as rule number N (default: append, checked last)",
-        )
-        p.add_argument("--json", action="store_true", help="print the policy as JSON")
-        p.set_defaults(func=_add, action=action)
-    p = psub.add_parser("default", help="what applies when no rule matches (allow or deny)")
+
+
+def _verdict(p: argparse.ArgumentParser) -> None:
     p.add_argument("verdict", choices=["allow", "deny"])
-    p.add_argument("--session", required=True, metavar="S")
-    p.add_argument("--json", action="store_true", help="print the policy as JSON")
-    p.set_defaults(func=_default)
-    p = psub.add_parser("show", help="show the rules, the default and any warnings")
-    p.add_argument("--session", required=True, metavar="S")
-    p.add_argument("--json", action="store_true", help="print the policy as JSON")
-    p.set_defaults(func=_show)
-    p = psub.add_parser(
-        "remove", help="remove rules: by number, by their exact fields, or --all (reset)"
-    )
-    p.add_argument("--session", required=True, metavar="S")
-    _criteria(p)
+
+
+def _removal(p: argparse.ArgumentParser) -> None:
     p.add_argument("--index", type=int, metavar="N", help="remove rule number N")
     p.add_argument(
         "--all",
         action="store_true",
         help="remove the whole policy file (also a malformed one): everyone allowed again",
     )
-    p.add_argument("--json", action="store_true", help="print the policy as JSON")
-    p.set_defaults(func=_remove)
 
-    p = subparsers.add_parser(
-        "accounting",
-        help="list connection records (every attempt, accepted or refused) or a summary",
-        description="Records from this data directory's accounting database and its archive.",
-    )
+
+def _records(p: argparse.ArgumentParser) -> None:
     p.add_argument("--session", metavar="S", help="only this session (name or id)")
     p.add_argument("--since", metavar="T", help="only since T: a date/time (UTC) or an age (2h)")
     p.add_argument("--summary", action="store_true", help="one line per remote identity")
@@ -95,8 +75,11 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         metavar="N",
         help="first move all but the newest N closed records into the archive",
     )
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=_accounting)
+    add_json(p, "print JSON")
+
+
+def add_parsers(subparsers: Subparsers) -> None:
+    add_commands(subparsers, _COMMANDS)
 
 
 # -- policy ------------------------------------------------------------------------------
@@ -264,3 +247,49 @@ def _accounting(args: argparse.Namespace) -> int:
             line += f" ({r.reason})"
         print(line)
     return 0
+
+
+_COMMANDS = (
+    Command(
+        "policy",
+        "who may connect to a session: ordered allow/deny rules and a default",
+        description="Rules are checked in order at every handshake, and again on open "
+        "connections when the policy changes; the first rule whose every given field matches "
+        "decides, else the default. Revocation stays with 'paraconnect revoke'.",
+        dest="policy_command",
+        actions=(
+            *(
+                Command(
+                    action,
+                    f"add a rule that {action}s matching peers",
+                    _add,
+                    (add_session, _criteria, _position, _json),
+                    defaults={"action": action},
+                )
+                for action in ("allow", "deny")
+            ),
+            Command(
+                "default",
+                "what applies when no rule matches (allow or deny)",
+                _default,
+                (_verdict, add_session, _json),
+            ),
+            Command(
+                "show", "show the rules, the default and any warnings", _show, (add_session, _json)
+            ),
+            Command(
+                "remove",
+                "remove rules: by number, by their exact fields, or --all (reset)",
+                _remove,
+                (add_session, _criteria, _removal, _json),
+            ),
+        ),
+    ),
+    Command(
+        "accounting",
+        "list connection records (every attempt, accepted or refused) or a summary",
+        _accounting,
+        (_records,),
+        description="Records from this data directory's accounting database and its archive.",
+    ),
+)

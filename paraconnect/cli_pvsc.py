@@ -26,27 +26,27 @@ import socket
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import quoteattr
 
+from ._cli_common import Command, add_commands
 from .errors import ConfigError, NetworkError
+
+if TYPE_CHECKING:
+    from ._cli_common import Subparsers
 
 RELAY_ACCEPT_TIMEOUT = 300.0  # how long a started server waits for ParaView to connect
 
 
-def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
-        "pvsc",
-        help="write a ParaView server configuration (.pvsc) whose entries go through paraconnect",
-        description="Entries: each connected pvserver of the session, and one that launches a "
-        "new pvserver (arguments after '--' go to 'paraconnect launch pvserver').  Load it in "
-        "ParaView: File > Connect > Load Servers, or 'paraview --servers-file FILE --server NAME'.",
-    )
+def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--session", default="default", metavar="S")
     p.add_argument("--launcher", default="local", metavar="NAME", help="for the new-server entry")
     p.add_argument("-o", "--output", metavar="FILE", help="write here (default: standard output)")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="-- then more 'launch' options")
-    p.set_defaults(func=_pvsc)
+
+
+def add_parsers(sub: Subparsers) -> None:
+    add_commands(sub, _COMMANDS)
 
 
 def entry_name(session: str, what: str) -> str:
@@ -206,3 +206,16 @@ def relay_in_background(port: int, target: tuple[str, int], on_end: Callable[[],
         code = 1
     finally:
         os._exit(code)
+
+
+_COMMANDS = (
+    Command(
+        "pvsc",
+        "write a ParaView server configuration (.pvsc) whose entries go through paraconnect",
+        _pvsc,
+        (_args,),
+        description="Entries: each connected pvserver of the session, and one that launches a "
+        "new pvserver (arguments after '--' go to 'paraconnect launch pvserver').  Load it in "
+        "ParaView: File > Connect > Load Servers, or 'paraview --servers-file FILE --server NAME'.",
+    ),
+)

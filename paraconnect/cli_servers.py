@@ -12,8 +12,10 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
+from ._cli_common import add_seconds
 from .errors import ConfigError
 from .vocab import COMMAND_KINDS, KINDS
 
@@ -51,12 +53,11 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         help="serve the hub's metrics over plain HTTP on this loopback address: /metrics "
         "(Prometheus text) and /status (JSON); port 0 picks one (in the ready event)",
     )
-    p.add_argument(
+    add_seconds(
+        p,
         "--readopt-grace",
-        type=float,
+        "seconds a server of a previous hub has to phone home again (default 120)",
         default=120.0,
-        metavar="S",
-        help="seconds a server of a previous hub has to phone home again (default 120)",
     )
     p.add_argument(
         "--max-servers",
@@ -112,20 +113,20 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         if name == "logs":
             q.add_argument("--tail", type=int, default=100, metavar="N")
         _json(q)
-        q.set_defaults(func=_show if name == "show" else _logs)
+        q.set_defaults(func=_server_op("server", "id") if name == "show" else _logs)
     q = ssub.add_parser(
         "dial", help="connect a client that accepts (pvpython ReverseConnect) to the server"
     )
     q.add_argument("id")
     q.add_argument("port", type=int, help="the client's listening port on 127.0.0.1")
-    q.add_argument("--timeout", type=float, default=60.0, metavar="S")
+    add_seconds(q, "--timeout", None, default=60.0)
     _json(q)
-    q.set_defaults(func=_dial)
+    q.set_defaults(func=_server_op("dial", "id", "port", "timeout"))
     q = ssub.add_parser("stop", help="stop it: graceful, then kill (scancel under Slurm)")
     q.add_argument("id")
-    q.add_argument("--grace", type=float, default=10.0, metavar="S")
+    add_seconds(q, "--grace", None, default=10.0)
     _json(q)
-    q.set_defaults(func=_stop)
+    q.set_defaults(func=_server_op("stop", "id", "grace"))
     q = ssub.add_parser(
         "resubmit",
         help="a new batch job for a reverse server whose job nears its time limit: it phones "
@@ -133,7 +134,7 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     q.add_argument("id")
     _json(q)
-    q.set_defaults(func=_resubmit)
+    q.set_defaults(func=_server_op("resubmit", "id"))
 
 
 def _dest(flag: str) -> str:
@@ -221,7 +222,7 @@ def _launch_options(p: argparse.ArgumentParser) -> dict[str, dict[str, str]]:
     )
     p.set_defaults(mode="reverse")
     p.add_argument("--session", default="default", metavar="S")
-    p.add_argument("--walltime", type=float, metavar="S", help="wall-time limit in seconds")
+    add_seconds(p, "--walltime", "wall-time limit in seconds")
     p.add_argument(
         "--restart-policy",
         choices=["never", "on-failure"],
@@ -272,7 +273,7 @@ def _launch_options(p: argparse.ArgumentParser) -> dict[str, dict[str, str]]:
         "local endpoint, and stop the server when it leaves (ParaView's .pvsc: 'paraconnect "
         "pvsc')",
     )
-    p.add_argument("--timeout", type=float, default=120.0, metavar="S", help="for --wait")
+    add_seconds(p, "--timeout", "for --wait", default=120.0)
     _json(p)
     return _launcher_options(p)
 
@@ -395,10 +396,16 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _show(args: argparse.Namespace) -> int:
-    with _client() as hub:
-        _print_info(hub.request("server", id=args.id), args.json)
-    return 0
+def _server_op(op: str, *fields: str) -> Callable[[argparse.Namespace], int]:
+    """The handler of a command that runs `op` on the hub with these arguments and prints the
+    server it answers with."""
+
+    def run(args: argparse.Namespace) -> int:
+        with _client() as hub:
+            _print_info(hub.request(op, **{f: getattr(args, f) for f in fields}), args.json)
+        return 0
+
+    return run
 
 
 def _logs(args: argparse.Namespace) -> int:
@@ -407,25 +414,6 @@ def _logs(args: argparse.Namespace) -> int:
     print(json.dumps({"id": args.id, "logs": text}) if args.json else text, end="")
     if not args.json and text and not text.endswith("\n"):
         print()
-    return 0
-
-
-def _dial(args: argparse.Namespace) -> int:
-    with _client() as hub:
-        info = hub.request("dial", id=args.id, port=args.port, timeout=args.timeout)
-    _print_info(info, args.json)
-    return 0
-
-
-def _stop(args: argparse.Namespace) -> int:
-    with _client() as hub:
-        _print_info(hub.request("stop", id=args.id, grace=args.grace), args.json)
-    return 0
-
-
-def _resubmit(args: argparse.Namespace) -> int:
-    with _client() as hub:
-        _print_info(hub.request("resubmit", id=args.id), args.json)
     return 0
 
 

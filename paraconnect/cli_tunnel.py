@@ -20,10 +20,20 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from . import _cli_enroll, _cli_radius
+from ._cli_common import (
+    ArgAdder,
+    Command,
+    Handler,
+    add_commands,
+    add_creds,
+    add_passphrase,
+    add_seconds,
+)
 from .errors import ConfigError, ParaconnectError
 from .vocab import SecurityLevel, choices
 
 if TYPE_CHECKING:
+    from ._cli_common import Subparsers
     from .pki import Credentials, Role
     from .tunnel import AgentLink, Home, PerConnection, Program
 
@@ -33,14 +43,12 @@ _LEVELS = choices(SecurityLevel)
 
 
 def _common(p: argparse.ArgumentParser, role: str) -> None:
-    p.add_argument(
-        "--creds",
-        required=True,
-        metavar="C",
-        help=f"{role} credentials: a session name, a directory of PEM files (NAME.crt, "
+    add_creds(
+        p,
+        f"{role} credentials: a session name, a directory of PEM files (NAME.crt, "
         "NAME.key, ca.crt[, crl.pem]) or a PKCS#12 bundle (.p12)",
     )
-    p.add_argument("--passphrase-file", metavar="FILE", help="passphrase of a bundle or key")
+    add_passphrase(p, "passphrase of a bundle or key")
     p.add_argument(
         "--level",
         choices=_LEVELS,
@@ -51,20 +59,18 @@ def _common(p: argparse.ArgumentParser, role: str) -> None:
         action="store_true",
         help="allow level none (clear text) on non-loopback addresses",
     )
-    p.add_argument(
+    add_seconds(
+        p,
         "--handshake-timeout",
-        type=float,
+        "drop a peer that has not completed TLS and the hello within S s (default 10)",
         default=10.0,
-        metavar="S",
-        help="drop a peer that has not completed TLS and the hello within S s (default 10)",
     )
-    p.add_argument(
+    add_seconds(
+        p,
         "--drain-timeout",
-        type=float,
-        default=30.0,
-        metavar="S",
-        help="on SIGTERM/SIGINT, take no new connections and let open streams finish for up "
+        "on SIGTERM/SIGINT, take no new connections and let open streams finish for up "
         "to S s before exiting (default 30; 0 cuts them at once)",
+        default=30.0,
     )
     p.add_argument(
         "--json",
@@ -78,34 +84,19 @@ def _common(p: argparse.ArgumentParser, role: str) -> None:
 
 def _phone_options(p: argparse.ArgumentParser, flag: str, what: str) -> None:
     p.add_argument(flag, action="append", default=[], metavar="HOST:PORT", help=what)
-    p.add_argument(
-        "--interval",
-        type=float,
-        default=5.0,
-        metavar="S",
-        help="seconds between phone-home attempts, with jitter (default 5)",
+    add_seconds(
+        p, "--interval", "seconds between phone-home attempts, with jitter (default 5)", default=5.0
     )
-    p.add_argument(
-        "--deadline",
-        type=float,
-        metavar="S",
-        help="stop phoning home if no listener took the server within S seconds",
+    add_seconds(
+        p, "--deadline", "stop phoning home if no listener took the server within S seconds"
     )
 
 
-def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser(
-        "serve",
-        help="run a program on a private leg and serve it over mutual TLS (the agent)",
-        description="Start COMMAND with {port}, {unix} or {fd} replaced by its private leg "
-        "(and {connect_id} by a random number its clients are told; it is not a secret), then "
-        "listen for clients (--listen, forward) or dial them (--phone-home, reverse). A "
-        "program on {port} runs in a user + network namespace of its own, so that no other "
-        "user or host can connect to anything it listens on; it therefore cannot reach the "
-        "network itself (multi-node MPI over TCP, licence servers): --shared-leg is the "
-        "escape. Where user namespaces are disabled, pvserver falls back to the reverse "
-        "bridge and any other {port} program is refused unless --shared-leg is given.",
-    )
+def add_parsers(subparsers: Subparsers) -> None:
+    add_commands(subparsers, _COMMANDS)
+
+
+def _serve_args(p: argparse.ArgumentParser) -> None:
     _common(p, "server")
     _cli_enroll.add_options(p)
     _add_status_option(p)
@@ -123,12 +114,11 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         default="no",
         help="restart the program when it ends (default: no, the agent stops with it)",
     )
-    p.add_argument(
+    add_seconds(
+        p,
         "--ready-timeout",
-        type=float,
+        "seconds the program may take to listen on its private leg (default 30)",
         default=30.0,
-        metavar="S",
-        help="seconds the program may take to listen on its private leg (default 30)",
     )
     p.add_argument(
         "--shared-leg",
@@ -163,56 +153,60 @@ def add_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND ARGS... ({port} etc.)")
     _cli_radius.add_radius_options(p)
-    p.set_defaults(func=_serve)
 
-    for name, verb, more in (
-        ("connect", "connect to an agent's --listen", "forward"),
-        ("listen", "accept agents phoning home on", "reverse"),
-    ):
-        p = subparsers.add_parser(
-            name,
-            help=f"{verb} HOST:PORT and expose it on a local endpoint ({more})",
-            description=f"{verb.capitalize()} HOST:PORT over mutual TLS and give local "
-            "programs a plaintext endpoint (--local) that only this user can reach.",
-        )
-        p.add_argument("address", metavar="HOST:PORT")
-        _common(p, "client")
-        p.add_argument(
-            "--local",
-            required=True,
-            metavar="HOST:PORT",
-            help="the local plaintext endpoint, e.g. 127.0.0.1:11111 (or unix:PATH)",
-        )
-        _phone_options(
-            p,
-            "--on-exit-phone-home",
-            "when this command ends, tell the server to phone home there (a listener's "
-            "HOST:PORT, yours or a friend's)",
-        )
-        if name == "connect":
-            p.add_argument("--server-id", default="", help="refuse a server with another id")
-            p.set_defaults(func=_connect)
-        else:
-            p.add_argument(
-                "--server",
-                action="append",
-                default=[],
-                metavar="NAME",
-                dest="servers",
-                help="take only the server whose certificate is NAME (repeatable); any other "
-                "server of the session that dials is refused, logged and accounted.  Without "
-                "it, the first server taken is the only one taken for this command's life, so "
-                "no later one can take over the local endpoint",
-            )
-            p.add_argument(
-                "--agent-wait",
-                type=float,
-                default=30.0,
-                metavar="S",
-                help="how long a local connection waits for a server to phone home",
-            )
-            _cli_radius.add_radius_options(p)
-            p.set_defaults(func=_listen)
+
+def _client_args(p: argparse.ArgumentParser) -> None:
+    """What connect and listen share: the address, the credentials, the local endpoint."""
+    p.add_argument("address", metavar="HOST:PORT")
+    _common(p, "client")
+    p.add_argument(
+        "--local",
+        required=True,
+        metavar="HOST:PORT",
+        help="the local plaintext endpoint, e.g. 127.0.0.1:11111 (or unix:PATH)",
+    )
+    _phone_options(
+        p,
+        "--on-exit-phone-home",
+        "when this command ends, tell the server to phone home there (a listener's "
+        "HOST:PORT, yours or a friend's)",
+    )
+
+
+def _connect_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--server-id", default="", help="refuse a server with another id")
+
+
+def _listen_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--server",
+        action="append",
+        default=[],
+        metavar="NAME",
+        dest="servers",
+        help="take only the server whose certificate is NAME (repeatable); any other "
+        "server of the session that dials is refused, logged and accounted.  Without "
+        "it, the first server taken is the only one taken for this command's life, so "
+        "no later one can take over the local endpoint",
+    )
+    add_seconds(
+        p,
+        "--agent-wait",
+        "how long a local connection waits for a server to phone home",
+        default=30.0,
+    )
+    _cli_radius.add_radius_options(p)
+
+
+def _client_command(name: str, verb: str, more: str, run: Handler, own: ArgAdder) -> Command:
+    return Command(
+        name,
+        f"{verb} HOST:PORT and expose it on a local endpoint ({more})",
+        run,
+        (_client_args, own),
+        description=f"{verb.capitalize()} HOST:PORT over mutual TLS and give local "
+        "programs a plaintext endpoint (--local) that only this user can reach.",
+    )
 
 
 # -- shared ------------------------------------------------------------------------------
@@ -531,3 +525,25 @@ def _serve_until_stopped(args: argparse.Namespace, role: Any, homes: list[Home],
         return 0
 
     return _run(main)
+
+
+_COMMANDS = (
+    Command(
+        "serve",
+        "run a program on a private leg and serve it over mutual TLS (the agent)",
+        _serve,
+        (_serve_args,),
+        description="Start COMMAND with {port}, {unix} or {fd} replaced by its private leg "
+        "(and {connect_id} by a random number its clients are told; it is not a secret), then "
+        "listen for clients (--listen, forward) or dial them (--phone-home, reverse). A "
+        "program on {port} runs in a user + network namespace of its own, so that no other "
+        "user or host can connect to anything it listens on; it therefore cannot reach the "
+        "network itself (multi-node MPI over TCP, licence servers): --shared-leg is the "
+        "escape. Where user namespaces are disabled, pvserver falls back to the reverse "
+        "bridge and any other {port} program is refused unless --shared-leg is given.",
+    ),
+    _client_command(
+        "connect", "connect to an agent's --listen", "forward", _connect, _connect_args
+    ),
+    _client_command("listen", "accept agents phoning home on", "reverse", _listen, _listen_args),
+)

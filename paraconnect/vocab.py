@@ -9,7 +9,7 @@ This module imports nothing heavy (no cryptography), so the CLI can build its pa
 from __future__ import annotations
 
 import enum
-from typing import Self
+from typing import Any, ClassVar, Self
 
 from .errors import ConfigError
 
@@ -23,6 +23,7 @@ __all__ = [
     "WEB_KINDS",
     "KeyType",
     "Mode",
+    "ParsedEnum",
     "SecurityLevel",
     "ServerState",
     "choices",
@@ -34,12 +35,20 @@ def choices(enum_type: type[enum.StrEnum]) -> list[str]:
     return [member.value for member in enum_type]
 
 
-class _Parsed(enum.StrEnum):
-    """A StrEnum whose `parse` names the option and the valid values in its error."""
+class ParsedEnum(enum.StrEnum):
+    """A StrEnum whose `parse` names the option and the valid values in its error; a subclass
+    says what it is in its class line (``class Mode(ParsedEnum, what="mode")``)."""
+
+    _what: ClassVar[str]
+
+    def __init_subclass__(cls, what: str = "", **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._what = what or cls.__name__
 
     @classmethod
-    def _what(cls) -> str:
-        return cls.__name__
+    def _offered(cls) -> list[str]:
+        """The values the error offers (all of them unless a subclass keeps some back)."""
+        return choices(cls)
 
     @classmethod
     def parse(cls, value: str | enum.StrEnum) -> Self:
@@ -47,33 +56,25 @@ class _Parsed(enum.StrEnum):
             return cls(value)
         except ValueError:
             raise ConfigError(
-                f"unknown {cls._what()} {value!r}; choose one of {', '.join(choices(cls))}"
+                f"unknown {cls._what} {value!r}; choose one of {', '.join(cls._offered())}"
             ) from None
 
 
-class KeyType(_Parsed):
+class KeyType(ParsedEnum, what="key type"):
     EC_P256 = "ec-p256"
     ED25519 = "ed25519"
     RSA_3072 = "rsa-3072"
 
-    @classmethod
-    def _what(cls) -> str:
-        return "key type"
 
-
-class SecurityLevel(_Parsed):
+class SecurityLevel(ParsedEnum, what="security level"):
     """After FLoM: how much the TLS layer demands of a peer (enforced by paraconnect.tls)."""
 
     NONE = "none"  # clear text, with a loud warning
     ENCRYPT = "encrypt"  # any certificate of the session CA, in its own role; no node binding
     MUTUAL = "mutual"  # per-node certificates, unique ID in the CN, roles checked
 
-    @classmethod
-    def _what(cls) -> str:
-        return "security level"
 
-
-class ServerState(_Parsed):
+class ServerState(ParsedEnum, what="server state"):
     """Where a server the hub supervises stands (see servers/_supervisor.py for the machine):
     submitted → starting → waiting (for phone home) → connected ⇄ idle → stopped | failed;
     unreachable: enrolled, but its agent says it cannot reach the hub's phone-home address (it
@@ -88,22 +89,14 @@ class ServerState(_Parsed):
     STOPPED = "stopped"
     FAILED = "failed"
 
-    @classmethod
-    def _what(cls) -> str:
-        return "server state"
-
 
 # The server will not come back by itself.
 FINAL_STATES = frozenset({ServerState.STOPPED, ServerState.FAILED})
 
 
-class Mode(_Parsed):
+class Mode(ParsedEnum, what="mode"):
     REVERSE = "reverse"  # the agent dials the hub (phone home)
     FORWARD = "forward"  # the hub dials the agent
-
-    @classmethod
-    def _what(cls) -> str:
-        return "mode"
 
 
 # Server kinds (servers/_kinds.py builds their command lines).

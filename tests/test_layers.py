@@ -5,8 +5,8 @@ count), a lower layer never imports a higher one, and no module grows past ~600 
 Layers, lowest first: pki < tls < tunnel < servers, debug < _hub (``hub.py`` is its face) <
 jupyter, _runtime, _inspect < api < widgets < the command line.  ``render`` and ``pvclient``
 stand alone (they import none of tunnel, servers, _hub).  ``vocab``, ``errors``, ``_fs``,
-``_wire``, ``_accept``, ``_portal``, ``_lazy``, ``_notes`` and ``_version`` are shared by every
-layer.
+``_wire``, ``_accept``, ``_portal``, ``_lazy``, ``_notes``, ``_proc`` and ``_version`` are shared
+by every layer.
 """
 
 from __future__ import annotations
@@ -19,7 +19,18 @@ ROOT = Path(__file__).resolve().parent.parent / "paraconnect"
 MAX_LINES = 600
 
 # Top-level modules every layer may import (and which import nothing above them).
-SHARED = {"vocab", "errors", "_fs", "_wire", "_accept", "_version", "_portal", "_lazy", "_notes"}
+SHARED = {
+    "vocab",
+    "errors",
+    "_fs",
+    "_wire",
+    "_accept",
+    "_version",
+    "_portal",
+    "_lazy",
+    "_notes",
+    "_proc",
+}
 
 # unit -> rank; a module may import a unit of lower rank, its own unit, or a shared module.
 RANK = {

@@ -34,7 +34,7 @@ from ..pki import (
 from ..tls import accepted_roles, binding_refusal, role_refusal
 from ._report import NODE_BINDING_LIMIT, Report
 
-__all__ = ["check_peer_cert", "check_peer_of", "freshest_crl", "human", "key_id"]
+__all__ = ["check_peer_cert", "check_peer_of", "freshest_crl", "human", "key_id", "validity"]
 
 
 def human(delta: dt.timedelta) -> str:
@@ -195,41 +195,65 @@ def _peer_role(report: Report, peer: _Peer, our_role: Role, level: SecurityLevel
 
 def _peer_validity(report: Report, peer: _Peer, now: dt.datetime) -> None:
     """Its validity against this machine's clock (TLS refuses outside it)."""
-    nb, na = peer.info.not_before, peer.info.not_after
+    validity(
+        report,
+        "peer-validity",
+        "the peer's certificate",
+        (peer.info.not_before, peer.info.not_after, now),
+        early="one of the two clocks is wrong (or it was issued with a date in the future)",
+        early_fix="check time synchronisation on both machines (timedatectl, chronyc "
+        "tracking), then issue the peer a new certificate if the clocks agree",
+        expired_fix="issue the agent a new certificate ('paraconnect issue server NAME "
+        "--session S') and restart it; if the date looks wrong, check this machine's clock",
+        soon_fix="issue the agent a new certificate soon",
+    )
+
+
+def validity(
+    report: Report,
+    step: str,
+    subject: str,
+    when: tuple[dt.datetime, dt.datetime, dt.datetime],
+    *,
+    early: str,
+    early_fix: str,
+    expired_fix: str,
+    soon_fix: str,
+) -> None:
+    """One certificate's validity (`when`: not before, not after, now) against this machine's
+    clock, as `step`: failed outside it, warned within a day of its end.  `subject` names it in
+    the sentences; `early` says why it may not be valid yet."""
+    nb, na, now = when
     clock = {"now": now.isoformat(), "not_before": nb.isoformat(), "not_after": na.isoformat()}
     if now < nb:
         report.fail(
-            "peer-validity",
-            f"the peer's certificate is not valid until {nb:%Y-%m-%d %H:%M:%S} UTC, "
-            f"{human(nb - now)} ahead of this machine's clock ({now:%Y-%m-%d %H:%M:%S} UTC): "
-            "one of the two clocks is wrong (or it was issued with a date in the future)",
-            "check time synchronisation on both machines (timedatectl, chronyc tracking), "
-            "then issue the peer a new certificate if the clocks agree",
+            step,
+            f"{subject} is not valid until {nb:%Y-%m-%d %H:%M:%S} UTC, {human(nb - now)} "
+            f"ahead of this machine's clock ({now:%Y-%m-%d %H:%M:%S} UTC): {early}",
+            early_fix,
             clock_difference_s=int((nb - now).total_seconds()),
             **clock,
         )
     elif now >= na:
         report.fail(
-            "peer-validity",
-            f"the peer's certificate expired at {na:%Y-%m-%d %H:%M:%S} UTC, {human(now - na)} "
-            f"ago by this machine's clock ({now:%Y-%m-%d %H:%M:%S} UTC)",
-            "issue the agent a new certificate ('paraconnect issue server NAME --session S') "
-            "and restart it; if the date looks wrong, check this machine's clock",
+            step,
+            f"{subject} expired at {na:%Y-%m-%d %H:%M:%S} UTC, {human(now - na)} ago by this "
+            f"machine's clock ({now:%Y-%m-%d %H:%M:%S} UTC)",
+            expired_fix,
             clock_difference_s=-int((now - na).total_seconds()),
             **clock,
         )
     elif na - now < dt.timedelta(hours=24):
         report.warn(
-            "peer-validity",
-            f"the peer's certificate expires in {human(na - now)} ({na:%Y-%m-%d %H:%M} UTC)",
-            "issue the agent a new certificate soon",
+            step,
+            f"{subject} expires in {human(na - now)} ({na:%Y-%m-%d %H:%M} UTC)",
+            soon_fix,
             **clock,
         )
     else:
         report.ok(
-            "peer-validity",
-            f"the peer's certificate is valid until "
-            f"{na:%Y-%m-%d %H:%M} UTC ({human(na - now)} left)",
+            step,
+            f"{subject} is valid until {na:%Y-%m-%d %H:%M} UTC ({human(na - now)} left)",
             **clock,
         )
 

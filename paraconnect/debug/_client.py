@@ -289,6 +289,36 @@ async def diagnose_client(
     return report
 
 
+def _hello_failure(
+    exc: BaseException, text: str, timeout: float
+) -> tuple[str, str, str, str] | None:
+    """Why the hello failed once TLS worked, as (what the "accepted" step says, the step that
+    failed, why, the fix); None when the peer only closed the connection."""
+    if isinstance(exc, TrustError):
+        accepted = "the peer accepted our certificate in TLS"
+        if "refused this side" in text:
+            reason = text.split("refused this side: ", 1)[-1]
+            why = f"the agent refused us in paraconnect's hello: {reason}"
+            return accepted, "hello", why, explain(exc)
+        step = "server-id" if "not '" in text and "is server" in text else "hello"
+        return accepted, step, f"we refuse the peer: {text.split(': ', 1)[-1]}", explain(exc)
+    not_refused = "the peer did not refuse our certificate"
+    if isinstance(exc, NetworkError) and "did not complete the hello" in text:
+        why = (
+            f"TLS works, but the peer never answered paraconnect's hello within {timeout:g} s: "
+            "it is a TLS server, not a paraconnect agent"
+        )
+        return not_refused, "hello", why, "dial the agent's --listen port"
+    if isinstance(exc, ProtocolError) and "closed the connection" not in text:
+        why = (
+            f"TLS works, but the peer does not speak paraconnect's hello ({text}): it is "
+            "another TLS service (HTTPS?), or a paraconnect of another release"
+        )
+        fix = "dial the agent's --listen port; run the same paraconnect release on both ends"
+        return not_refused, "hello", why, fix
+    return None
+
+
 async def _hello_steps(
     report: Report,
     conn: ByteStream,
@@ -325,35 +355,8 @@ async def _hello_steps(
             report.skip("hello", "not reached: the peer refused our certificate")
             return
         text = str(exc)
-        if isinstance(exc, TrustError) and "refused this side" in text:
-            report.ok("accepted", "the peer accepted our certificate in TLS")
-            report.fail(
-                "hello",
-                f"the agent refused us in paraconnect's hello: "
-                f"{text.split('refused this side: ', 1)[-1]}",
-                explain(exc),
-            )
-        elif isinstance(exc, TrustError):
-            report.ok("accepted", "the peer accepted our certificate in TLS")
-            step = "server-id" if "not '" in text and "is server" in text else "hello"
-            report.fail(step, f"we refuse the peer: {text.split(': ', 1)[-1]}", explain(exc))
-        elif isinstance(exc, NetworkError) and "did not complete the hello" in text:
-            report.ok("accepted", "the peer did not refuse our certificate")
-            report.fail(
-                "hello",
-                f"TLS works, but the peer never answered paraconnect's hello "
-                f"within {timeout:g} s: it is a TLS server, not a paraconnect agent",
-                "dial the agent's --listen port",
-            )
-        elif isinstance(exc, ProtocolError) and "closed the connection" not in text:
-            report.ok("accepted", "the peer did not refuse our certificate")
-            report.fail(
-                "hello",
-                f"TLS works, but the peer does not speak paraconnect's hello ({text}): it is "
-                "another TLS service (HTTPS?), or a paraconnect of another release",
-                "dial the agent's --listen port; run the same paraconnect release on both ends",
-            )
-        else:
+        verdict = _hello_failure(exc, text, timeout)
+        if verdict is None:
             report.fail(
                 "accepted",
                 f"the peer closed the connection after the TLS handshake "
@@ -361,6 +364,10 @@ async def _hello_steps(
                 "or it is not a paraconnect agent",
                 "check the agent's log ('refused connection from ...')",
             )
+        else:
+            accepted, step, why, fix = verdict
+            report.ok("accepted", accepted)
+            report.fail(step, why, fix)
         return
     report.ok("accepted", "the peer accepted our certificate (first read after the handshake)")
     info: dict[str, object] = {}

@@ -23,7 +23,7 @@ from ..pki import (
     revocation_reason,
     revoked_entry,
 )
-from ._chain import human
+from ._chain import validity
 from ._report import NODE_BINDING_LIMIT, Report
 
 __all__ = [
@@ -66,42 +66,17 @@ def level_of(ca: x509.Certificate) -> SecurityLevel:
 
 
 def validity_step(report: Report, what: str, cert: x509.Certificate, now: dt.datetime) -> None:
-    nb, na = cert.not_valid_before_utc, cert.not_valid_after_utc
-    name = "validity" if what == "certificate" else "ca-validity"
-    clock = {"now": now.isoformat(), "not_before": nb.isoformat(), "not_after": na.isoformat()}
-    if now < nb:
-        report.fail(
-            name,
-            f"the {what} is not valid until {nb:%Y-%m-%d %H:%M:%S} UTC, {human(nb - now)} "
-            f"ahead of this machine's clock ({now:%Y-%m-%d %H:%M:%S} UTC): this clock is "
-            "behind the issuer's, or it was issued with a future date",
-            "check time synchronisation (timedatectl, chronyc tracking) here and on the "
-            "issuing machine, then issue a new one if the clocks agree",
-            clock_difference_s=int((nb - now).total_seconds()),
-            **clock,
-        )
-    elif now >= na:
-        report.fail(
-            name,
-            f"the {what} expired at {na:%Y-%m-%d %H:%M:%S} UTC, {human(now - na)} ago by this "
-            f"machine's clock ({now:%Y-%m-%d %H:%M:%S} UTC)",
-            "issue a new one with 'paraconnect issue' (a new session if the CA expired)",
-            clock_difference_s=-int((now - na).total_seconds()),
-            **clock,
-        )
-    elif na - now < dt.timedelta(hours=24):
-        report.warn(
-            name,
-            f"the {what} expires in {human(na - now)} ({na:%Y-%m-%d %H:%M} UTC)",
-            "issue a new one before then",
-            **clock,
-        )
-    else:
-        report.ok(
-            name,
-            f"the {what} is valid until {na:%Y-%m-%d %H:%M} UTC ({human(na - now)} left)",
-            **clock,
-        )
+    validity(
+        report,
+        "validity" if what == "certificate" else "ca-validity",
+        f"the {what}",
+        (cert.not_valid_before_utc, cert.not_valid_after_utc, now),
+        early="this clock is behind the issuer's, or it was issued with a future date",
+        early_fix="check time synchronisation (timedatectl, chronyc tracking) here and on the "
+        "issuing machine, then issue a new one if the clocks agree",
+        expired_fix="issue a new one with 'paraconnect issue' (a new session if the CA expired)",
+        soon_fix="issue a new one before then",
+    )
 
 
 def crl_steps(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from typing import Any, NoReturn, cast
+from typing import Any, ClassVar, NoReturn, cast
 
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
@@ -108,6 +108,39 @@ class _Handler(APIHandler):
         self.finish(json.dumps(await self.call(op, **fields)))
 
 
+class _OpHandler(_Handler):
+    """A route whose methods each run one operation on the path's fields (``server_id`` is the
+    operation's ``id``), merged over the JSON body's for the methods in :attr:`bodies`."""
+
+    ops: ClassVar[dict[str, str]] = {}
+    bodies: ClassVar[frozenset[str]] = frozenset()
+
+    async def _run(self, **path: str) -> None:
+        method = str(self.request.method)
+        fields: dict[str, Any] = {"id" if k == "server_id" else k: v for k, v in path.items()}
+        if method in self.bodies:
+            fields = {**self.body(), **fields}
+        await self.answer(self.ops[method], **fields)
+
+    @staticmethod
+    def method() -> Any:
+        """:meth:`_run` as one HTTP method: authenticated, and authorized for its method's
+        action (@authorized fixes the read or write action at the first request it sees, so
+        GET and POST cannot share one wrapper)."""
+        return web.authenticated(authorized(_OpHandler._run))
+
+
+def _op(get: str = "", post: str = "", put: str = "", body: bool = False) -> type[_OpHandler]:
+    """The handler of a route whose methods each run one operation (`body`: the non-GET ones
+    take the request's JSON body)."""
+    ops = {m: op for m, op in (("GET", get), ("POST", post), ("PUT", put)) if op}
+    bodies = frozenset(m for m in ops if body and m != "GET")
+    name = "".join(part.title() for part in (get or post or put).split("_")) + "Handler"
+    # Only the methods it has: tornado answers the others 405 (and a test lists every route).
+    methods = {m.lower(): _OpHandler.method() for m in ops}
+    return type(name, (_OpHandler,), {"ops": ops, "bodies": bodies, **methods})
+
+
 class HubHandler(_Handler):
     @web.authenticated
     @authorized
@@ -119,50 +152,14 @@ class HubHandler(_Handler):
         self.finish(json.dumps({**info, "launchers": launchers, "jupyter": self.conf.public()}))
 
 
-class SessionsHandler(_Handler):
-    @web.authenticated
-    @authorized
-    async def get(self) -> None:
-        await self.answer("sessions")
+class SessionsHandler(_OpHandler):
+    ops: ClassVar[dict[str, str]] = {"GET": "sessions", "POST": "session_create"}
+    bodies = frozenset({"POST"})
+    get, post = _OpHandler.method(), _OpHandler.method()
 
-    @web.authenticated
-    @authorized
-    async def post(self) -> None:
-        fields = {"level": self.conf.default_level, **self.body()}
-        await self.answer("session_create", **fields)
-
-
-class SessionHandler(_Handler):
-    @web.authenticated
-    @authorized
-    async def get(self, session: str) -> None:
-        await self.answer("session", session=session)
-
-
-class SessionOpenHandler(_Handler):
-    @web.authenticated
-    @authorized
-    async def post(self, session: str) -> None:
-        await self.answer("session_open", session=session)
-
-
-class CertificatesHandler(_Handler):
-    @web.authenticated
-    @authorized
-    async def get(self, session: str) -> None:
-        await self.answer("certificates", session=session)
-
-
-class FriendsHandler(_Handler):
-    @web.authenticated
-    @authorized
-    async def get(self, session: str) -> None:
-        await self.answer("friends", session=session)
-
-    @web.authenticated
-    @authorized
-    async def post(self, session: str) -> None:
-        await self.answer("friend_issue", **{**self.body(), "session": session})
+    def body(self) -> dict[str, Any]:
+        # A new session gets this Jupyter server's default level unless the request names one.
+        return {"level": self.conf.default_level, **super().body()}
 
 
 class BundleHandler(_Handler):
@@ -177,60 +174,11 @@ class BundleHandler(_Handler):
         self.finish(base64.b64decode(got["data_b64"]), set_content_type="application/x-pkcs12")
 
 
-class RevokeHandler(_Handler):
-    @web.authenticated
-    @authorized
-    async def post(self, session: str) -> None:
-        await self.answer("revoke", **{**self.body(), "session": session})
-
-
-class PolicyHandler(_Handler):
-    @web.authenticated
-    @authorized
-    async def get(self, session: str) -> None:
-        await self.answer("policy", session=session)
-
-
-class PolicyRulesHandler(_Handler):
-    @web.authenticated
-    @authorized
-    async def post(self, session: str) -> None:
-        await self.answer("policy_rule", **{**self.body(), "session": session})
-
-
 class PolicyRuleHandler(_Handler):
     @web.authenticated
     @authorized
     async def delete(self, session: str, index: str) -> None:
         await self.answer("policy_remove", session=session, index=int(index))
-
-
-class PolicyDefaultHandler(_Handler):
-    @web.authenticated
-    @authorized
-    async def put(self, session: str) -> None:
-        await self.answer("policy_default", **{**self.body(), "session": session})
-
-
-class ServersHandler(_Handler):
-    @web.authenticated
-    @authorized
-    async def get(self) -> None:
-        await self.answer("servers")
-
-    @web.authenticated
-    @authorized
-    async def post(self) -> None:
-        # The hub's operation layer applies Paraconnect.max_servers / ssh_hosts /
-        # slurm_defaults (LaunchRules), for kernels and the CLI as for this route.
-        await self.answer("launch", **self.body())
-
-
-class AgentCommandHandler(_Handler):
-    @web.authenticated
-    @authorized
-    async def post(self) -> None:
-        await self.answer("agent_command", **self.body())
 
 
 class ServerHandler(_Handler):
@@ -245,32 +193,11 @@ class ServerHandler(_Handler):
         await self.answer("stop", id=server_id, grace=self.query("grace", float))
 
 
-class ResubmitHandler(_Handler):
-    @web.authenticated
-    @authorized
-    async def post(self, server_id: str) -> None:
-        await self.answer("resubmit", id=server_id)
-
-
 class LogsHandler(_Handler):
     @web.authenticated
     @authorized
     async def get(self, server_id: str) -> None:
         await self.answer("logs", id=server_id, tail=self.query("tail", int))
-
-
-class LaunchOptionsHandler(_Handler):
-    @web.authenticated
-    @authorized
-    async def get(self) -> None:
-        await self.answer("launch_options")
-
-
-class ListenersHandler(_Handler):
-    @web.authenticated
-    @authorized
-    async def get(self) -> None:
-        await self.answer("listeners")
 
 
 class AccountingHandler(_Handler):
@@ -293,24 +220,26 @@ _ID = r"(?P<server_id>[^/]+)"
 handlers: list[tuple[str, type[web.RequestHandler]]] = [
     (rf"{API}/hub", HubHandler),
     (rf"{API}/sessions", SessionsHandler),
-    (rf"{API}/sessions/{_S}", SessionHandler),
-    (rf"{API}/sessions/{_S}/open", SessionOpenHandler),
-    (rf"{API}/sessions/{_S}/certificates", CertificatesHandler),
-    (rf"{API}/sessions/{_S}/friends", FriendsHandler),
+    (rf"{API}/sessions/{_S}", _op(get="session")),
+    (rf"{API}/sessions/{_S}/open", _op(post="session_open")),
+    (rf"{API}/sessions/{_S}/certificates", _op(get="certificates")),
+    (rf"{API}/sessions/{_S}/friends", _op(get="friends", post="friend_issue", body=True)),
     (rf"{API}/sessions/{_S}/friends/(?P<serial>[^/]+)/bundle", BundleHandler),
-    (rf"{API}/sessions/{_S}/revoke", RevokeHandler),
-    (rf"{API}/sessions/{_S}/policy", PolicyHandler),
-    (rf"{API}/sessions/{_S}/policy/rules", PolicyRulesHandler),
+    (rf"{API}/sessions/{_S}/revoke", _op(post="revoke", body=True)),
+    (rf"{API}/sessions/{_S}/policy", _op(get="policy")),
+    (rf"{API}/sessions/{_S}/policy/rules", _op(post="policy_rule", body=True)),
     (rf"{API}/sessions/{_S}/policy/rules/(?P<index>[0-9]+)", PolicyRuleHandler),
-    (rf"{API}/sessions/{_S}/policy/default", PolicyDefaultHandler),
-    (rf"{API}/servers", ServersHandler),
-    (rf"{API}/servers/agent-command", AgentCommandHandler),
+    (rf"{API}/sessions/{_S}/policy/default", _op(put="policy_default", body=True)),
+    # The hub's operation layer applies Paraconnect.max_servers / ssh_hosts / slurm_defaults
+    # (LaunchRules) to a launch, for kernels and the CLI as for this route.
+    (rf"{API}/servers", _op(get="servers", post="launch", body=True)),
+    (rf"{API}/servers/agent-command", _op(post="agent_command", body=True)),
     (rf"{API}/servers/{_ID}", ServerHandler),
     (rf"{API}/servers/{_ID}/logs", LogsHandler),
     (rf"{API}/servers/{_ID}/view", ViewHandler),
-    (rf"{API}/launch-options", LaunchOptionsHandler),
-    (rf"{API}/servers/{_ID}/resubmit", ResubmitHandler),
-    (rf"{API}/listeners", ListenersHandler),
+    (rf"{API}/launch-options", _op(get="launch_options")),
+    (rf"{API}/servers/{_ID}/resubmit", _op(post="resubmit")),
+    (rf"{API}/listeners", _op(get="listeners")),
     (rf"{API}/accounting", AccountingHandler),
     (rf"{API}/events", EventsHandler),
     # A web app's own paths: everything after the id (with its slash) goes to the app.

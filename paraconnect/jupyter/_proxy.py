@@ -303,23 +303,11 @@ class ProxyHandler(WebSocketHandler, JupyterHandler):
         else:
             await self._http()
 
-    async def head(self, *args: Any, **kwargs: Any) -> None:
+    async def _other(self, *args: Any, **kwargs: Any) -> None:
         await self._http()
 
-    async def post(self, *args: Any, **kwargs: Any) -> None:
-        await self._http()
-
-    async def put(self, *args: Any, **kwargs: Any) -> None:
-        await self._http()
-
-    async def patch(self, *args: Any, **kwargs: Any) -> None:
-        await self._http()
-
-    async def delete(self, *args: Any, **kwargs: Any) -> None:
-        await self._http()
-
-    async def options(self, *args: Any, **kwargs: Any) -> None:
-        await self._http()
+    # Every other method goes to the app as it came; tornado looks handlers up by name.
+    head = post = put = patch = delete = options = _other
 
     async def _http(self) -> None:
         if self.request.path == self._prefix:

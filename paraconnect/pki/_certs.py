@@ -8,7 +8,6 @@ convention), so a copied certificate fails on any other machine at level ``mutua
 from __future__ import annotations
 
 import datetime as dt
-import enum
 import re
 import urllib.parse
 from dataclasses import dataclass
@@ -20,7 +19,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .._fs import read_public
-from ..errors import ConfigError, CredentialError, TrustError
+from ..errors import CredentialError, TrustError
+from ..vocab import ParsedEnum
 from ._keys import KeyType, PrivateKey, PublicKey, key_type_of
 from ._names import check_name, check_unique_id
 from ._signer import Signer, as_signer
@@ -56,20 +56,15 @@ _PEM_CERT_RE = re.compile(
 )
 
 
-class Role(enum.StrEnum):
+class Role(ParsedEnum, what="role"):
     SESSION = "session"  # the session CA itself
     SERVER = "server"
     CLIENT = "client"
     NODE = "node"  # a machine's own identity: may act as server or client
 
     @classmethod
-    def parse(cls, value: str | Role) -> Role:
-        try:
-            return cls(value)
-        except ValueError:
-            raise ConfigError(
-                f"unknown role {value!r}; choose one of server, client, node"
-            ) from None
+    def _offered(cls) -> list[str]:
+        return ["server", "client", "node"]  # the session's own role is no one's to take
 
 
 @dataclass(frozen=True, slots=True)

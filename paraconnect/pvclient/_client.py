@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from .._proc import end_process
 from ..errors import ConfigError, NetworkError, ParaconnectError
 
 __all__ = ["ParaViewClient", "ParaViewError", "client_for", "close_client"]
@@ -185,12 +186,7 @@ class ParaViewClient:
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+                end_process(proc, 10)
         with contextlib.suppress(OSError):
             shutil.rmtree(self._dir)
 

@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any, TypeVar
 
 import anyio
@@ -154,12 +153,7 @@ class AsyncRenderClient:
         await self.open()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     async def open(self) -> dict[str, Any]:
@@ -238,6 +232,7 @@ class AsyncRenderClient:
 
     async def load(
         self,
+        /,
         dataset: str | None = None,
         *,
         path: str | None = None,
@@ -286,7 +281,7 @@ class AsyncRenderClient:
             header["pan"] = list(pan)
         await self._request(header)
 
-    async def request(self, op: str, **fields: Any) -> dict[str, Any]:
+    async def request(self, /, op: str, **fields: Any) -> dict[str, Any]:
         """Any request of the protocol (``"color"``, ``"filter"``, ``"time"`` ...; see
         ``_protocol.py``); returns the reply's fields, such as ``"state"``."""
         header = {"op": op, **fields}

@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, TypeGuard
+from dataclasses import dataclass
+from typing import Any, TypeGuard, TypeVar, dataclass_transform
 
 from ..errors import ProtocolError
 
-__all__ = ["BadRequest", "RequestId"]
+__all__ = ["BadRequest", "RequestId", "request"]
+
+_T = TypeVar("_T")
+
+
+@dataclass_transform(frozen_default=True)
+def request(cls: type[_T]) -> type[_T]:
+    """A request of the protocol, as parsed: a frozen dataclass with slots (it never changes
+    once read, and the server keeps many)."""
+    return dataclass(frozen=True, slots=True)(cls)
+
 
 RequestId = int | str | None
 

@@ -115,6 +115,7 @@ from ._fields import (
     is_int,
     number,
     pair,
+    request,
 )
 from ._scene_requests import (
     FILTER_ACTIONS,
@@ -302,14 +303,14 @@ def _decode_header(raw: bytes) -> dict[str, Any]:
 # --- requests ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@request
 class Hello:
     v: int
     id: RequestId = None
     scene: str | None = None  # a shared scene's name
 
 
-@dataclass(frozen=True, slots=True)
+@request
 class Load:
     dataset: str | None
     path: str | None
@@ -319,14 +320,14 @@ class Load:
     reader: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@request
 class Resize:
     w: int
     h: int
     id: RequestId = None
 
 
-@dataclass(frozen=True, slots=True)
+@request
 class Camera:
     azimuth: float = 0.0
     elevation: float = 0.0
@@ -338,7 +339,7 @@ class Camera:
     interactive: bool | None = None  # None: leaves the connection's drag state as it is
 
 
-@dataclass(frozen=True, slots=True)
+@request
 class Render:
     format: Format = "jpeg"
     quality: int = 85
@@ -346,7 +347,7 @@ class Render:
     id: RequestId = None
 
 
-@dataclass(frozen=True, slots=True)
+@request
 class Stream:
     fps: float = 30.0
     spin: float = 0.0
@@ -359,18 +360,18 @@ class Stream:
     drag_scale: float = 1.0
 
 
-@dataclass(frozen=True, slots=True)
+@request
 class Ack:
     n: int
     id: RequestId = None
 
 
-@dataclass(frozen=True, slots=True)
+@request
 class Stop:
     id: RequestId = None
 
 
-@dataclass(frozen=True, slots=True)
+@request
 class Bye:
     id: RequestId = None
 

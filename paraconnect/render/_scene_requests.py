@@ -4,7 +4,6 @@ files, state, color, display, filter, time, blocks."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from ._fields import (
@@ -17,6 +16,7 @@ from ._fields import (
     is_int,
     numbers,
     range_,
+    request,
     string,
 )
 
@@ -34,18 +34,18 @@ SCENE_FIELDS: dict[str, frozenset[str]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@request
 class Files:
     path: str = ""
     id: RequestId = None
 
 
-@dataclass(frozen=True, slots=True)
+@request
 class State:
     id: RequestId = None
 
 
-@dataclass(frozen=True, slots=True)
+@request
 class Color:
     array: str | None
     association: str | None = None
@@ -55,7 +55,7 @@ class Color:
     id: RequestId = None
 
 
-@dataclass(frozen=True, slots=True)
+@request
 class Display:
     representation: str | None = None
     scalar_bar: bool | None = None
@@ -66,20 +66,20 @@ class Display:
     id: RequestId = None
 
 
-@dataclass(frozen=True, slots=True)
+@request
 class Filter:
     action: str
     spec: Mapping[str, Any]
     id: RequestId = None
 
 
-@dataclass(frozen=True, slots=True)
+@request
 class Time:
     index: int
     id: RequestId = None
 
 
-@dataclass(frozen=True, slots=True)
+@request
 class Blocks:
     select: tuple[int, ...]
     id: RequestId = None

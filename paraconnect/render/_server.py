@@ -215,6 +215,12 @@ class RenderServer:
             await stream.aclose()
 
 
+def _fields(req: object, names: str) -> dict[str, Any]:
+    """These fields of a request, as the keyword arguments of the scene's method of the same
+    names."""
+    return {name: getattr(req, name) for name in names.split()}
+
+
 def _is_disconnect(exc: BaseException) -> bool:
     if isinstance(exc, BaseExceptionGroup):
         return all(_is_disconnect(e) for e in exc.exceptions)
@@ -460,14 +466,7 @@ class _Connection(Frames):
                 )
                 extra["dataset"] = info.as_json()
             elif isinstance(req, P.Camera):
-                scene.camera(
-                    azimuth=req.azimuth,
-                    elevation=req.elevation,
-                    zoom=req.zoom,
-                    reset=req.reset,
-                    preset=req.preset,
-                    pan=req.pan,
-                )
+                scene.camera(**_fields(req, "azimuth elevation zoom reset preset pan"))
             elif isinstance(req, P.Files):
                 return {"files": scene.files(req.path, root)}, False
             elif isinstance(req, P.State):
@@ -476,12 +475,7 @@ class _Connection(Frames):
                 pipe.color_by(req.array, req.association, req.component, req.colormap, req.range)
             elif isinstance(req, P.Display):
                 pipe.set_display(
-                    representation=req.representation,
-                    scalar_bar=req.scalar_bar,
-                    axes=req.axes,
-                    outline=req.outline,
-                    colormap=req.colormap,
-                    range=req.range,
+                    **_fields(req, "representation scalar_bar axes outline colormap range")
                 )
             elif isinstance(req, P.Filter):
                 if req.action == "clear":

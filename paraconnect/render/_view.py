@@ -40,6 +40,18 @@ _WIDGET_OPS = frozenset({"color", "display", "filter", "time", "camera"})
 ZOOM_PER_WHEEL = 1.1  # per 100 units of wheel delta (one notch in most browsers)
 
 
+def _display_switch(name: str, what: str) -> property:
+    """A display setting that is on or off: read from the view's state, set on the server."""
+
+    def get(view: RemoteView) -> bool:
+        return bool(view.state.get(name))
+
+    def set_(view: RemoteView, on: bool) -> None:
+        view._change("display", **{name: bool(on)})
+
+    return property(get, set_, doc=f"Show {what}.")
+
+
 class RemoteView(anywidget.AnyWidget):
     """``RemoteView(port=srv.port, dataset="wavelet")`` (or ``unix=PATH``: a ParaView client's
     frame socket); ``.rotate()``, ``.zoom()``,
@@ -218,29 +230,9 @@ class RemoteView(anywidget.AnyWidget):
             "display", colormap=name, range=list(range) if range is not None else None
         )
 
-    @property
-    def scalar_bar(self) -> bool:
-        return bool(self.state.get("scalar_bar"))
-
-    @scalar_bar.setter
-    def scalar_bar(self, on: bool) -> None:
-        self._change("display", scalar_bar=bool(on))
-
-    @property
-    def axes(self) -> bool:
-        return bool(self.state.get("axes"))
-
-    @axes.setter
-    def axes(self, on: bool) -> None:
-        self._change("display", axes=bool(on))
-
-    @property
-    def outline(self) -> bool:
-        return bool(self.state.get("outline"))
-
-    @outline.setter
-    def outline(self, on: bool) -> None:
-        self._change("display", outline=bool(on))
+    scalar_bar = _display_switch("scalar_bar", "the colour legend")
+    axes = _display_switch("axes", "the orientation axes")
+    outline = _display_switch("outline", "the data's bounding box")
 
     def slice(
         self,

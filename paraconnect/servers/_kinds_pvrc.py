@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 
+from paraconnect._proc import end_process
 from paraconnect.servers._kinds_tie import pump_both, tie_to_parent
 
 ACCEPT_TIMEOUT = 60.0
@@ -67,12 +68,7 @@ def serve_one(agent: socket.socket, command: list[str]) -> None:
         if pv is not None:
             pv.close()
         agent.close()
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        end_process(proc, 10)
         print(
             "paraconnect-pvrc: client left; pvserver ended (its state is lost); a fresh one "
             "starts for the next client",

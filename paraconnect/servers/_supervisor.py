@@ -23,7 +23,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 import anyio
@@ -102,32 +102,28 @@ def parse_ready(text: str) -> dict[str, Any] | None:
     return None
 
 
+@dataclass(eq=False)
 class Supervisor:
     """Watches servers; owns their state in the registry."""
 
-    def __init__(
-        self,
-        registry: ServerRegistry,
-        *,
-        poll: float = 0.5,
-        connect_timeout: float = 300.0,
-        readopt_grace: float = 120.0,
-        relaunch: Relaunch | None = None,
-        on_ready: OnReady | None = None,
-    ) -> None:
-        self.registry = registry
-        self.poll = poll
-        self.connect_timeout = connect_timeout
-        self.readopt_grace = readopt_grace
-        self.relaunch = relaunch
-        self.on_ready = on_ready
-        self.jobs: dict[str, Job] = {}
-        self._scopes: dict[str, anyio.CancelScope] = {}
-        self._stopping: set[str] = set()
-        self._subscribers: list[Callable[[ServerEvent], None]] = []
-        self._streams: list[MemoryObjectSendStream[ServerEvent]] = []
-        self._tg: anyio.abc.TaskGroup | None = None
-        self._changed = anyio.Event()
+    registry: ServerRegistry
+    _: KW_ONLY
+    poll: float = 0.5
+    connect_timeout: float = 300.0
+    readopt_grace: float = 120.0
+    relaunch: Relaunch | None = None
+    on_ready: OnReady | None = None
+    jobs: dict[str, Job] = field(default_factory=dict, init=False, repr=False)
+    _scopes: dict[str, anyio.CancelScope] = field(default_factory=dict, init=False, repr=False)
+    _stopping: set[str] = field(default_factory=set, init=False, repr=False)
+    _subscribers: list[Callable[[ServerEvent], None]] = field(
+        default_factory=list, init=False, repr=False
+    )
+    _streams: list[MemoryObjectSendStream[ServerEvent]] = field(
+        default_factory=list, init=False, repr=False
+    )
+    _tg: anyio.abc.TaskGroup | None = field(default=None, init=False, repr=False)
+    _changed: anyio.Event = field(default_factory=anyio.Event, init=False, repr=False)
 
     # -- events ---------------------------------------------------------------------------
 

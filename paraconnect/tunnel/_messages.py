@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypeVar, dataclass_transform
 
 from .._wire import record
 from ..errors import ProtocolError
@@ -76,26 +76,60 @@ def _str(obj: Mapping[str, Any], kind: str, field: str) -> str:
     return value
 
 
+def _text(obj: Mapping[str, Any], kind: str, field: str, most: int, what: str) -> str:
+    """A string of 1 to `most` characters; `what` names what it should be."""
+    value = obj.get(field)
+    if not isinstance(value, str) or not 0 < len(value) <= most:
+        raise _bad(kind, field, f"{what} of 1 to {most} characters")
+    return value
+
+
+def _str_or_none(obj: Mapping[str, Any], kind: str, field: str, most: int = 0) -> str | None:
+    """An optional string (at most `most` characters when given)."""
+    value = obj.get(field)
+    if value is not None and (not isinstance(value, str) or 0 < most < len(value)):
+        raise _bad(kind, field, f"a{' short' if most else ''} string or null")
+    return value
+
+
+_T = TypeVar("_T")
+
+
+@dataclass_transform(frozen_default=True)
+def _message(cls: type[_T]) -> type[_T]:
+    """A control message: a frozen dataclass with slots (a decoded message never changes)."""
+    return dataclass(frozen=True, slots=True)(cls)
+
+
 class _Message:
     type: ClassVar[str]
+
+    def __init_subclass__(cls, wire: str | None = None) -> None:
+        # A message names its wire type in its class line (``class Ok(_Message, wire="ok")``);
+        # dataclass(slots=True) makes the class again, without it: the type stays.
+        if wire is not None:
+            cls.type = wire
 
     def fields(self) -> dict[str, Any]:
         """The message's own fields, in their order (the wire type is not one of them)."""
         return record(self)
 
+    # (field, most characters, what it is): fields that are strings of 1 to that many.
+    texts: ClassVar[tuple[tuple[str, int, str], ...]] = ()
+
     @classmethod
     def parse(cls, obj: Mapping[str, Any]) -> Self:
-        """A message of no fields (ping, pong, ok): nothing to check.  The others check theirs."""
-        return cls()
+        """A message whose fields are all `texts` (none for ping, pong, ok); the others check
+        theirs in their own parse."""
+        return cls(*(_text(obj, cls.type, name, most, what) for name, most, what in cls.texts))
 
     def to_dict(self) -> dict[str, Any]:
         """The frame's object (its version is added by `write_frame`)."""
         return {"type": self.type, **self.fields()}
 
 
-@dataclass(frozen=True, slots=True)
-class Info(_Message):
-    type: ClassVar[str] = "info"
+@_message
+class Info(_Message, wire="info"):
     server_id: str
     connect_id: int | None = None
     leg: str | None = None  # how the program's leg is protected (`debug server` says it)
@@ -106,18 +140,13 @@ class Info(_Message):
         connect_id = obj.get("connect_id")
         if connect_id is not None and type(connect_id) is not int:
             raise _bad(cls.type, "connect_id", "an integer or null")
-        leg = obj.get("leg")
-        if leg is not None and not isinstance(leg, str):
-            raise _bad(cls.type, "leg", "a string or null")
-        version = obj.get("version")
-        if version is not None and (not isinstance(version, str) or len(version) > 64):
-            raise _bad(cls.type, "version", "a short string or null")
+        leg = _str_or_none(obj, cls.type, "leg")
+        version = _str_or_none(obj, cls.type, "version", most=64)
         return cls(_str(obj, cls.type, "server_id"), connect_id, leg, version)
 
 
-@dataclass(frozen=True, slots=True)
-class PhoneHome(_Message):
-    type: ClassVar[str] = "phone_home"
+@_message
+class PhoneHome(_Message, wire="phone_home"):
     home: Home
 
     def fields(self) -> dict[str, Any]:
@@ -131,24 +160,16 @@ class PhoneHome(_Message):
             raise BadMessage(str(exc), cls.type) from None
 
 
-@dataclass(frozen=True, slots=True)
-class Open(_Message):
-    type: ClassVar[str] = "open"
+@_message
+class Open(_Message, wire="open"):
+    texts = (("channel", MAX_CHANNEL, "a token"),)
     channel: str
 
-    @classmethod
-    def parse(cls, obj: Mapping[str, Any]) -> Open:
-        channel = obj.get("channel")
-        if not isinstance(channel, str) or not 0 < len(channel) <= MAX_CHANNEL:
-            raise _bad(cls.type, "channel", f"a token of 1 to {MAX_CHANNEL} characters")
-        return cls(channel)
 
-
-@dataclass(frozen=True, slots=True)
-class Crl(_Message):
+@_message
+class Crl(_Message, wire="crl"):
     """One part of the owner's revocation list; a long list spans several parts."""
 
-    type: ClassVar[str] = "crl"
     pem: str
     part: int = 0
     parts: int = 1
@@ -167,9 +188,8 @@ class Crl(_Message):
         return cls(pem, part, parts)
 
 
-@dataclass(frozen=True, slots=True)
-class Policy(_Message):
-    type: ClassVar[str] = "policy"
+@_message
+class Policy(_Message, wire="policy"):
     signed: str
 
     @classmethod
@@ -177,24 +197,23 @@ class Policy(_Message):
         return cls(_str(obj, cls.type, "signed"))
 
 
-@dataclass(frozen=True, slots=True)
-class Ping(_Message):
-    type: ClassVar[str] = "ping"
+@_message
+class Ping(_Message, wire="ping"):
+    """Is the agent there?  Answered `Pong`."""
 
 
-@dataclass(frozen=True, slots=True)
-class Pong(_Message):
-    type: ClassVar[str] = "pong"
+@_message
+class Pong(_Message, wire="pong"):
+    """The answer to `Ping`."""
 
 
-@dataclass(frozen=True, slots=True)
-class Ok(_Message):
-    type: ClassVar[str] = "ok"
+@_message
+class Ok(_Message, wire="ok"):
+    """A request done (`PhoneHome`)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Error(_Message):
-    type: ClassVar[str] = "error"
+@_message
+class Error(_Message, wire="error"):
     reason: str
 
     @classmethod
@@ -207,38 +226,29 @@ class Error(_Message):
 MAX_PEM = 16 * 1024  # characters of a CSR or certificate: far above any key paraconnect uses
 
 
-@dataclass(frozen=True, slots=True)
-class Renew(_Message):
+@_message
+class Renew(_Message, wire="renew"):
     """The agent asks the hub, over its mutual-TLS control channel, to certify a fresh key."""
 
-    type: ClassVar[str] = "renew"
+    texts = (("csr", MAX_PEM, "a PEM request"),)
     csr: str
 
-    @classmethod
-    def parse(cls, obj: Mapping[str, Any]) -> Renew:
-        csr = _str(obj, cls.type, "csr")
-        if not 0 < len(csr) <= MAX_PEM:
-            raise _bad(cls.type, "csr", f"a PEM request of at most {MAX_PEM} characters")
-        return cls(csr)
 
-
-@dataclass(frozen=True, slots=True)
-class Renewed(_Message):
+@_message
+class Renewed(_Message, wire="renewed"):
     """The hub's answer to `Renew`: the certificate (and its current CRL), or the reason the
     hub refused (`cert` empty)."""
 
-    type: ClassVar[str] = "renewed"
     cert: str = ""
     crl: str | None = None
     reason: str = ""
 
     @classmethod
     def parse(cls, obj: Mapping[str, Any]) -> Renewed:
-        cert, crl, reason = obj.get("cert", ""), obj.get("crl"), obj.get("reason", "")
+        cert, reason = obj.get("cert", ""), obj.get("reason", "")
         if not isinstance(cert, str) or len(cert) > MAX_PEM:
             raise _bad(cls.type, "cert", f"a PEM certificate of at most {MAX_PEM} characters")
-        if crl is not None and not isinstance(crl, str):
-            raise _bad(cls.type, "crl", "a string or null")
+        crl = _str_or_none(obj, cls.type, "crl")
         if not isinstance(reason, str):
             raise _bad(cls.type, "reason", "a string")
         if not cert and not reason:

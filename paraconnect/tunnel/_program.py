@@ -32,7 +32,6 @@ peer identity runs per connection (``_perconn``, ``serve --per-connection``).
 from __future__ import annotations
 
 import contextlib
-import enum
 import logging
 import os
 import secrets
@@ -49,6 +48,7 @@ import anyio.abc
 
 from ..errors import ConfigError, NetworkError, ParaconnectError, TrustError
 from ..tls import PeerIdentity
+from ..vocab import ParsedEnum
 from ._leg import (
     Endpoint,
     connect_endpoint,
@@ -127,19 +127,10 @@ def pv_reverse_command(command: Sequence[str]) -> list[str] | None:
     return [*bridge, *argv[: at + 1], *rc, *kept]
 
 
-class Restart(enum.StrEnum):
+class Restart(ParsedEnum, what="--restart"):
     NO = "no"
     ON_FAILURE = "on-failure"
     ALWAYS = "always"
-
-    @classmethod
-    def parse(cls, value: str | Restart) -> Restart:
-        try:
-            return cls(value)
-        except ValueError:
-            raise ConfigError(
-                f"--restart {value!r}: choose one of no, on-failure, always"
-            ) from None
 
 
 class ProgramExited(ParaconnectError):

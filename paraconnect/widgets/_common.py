@@ -20,7 +20,8 @@ from ..hub import HubEvents
 log = logging.getLogger("paraconnect.widgets")
 
 __all__ = [
-    "EventDriven", "attempt", "error_html", "hub_of", "session_and_hub", "table_html", "when",
+    "EventDriven", "Panel", "attempt", "error_html", "hub_of", "session_and_hub", "table_html",
+    "when",
 ]  # fmt: skip
 
 
@@ -118,6 +119,25 @@ class EventDriven:
         events, self._events = self._events, None
         if events is not None:
             events.close()
+
+
+class Panel(w.VBox, EventDriven):  # type: ignore[misc]  # ipywidgets is untyped
+    """A column of widgets showing the hub's data: read once at start (`refresh`), then kept
+    current by the hub's events of its topics; closing it stops following them."""
+
+    hub: Hub
+
+    def _open(self, children: Sequence[Any], topics: tuple[str, ...]) -> None:
+        super().__init__(list(children))
+        self._listen(self.hub, topics)
+        self.refresh()
+
+    def refresh(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._stop_listening()
+        super().close()
 
 
 def button(description: str, style: str = "", tooltip: str = "") -> w.Button:

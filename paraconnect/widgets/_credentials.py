@@ -11,12 +11,12 @@ import ipywidgets as w
 from ..api import Hub, Session
 from ..errors import ParaconnectError
 from ..vocab import KeyType, SecurityLevel, choices
-from ._common import EventDriven, button, error_html, session_and_hub, table_html, when
+from ._common import Panel, button, error_html, session_and_hub, table_html, when
 
 __all__ = ["CredentialsWidget"]
 
 
-class CredentialsWidget(w.VBox, EventDriven):  # type: ignore[misc]  # ipywidgets is untyped
+class CredentialsWidget(Panel):
     """A session form (name, key type, CA lifetime, level) and the session's certificates;
     refreshed live when the hub announces a change of credentials."""
 
@@ -44,17 +44,16 @@ class CredentialsWidget(w.VBox, EventDriven):  # type: ignore[misc]  # ipywidget
         self.certs = w.HTML()
         self.message = w.HTML()
         self.info: dict[str, Any] = {}
-        super().__init__(
+        self._open(
             [
                 w.HBox([self.name, self.key_type]),
                 w.HBox([self.days, self.level, self.open_button]),
                 self.message,
                 self.summary,
                 self.certs,
-            ]
+            ],
+            ("credentials",),
         )
-        self._listen(self.hub, ("credentials",))
-        self.refresh()
 
     def _on_open(self, _button: Any = None) -> None:
         name = self.name.value.strip()
@@ -104,7 +103,3 @@ class CredentialsWidget(w.VBox, EventDriven):  # type: ignore[misc]  # ipywidget
     def _on_event(self, topic: str, event: dict[str, Any]) -> None:
         if event.get("session") == self.name.value.strip():
             self.refresh()
-
-    def close(self) -> None:
-        self._stop_listening()
-        super().close()

@@ -11,12 +11,12 @@ import ipywidgets as w
 
 from ..api import Hub, Session
 from ..errors import ConfigError, ParaconnectError
-from ._common import EventDriven, attempt, button, error_html, session_and_hub, when
+from ._common import Panel, attempt, button, error_html, session_and_hub, when
 
 __all__ = ["ShareWidget"]
 
 
-class ShareWidget(w.VBox, EventDriven):  # type: ignore[misc]  # ipywidgets is untyped
+class ShareWidget(Panel):
     """Friends of one session.  Revoking takes effect live: the hub closes what the friend
     has open and refuses the next handshake."""
 
@@ -42,7 +42,7 @@ class ShareWidget(w.VBox, EventDriven):  # type: ignore[misc]  # ipywidgets is u
         self.friends = w.VBox()
         self.revoke_buttons: dict[str, w.Button] = {}
         self.last_bundle: dict[str, Any] | None = None
-        super().__init__(
+        self._open(
             [
                 w.HTML(f"<b>share session {html.escape(self.session)}</b>"),
                 w.HBox([self.friend, self.passphrase]),
@@ -50,10 +50,9 @@ class ShareWidget(w.VBox, EventDriven):  # type: ignore[misc]  # ipywidgets is u
                 self.message,
                 self.download,
                 self.friends,
-            ]
+            ],
+            ("credentials",),
         )
-        self._listen(self.hub, ("credentials",))
-        self.refresh()
 
     def _on_issue(self, _button: Any = None) -> None:
         try:
@@ -115,7 +114,3 @@ class ShareWidget(w.VBox, EventDriven):  # type: ignore[misc]  # ipywidgets is u
     def _on_event(self, topic: str, event: dict[str, Any]) -> None:
         if event.get("session") == self.session:
             self.refresh()
-
-    def close(self) -> None:
-        self._stop_listening()
-        super().close()

@@ -26,7 +26,7 @@ import ipywidgets as w
 from ..api import Hub, Session
 from ..errors import ParaconnectError
 from ..vocab import FINAL_STATES
-from ._common import EventDriven, attempt, button, error_html, session_and_hub
+from ._common import Panel, attempt, button, error_html, session_and_hub
 
 __all__ = ["PhoneHomeWatcher"]
 
@@ -52,7 +52,7 @@ def _shorten_ids(text: str) -> str:
     return _NODE_ID.sub(r"\1…", text)
 
 
-class PhoneHomeWatcher(w.VBox, EventDriven):  # type: ignore[misc]  # ipywidgets is untyped
+class PhoneHomeWatcher(Panel):
     """``PhoneHomeWatcher(session="cfd-run")`` (every session when None); ``.servers`` holds
     the rows as ServerInfo dicts, ``.verdicts`` what accept/reject decided."""
 
@@ -75,9 +75,10 @@ class PhoneHomeWatcher(w.VBox, EventDriven):  # type: ignore[misc]  # ipywidgets
         )
         self.message = w.HTML()
         title = f"servers phoning home{f' to {self.session}' if self.session else ''}"
-        super().__init__([w.HTML(f"<b>{html.escape(title)}</b>"), self.table, self.message])
-        self._listen(self.hub, ("server", "phone_home", "hung_up", "walltime", "resubmitted"))
-        self.refresh()
+        self._open(
+            [w.HTML(f"<b>{html.escape(title)}</b>"), self.table, self.message],
+            ("server", "phone_home", "hung_up", "walltime", "resubmitted"),
+        )
 
     def refresh(self) -> None:
         """Read every server again (at start; events keep the table current after)."""
@@ -187,7 +188,3 @@ class PhoneHomeWatcher(w.VBox, EventDriven):  # type: ignore[misc]  # ipywidgets
             self.hub.request("resubmit", id=server_id)
 
         attempt(self.message, go, f"resubmitted {html.escape(server_id)}")
-
-    def close(self) -> None:
-        self._stop_listening()
-        super().close()
