@@ -130,6 +130,7 @@ def figures(stats: dict[str, Any]) -> dict[str, Any]:
     sizes = sorted({(f["w"], f["h"]) for f in during})
     sent = [t for t in stats["sent"] if t <= last_input]
     return {
+        "moves": len(inputs) / span if span > 0 else 0.0,
         "requests": len(sent) / span if span > 0 else 0.0,
         "drag_size": "/".join(f"{w}x{h}" for w, h in sizes) or "-",
         "stale_after": len(stale),
@@ -217,8 +218,9 @@ def main() -> None:
         print(f"  shown, kernel sleeping    {b['fps']:7.1f} frames/s   ratio to idle "
               f"{busy_ratio:.2f}"
               f"{'' if r['busy_throughout'] else '  (the cell ended early!)'}")  # fmt: skip
-        print(f"  camera requests sent      {i['requests']:7.1f} /s (one a display frame "
-              "at most)")  # fmt: skip
+        print(f"  pointer moves             {i['moves']:7.1f} /s (one an animation frame)")
+        print(f"  camera requests sent      {i['requests']:7.1f} /s (at most one a move, two "
+              "ahead of the frames)")  # fmt: skip
         print(f"  input to frame            p50 {i['p50']:5.1f} ms   p95 {i['p95']:5.1f} ms")
         print(f"  after the release         the still: "
               f"{'full quality' if i['still_full'] else 'MISSING or coarse'} "

@@ -31,9 +31,9 @@ function parse(data: ArrayBuffer): [Record<string, any>, Uint8Array<ArrayBuffer>
  * A built-in renderer's live picture: the tab speaks the render protocol to the server's local
  * endpoint through the server extension's view websocket (a relay on the Jupyter machine, where
  * that endpoint is). Its own scene of the dataset; frames streamed as the scene changes, at most
- * two unacknowledged, so the picture never lags behind a backlog; a lower JPEG quality while
- * dragging and a full one when the pointer is up. Drag rotates, the wheel zooms, the picture
- * follows the tab's size.
+ * three unacknowledged, so the picture never lags behind a backlog; smaller, coarser frames
+ * while dragging and a full one when the pointer is up. Drag rotates, the wheel zooms, the
+ * picture follows the tab's size.
  */
 export class ServerView extends Widget {
   constructor(
@@ -93,7 +93,7 @@ export class ServerView extends Widget {
       quality: 90,
       drag_quality: 60,
       drag_scale: w * h > 640 * 480 ? 0.5 : 1,
-      window: 2,
+      window: 3,
       id: 2
     });
   }
@@ -123,6 +123,7 @@ export class ServerView extends Widget {
     if (header.op !== 'frame' || !header.stream) {
       return;
     }
+    this._arrived(header.input);
     // After a release, only the still and what follows: no older picture steps back in.
     if (this._still !== null && (header.input ?? -1) < this._still) {
       this._send({ op: 'ack', n: header.n });
@@ -153,13 +154,30 @@ export class ServerView extends Widget {
     }
   }
 
-  private _flush(): void {
+  /** Send what the pointer did, unless four requests no arrived frame shows yet are out
+   * (then the next frame's arrival sends it): the pointer never outruns the chain. */
+  private _flush(force = false): void {
     this._scheduled = false;
     const p = this._pending;
-    if (p.azimuth !== 0 || p.elevation !== 0 || p.zoom !== 1) {
-      this._send({ op: 'camera', ...p, interactive: true, id: ++this._input });
+    if (p.azimuth === 0 && p.elevation === 0 && p.zoom === 1) {
+      return;
     }
+    if (!force && this._ahead.length >= 4) {
+      return;
+    }
+    this._send({ op: 'camera', ...p, interactive: true, id: ++this._input });
+    this._ahead.push(this._input);
     this._pending = { azimuth: 0, elevation: 0, zoom: 1 };
+  }
+
+  private _arrived(input: number | undefined): void {
+    if (input === undefined || input === null) {
+      return;
+    }
+    while (this._ahead.length && this._ahead[0] <= input) {
+      this._ahead.shift();
+    }
+    this._flush();
   }
 
   private _size(): [number, number] {
@@ -173,6 +191,7 @@ export class ServerView extends Widget {
   private _down(e: PointerEvent): void {
     this._drag = [e.clientX, e.clientY];
     this._still = null;
+    this._ahead = [];
     this._img.setPointerCapture?.(e.pointerId);
   }
 
@@ -187,7 +206,7 @@ export class ServerView extends Widget {
 
   private _up(): void {
     this._drag = null;
-    this._flush();
+    this._flush(true);
     this._still = ++this._input;
     this._send({ op: 'camera', interactive: false, id: this._still }); // the full-quality still
   }
@@ -211,6 +230,7 @@ export class ServerView extends Widget {
   private _error: string | null = null;
   private _input = 1 << 20; // camera request ids: the frames say which one they show
   private _still: number | null = null;
+  private _ahead: number[] = []; // camera requests that no arrived frame shows yet
   private _wheelEnd: ReturnType<typeof setTimeout> | undefined = undefined;
 }
 

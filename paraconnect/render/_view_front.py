@@ -152,12 +152,12 @@ function render({ model, el }) {
   }
   function startStream() {
     ws.send(frameOf({ op: "stream", fps: 0, format: "jpeg", quality: 90, drag_quality: 60,
-                      drag_scale: dragScale(), window: 2, id: 1 }));
+                      drag_scale: dragScale(), window: 3, id: 1 }));
   }
   // Camera requests that no arrived frame shows yet: at most AHEAD, so the pointer never
   // outruns the chain (a 240 Hz display would send 240 a second, and the renderer would fall
   // behind); what moves meanwhile folds into one request, sent when a frame comes.
-  const AHEAD = 2;
+  const AHEAD = 4;
   let ahead = [], scheduled = false;
   function sendMove(force) {
     scheduled = false;
