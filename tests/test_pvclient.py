@@ -6,7 +6,9 @@ RemoteView over paraconnect.render's frame protocol."""
 from __future__ import annotations
 
 import io
+import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +17,8 @@ from PIL import Image
 import paraconnect as pc
 from paraconnect.api import Hub
 from paraconnect.errors import NetworkError
+
+from .helpers_leg import other_connects_unix, other_user_fixture  # noqa: F401 (other_user)
 
 pytest.importorskip("anywidget")
 pytest_plugins = ["tests.helpers_api"]
@@ -45,13 +49,21 @@ def _rgb(data: bytes) -> np.ndarray:
         return np.asarray(img.convert("RGB"), dtype=np.int16)
 
 
-def test_paraview_runs_code_keeps_state_and_raises_readable_errors(api_hub: Hub) -> None:
+def test_paraview_runs_code_keeps_state_and_raises_readable_errors(
+    api_hub: Hub, other_user: str
+) -> None:
     srv = pc.connect_reverse(
         kind="pvserver", session=pc.Session.create("lab"), options={"xvfb": "always"}
     )
     srv.wait_connected(timeout=90, quiet=True)
     pv = srv.paraview()
     assert pv.partitions == 1 and pv.version.startswith("5.")
+    # Its sockets (the control line that carries code to run, the frames) are this user's
+    # alone: another local user is refused at the directory.
+    sockets = [pv.frames, str(Path(pv.frames).with_name("control"))]
+    assert all(os.path.exists(p) for p in sockets), sockets
+    tried = other_connects_unix(other_user, sockets)
+    assert all("Permission denied" in why for why in tried.values()), tried
     assert pv(RED_SPHERE) == 48 * 46 + 2  # plain data comes back as itself
     assert srv.paraview() is pv  # one client per server, kept while it lives
     # The pipeline lives on in the client between calls.
