@@ -23,7 +23,8 @@ idle and once while a cell sleeps; every frame shown is timed in the page
 - the same frames/s while the kernel runs ``time.sleep``;
 - bytes per frame while dragging (drag quality) and at rest (the still).
 
-    python benchmarks/view_browser.py [--seconds 5] [--sizes 640x480,1280x720] [--dataset wavelet]
+    python benchmarks/view_browser.py [--seconds 5] [--sizes 640x480,1280x720]
+        [--datasets wavelet,sphere]
 """
 
 from __future__ import annotations
@@ -152,7 +153,7 @@ def run_size(lab: Any, browser: Any, dataset: str, w: int, h: int, seconds: floa
         "srv.wait_connected(timeout=120, quiet=True)",
         f"view = srv.view(dataset={dataset!r}, width={w}, height={h})\nview",
     ]
-    name = f"view-{w}x{h}.ipynb"
+    name = f"view-{dataset}-{w}x{h}.ipynb"
     lab.request(
         "PUT", f"api/contents/{name}", {"type": "notebook", "content": make_notebook(*cells)}
     )
@@ -160,7 +161,7 @@ def run_size(lab: Any, browser: Any, dataset: str, w: int, h: int, seconds: floa
     page = context.new_page()
     page.set_default_timeout(180_000)
     # A workspace of its own: the previous size's notebook is not restored beside this one.
-    page.goto(lab.url(f"lab/workspaces/{w}x{h}/tree/{name}?token={lab.token}&reset"))
+    page.goto(lab.url(f"lab/workspaces/{dataset}{w}x{h}/tree/{name}?token={lab.token}&reset"))
     page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget")
     page.wait_for_function(KERNEL_IDLE)
     page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
@@ -192,7 +193,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--sizes", default="640x480,1280x720")
-    p.add_argument("--dataset", default="wavelet")
+    p.add_argument(
+        "--datasets",
+        default="wavelet,sphere",
+        help="built-in datasets: the view's default (wavelet) and the 80k-triangle sphere the "
+        "render benchmark draws",
+    )
     args = p.parse_args()
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     results = {}
@@ -202,16 +208,17 @@ def main() -> None:
         chromium() as browser,
     ):
         try:
-            for w, h in sizes:
-                results[(w, h)] = run_size(lab, browser, args.dataset, w, h, args.seconds)
-                lab.stop_servers()
+            for dataset in args.datasets.split(","):
+                for w, h in sizes:
+                    results[(dataset, w, h)] = run_size(lab, browser, dataset, w, h, args.seconds)
+                    lab.stop_servers()
         finally:
             lab.stop_servers()
-    print(f"\n{args.dataset}, JPEG (q60 dragging, q90 still), {args.seconds:g} s drags in "
-          "Chromium, JupyterLab, through the hub and the tunnel")  # fmt: skip
-    for (w, h), r in results.items():
+    print(f"\nJPEG (q60 dragging, q90 still), {args.seconds:g} s drags in Chromium, JupyterLab, "
+          "through the hub and the tunnel")  # fmt: skip
+    for (dataset, w, h), r in results.items():
         i, b = r["idle"], r["busy"]
-        print(f"{w}x{h}:")
+        print(f"{dataset} {w}x{h}:")
         print(f"  renderer's own            {r['renderer']:7.1f} frames/s")
         ratio, busy_ratio = i["fps"] / r["renderer"], b["fps"] / i["fps"]
         print(f"  shown, kernel idle        {i['fps']:7.1f} frames/s   ratio {ratio:.2f}")
@@ -219,7 +226,7 @@ def main() -> None:
               f"{busy_ratio:.2f}"
               f"{'' if r['busy_throughout'] else '  (the cell ended early!)'}")  # fmt: skip
         print(f"  pointer moves             {i['moves']:7.1f} /s (one an animation frame)")
-        print(f"  camera requests sent      {i['requests']:7.1f} /s (at most one a move, two "
+        print(f"  camera requests sent      {i['requests']:7.1f} /s (at most one a move, four "
               "ahead of the frames)")  # fmt: skip
         print(f"  input to frame            p50 {i['p50']:5.1f} ms   p95 {i['p95']:5.1f} ms")
         print(f"  after the release         the still: "
