@@ -34,16 +34,15 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, Unpack
 
 import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ..errors import ConfigError, NetworkError, ParaconnectError, TrustError
-from ..pki import Credentials, Role, SecurityLevel, Store
+from ..pki import Credentials, Role, SecurityLevel
 from ..tls import PeerIdentity
-from ._accounting import Accounting
 from ._hello import Hello, Purpose, read_message, write_frame
 from ._leg import Endpoint, connect_endpoint, listening_uid, parse_endpoint
 from ._listener import Established, SecureListener
@@ -63,6 +62,7 @@ from ._messages import (
     Renewed,
     decode,
 )
+from ._options import SideOptions
 from ._perconn import PerConnection
 from ._phonehome import Backoff, Home
 from ._program import Program
@@ -70,7 +70,7 @@ from ._proxyproto import proxy_header
 from ._radius_wire import RadiusConfig
 from ._relay import relay_logged
 from ._renewal import Renewal, due, fresh_request, install
-from ._secure import HANDSHAKE_TIMEOUT, Side, Tracked
+from ._secure import Side, Tracked
 from ._stream import ByteStream
 from ._util import guard, single_error
 
@@ -144,16 +144,12 @@ class Agent:
         listen: Sequence[Endpoint | str] = (),
         phone_home: Sequence[Home] = (),
         server_id: str = "",
-        level: SecurityLevel | str | None = None,
         insecure: bool = False,
-        unique_id: str | None = None,
-        store: Store | None = None,
-        handshake_timeout: float = HANDSHAKE_TIMEOUT,
-        accounting: Accounting | bool = True,
         proxy_protocol: bool = False,
         radius: RadiusConfig | None = None,
         on_unreachable: Callable[[str, str], Awaitable[None]] | None = None,
         renew: bool = False,
+        **side: Unpack[SideOptions],
     ) -> None:
         """`renew`: ask the hub this agent phones home to for a new certificate (a key made
         here) before the one in force reaches two thirds of its life; for credentials that
@@ -163,15 +159,7 @@ class Agent:
         if not listen and not phone_home:
             raise ConfigError("give --listen HOST:PORT (forward) or --phone-home HOST:PORT")
         self.side = Side(
-            creds,
-            Role.SERVER,
-            level=level,
-            server_id=server_id or creds.identity.name,
-            unique_id=unique_id,
-            store=store,
-            handshake_timeout=handshake_timeout,
-            accounting=accounting,
-            radius=radius,
+            creds, Role.SERVER, server_id=server_id or creds.identity.name, radius=radius, **side
         )
         self.program = program
         if program is not None:

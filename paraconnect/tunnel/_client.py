@@ -17,15 +17,15 @@ import logging
 import random
 import socket
 from collections.abc import Callable
+from typing import Unpack
 
 import anyio
 import anyio.abc
 
 from .._notes import clear_refusal, write_refusal
 from ..errors import ConfigError, NetworkError, ParaconnectError, TrustError
-from ..pki import Credentials, Role, SecurityLevel, Store
+from ..pki import Credentials, Role
 from ..tls import PeerIdentity
-from ._accounting import Accounting
 from ._agent import check_insecure
 from ._control import Control, read_info
 from ._hello import Hello, Purpose
@@ -38,9 +38,10 @@ from ._leg import (
     parse_endpoint,
 )
 from ._messages import PhoneHome
+from ._options import SideOptions
 from ._phonehome import Home
 from ._relay import relay_tracked
-from ._secure import HANDSHAKE_TIMEOUT, Side
+from ._secure import Side
 from ._stream import ByteStream
 from ._util import accept_loop, single_error
 
@@ -76,26 +77,14 @@ class Connector:
         local: Endpoint | str,
         *,
         server_id: str = "",
-        level: SecurityLevel | str | None = None,
         insecure: bool = False,
-        unique_id: str | None = None,
-        store: Store | None = None,
-        handshake_timeout: float = HANDSHAKE_TIMEOUT,
-        accounting: Accounting | bool = True,
         on_control: Callable[[bool, str], None] | None = None,
+        **side: Unpack[SideOptions],
     ) -> None:
         """`on_control(up, why)` hears when the agent's control channel is lost (the agent
         stopped, restarted, or the network broke) and when it is reopened."""
         self.on_control = on_control
-        self.side = Side(
-            creds,
-            Role.CLIENT,
-            level=level,
-            unique_id=unique_id,
-            store=store,
-            handshake_timeout=handshake_timeout,
-            accounting=accounting,
-        )
+        self.side = Side(creds, Role.CLIENT, **side)
         self.remote = _ep(remote, "HOST:PORT")
         self.local = local_endpoint(local)
         self.expect_server_id = server_id or None

@@ -26,15 +26,15 @@ import logging
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, Unpack
 
 import anyio
 import anyio.abc
 
 from ..errors import ConfigError, NetworkError, ParaconnectError, TrustError
-from ..pki import Credentials, Role, SecurityLevel, Store
+from ..pki import Credentials, Role, SecurityLevel
 from ..tls import PeerIdentity
-from ._accounting import Accounting, Attempt
+from ._accounting import Attempt
 from ._agent import check_insecure
 from ._channels import DataChannels
 from ._client import local_endpoint
@@ -50,10 +50,11 @@ from ._leg import (
 )
 from ._listener import Established, Refusal, SecureListener
 from ._messages import PhoneHome, Renew, Renewed
+from ._options import SideOptions
 from ._phonehome import Home
 from ._radius_wire import RadiusConfig
 from ._relay import relay_tracked
-from ._secure import HANDSHAKE_TIMEOUT, Side, identity_label
+from ._secure import Side, identity_label
 from ._util import accept_loop, single_error
 
 __all__ = ["AGENT_WAIT", "AgentLink", "ByServerId", "Pinned", "ReverseListener", "Rule"]
@@ -157,12 +158,7 @@ class ReverseListener:
         listen: Endpoint | str,
         local: Endpoint | str | None = None,
         *,
-        level: SecurityLevel | str | None = None,
         insecure: bool = False,
-        unique_id: str | None = None,
-        store: Store | None = None,
-        handshake_timeout: float = HANDSHAKE_TIMEOUT,
-        accounting: Accounting | bool = True,
         agent_wait: float = AGENT_WAIT,
         on_agent: Callable[[AgentLink], None] | None = None,
         on_gone: Callable[[AgentLink], None] | None = None,
@@ -171,6 +167,7 @@ class ReverseListener:
         on_refused: Callable[[str, str, str], None] | None = None,
         radius: RadiusConfig | None = None,
         on_renew: Callable[[AgentLink, str], Awaitable[tuple[str, str | None]]] | None = None,
+        **side: Unpack[SideOptions],
     ) -> None:
         """`on_refused(server, where, why)` hears of each server refused by the rule;
         `on_renew(link, csr)` certifies an agent's fresh key: (certificate, CRL) as PEM, or a
@@ -178,16 +175,7 @@ class ReverseListener:
         self.on_renew = on_renew
         self.rule: Rule = rule if rule is not None else Pinned(servers)
         self.on_refused = on_refused
-        self.side = Side(
-            creds,
-            Role.CLIENT,
-            level=level,
-            unique_id=unique_id,
-            store=store,
-            handshake_timeout=handshake_timeout,
-            accounting=accounting,
-            radius=radius,
-        )
+        self.side = Side(creds, Role.CLIENT, radius=radius, **side)
         self.listen = listen if isinstance(listen, Endpoint) else parse_endpoint(listen)
         self.local = local_endpoint(local) if local is not None else None
         self.insecure = insecure
