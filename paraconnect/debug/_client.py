@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import NetworkError, ParaconnectError, ProtocolError, TrustError
@@ -180,36 +181,60 @@ async def _describe_non_tls(
     report.fail("tls", "no TLS handshake: the peer does not speak TLS", "dial a paraconnect agent")
 
 
-def _tls_error_step(report: Report, probe: TLSProbe) -> None:
-    reason = ssl_reason(probe.error) if probe.error else None
-    report.ok("answer", "a TLS server answers (it sent TLS records)", kind="tls")
+# A handshake failure that OpenSSL names: the reasons, then the step, what it means and the fix.
+KnownFailure = tuple[frozenset[str], str, str, str]
+VERSION_REASONS = frozenset(
+    {"UNSUPPORTED_PROTOCOL", "WRONG_SSL_VERSION", "TLSV1_ALERT_PROTOCOL_VERSION"}
+)
+_DIALLED: tuple[KnownFailure, ...] = (
+    (
+        VERSION_REASONS,
+        "tls",
+        "the peer accepts neither TLS 1.3 nor TLS 1.2 (an old TLS server?); paraconnect speaks "
+        "TLS 1.3 only",
+        "dial a paraconnect agent",
+    ),
+    (
+        frozenset({"SSLV3_ALERT_HANDSHAKE_FAILURE", "NO_SHARED_CIPHER", "NO_CIPHERS_AVAILABLE"}),
+        "tls",
+        "no TLS version and cipher in common with the peer (handshake failure alert)",
+        "dial a paraconnect agent (TLS 1.3, AES-GCM/ChaCha20)",
+    ),
+)
+
+
+def handshake_failed(
+    report: Report,
+    error: BaseException | None,
+    known: tuple[KnownFailure, ...],
+    refused: Callable[[tuple[str, str], str], None],
+) -> None:
+    """Explain a failed handshake (not a failed verification of the peer's certificate): a
+    `known` reason in the side's own words, an alert saying the peer refused our certificate
+    (`refused(words, reason)`), or OpenSSL's reason as it is."""
+    reason = ssl_reason(error) if error else None
+    for reasons, step, what, fix in known:
+        if reason in reasons:
+            report.fail(step, what, fix, alert=reason)
+            return
     words = alert_words(reason or "")
-    if reason == "TLSV1_ALERT_PROTOCOL_VERSION" or reason in (
-        "UNSUPPORTED_PROTOCOL",
-        "WRONG_SSL_VERSION",
-    ):
-        report.fail(
-            "tls",
-            "the peer accepts neither TLS 1.3 nor TLS 1.2 (an old TLS "
-            "server?); paraconnect speaks TLS 1.3 only",
-            "dial a paraconnect agent",
-            alert=reason,
-        )
-    elif reason in ("SSLV3_ALERT_HANDSHAKE_FAILURE", "NO_SHARED_CIPHER", "NO_CIPHERS_AVAILABLE"):
-        report.fail(
-            "tls",
-            "no TLS version and cipher in common with the peer (handshake failure alert)",
-            "dial a paraconnect agent (TLS 1.3, AES-GCM/ChaCha20)",
-            alert=reason,
-        )
-    elif words:
+    if words and reason:
+        refused(words, reason)
+        return
+    detail = (reason or str(error)).lower().replace("_", " ")
+    report.fail("tls", f"the TLS handshake failed: {detail}", "check the peer's log")
+
+
+def _tls_error_step(report: Report, probe: TLSProbe) -> None:
+    report.ok("answer", "a TLS server answers (it sent TLS records)", kind="tls")
+
+    def refused(words: tuple[str, str], reason: str) -> None:
         report.ok("tls", "TLS handshake started; the peer refused our certificate in it")
         report.fail(
             "accepted", f"the peer refused our certificate: {words[0]}", words[1], alert=reason
         )
-    else:
-        detail = (reason or str(probe.error)).lower().replace("_", " ")
-        report.fail("tls", f"the TLS handshake failed: {detail}", "check the peer's log")
+
+    handshake_failed(report, probe.error, _DIALLED, refused)
 
 
 async def diagnose_client(

@@ -14,14 +14,30 @@ from ..pki import Credentials, Passphrase, SecurityLevel, Store
 from ..tls import server_context
 from ..tunnel import ByteStream, Purpose, exchange_hello, read_message
 from ._chain import check_peer_of
-from ._client import client_hello_on, ssl_reason
+from ._client import VERSION_REASONS, KnownFailure, client_hello_on, handshake_failed
 from ._creds import begin
-from ._explain import alert_words, explain, verify_words
+from ._explain import explain, verify_words
 from ._net import address_class, bind_once
 from ._probe import classify, tls_probe
 from ._report import Report
 
 __all__ = ["diagnose_server"]
+
+# Handshake failures of a peer dialling in, in the accepting side's words.
+_ACCEPTED: tuple[KnownFailure, ...] = (
+    (
+        VERSION_REASONS,
+        "tls",
+        "the peer does not offer TLS 1.3 (nor 1.2)",
+        "only paraconnect agents should connect here",
+    ),
+    (
+        frozenset({"PEER_DID_NOT_RETURN_A_CERTIFICATE", "TLSV13_ALERT_CERTIFICATE_REQUIRED"}),
+        "peer-cert",
+        "the peer sent no certificate",
+        "the agent must phone home with credentials of this session",
+    ),
+)
 
 
 async def diagnose_server(
@@ -226,22 +242,8 @@ def _refused(report: Report, error: BaseException | None) -> None:
             verify_code=error.verify_code,
         )
         return
-    reason = ssl_reason(error) if error else None
-    words = alert_words(reason or "")
-    if reason in ("UNSUPPORTED_PROTOCOL", "WRONG_SSL_VERSION", "TLSV1_ALERT_PROTOCOL_VERSION"):
-        report.fail(
-            "tls",
-            "the peer does not offer TLS 1.3 (nor 1.2)",
-            "only paraconnect agents should connect here",
-            alert=reason,
-        )
-    elif reason in ("PEER_DID_NOT_RETURN_A_CERTIFICATE", "TLSV13_ALERT_CERTIFICATE_REQUIRED"):
-        report.fail(
-            "peer-cert",
-            "the peer sent no certificate",
-            "the agent must phone home with credentials of this session",
-        )
-    elif words:
+
+    def refused(words: tuple[str, str], reason: str) -> None:
         report.fail(
             "accepted",
             f"the peer refused our certificate (TLS alert {reason}): {words[0]} (an agent "
@@ -249,6 +251,5 @@ def _refused(report: Report, error: BaseException | None) -> None:
             words[1],
             alert=reason,
         )
-    else:
-        detail = (reason or str(error)).lower().replace("_", " ")
-        report.fail("tls", f"the TLS handshake failed: {detail}", "check the peer's log")
+
+    handshake_failed(report, error, _ACCEPTED, refused)
