@@ -212,6 +212,7 @@ function render({ model, el }) {
     last = [e.clientX, e.clientY];
     stillId = null;
     ahead = [];
+    stats.down = inputId;  // the drag's requests are the ones after this id
     try { img.setPointerCapture(e.pointerId); } catch (err) { /* a pointer no longer down */ }
   });
   img.addEventListener("pointermove", (e) => {
