@@ -237,9 +237,22 @@ def report(routes: list[Route], args: argparse.Namespace) -> None:
           f"{os.cpu_count()} CPUs.")  # fmt: skip
 
 
+def _size(text: str) -> int:
+    """Bytes, with an optional KiB/MiB/GiB suffix (the way the issue's figures are given)."""
+    for suffix, factor in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10), ("", 1)):
+        if text.endswith(suffix):
+            try:
+                return int(text[: len(text) - len(suffix)]) * factor
+            except ValueError:
+                break
+    raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 128MiB)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bytes", type=int, default=512 << 20, help="bytes a stream test moves")
+    parser.add_argument(
+        "--bytes", type=_size, default=512 << 20, help="bytes a stream test moves (e.g. 128MiB)"
+    )
     parser.add_argument("--rounds", type=int, default=5000, help="64-byte round trips")
     parser.add_argument("--handshakes", type=int, default=400, help="connections to time")
     parser.add_argument("--idle", type=int, default=500, help="idle connections to hold")
