@@ -483,7 +483,12 @@ class _Splice:
         already made into the shared buffer by the fast path (-1: data already handled)."""
         if first == -1:
             first = None
-        if (self.ba_pending is not None or self.bio_out.pending) and not self._to_tls():
+        # Ciphertext the BIO holds already (a dialler's hello verdict, `send_later`) goes out
+        # with the first plaintext read below, in one send; alone only if there is none.
+        held = self.ba_pending is None and self.bio_out.pending and not self.ba_done
+        if (self.ba_pending is not None or (self.bio_out.pending and not held)) and (
+            not self._to_tls()
+        ):
             return False, not self.finished
         if self.ba_done:
             return False, False
@@ -510,10 +515,13 @@ class _Splice:
                 try:
                     got = self.p.recv_into(buf)
                 except (BlockingIOError, InterruptedError):
+                    if held and not self._to_tls():
+                        return False, not self.finished
                     return True, False
                 except OSError:
                     self._plain_reset()
                     return False, False
+            held = False  # what is read now is sent now, after it
             if not got:
                 self.ba_eof = True
                 continue
