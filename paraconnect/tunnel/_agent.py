@@ -46,7 +46,7 @@ from ..tls import PeerIdentity
 from ._accounting import Accounting
 from ._hello import Hello, Purpose, read_message, write_frame
 from ._leg import Endpoint, connect_endpoint, listening_uid, parse_endpoint
-from ._listener import Established, HeadStart, SecureListener
+from ._listener import Established, SecureListener
 from ._messages import (
     BadMessage,
     Crl,
@@ -203,9 +203,7 @@ class Agent:
     ) -> None:
         """Serve until cancelled or until the program ends for good (ProgramExited)."""
         check_insecure(self.level, self.listen + [h.endpoint for h in self.homes], self.insecure)
-        listener = SecureListener(
-            self.side, self.listen, self._incoming, head_start=self._head_start
-        )
+        listener = SecureListener(self.side, self.listen, self._incoming)
         try:
             self.side.open_accounting()
             async with anyio.create_task_group() as tg:
@@ -252,25 +250,13 @@ class Agent:
 
     # -- forward: accept clients ---------------------------------------------------------
 
-    def _head_start(self, peer: PeerIdentity, hello: Hello, where: str) -> HeadStart | None:
-        """A data connection's leg to the program is opened while the client's verdict on us
-        travels: the client passed every check of ours, and the round trip hides the leg's
-        own (through the namespace broker).  Should the client refuse us, the leg is closed."""
-        if hello.purpose is not Purpose.DATA:
-            return None
-        return HeadStart(self.target.connect(peer, where))
-
     async def _incoming(self, peer: Established) -> None:
         conn, hello, where = peer.conn, peer.hello, peer.where
-        try:
-            with self.side.track(conn, hello, where) as tracked:
-                if hello.purpose is Purpose.DATA:
-                    await self._data(conn, where, tracked, peer.head)
-                else:
-                    await self._client_control(conn, where)
-        finally:
-            if peer.head is not None:
-                peer.head.abandon()  # not taken (the connection was closed first): closed
+        with self.side.track(conn, hello, where) as tracked:
+            if hello.purpose is Purpose.DATA:
+                await self._data(conn, where, tracked)
+            else:
+                await self._client_control(conn, where)
 
     def _crl_part(self, msg: Crl, source: str, parts: list[str]) -> None:
         """One part of the owner's revocation list; the whole list is checked and applied."""
@@ -326,12 +312,10 @@ class Agent:
                 case _:
                     return msg
 
-    async def _data(
-        self, conn: ByteStream, where: str, tracked: Tracked, head: HeadStart | None = None
-    ) -> None:
+    async def _data(self, conn: ByteStream, where: str, tracked: Tracked) -> None:
         label = conn.peer.label
         try:
-            leg = await (head.take() if head is not None else self.target.connect(conn.peer, where))
+            leg = await self.target.connect(conn.peer, where)
         except BaseException as exc:
             with anyio.CancelScope(shield=True):
                 await conn.aclose()

@@ -213,7 +213,6 @@ async def exchange_hello(
     check: Callable[[PeerIdentity, Hello], None] | None = None,
     authorize: Callable[[PeerIdentity, Hello], Awaitable[str | None]] | None = None,
     send_later: Callable[[bytes], None] | None = None,
-    on_yes: Callable[[PeerIdentity, Hello], None] | None = None,
 ) -> Hello:
     """The dialler (`initiator`) speaks first; the acceptor answers with its own hello, for the
     same purpose and channel.  Then both check and exchange verdicts.  Returns the peer's
@@ -222,9 +221,7 @@ async def exchange_hello(
     `authorize` (an acceptor's RADIUS) is asked last, once every other check passed, and its
     refusal (a reason) goes to the peer the same way.  `send_later` (a dialler about to relay):
     how its yes is queued to go out with the first data, one write and one wakeup of the
-    acceptor fewer; the acceptor relays nothing before it.  `on_yes` (an acceptor): told the
-    peer's hello once this side has said yes to it, while the peer's verdict is on its way
-    (work for a peer this side admits may start then, in the shadow of that round trip)."""
+    acceptor fewer; the acceptor relays nothing before it."""
     where = conn.peer.label
     try:
         with anyio.fail_after(timeout):
@@ -265,8 +262,6 @@ async def exchange_hello(
             if refusal is not None:
                 await _linger(conn)
                 raise TrustError(f"refused {where}: {refusal}")
-            if on_yes is not None and not initiator:
-                on_yes(conn.peer, theirs)
             verdict = await read_frame(conn)
     except TimeoutError:
         raise NetworkError(

@@ -11,7 +11,6 @@ refusal hook (`handle_refusal`, as anyio's `TLSListener.handle_handshake_error`)
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import socket
@@ -29,46 +28,9 @@ from ._secure import Side
 from ._stream import ByteStream
 from ._util import tls_accept_loop
 
-__all__ = ["Established", "HeadStart", "Refusal", "SecureListener"]
+__all__ = ["Established", "Refusal", "SecureListener"]
 
 log = logging.getLogger("paraconnect.tunnel")
-
-
-class HeadStart:
-    """A socket being opened for a peer this side has said yes to, while the peer's own verdict
-    is still on its way (an agent's connection to its program): the handler `take`s it, or it
-    is `abandon`ed (cancelled, and closed if it was made) when the peer goes instead."""
-
-    __slots__ = ("_made", "_task")
-
-    def __init__(self, opening: Awaitable[socket.socket]) -> None:
-        self._made: list[socket.socket] = []
-        self._task = asyncio.ensure_future(self._open(opening))
-
-    async def _open(self, opening: Awaitable[socket.socket]) -> socket.socket:
-        sock = await opening
-        self._made.append(sock)  # in the same step as the return: a cancel cannot lose it
-        return sock
-
-    async def take(self) -> socket.socket:
-        try:
-            sock = await self._task
-        except BaseException:
-            self.abandon()
-            raise
-        self._made.clear()
-        return sock
-
-    def abandon(self) -> None:
-        self._task.cancel()
-        self._task.add_done_callback(self._close)
-
-    def _close(self, task: asyncio.Future[socket.socket]) -> None:
-        if not task.cancelled():
-            task.exception()  # seen here: a failure nobody takes is no news
-        for sock in self._made:
-            sock.close()
-        self._made.clear()
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +40,6 @@ class Established:
     conn: ByteStream
     hello: Hello
     where: str  # the peer's address
-    head: HeadStart | None = None  # what the listener's `head_start` began for it
 
     @property
     def peer(self) -> PeerIdentity:
@@ -97,8 +58,6 @@ class Refusal:
 
 
 Handler = Callable[[Established], Awaitable[None]]
-# Begins, once this side said yes to a peer's hello, what its handler will need (or None).
-HeadStarter = Callable[[PeerIdentity, Hello, str], HeadStart | None]
 
 
 class SecureListener:
@@ -112,11 +71,8 @@ class SecureListener:
         handle: Handler,
         *,
         on_refused: Callable[[Refusal], None] | None = None,
-        head_start: HeadStarter | None = None,
     ) -> None:
-        """`head_start`: see `HeadStarter`; the handler then owns `Established.head`."""
         self.side = side
-        self.head_start = head_start
         self.endpoints = list(endpoints)
         self.handle = handle
         self.on_refused = on_refused
@@ -159,27 +115,13 @@ class SecureListener:
             self.close()
 
     async def _incoming(self, sock: socket.socket, where: str) -> None:
-        heads: list[HeadStart] = []
-        on_yes = None
-        if self.head_start is not None:
-            start = self.head_start
-
-            def on_yes(peer: PeerIdentity, hello: Hello) -> None:
-                head = start(peer, hello, where)
-                if head is not None:
-                    heads.append(head)
-
         try:
-            conn, hello = await self.side.establish(sock, server_side=True, on_yes=on_yes)
-        except BaseException as exc:
-            for head in heads:
-                head.abandon()
-            if not isinstance(exc, ParaconnectError):
-                raise
+            conn, hello = await self.side.establish(sock, server_side=True)
+        except ParaconnectError as exc:
             # Accounted and announced by the side already; the peer is gone.
             self.handle_refusal(Refusal(where, str(exc)))
             return
-        await self.handle(Established(conn, hello, where, heads[0] if heads else None))
+        await self.handle(Established(conn, hello, where))
 
     async def refuse(self, peer: Established, why: str) -> None:
         """Refuse an established peer by the role's own rule: accounted and announced as a

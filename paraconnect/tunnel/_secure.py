@@ -412,17 +412,16 @@ class Side:
         channel: str | None = None,
         expect_server_id: str | None = None,
         relay_next: bool = False,
-        on_yes: Callable[[PeerIdentity, Hello], None] | None = None,
     ) -> tuple[ByteStream, Hello]:
         """Handshake (unless level none) and hello, with the policy checked on the peer.
         Closes the socket on failure.  Every failure is counted and accounted as a refused
         attempt; a success is counted, and the caller tracks it (`track`).  `relay_next`: a
         dialler that relays the connection at once (no await in between): its yes to the
-        acceptor goes out with the first data the relay sends.  `on_yes`: see `exchange_hello`."""
+        acceptor goes out with the first data the relay sends."""
         try:
             return await self._establish(
                 sock, server_side=server_side, purpose=purpose, channel=channel,
-                expect_server_id=expect_server_id, relay_next=relay_next, on_yes=on_yes,
+                expect_server_id=expect_server_id, relay_next=relay_next,
             )  # fmt: skip
         finally:
             # The listener that accepted `sock` may take the next connection now.
@@ -437,7 +436,6 @@ class Side:
         channel: str | None,
         expect_server_id: str | None,
         relay_next: bool = False,
-        on_yes: Callable[[PeerIdentity, Hello], None] | None = None,
     ) -> tuple[ByteStream, Hello]:
         conn: ByteStream
         send_later = None
@@ -496,7 +494,6 @@ class Side:
                     if self.radius is not None and server_side else None
                 ),
                 send_later=send_later,
-                on_yes=on_yes,
             )  # fmt: skip
         except ParaconnectError as exc:
             await conn.aclose()
