@@ -304,6 +304,11 @@ async def _connect_ip(loop: asyncio.AbstractEventLoop, sock: socket.socket, targ
     """A non-blocking connect to an address, done here: uvloop's sock_connect resolves even an
     address in its thread pool, a thread hop (two wake-ups) per connection."""
     err = sock.connect_ex(target)  # type: ignore[arg-type]
+    if err == errno.EINPROGRESS:
+        # On loopback the handshake is over when connect returns: no turn of the loop.
+        with contextlib.suppress(OSError):
+            sock.getpeername()
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
     if err in (errno.EINPROGRESS, errno.EAGAIN, errno.EINTR):
         fut = loop.create_future()
         fd = sock.fileno()
