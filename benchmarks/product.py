@@ -198,18 +198,22 @@ def start_hub(
 def measure(routes: list[Route], args: argparse.Namespace) -> None:
     for rnd in range(args.repeat):
         tag = f"round {rnd + 1}/{args.repeat}"
-        for r in routes:
+        # Each round starts with another route: none is always measured right after the same
+        # neighbour (whose closing connections and threads still hold a core for a moment).
+        shift = rnd % len(routes)
+        order = routes[shift:] + routes[:shift]
+        for r in order:
             T._note(f"  {tag}: {r.name} one stream")
             r.one.append(T.throughput(r.port, args.bytes))
-        for r in routes:
+        for r in order:
             T._note(f"  {tag}: {r.name} 4 streams")
             r.four.append(concurrent(r.port, args.bytes, 4))
-        for r in routes:
+        for r in order:
             T._note(f"  {tag}: {r.name} round trips")
             med, p99 = T.latency(r.port, args.rounds)
             r.rtt.append(med)
             r.rtt99.append(p99)
-        for r in routes:
+        for r in order:
             T._note(f"  {tag}: {r.name} handshakes")
             pids = {k: v for k, v in r.pids.items() if v}
             before = {k: _cpu_with_children(v) for k, v in pids.items()}
