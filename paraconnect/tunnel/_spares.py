@@ -131,6 +131,8 @@ class Spares:
                 self._gone = True
             self._asked -= 1
             socks = [socket.socket(fileno=fd) for fd in fds]
+            for sock in socks:
+                sock.set_inheritable(False)  # SCM_RIGHTS gives them without close-on-exec
             if self._closed:
                 for sock in socks:
                     sock.close()
