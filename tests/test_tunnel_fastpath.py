@@ -5,6 +5,7 @@ program itself are the program namespace's, never the host's."""
 from __future__ import annotations
 
 import socket
+import sys
 
 import anyio
 import pytest
@@ -78,8 +79,6 @@ async def test_a_diallers_verdict_waits_for_the_first_data_and_goes_with_it(pki:
 async def test_a_program_that_speaks_first_reaches_a_client_that_never_writes(pki: Pki) -> None:
     """Nothing to send from the local side: the held verdict goes out alone at once, or the
     agent would wait for it until the hello timed out and the client would see nothing."""
-    import sys
-
     program = Program([sys.executable, "-c", GREETER, "{port}"])
     agent = Agent(pki.server, program=program, listen=["127.0.0.1:0"], accounting=False)
     async with anyio.create_task_group() as tg:
