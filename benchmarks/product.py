@@ -20,9 +20,10 @@ private leg, the peer-uid check of the local endpoint):
 
 Printed, each as a ratio to both stunnel configurations: throughput of one stream and the
 aggregate of 4 concurrent streams, the 64-byte round trip (median, p99), full mutual-TLS
-connections per second (one and 4 at a time), and the RSS per idle connection of the process
-that accepts TLS and of the one that dials.  Rounds are interleaved and medians printed, so
-that load from elsewhere falls on every path alike; the machine's load is printed with them.
+connections per second (one and 4 at a time) and the CPU each side spends per connection, and
+the RSS per idle connection of the process that accepts TLS and of the one that dials.  Rounds
+are interleaved and medians printed, so that load from elsewhere falls on every path alike; the
+machine's load is printed with them.
 No assertions: figures vary with the machine.
 
     .venv/bin/python benchmarks/product.py [--quick] [--hub] [--aio] [--baseline DIR]
@@ -72,7 +73,32 @@ class Route:
     rtt99: list[float] = field(default_factory=list)
     hs1: list[float] = field(default_factory=list)
     hs4: list[float] = field(default_factory=list)
+    # CPU ms per connection of each watched process (and its children: the namespace broker)
+    # over the connection tests: what load from elsewhere changes least.
+    hs_cpu: dict[str, list[float]] = field(default_factory=dict)
     idle: dict[str, float] = field(default_factory=dict)
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process, 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_with_children(pid: int) -> float:
+    """A process's CPU seconds and its direct children's (serve's namespace broker; not the
+    program under it, which is the backend)."""
+    total = _cpu_s(pid)
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        total += sum(_cpu_s(int(child)) for child in children)
+    return total
 
 
 def concurrent(port: int, nbytes: int, streams: int) -> float:
@@ -172,26 +198,40 @@ def start_hub(
 def measure(routes: list[Route], args: argparse.Namespace) -> None:
     for rnd in range(args.repeat):
         tag = f"round {rnd + 1}/{args.repeat}"
-        for r in routes:
+        # Each round starts with another route: none is always measured right after the same
+        # neighbour (whose closing connections and threads still hold a core for a moment).
+        shift = rnd % len(routes)
+        order = routes[shift:] + routes[:shift]
+        for r in order:
             T._note(f"  {tag}: {r.name} one stream")
             r.one.append(T.throughput(r.port, args.bytes))
-        for r in routes:
+        for r in order:
             T._note(f"  {tag}: {r.name} 4 streams")
             r.four.append(concurrent(r.port, args.bytes, 4))
-        for r in routes:
+        for r in order:
             T._note(f"  {tag}: {r.name} round trips")
             med, p99 = T.latency(r.port, args.rounds)
             r.rtt.append(med)
             r.rtt99.append(p99)
-        for r in routes:
+        for r in order:
             T._note(f"  {tag}: {r.name} handshakes")
+            pids = {k: v for k, v in r.pids.items() if v}
+            before = {k: _cpu_with_children(v) for k, v in pids.items()}
             r.hs1.append(T.handshakes(r.port, args.handshakes, 1))
             r.hs4.append(T.handshakes(r.port, args.handshakes, 4))
+            for k, v in pids.items():
+                used = _cpu_with_children(v) - before[k]
+                r.hs_cpu.setdefault(k, []).append(used * 1000 / (2 * args.handshakes))
     for r in routes:
         pids = {k: v for k, v in r.pids.items() if v}
         if pids:
             T._note(f"  {r.name}: {args.idle} idle connections")
             r.idle = T.idle_memory(r.port, pids, args.idle)
+
+
+def _median_of(values: dict[str, list[float]], key: str) -> float | None:
+    got = values.get(key)
+    return statistics.median(got) if got else None
 
 
 def report(routes: list[Route], args: argparse.Namespace) -> None:
@@ -224,10 +264,14 @@ def report(routes: list[Route], args: argparse.Namespace) -> None:
     row("64 B round trip p99 us", lambda r: med(r.rtt99), ".1f", True)
     row("connections/s, 1 at a time", lambda r: med(r.hs1), ".0f", False)
     row("connections/s, 4 at a time", lambda r: med(r.hs4), ".0f", False)
+    row("CPU ms/conn, TLS server", lambda r: _median_of(r.hs_cpu, "server"), ".3f", True)
+    row("CPU ms/conn, TLS client", lambda r: _median_of(r.hs_cpu, "client"), ".3f", True)
     row("idle KiB/conn, TLS server", lambda r: r.idle.get("server"), ".1f", True)
     row("idle KiB/conn, TLS client", lambda r: r.idle.get("client"), ".1f", True)
     print("Ratios: paraconnect over stunnel, higher is better on every row (times and memory")
     print("inverted). raw connections/s are plain TCP. pc-hub's 'client' memory is the hub's.")
+    print("CPU ms/conn: over the connection tests, per process with its children (serve's")
+    print("namespace broker), at the clock tick's resolution; stunnel's threads count in it.")
     from paraconnect.tunnel import loop_options
 
     loop = "uvloop's" if loop_options() else "asyncio's"
@@ -237,9 +281,22 @@ def report(routes: list[Route], args: argparse.Namespace) -> None:
           f"{os.cpu_count()} CPUs.")  # fmt: skip
 
 
+def _size(text: str) -> int:
+    """Bytes, with an optional KiB/MiB/GiB suffix (the way the issue's figures are given)."""
+    for suffix, factor in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10), ("", 1)):
+        if text.endswith(suffix):
+            try:
+                return int(text[: len(text) - len(suffix)]) * factor
+            except ValueError:
+                break
+    raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 128MiB)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bytes", type=int, default=512 << 20, help="bytes a stream test moves")
+    parser.add_argument(
+        "--bytes", type=_size, default=512 << 20, help="bytes a stream test moves (e.g. 128MiB)"
+    )
     parser.add_argument("--rounds", type=int, default=5000, help="64-byte round trips")
     parser.add_argument("--handshakes", type=int, default=400, help="connections to time")
     parser.add_argument("--idle", type=int, default=500, help="idle connections to hold")

@@ -94,6 +94,9 @@ class Connector:
         self.connect_id: int | None = None  # the program's --connect-id, if it takes one
         self.version: str | None = None  # the program's version, if the agent reports it
         self._control: Control | None = None
+        # A refusal note for our local endpoint may be on disk (ours, or a predecessor's on the
+        # same address): cleared at the first tunnel that gets through, not stat'ed at each.
+        self._refusal_noted = True
 
     @property
     def agent_peer(self) -> PeerIdentity | None:
@@ -106,8 +109,9 @@ class Connector:
     async def _dial(self, purpose: Purpose) -> tuple[ByteStream, Hello]:
         sock = await connect_endpoint(self.remote)
         return await self.side.establish(
-            sock, server_side=False, purpose=purpose, expect_server_id=self.expect_server_id
-        )
+            sock, server_side=False, purpose=purpose, expect_server_id=self.expect_server_id,
+            relay_next=purpose is Purpose.DATA,
+        )  # fmt: skip
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[Endpoint] = anyio.TASK_STATUS_IGNORED
@@ -208,9 +212,11 @@ class Connector:
             if isinstance(exc, TrustError) and self.address is not None:
                 # Before the close: the program on the local port reads why (revoked, denied).
                 write_refusal(str(self.address), f"the agent at {self.remote}: {exc}")
+                self._refusal_noted = True
             local.close()
             return
-        if self.address is not None:
+        if self._refusal_noted and self.address is not None:
+            self._refusal_noted = False
             clear_refusal(str(self.address))
         label = conn.peer.label
         log.info("local connection from %s tunnelled to %s at %s", where, label, self.remote)

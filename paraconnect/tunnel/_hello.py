@@ -212,13 +212,16 @@ async def exchange_hello(
     timeout: float = HELLO_TIMEOUT,  # noqa: ASYNC109 - one budget for the whole exchange
     check: Callable[[PeerIdentity, Hello], None] | None = None,
     authorize: Callable[[PeerIdentity, Hello], Awaitable[str | None]] | None = None,
+    send_later: Callable[[bytes], None] | None = None,
 ) -> Hello:
     """The dialler (`initiator`) speaks first; the acceptor answers with its own hello, for the
     same purpose and channel.  Then both check and exchange verdicts.  Returns the peer's
     hello, or raises TrustError (either side refused), ProtocolError or NetworkError.
     `check` (the policy) may refuse the peer with a TrustError; its reason goes to the peer.
     `authorize` (an acceptor's RADIUS) is asked last, once every other check passed, and its
-    refusal (a reason) goes to the peer the same way."""
+    refusal (a reason) goes to the peer the same way.  `send_later` (a dialler about to relay):
+    how its yes is queued to go out with the first data, one write and one wakeup of the
+    acceptor fewer; the acceptor relays nothing before it."""
     where = conn.peer.label
     try:
         with anyio.fail_after(timeout):
@@ -244,7 +247,9 @@ async def exchange_hello(
             verdict_out: dict[str, Any] = (
                 {"ok": True} if refusal is None else {"ok": False, "reason": refusal}
             )
-            if initiator:
+            if initiator and refusal is None and send_later is not None:
+                send_later(encode_frame({"v": VERSION, **verdict_out}))
+            elif initiator:
                 await write_frame(conn, verdict_out)
             else:
                 # The acceptor's hello and its verdict, the same frames in the same order, in

@@ -21,8 +21,10 @@ ours without privileges over our user namespace), no other host.  The agent and 
 over a SOCK_SEQPACKET socket pair the broker inherits: no path anyone else could try.
 
 Messages, broker to agent: ``ready HOW [PORT]``, or ``none REASON`` (no namespace can be made
-here; the broker exits 3); agent to broker: ``c`` (connect), answered ``ok`` with one file
-descriptor, or ``err TEXT``.
+here; the broker exits 3); agent to broker: ``sN`` (N spares, at most 16), answered ``ok``
+with N unconnected TCP sockets made in the namespace, or ``err TEXT``.  A socket belongs to the
+network namespace it was made in, so the agent connects them to the program's port itself, on
+the namespace's loopback (`_spares`): a data connection costs no round trip to the broker.
 """
 
 from __future__ import annotations
@@ -145,7 +147,28 @@ def _exit_like(proc: subprocess.Popen[bytes]) -> None:
     os._exit(code & 0xFF)
 
 
-def _serve(chan: socket.socket, port: int) -> None:
+SPARES = 16  # the most unconnected sockets handed over at once
+
+
+def _spares(chan: socket.socket, count: int) -> None:
+    socks: list[socket.socket] = []
+    try:
+        try:
+            for _ in range(count):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                socks.append(sock)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError as exc:  # e.g. out of descriptors: what was made still goes
+            if not socks:
+                chan.send(f"err {exc.strerror or exc}".encode())
+                return
+        socket.send_fds(chan, [b"ok"], [sock.fileno() for sock in socks])
+    finally:
+        for sock in socks:
+            sock.close()  # the agent holds its copies now
+
+
+def _serve(chan: socket.socket) -> None:
     while True:
         try:
             req = chan.recv(16)
@@ -154,17 +177,14 @@ def _serve(chan: socket.socket, port: int) -> None:
         if not req:
             return  # the agent is gone
         try:
-            # An address, not a name: no getaddrinfo per connection (create_connection's).
-            conn = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            with conn:
-                try:
-                    conn.settimeout(10)
-                    conn.connect(("127.0.0.1", port))
-                except OSError as exc:
-                    chan.send(f"err {exc.strerror or exc}".encode())
-                    continue
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                socket.send_fds(chan, [b"ok"], [conn.fileno()])
+            count = int(req[1:]) if req[:1] == b"s" else 0
+        except ValueError:
+            count = 0
+        try:
+            if 1 <= count <= SPARES:
+                _spares(chan, count)
+            else:
+                chan.send(f"err unknown request {req[:8]!r}".encode())
         except OSError:
             return  # the agent went away mid-answer
 
@@ -216,7 +236,7 @@ def main(argv: list[str]) -> int:
 
 def _serve_then_stop(chan: socket.socket, port: int, proc: subprocess.Popen[bytes]) -> None:
     if port:
-        _serve(chan, port)
+        _serve(chan)
     else:
         with contextlib.suppress(OSError):
             while chan.recv(16):

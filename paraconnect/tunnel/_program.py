@@ -57,6 +57,7 @@ from ._leg import (
     private_dir,
     remove_private_dir,
 )
+from ._spares import Spares
 
 __all__ = ["Program", "ProgramExited", "Restart", "pv_reverse_command"]
 
@@ -88,7 +89,7 @@ def _tied_to_us(argv: list[str]) -> list[str]:
 
 _POLL = 0.02
 _BROKER = str(Path(__file__).with_name("_netns.py"))  # stdlib only: run as a script, fast
-_BROKER_TIMEOUT = 15.0
+
 
 PROTECTION_NETNS = (
     "private network namespace ({how}): nobody else can connect to the program's ports; a "
@@ -197,7 +198,7 @@ class Program:
         self.protection = ""
         self._netns: bool | None = None  # None: not tried yet; False: none can be made here
         self._chan: socket.socket | None = None  # our end of the broker's socket pair
-        self._chan_lock = anyio.Lock()
+        self._spares: Spares | None = None  # of the broker's namespace, while it runs
         self._dir: Path | None = None
         self._ready = anyio.Event()
 
@@ -344,41 +345,31 @@ class Program:
             raise NetworkError(f"program {self.name!r} is not running")
         chan = self._chan
         if chan is not None:
-            return await self._from_broker(chan)
+            return await self._in_namespace(chan, ep)
         # The port's owner was checked when the program came up; it cannot change hands while
         # the program lives, and a restart checks again.
         return await connect_endpoint(ep)
 
-    async def _from_broker(self, chan: socket.socket) -> socket.socket:
-        """One round trip to the broker in the program's namespace: it connects there and
-        hands us the connected socket."""
-        # One request in flight at a time, finished even if our caller is cancelled: answers
-        # come back in order, so an abandoned one would be handed to the next caller.
-        async with self._chan_lock:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(_BROKER_TIMEOUT):
-                try:
-                    chan.send(b"c")
-                    while True:
-                        try:
-                            msg, fds, _flags, _addr = socket.recv_fds(chan, 256, 1)
-                            break
-                        except BlockingIOError:
-                            await anyio.wait_readable(chan)
-                except OSError as exc:
-                    msg, fds = f"err {exc.strerror or exc}".encode(), []
-                if fds:
-                    sock = socket.socket(fileno=fds[0])
-                    sock.setblocking(False)
-                    return sock
-                if not msg:
-                    raise NetworkError(f"program {self.name!r} is not running (its broker ended)")
-                raise NetworkError(
-                    f"cannot connect to program {self.name!r} in its network namespace: "
-                    f"{msg[4:].decode(errors='replace')}"
-                )
-        raise NetworkError(
-            f"the namespace broker of {self.name!r} did not answer within {_BROKER_TIMEOUT:g} s"
-        )
+    async def _in_namespace(self, chan: socket.socket, ep: Endpoint) -> socket.socket:
+        """A connection to the program made inside its namespace, from one of the broker's
+        spare sockets (`_spares`)."""
+        if self._spares is None or self._spares.chan is not chan:
+            if self._spares is not None:
+                self._spares.close()
+            self._spares = Spares(chan, self.name)
+        sock = await self._spares.take()
+        try:
+            return await connect_endpoint(ep, sock=sock)
+        except NetworkError as exc:
+            reason = exc.__cause__.strerror if isinstance(exc.__cause__, OSError) else None
+            raise NetworkError(
+                f"cannot connect to program {self.name!r} in its network namespace: {reason or exc}"
+            ) from exc
+
+    def _drop_spares(self) -> None:
+        if self._spares is not None:
+            self._spares.close()
+            self._spares = None
 
     def _spawn_argv(
         self, argv: list[str], mode: str | None, pass_fds: list[int]
@@ -457,6 +448,7 @@ class Program:
                 finally:
                     await self._stop(proc)
                     self._chan = None
+                    self._drop_spares()
                     if chan is not None:
                         chan.close()
                 self._ready = anyio.Event()

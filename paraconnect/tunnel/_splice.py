@@ -23,8 +23,7 @@ __all__ = ["SpliceResult", "splice"]
 
 # Reads a direction an event before the loop's other connections (level-triggered: it returns).
 _MAX_READS = 4
-# Leave at least one whole TLS record (16 KiB plaintext) of room when decrypting into the
-# shared plaintext buffer, so a read never stops mid-record for lack of space.
+# Room kept for one whole TLS record when decrypting: a read never stops mid-record.
 _RECORD = 16 * 1024
 _LINGER_RESET = struct.pack("ii", 1, 0)
 # Plaintext gathered past this is sent before the next recv, which then still gets a slice.
@@ -96,8 +95,7 @@ class _Splice:
         self.pfd = plain.fileno()
         self.ssl = tls._ssl
         # SSLObject's methods are thin Python wrappers around the _ssl object; calling that
-        # directly saves a Python frame per record on the hot path.
-        # Same read/write/pending signatures, untyped: hence Any.
+        # directly saves a Python frame per record (same signatures, untyped: hence Any).
         self.raw: Any = getattr(tls._ssl, "_sslobj", tls._ssl)
         self.bio_in = tls._in
         self.bio_out = tls._out
@@ -158,8 +156,7 @@ class _Splice:
                 self.t.send(self.bio_out.read())
         self._finish(f"tls error: {describe_ssl_error(exc, self.tls.where)}", reset=self.t)
 
-    # -- arming: one callback a direction (tls readable / plain writable drive a -> b, plain
-    # readable / tls writable b -> a); the selector is touched only when a wish changes.
+    # -- arming: one callback a direction; the selector is touched only when a wish changes.
 
     def _arm_ab(self, r_tls: bool, w_plain: bool) -> None:
         loop = self.loop
@@ -373,8 +370,7 @@ class _Splice:
                 except OSError:
                     self._plain_reset()
                 return False, False
-            # A short read emptied the socket: wait for the selector rather than pay for a
-            # recv that would only say EAGAIN.
+            # A short read emptied the socket: no recv that would only say EAGAIN.
             if drained or reads >= _MAX_READS:
                 return True, False
             reads += 1
@@ -483,7 +479,9 @@ class _Splice:
         already made into the shared buffer by the fast path (-1: data already handled)."""
         if first == -1:
             first = None
-        if (self.ba_pending is not None or self.bio_out.pending) and not self._to_tls():
+        # A dialler's verdict held in the BIO (`send_later`) goes with the first data read.
+        held = not self.ba_done and self.ba_pending is None and bool(self.bio_out.pending)
+        if (self.ba_pending or (self.bio_out.pending and not held)) and not self._to_tls():
             return False, not self.finished
         if self.ba_done:
             return False, False
@@ -510,6 +508,8 @@ class _Splice:
                 try:
                     got = self.p.recv_into(buf)
                 except (BlockingIOError, InterruptedError):
+                    if held and not self._to_tls():  # no data to go with: alone, now
+                        return False, not self.finished
                     return True, False
                 except OSError:
                     self._plain_reset()
@@ -562,7 +562,7 @@ async def splice(
     as a half-close (shutdown(SHUT_WR) on the plain socket, close_notify + SHUT_WR on TLS) and
     the other way keeps flowing.  A reset or TLS error on either side ends both at once, the
     other side with a reset too.  `initial_to_plain` / `initial_to_tls` are bytes the caller
-    already holds (e.g. read past the hello) and are sent first.
+    already holds (e.g. read past the hello) and are sent first (so is held ciphertext).
 
     splice owns both sockets: closed when it returns or is cancelled (which re-raises, with
     ``result.reason == "cancelled"``)."""

@@ -321,8 +321,11 @@ class TLSConnection:
             try:
                 self._ssl.do_handshake()
             except ssl.SSLWantReadError:
+                sent = bool(self._out.pending)
                 await self._flush()
-                if not await self._fill():
+                # A flight just sent is answered no sooner than the peer's turn: wait for it
+                # rather than pay for a recv that would only say EAGAIN.
+                if not await self._fill(wait_first=sent):
                     raise NetworkError(
                         f"TLS peer {self.where} closed the connection during the handshake; it "
                         "may have refused our certificate or is not a paraconnect endpoint: "
@@ -349,9 +352,11 @@ class TLSConnection:
             if self.sock.fileno() >= 0:
                 remove(fd)
 
-    async def _fill(self) -> bool:
+    async def _fill(self, *, wait_first: bool = False) -> bool:
         """Move ciphertext from the socket into the incoming BIO; False at TCP EOF."""
         buf = BUFFERS.recv_view
+        if wait_first:
+            await self._wait(self._loop.add_reader, self._loop.remove_reader)
         while True:
             try:
                 n = self.sock.recv_into(buf, BIO_SLICE)
@@ -413,6 +418,7 @@ class TLSConnection:
         while True:
             if self._peer_eof:
                 return b""
+            held = self._out.pending  # `send_later`'s: not hurried out by a read that needs none
             try:
                 data = self._ssl.read(max_bytes)
             except ssl.SSLWantReadError:
@@ -428,7 +434,7 @@ class TLSConnection:
             if not data:
                 self._peer_eof = True
                 return b""
-            if self._out.pending:  # e.g. a KeyUpdate answer
+            if self._out.pending > held:  # e.g. a KeyUpdate answer
                 await self._flush()
             self.bytes_in += len(data)
             return data
@@ -460,6 +466,18 @@ class TLSConnection:
                 raise describe_ssl_error(exc, self.where) from exc
             await self._flush()
         self.bytes_out += len(view)
+
+    def send_later(self, data: bytes) -> None:
+        """Encrypt `data` now and send it with whatever goes next: the next send, the next
+        read that must wait, a close, or the relay's first write (see ``splice``).  A dialler's
+        hello verdict waits so, to travel with the first data in one segment."""
+        if self._closed or self._eof_sent:
+            raise NetworkError(f"connection to {self.where} is closed")
+        try:
+            self._ssl.write(data)
+        except ssl.SSLError as exc:
+            raise describe_ssl_error(exc, self.where) from exc
+        self.bytes_out += len(data)
 
     def _close_notify(self) -> None:
         """Queue close_notify in the outgoing BIO, keeping whatever the peer already sent.

@@ -1,0 +1,119 @@
+"""The product path's shortcuts keep their promises: a dialler's hello verdict waits for the
+first data (and still goes out when there is none), and the sockets an agent connects to its
+program itself are the program namespace's, never the host's."""
+
+from __future__ import annotations
+
+import socket
+import sys
+
+import anyio
+import pytest
+
+from paraconnect.errors import NetworkError
+from paraconnect.pki import Role
+from paraconnect.tunnel import Agent, Connector, Endpoint, Program
+from paraconnect.tunnel._leg import connect_endpoint
+from paraconnect.tunnel._secure import Side
+from paraconnect.tunnel._splice import splice
+from paraconnect.tunnel._tlsconn import TLSConnection
+
+from .helpers_tunnel import Pki, ask, echo_command
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+
+# A program that speaks first: it greets each client and closes, never reading.
+GREETER = r"""
+import socket, sys
+srv = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+while True:
+    conn, _ = srv.accept()
+    conn.sendall(b"hello from the program\n")
+    conn.close()
+"""
+
+
+def _tcp_pair() -> tuple[socket.socket, socket.socket]:
+    with socket.create_server(("127.0.0.1", 0)) as lsock:
+        near = socket.create_connection(lsock.getsockname())
+        far, _ = lsock.accept()
+    return near, far
+
+
+async def test_a_diallers_verdict_waits_for_the_first_data_and_goes_with_it(pki: Pki) -> None:
+    server = Side(pki.server, Role.SERVER, accounting=False)
+    client = Side(pki.client, Role.CLIENT, accounting=False)
+    dial_sock, accept_sock = _tcp_pair()
+    plain_near, plain_far = _tcp_pair()
+    accepted: list[TLSConnection] = []
+    done = anyio.Event()
+
+    async def accept() -> None:
+        conn, _hello = await server.establish(accept_sock, server_side=True)
+        assert isinstance(conn, TLSConnection)
+        accepted.append(conn)
+        done.set()
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(accept)
+            conn, _hello = await client.establish(dial_sock, server_side=False, relay_next=True)
+            assert isinstance(conn, TLSConnection)
+            # The yes is encrypted and held: the acceptor cannot have finished its hello.
+            assert conn._out.pending > 0
+            assert not done.is_set()
+            plain_far.sendall(b"first bytes")
+            tg.start_soon(splice, conn, plain_near)
+            with anyio.fail_after(10):
+                await done.wait()
+                [theirs] = accepted
+                assert await theirs.recv_exactly(11) == b"first bytes"
+            await theirs.aclose()
+            tg.cancel_scope.cancel()
+    finally:
+        plain_far.close()
+        server.close()
+        client.close()
+
+
+async def test_a_program_that_speaks_first_reaches_a_client_that_never_writes(pki: Pki) -> None:
+    """Nothing to send from the local side: the held verdict goes out alone at once, or the
+    agent would wait for it until the hello timed out and the client would see nothing."""
+    program = Program([sys.executable, "-c", GREETER, "{port}"])
+    agent = Agent(pki.server, program=program, listen=["127.0.0.1:0"], accounting=False)
+    async with anyio.create_task_group() as tg:
+        [addr] = await tg.start(agent.run)
+        local = await tg.start(Connector(pki.client, addr, "127.0.0.1:0", accounting=False).run)
+        for _ in range(3):
+            with anyio.fail_after(5):  # well under the 10 s hello timeout
+                async with await anyio.connect_tcp(local.host, local.port) as stream:
+                    got = b""
+                    while not got.endswith(b"\n"):
+                        got += await stream.receive()
+            assert got == b"hello from the program\n"
+        tg.cancel_scope.cancel()
+
+
+async def test_the_agents_spare_sockets_live_in_the_programs_namespace(pki: Pki) -> None:
+    """The agent connects spare sockets to 127.0.0.1:PORT itself: made anywhere but in the
+    program's namespace, they would reach whatever listens on that port of the host (another
+    user's program).  A port that listens on the host only must be unreachable from them."""
+    program = Program(echo_command())
+    agent = Agent(pki.server, program=program, listen=["127.0.0.1:0"], accounting=False)
+    async with anyio.create_task_group() as tg:
+        [addr] = await tg.start(agent.run)
+        if "namespace" not in program.protection:
+            pytest.fail(f"no private network namespace here: {program.protection}")
+        local = await tg.start(Connector(pki.client, addr, "127.0.0.1:0", accounting=False).run)
+        assert await ask(local, "echo", b"through a spare") == b"through a spare"
+        spares = program._spares
+        assert spares is not None
+        with socket.create_server(("127.0.0.1", 0)) as host_only:
+            port = host_only.getsockname()[1]
+            host_sock = await connect_endpoint(Endpoint("127.0.0.1", port))
+            host_sock.close()  # the host's own sockets do reach it
+            for _ in range(20):  # more than one batch from the broker
+                spare = await spares.take()
+                with pytest.raises(NetworkError, match="refused"):
+                    await connect_endpoint(Endpoint("127.0.0.1", port), sock=spare)
+        tg.cancel_scope.cancel()
