@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError, NetworkError, TrustError
+from ._netns import tcp_sockets
 
 __all__ = [
     "Endpoint",
@@ -127,19 +128,12 @@ def _packed(host: str) -> bytes:
 def _proc_entries() -> list[tuple[bytes, int, bytes, int, int, int]]:
     """(local ip, local port, remote ip, remote port, state, uid) for every TCP socket."""
     out = []
-    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(name) as fh:
-                lines = fh.read().splitlines()[1:]
-        except OSError:
+    for fields in tcp_sockets():
+        if len(fields) < 8:
             continue
-        for line in lines:
-            fields = line.split()
-            if len(fields) < 8:
-                continue
-            lip, lport = _proc_addr(fields[1])
-            rip, rport = _proc_addr(fields[2])
-            out.append((lip, lport, rip, rport, int(fields[3], 16), int(fields[7])))
+        lip, lport = _proc_addr(fields[1])
+        rip, rport = _proc_addr(fields[2])
+        out.append((lip, lport, rip, rport, int(fields[3], 16), int(fields[7])))
     return out
 
 

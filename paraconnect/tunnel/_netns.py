@@ -111,21 +111,25 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _listening(port: int) -> bool:
-    """Does a socket of this namespace listen on `port` (any address)?  /proc/self/net shows
-    this network namespace only."""
-    want = f":{port:04X}"
+def tcp_sockets() -> list[list[str]]:
+    """The fields of every TCP socket of this process's network namespace (its
+    /proc/self/net/tcp and tcp6 lines: local and remote address, state, ..., uid).  Also the
+    agent's reader (`_leg`): one parser of that table."""
+    out: list[list[str]] = []
     for name in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
         try:
             with open(name) as fh:
                 lines = fh.read().splitlines()[1:]
         except OSError:
             continue
-        for line in lines:
-            fields = line.split()
-            if len(fields) > 3 and fields[1].endswith(want) and fields[3] == "0A":
-                return True
-    return False
+        out.extend(line.split() for line in lines)
+    return out
+
+
+def _listening(port: int) -> bool:
+    """Does a socket of this namespace listen on `port` (any address)?"""
+    want = f":{port:04X}"
+    return any(len(f) > 3 and f[1].endswith(want) and f[3] == "0A" for f in tcp_sockets())
 
 
 def _tie(parent: int) -> None:
