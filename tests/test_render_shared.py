@@ -184,4 +184,8 @@ def test_bad_scene_names_and_acks_are_refused(port: int, tmp_path: Path) -> None
     viewer.send({"op": "stream", "window": 65, "id": 6})
     err = viewer.next()
     assert err["op"] == "error" and "'window'" in err["message"]
+    for bad in (0, 1.5, "half", None):
+        viewer.send({"op": "stream", "drag_scale": bad, "id": 7})
+        err = viewer.next()
+        assert err["op"] == "error" and "'drag_scale'" in err["message"], (bad, err)
     viewer.close()
