@@ -65,19 +65,26 @@ class Frames:
             self.inflight -= 1
         self.acked.set()
 
-    async def render_frame(self, scene: Scene, spin: float, scale: float = 1.0) -> RawFrame:
-        def step() -> RawFrame:
+    async def render_frame(
+        self, scene: Scene, spin: float, drag: P.Stream | None = None
+    ) -> tuple[RawFrame, bool]:
+        """A frame, and whether it was drawn as a drag's (`drag`: a stream with its drag
+        settings)."""
+
+        def step() -> tuple[RawFrame, bool]:
             if spin:
                 scene.camera(azimuth=spin)
             # Read on the render thread, where requests are carried out: the frame shows
-            # exactly the requests up to this one.
+            # exactly the requests up to this one, and is drawn as a drag's only if the viewer
+            # was still dragging then (a still asked for meanwhile is never drawn coarse).
             self.frame_input = self.last_input
-            return scene.render(scale)
+            scale = drag.drag_scale if drag is not None and self.interactive else None
+            return scene.render(scale or 1.0), scale is not None
 
         # Shielded: a cancelled wait must not lose a pooled buffer the render thread filled.
         with anyio.CancelScope(shield=True):
-            raw = await self.server.on_render_thread(step)
-        return raw
+            done = await self.server.on_render_thread(step)
+        return done
 
     def encode(self, raw: RawFrame, spec: P.Render | P.Stream) -> Future[EncodeResult]:
         def job() -> EncodeResult:
@@ -161,8 +168,7 @@ class Frames:
             # While the viewer drags: smaller, coarser frames, so that they keep up with the
             # pointer (as ParaView's image reduction while interacting); the still after is
             # full size and quality.
-            dragging = self.interactive
-            raw = await self.render_frame(scene, spec.spin, spec.drag_scale if dragging else 1.0)
+            raw, dragging = await self.render_frame(scene, spec.spin, spec)
             use = spec
             if dragging and spec.drag_quality is not None:
                 use = replace(spec, quality=spec.drag_quality)

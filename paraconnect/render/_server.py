@@ -429,7 +429,7 @@ class _Connection(Frames):
             self.mark_changed()
             await self.send({"op": "ok", "id": req.id, "w": req.w, "h": req.h})
         elif isinstance(req, P.Render):
-            raw = await self.render_frame(scene, 0.0)
+            raw, _ = await self.render_frame(scene, 0.0)
             result = await asyncio.wrap_future(self.encode(raw, req))
             await self.send_frame(result, req, req.id, stream=False)
         elif isinstance(req, P.Stream):
