@@ -162,11 +162,16 @@ export class ServerView extends Widget {
     if (p.azimuth === 0 && p.elevation === 0 && p.zoom === 1) {
       return;
     }
+    // A request no frame answered within a second (a restarted stream) stops counting.
+    const now = performance.now();
+    while (this._ahead.length && now - this._ahead[0][1] > 1000) {
+      this._ahead.shift();
+    }
     if (!force && this._ahead.length >= 4) {
       return;
     }
     this._send({ op: 'camera', ...p, interactive: true, id: ++this._input });
-    this._ahead.push(this._input);
+    this._ahead.push([this._input, now]);
     this._pending = { azimuth: 0, elevation: 0, zoom: 1 };
   }
 
@@ -174,7 +179,7 @@ export class ServerView extends Widget {
     if (input === undefined || input === null) {
       return;
     }
-    while (this._ahead.length && this._ahead[0] <= input) {
+    while (this._ahead.length && this._ahead[0][0] <= input) {
       this._ahead.shift();
     }
     this._flush();
@@ -230,7 +235,7 @@ export class ServerView extends Widget {
   private _error: string | null = null;
   private _input = 1 << 20; // camera request ids: the frames say which one they show
   private _still: number | null = null;
-  private _ahead: number[] = []; // camera requests that no arrived frame shows yet
+  private _ahead: [number, number][] = []; // camera requests no arrived frame shows yet: [id, sent at]
   private _wheelEnd: ReturnType<typeof setTimeout> | undefined = undefined;
 }
 

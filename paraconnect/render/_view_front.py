@@ -157,19 +157,23 @@ function render({ model, el }) {
   // Camera requests that no arrived frame shows yet: at most AHEAD, so the pointer never
   // outruns the chain (a 240 Hz display would send 240 a second, and the renderer would fall
   // behind); what moves meanwhile folds into one request, sent when a frame comes.
-  const AHEAD = 4;
+  // A request no frame answered within a second (the stream restarted, the request failed)
+  // stops counting, so the drag never stalls on it.
+  const AHEAD = 4, FORGET_MS = 1000;
   let ahead = [], scheduled = false;
   function sendMove(force) {
     scheduled = false;
+    const now = performance.now();
+    while (ahead.length && now - ahead[0][1] > FORGET_MS) ahead.shift();
     if (!pendingMove || !live() || (!force && ahead.length >= AHEAD)) return;
     const m = pendingMove; pendingMove = null;
-    stats.sent.push(performance.now());
+    stats.sent.push(now);
     ws.send(frameOf({ op: "camera", ...m, id: ++inputId }));
-    ahead.push(inputId);
+    ahead.push([inputId, now]);
   }
   function arrived(input) {
     if (input == null) return;
-    while (ahead.length && ahead[0] <= input) ahead.shift();
+    while (ahead.length && ahead[0][0] <= input) ahead.shift();
     sendMove();
   }
   // The drag (or the wheel) ended: its last move, then the request for the full-quality still,
