@@ -4,7 +4,6 @@ rendering through the hub's local endpoint with the connect id the hub learnt fr
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -14,17 +13,15 @@ import pytest
 from paraconnect.pki import Session
 
 from .helpers_hub import running_hub
+from .helpers_peers import require_programs
 from .helpers_tunnel import free_port
 from .test_tunnel_pvserver import PV_CLIENT, _check_sphere, _xvfb
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.timeout(180),
-    pytest.mark.skipif(
-        not (shutil.which("pvserver") and shutil.which("pvpython") and shutil.which("Xvfb")),
-        reason="needs Debian's paraview and xvfb",
-    ),
 ]
+require_programs("pvserver", "pvpython", "Xvfb")
 
 
 def pvpython_render(port: int, out: Path) -> str:

@@ -6,7 +6,6 @@ without a reload: the hub asks pvpython off its loop and announces the check whe
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,16 +14,14 @@ from playwright.sync_api import Page, expect
 
 from .helpers_jupyter import JupyterServer, start_jupyter
 from .helpers_lab import PANEL, VIEWPORT, chromium, lab_args, screenshot
+from .helpers_peers import require_programs
 from .test_pvserver_version import _local_version, _version_of, old_pvserver  # noqa: F401
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.timeout(180),
-    pytest.mark.skipif(
-        not (shutil.which("pvserver") and shutil.which("pvpython") and shutil.which("Xvfb")),
-        reason="needs Debian's paraview and xvfb",
-    ),
 ]
+require_programs("pvserver", "pvpython", "Xvfb")
 expect.set_options(timeout=60_000)
 
 

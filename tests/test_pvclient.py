@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,17 +18,15 @@ from paraconnect.api import Hub
 from paraconnect.errors import NetworkError
 
 from .helpers_leg import other_connects_unix, other_user_fixture  # noqa: F401 (other_user)
+from .helpers_peers import require_programs
 
 pytest.importorskip("anywidget")
 pytest_plugins = ["tests.helpers_api"]
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.timeout(150),
-    pytest.mark.skipif(
-        not (shutil.which("pvserver") and shutil.which("pvpython") and shutil.which("Xvfb")),
-        reason="needs Debian's paraview and xvfb",
-    ),
 ]
+require_programs("pvserver", "pvpython", "Xvfb")
 
 RED_SPHERE = """
 sphere = simple.Sphere(ThetaResolution=48, PhiResolution=48, Radius=0.5)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import io
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,16 +22,14 @@ from playwright.sync_api import expect
 from .helpers_jupyter import JupyterServer
 from .helpers_lab import VIEWPORT, chromium, screenshot, start_lab
 from .helpers_lab import notebook as make_notebook
+from .helpers_peers import require_programs
 from .test_widgets_browser import KERNEL_IDLE
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.timeout(180),
-    pytest.mark.skipif(
-        not (shutil.which("pvserver") and shutil.which("pvpython") and shutil.which("Xvfb")),
-        reason="needs Debian's paraview and xvfb",
-    ),
 ]
+require_programs("pvserver", "pvpython", "Xvfb")
 
 CELLS = [
     "import paraconnect as pc\n"

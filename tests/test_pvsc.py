@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -20,16 +19,14 @@ import pytest
 from paraconnect.pki import Session
 
 from .conftest import PARACONNECT
+from .helpers_peers import require_programs
 from .test_tunnel_pvserver import _check_sphere, _xvfb
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.timeout(180),
-    pytest.mark.skipif(
-        not (shutil.which("pvserver") and shutil.which("paraview") and shutil.which("Xvfb")),
-        reason="needs Debian's paraview and xvfb",
-    ),
 ]
+require_programs("pvserver", "paraview", "Xvfb")
 SHOT = str(Path(__file__).with_name("paraview") / "gui_shot.py")
 
 

@@ -6,7 +6,6 @@ network namespace."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from paraconnect.servers import SlurmLauncher
 
 from .helpers_hub import running_hub
 from .helpers_leg import descendants
+from .helpers_peers import require_programs
 from .helpers_tunnel import free_port
 from .test_tunnel_pvserver import PV_CLIENT, _xvfb
 
@@ -30,11 +30,8 @@ pytest_plugins = ["tests.fixtures_slurm"]
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.timeout(180),
-    pytest.mark.skipif(
-        not (shutil.which("pvserver") and shutil.which("pvpython") and shutil.which("mpiexec")),
-        reason="needs Debian's paraview (MPI build) and Open MPI",
-    ),
 ]
+require_programs("pvserver", "pvpython", "mpiexec")
 PARTITIONS = str(Path(__file__).with_name("paraview") / "pv_partitions.py")
 
 

@@ -7,7 +7,6 @@ other version is a wrapper script around Debian's pvserver that answers ``--vers
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from paraconnect.pki import Session
 
 from .helpers_cli import Proc, procs_fixture  # noqa: F401 - the fixture `procs`
 from .helpers_hub import running_hub
+from .helpers_peers import require_programs
 from .helpers_tunnel import Pki
 from .test_tunnel_pvserver import _xvfb
 
@@ -27,11 +27,8 @@ pytest_plugins = ["tests.helpers_api"]
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.timeout(120),
-    pytest.mark.skipif(
-        not (shutil.which("pvserver") and shutil.which("pvpython") and shutil.which("Xvfb")),
-        reason="needs Debian's paraview and xvfb",
-    ),
 ]
+require_programs("pvserver", "pvpython", "Xvfb")
 
 
 def _local_version() -> str:

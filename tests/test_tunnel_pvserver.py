@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import struct
 import subprocess
@@ -34,17 +33,15 @@ from .helpers_leg import (
     program_listeners,
     program_unix_listeners,
 )
+from .helpers_peers import require_programs
 from .helpers_tunnel import Pki
 
 PV_CLIENT = str(Path(__file__).with_name("paraview") / "pv_client.py")
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.timeout(180),
-    pytest.mark.skipif(
-        not (shutil.which("pvserver") and shutil.which("pvpython") and shutil.which("Xvfb")),
-        reason="needs Debian's paraview and xvfb",
-    ),
 ]
+require_programs("pvserver", "pvpython", "Xvfb")
 
 
 def _png_pixels(path: Path) -> tuple[int, int, list[bytes]]:

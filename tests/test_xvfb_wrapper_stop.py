@@ -4,7 +4,6 @@ that ignores SIGTERM as pvserver --rc does while it dials: neither outlives the 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -12,10 +11,10 @@ import time
 
 import pytest
 
-pytestmark = [
-    pytest.mark.timeout(60),
-    pytest.mark.skipif(not shutil.which("Xvfb"), reason="needs Xvfb"),
-]
+from .helpers_peers import require_programs
+
+pytestmark = [pytest.mark.timeout(60)]
+require_programs("Xvfb")
 
 STUBBORN = (
     "import os, signal, time\n"
