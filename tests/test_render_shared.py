@@ -166,6 +166,19 @@ def test_drag_quality_while_interactive_and_a_full_still_after(port: int) -> Non
         assert final["op"] == "frame" and final["quality"] == 92 and final["input"] == 3
         assert (final["w"], final["h"]) == (96, 72)
         assert len(viewer.last_payload) > dragged_size  # the same picture, finer
+        viewer.send({"op": "ack", "n": final["n"]})
+
+        # "auto": the server's rule for the view's size (half of each side above 640x480).
+        viewer.send({"op": "stop", "id": 4})
+        viewer.until_reply(4)
+        kernel.resize(800, 600)
+        viewer.send({"op": "stream", "fps": 0, "drag_scale": "auto", "window": 1, "id": 5})
+        assert viewer.next() == {"op": "ok", "id": 5}
+        viewer.send({"op": "ack", "n": viewer.next()["n"]})
+        viewer.send({"op": "camera", "azimuth": 20, "interactive": True, "id": 6})
+        assert viewer.next() == {"op": "ok", "id": 6}
+        auto = viewer.next()
+        assert (auto["w"], auto["h"], auto["input"]) == (400, 300, 6)
         viewer.close()
 
 

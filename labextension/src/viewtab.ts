@@ -65,7 +65,7 @@ export class ServerView extends Widget {
       this._send({ op: 'hello', v: 1 });
       this._send({ op: 'load', dataset: this.datasetName, id: 1 });
       this._send({ op: 'resize', w, h });
-      this._stream(w, h);
+      this._stream();
     };
     ws.onmessage = msg => this._message(msg);
     ws.onclose = ev => {
@@ -80,19 +80,20 @@ export class ServerView extends Widget {
     super.onResize(msg);
     const [w, h] = this._size();
     this._send({ op: 'resize', w, h });
-    this._stream(w, h);
+    this._stream();
   }
 
-  /** Frames as the scene changes; while dragging a view larger than 640x480, at half of each
-   * side (the picture is stretched) and coarser, so that it keeps up with the pointer. */
-  private _stream(w: number, h: number): void {
+  /** Frames as the scene changes; while dragging, smaller (the render server's rule for the
+   * view's size: half of each side above 640x480; the picture is stretched) and coarser, so
+   * that they keep up with the pointer. */
+  private _stream(): void {
     this._send({
       op: 'stream',
       fps: 0,
       format: 'jpeg',
       quality: 90,
       drag_quality: 60,
-      drag_scale: w * h > 640 * 480 ? 0.5 : 1,
+      drag_scale: 'auto',
       window: 3,
       id: 2
     });

@@ -78,8 +78,10 @@ class Frames:
             # exactly the requests up to this one, and is drawn as a drag's only if the viewer
             # was still dragging then (a still asked for meanwhile is never drawn coarse).
             self.frame_input = self.last_input
-            scale = drag.drag_scale if drag is not None and self.interactive else None
-            return scene.render(scale or 1.0), scale is not None
+            if drag is None or not self.interactive:
+                return scene.render(), False
+            scale = drag.drag_scale if drag.drag_scale is not None else scene.drag_scale()
+            return scene.render(scale), True
 
         # Shielded: a cancelled wait must not lose a pooled buffer the render thread filled.
         with anyio.CancelScope(shield=True):

@@ -55,14 +55,15 @@ Client → server (each may carry an ``"id"`` (int or string), echoed in the rep
            one frame back; ``optimize`` makes JPEG Huffman tables optimal (about a third
            smaller, about twice the encode time: for slow links).
 ``stream`` ``{"op": "stream", "fps": 30, "spin": 0.0, "format", "quality", "optimize",
-           "window": 0, "drag_quality": q, "drag_scale": s}``: frames are pushed whenever the
+           "window": 0, "drag_quality": q, "drag_scale": s|"auto"}``: frames are pushed whenever the
            scene changed (or every frame while ``spin`` degrees of azimuth per frame is not 0),
            at most ``fps`` per second (0: as fast as possible).  ``window`` N > 0: at most N
            frames not yet acknowledged (``ack``) are in flight; changes meanwhile fold into the
            next frame, so a slow viewer never gets a backlog.  ``drag_quality``: JPEG quality
            while the camera is interactive (default: ``quality``); ``drag_scale`` (0.1..1,
            default 1): frames rendered at that fraction of each side meanwhile (the viewer
-           stretches them; the still after the drag is full size).
+           stretches them; the still after the drag is full size); ``"auto"``: half of each
+           side for views larger than 640x480.
 ``ack``    ``{"op": "ack", "n": frame_number}``: the viewer has shown frame n (no reply).
 ``stop``   stops the stream; its reply comes after the last stream frame.
 ``bye``    the server replies and closes.
@@ -357,7 +358,7 @@ class Stream:
     id: RequestId = None
     window: int = 0  # frames in flight without an ack; 0: no limit
     drag_quality: int | None = None
-    drag_scale: float = 1.0
+    drag_scale: float | None = 1.0  # None ("auto"): the scene's rule for its size
 
 
 @request
@@ -528,7 +529,11 @@ def _stream(header: Mapping[str, Any], rid: RequestId) -> Stream:
         drag_quality=(
             integer(header, "drag_quality", 85, 1, 100) if "drag_quality" in header else None
         ),
-        drag_scale=number(header, "drag_scale", 1.0, 0.1, 1.0),
+        drag_scale=(
+            None
+            if header.get("drag_scale") == "auto"
+            else number(header, "drag_scale", 1.0, 0.1, 1.0)
+        ),
     )
 
 

@@ -340,6 +340,12 @@ class Scene:
 
     # --- frames --------------------------------------------------------------------------
 
+    def drag_scale(self) -> float:
+        """The automatic scale of a drag's frames: half of each side for views larger than
+        640x480 (a quarter of the pixels to render, encode and decode), whole below."""
+        w, h = self._size
+        return 0.5 if w * h > 640 * 480 else 1.0
+
     def render(self, scale: float = 1.0) -> RawFrame:
         """Render and read back RGBA into a free pooled buffer (waits if all are in use).
 

@@ -145,14 +145,11 @@ function render({ model, el }) {
   const live = () => ws && ws.readyState === 1;
   // While dragging, frames at a fraction of each side (the page stretches them) and coarser
   // JPEG, so that a large view keeps up with the pointer; the still after is full size.
-  function dragScale() {
-    const s = model.get("drag_scale");
-    if (s > 0) return Math.min(1, Math.max(0.1, s));
-    return model.get("width") * model.get("height") > 640 * 480 ? 0.5 : 1;
-  }
+  // drag_scale 0 (validated by the kernel's trait): the render server's rule for the size.
   function startStream() {
+    const scale = model.get("drag_scale") || "auto";
     ws.send(frameOf({ op: "stream", fps: 0, format: "jpeg", quality: 90, drag_quality: 60,
-                      drag_scale: dragScale(), window: 3, id: 1 }));
+                      drag_scale: scale, window: 3, id: 1 }));
   }
   // Camera requests that no arrived frame shows yet: at most AHEAD, so the pointer never
   // outruns the chain (a 240 Hz display would send 240 a second, and the renderer would fall
