@@ -80,6 +80,29 @@ def chromium() -> Iterator[Browser]:
             browser.close()
 
 
+@contextlib.contextmanager
+def browser_page(browser: Browser, timeout_ms: int, **context: Any) -> Iterator[Page]:
+    """A page of a context of its own (the tests' viewport unless `context` says otherwise),
+    waiting at most `timeout_ms` by default; the context is closed after, also on failure."""
+    ctx = browser.new_context(**{"viewport": VIEWPORT, **context})
+    try:
+        page = ctx.new_page()
+        page.set_default_timeout(timeout_ms)
+        yield page
+    finally:
+        ctx.close()
+
+
+def open_panel(page: Page) -> None:
+    """Once JupyterLab (just loaded in `page`) has restored its layout, open paraconnect's side
+    panel: the command exists once the extension loaded."""
+    page.wait_for_function(
+        "() => window.jupyterapp && window.jupyterapp.commands.hasCommand('paraconnect:open')"
+    )
+    page.evaluate("() => window.jupyterapp.restored")
+    page.evaluate("() => window.jupyterapp.commands.execute('paraconnect:open')")
+
+
 def screenshot(page: Page, name: str, tmp: Path) -> Path:
     """Save a screenshot in tmp and copy it to test-artifacts/lab/ (gitignored) to look at."""
     path = tmp / f"{name}.png"

@@ -14,7 +14,7 @@ import pytest
 from playwright.sync_api import expect
 
 from .helpers_jupyter import JupyterServer, Response, free_port, start_jupyter
-from .helpers_lab import PANEL, VIEWPORT, chromium, lab_args, screenshot
+from .helpers_lab import PANEL, VIEWPORT, chromium, lab_args, open_panel, screenshot
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -84,12 +84,7 @@ def test_the_panel_says_the_hub_failed_and_recovers(tmp_path: Path) -> None:
             page = context.new_page()
             page.set_default_timeout(60_000)
             page.goto(lab.url(f"lab?token={lab.token}"))
-            page.wait_for_function(
-                "() => window.jupyterapp"
-                " && window.jupyterapp.commands.hasCommand('paraconnect:open')"
-            )
-            page.evaluate("() => window.jupyterapp.restored")
-            page.evaluate("() => window.jupyterapp.commands.execute('paraconnect:open')")
+            open_panel(page)
             error = page.locator(f"{PANEL} .pc-error")
             expect(page.locator(PANEL)).to_be_visible(timeout=30_000)
             expect(error).to_be_hidden(timeout=30_000)

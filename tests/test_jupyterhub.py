@@ -27,7 +27,7 @@ from PIL import Image
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from .helpers_jupyterhub import Hub, pids_of, start_jupyterhub
-from .helpers_lab import PANEL, VIEWPORT, chromium, screenshot
+from .helpers_lab import PANEL, VIEWPORT, chromium, open_panel, screenshot
 
 pytest.importorskip("vtk")
 pytestmark = pytest.mark.timeout(120)
@@ -79,11 +79,7 @@ def context_a(browser: Browser, hub: Hub) -> Iterator[BrowserContext]:
 
 
 def _show_panel(page: Page) -> None:
-    page.wait_for_function(
-        "() => window.jupyterapp && window.jupyterapp.commands.hasCommand('paraconnect:open')"
-    )
-    page.evaluate("() => window.jupyterapp.restored")
-    page.evaluate("() => window.jupyterapp.commands.execute('paraconnect:open')")
+    open_panel(page)
     expect(page.locator(PANEL)).to_be_visible()
 
 

@@ -21,7 +21,7 @@ import pytest
 from playwright.sync_api import Browser, Page, Request, expect
 
 from .helpers_jupyter import JupyterServer
-from .helpers_lab import PANEL, VIEWPORT, chromium, screenshot, start_lab
+from .helpers_lab import PANEL, VIEWPORT, chromium, open_panel, screenshot, start_lab
 from .helpers_lab import notebook as make_notebook
 from .helpers_tunnel import ECHO
 from .test_tunnel_pvserver import _xvfb
@@ -57,11 +57,7 @@ def page(browser: Browser, lab: JupyterServer) -> Iterator[Page]:
     pg = context.new_page()
     pg.set_default_timeout(60_000)
     pg.goto(lab.url(f"lab?token={lab.token}"))
-    pg.wait_for_function(
-        "() => window.jupyterapp && window.jupyterapp.commands.hasCommand('paraconnect:open')"
-    )
-    pg.evaluate("() => window.jupyterapp.restored")
-    pg.evaluate("() => window.jupyterapp.commands.execute('paraconnect:open')")
+    open_panel(pg)
     expect(pg.locator(PANEL)).to_be_visible()
     yield pg
     context.close()

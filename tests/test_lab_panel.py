@@ -20,7 +20,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from .conftest import PARACONNECT
 from .helpers_jupyter import JupyterServer
-from .helpers_lab import PANEL, VIEWPORT, chromium, screenshot, start_lab
+from .helpers_lab import PANEL, VIEWPORT, chromium, open_panel, screenshot, start_lab
 from .helpers_lab import notebook as make_notebook
 from .helpers_tunnel import ECHO
 
@@ -44,11 +44,7 @@ def browser() -> Iterator[Browser]:
 
 def _show_panel(page: Page) -> None:
     """Once JupyterLab has restored its layout, show the panel (the palette's command)."""
-    page.wait_for_function(
-        "() => window.jupyterapp && window.jupyterapp.commands.hasCommand('paraconnect:open')"
-    )
-    page.evaluate("() => window.jupyterapp.restored")
-    page.evaluate("() => window.jupyterapp.commands.execute('paraconnect:open')")
+    open_panel(page)
     expect(page.locator(PANEL)).to_be_visible()
 
 

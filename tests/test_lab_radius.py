@@ -20,7 +20,7 @@ from paraconnect.pki import Role, Store
 from .conftest import PARACONNECT
 from .fixtures_radius import FreeRadius, freeradius_factory  # noqa: F401 - the fixture
 from .helpers_jupyter import JupyterServer, start_jupyter
-from .helpers_lab import PANEL, VIEWPORT, chromium, lab_args, screenshot
+from .helpers_lab import PANEL, VIEWPORT, chromium, lab_args, open_panel, screenshot
 from .test_supervisor_policy import ECHO
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
@@ -60,11 +60,7 @@ def test_the_panel_shows_a_radius_refusal_with_its_reply_message(
         context = browser.new_context(viewport=VIEWPORT)
         page: Page = context.new_page()
         page.goto(lab.url(f"lab?token={lab.token}"))
-        page.wait_for_function(
-            "() => window.jupyterapp && window.jupyterapp.commands.hasCommand('paraconnect:open')"
-        )
-        page.evaluate("() => window.jupyterapp.restored")
-        page.evaluate("() => window.jupyterapp.commands.execute('paraconnect:open')")
+        open_panel(page)
         expect(page.locator(f"{PANEL} .pc-live")).to_have_text("live")
         agent = subprocess.Popen(
             [PARACONNECT, "serve", "--creds", str(creds), "--phone-home", str(address),

@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from .helpers_jupyter import JupyterServer, start_jupyter
-from .helpers_lab import PANEL, VIEWPORT, chromium, lab_args, screenshot
+from .helpers_lab import PANEL, VIEWPORT, chromium, lab_args, open_panel, screenshot
 from .helpers_peers import require_programs
 from .test_pvserver_version import _local_version, _version_of, old_pvserver  # noqa: F401
 
@@ -42,11 +42,7 @@ def test_the_card_warns_of_a_version_mismatch(
         context = browser.new_context(viewport=VIEWPORT)
         page: Page = context.new_page()
         page.goto(lab.url(f"lab?token={lab.token}"))
-        page.wait_for_function(
-            "() => window.jupyterapp && window.jupyterapp.commands.hasCommand('paraconnect:open')"
-        )
-        page.evaluate("() => window.jupyterapp.restored")
-        page.evaluate("() => window.jupyterapp.commands.execute('paraconnect:open')")
+        open_panel(page)
         expect(page.locator(PANEL)).to_be_visible()
         # Launched once the panel is open: the card is drawn before the hub has compared.
         info = lab.ok("POST", "servers", {

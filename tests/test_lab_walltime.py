@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import expect
 
 from .helpers_jupyter import JupyterServer, start_jupyter
-from .helpers_lab import PANEL, VIEWPORT, chromium, lab_args, screenshot
+from .helpers_lab import PANEL, browser_page, chromium, lab_args, open_panel, screenshot
 from .helpers_tunnel import ECHO
 from .test_supervisor_policy import echo
 
@@ -46,16 +46,9 @@ def test_time_left_warning_and_resubmit_in_the_panel(
                              "job_root": str(tmp_path / "jobs"), "time": "1"},
     })  # fmt: skip
     server_id = info["id"]
-    with chromium() as browser:
-        context = browser.new_context(viewport=VIEWPORT)
-        page: Page = context.new_page()
-        page.set_default_timeout(60_000)
+    with chromium() as browser, browser_page(browser, 60_000) as page:
         page.goto(lab.url(f"lab?token={lab.token}"))
-        page.wait_for_function(
-            "() => window.jupyterapp && window.jupyterapp.commands.hasCommand('paraconnect:open')"
-        )
-        page.evaluate("() => window.jupyterapp.restored")
-        page.evaluate("() => window.jupyterapp.commands.execute('paraconnect:open')")
+        open_panel(page)
         expect(page.locator(PANEL)).to_be_visible()
         card = page.locator(f"{PANEL} .pc-card[data-server='{server_id}']")
         expect(card).to_have_attribute("data-state", "connected", timeout=90_000)
@@ -77,4 +70,3 @@ def test_time_left_warning_and_resubmit_in_the_panel(
         assert now["local"] == first["local"]
         expect(card.locator("dd.pc-mono").get_by_text(now["job_id"], exact=True)).to_be_visible()
         assert echo(int(now["local"].rsplit(":", 1)[1]), b"resubmitted") == b"resubmitted"
-        context.close()

@@ -11,7 +11,7 @@ import pytest
 from playwright.sync_api import Browser, expect
 
 from .helpers_jupyter import JupyterServer, start_jupyter
-from .helpers_lab import PANEL, VIEWPORT, chromium, lab_args
+from .helpers_lab import PANEL, VIEWPORT, chromium, lab_args, open_panel
 from .test_launchers_registry import register_in_server
 
 pytestmark = pytest.mark.timeout(120)
@@ -41,11 +41,7 @@ def test_the_launch_form_offers_a_launcher_registered_in_the_server(
         page = context.new_page()
         page.set_default_timeout(60_000)
         page.goto(lab.url(f"lab?token={lab.token}"))
-        page.wait_for_function(
-            "() => window.jupyterapp && window.jupyterapp.commands.hasCommand('paraconnect:open')"
-        )
-        page.evaluate("() => window.jupyterapp.restored")
-        page.evaluate("() => window.jupyterapp.commands.execute('paraconnect:open')")
+        open_panel(page)
         panel = page.locator(PANEL)
         form = panel.locator("details[data-form=launch]")
         form.locator("summary").click()

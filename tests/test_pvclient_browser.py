@@ -20,7 +20,7 @@ pytest.importorskip("playwright")
 from playwright.sync_api import expect
 
 from .helpers_jupyter import JupyterServer
-from .helpers_lab import VIEWPORT, chromium, screenshot, start_lab
+from .helpers_lab import browser_page, chromium, screenshot, start_lab
 from .helpers_lab import notebook as make_notebook
 from .helpers_peers import require_programs
 from .test_widgets_browser import KERNEL_IDLE
@@ -75,10 +75,7 @@ def test_pipeline_from_the_notebook_seen_and_turned_in_chromium(
     notebook = make_notebook(*CELLS)
     resp = lab.request("PUT", "api/contents/pv.ipynb", {"type": "notebook", "content": notebook})
     assert resp.status in (200, 201), resp.body
-    with chromium() as browser:
-        context = browser.new_context(viewport=VIEWPORT)
-        page = context.new_page()
-        page.set_default_timeout(120_000)
+    with chromium() as browser, browser_page(browser, 120_000) as page:
         page.goto(lab.url(f"lab/tree/pv.ipynb?token={lab.token}"))
         page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget")
         page.wait_for_function(KERNEL_IDLE)
@@ -104,4 +101,3 @@ def test_pipeline_from_the_notebook_seen_and_turned_in_chromium(
         turned = _rgb(img.get_attribute("src"))
         assert np.abs(turned - pixels).mean() > 1.0  # the six-sided cone turned
         screenshot(page, "paraview-view", tmp_path)
-        context.close()

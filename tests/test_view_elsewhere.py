@@ -16,7 +16,7 @@ pytest.importorskip("vtk")
 from playwright.sync_api import Page, expect
 
 from .helpers_jupyter import JupyterServer, start_jupyter
-from .helpers_lab import VIEWPORT, chromium, lab_args, screenshot
+from .helpers_lab import browser_page, chromium, lab_args, screenshot
 from .helpers_lab import notebook as make_notebook
 from .test_widgets_browser import CELLS, FRAMES, KERNEL_IDLE, LIVE, drag
 
@@ -67,24 +67,17 @@ def prefixed_lab(tmp_path: Path) -> Iterator[JupyterServer]:
 
 def test_the_live_view_in_notebook_7(notebook7: JupyterServer, tmp_path: Path) -> None:
     put_notebook(notebook7)
-    with chromium() as browser:
-        context = browser.new_context(viewport=VIEWPORT)
-        page = context.new_page()
-        page.set_default_timeout(90_000)
+    with chromium() as browser, browser_page(browser, 90_000) as page:
         page.goto(notebook7.url(f"notebooks/view.ipynb?token={notebook7.token}"))
         page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget")
         assert "/lab" not in page.url  # Notebook 7's own page, not JupyterLab's
         live_view_turns(page, "remote-view-notebook7", tmp_path)
-        context.close()
 
 
 def test_the_live_view_behind_a_url_prefix(prefixed_lab: JupyterServer, tmp_path: Path) -> None:
     assert prefixed_lab.base_url.endswith(PREFIX)
     put_notebook(prefixed_lab)
-    with chromium() as browser:
-        context = browser.new_context(viewport=VIEWPORT)
-        page = context.new_page()
-        page.set_default_timeout(90_000)
+    with chromium() as browser, browser_page(browser, 90_000) as page:
         sockets: list[str] = []
         page.on("websocket", lambda ws: sockets.append(ws.url))
         page.goto(prefixed_lab.url(f"lab/tree/view.ipynb?token={prefixed_lab.token}"))
@@ -92,4 +85,3 @@ def test_the_live_view_behind_a_url_prefix(prefixed_lab: JupyterServer, tmp_path
         live_view_turns(page, "remote-view-prefixed", tmp_path)
         views = [u for u in sockets if "/paraconnect/api/servers/" in u]
         assert views and all(f"{PREFIX}paraconnect/api/servers/" in u for u in views), sockets
-        context.close()

@@ -19,7 +19,7 @@ from playwright.sync_api import Locator, Page, expect
 from paraconnect.widgets._watcher import _shorten_ids
 
 from .helpers_jupyter import JupyterServer
-from .helpers_lab import VIEWPORT, chromium, screenshot, start_lab
+from .helpers_lab import browser_page, chromium, screenshot, start_lab
 from .helpers_lab import notebook as make_notebook
 
 pytestmark = pytest.mark.timeout(180)
@@ -71,10 +71,7 @@ def open_notebook(page: Page, lab: JupyterServer, cells: list[str] = CELLS) -> N
 def test_remote_view_shows_frames_turns_on_drag_and_saves(
     lab: JupyterServer, tmp_path: Path
 ) -> None:
-    with chromium() as browser:
-        context = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
-        page = context.new_page()
-        page.set_default_timeout(90_000)
+    with chromium() as browser, browser_page(browser, 90_000, accept_downloads=True) as page:
         open_notebook(page, lab)
         img = page.locator(".paraconnect-remoteview img")
         # Frames come over the view's own websocket (blob: URLs), not through the kernel.
@@ -119,7 +116,6 @@ def test_remote_view_shows_frames_turns_on_drag_and_saves(
         expect(notebook.get_by_text("alice · revoked", exact=False)).to_be_visible()
         assert lab.ok("GET", "sessions/lab/friends")[0]["status"] == "revoked"
         screenshot(page, "share-widget", tmp_path)
-        context.close()
 
 
 def drag(page: Page, img: Locator, dx: int) -> None:
@@ -145,10 +141,7 @@ def test_the_view_turns_while_the_kernel_is_busy(lab: JupyterServer, tmp_path: P
         "view = srv.view(dataset='sphere', width=800, height=600)\nview",
         "import time\ntime.sleep(600)",
     ]
-    with chromium() as browser:
-        context = browser.new_context(viewport=VIEWPORT)
-        page = context.new_page()
-        page.set_default_timeout(90_000)
+    with chromium() as browser, browser_page(browser, 90_000) as page:
         open_notebook(page, lab, cells)
         img = page.locator(".paraconnect-remoteview img")
         expect(img).to_have_attribute("src", re.compile("^blob:"))
@@ -179,7 +172,6 @@ def test_the_view_turns_while_the_kernel_is_busy(lab: JupyterServer, tmp_path: P
             "() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.interrupt()"
         )
         page.wait_for_function(KERNEL_IDLE)
-        context.close()
 
 
 def test_the_views_controls_colour_slice_and_step_time_while_the_kernel_sleeps(
@@ -202,10 +194,7 @@ def test_the_views_controls_colour_slice_and_step_time_while_the_kernel_sleeps(
         "view = srv.view(path='series.pvd', width=320, height=240)\nview",
         "import time\ntime.sleep(600)",
     ]
-    with chromium() as browser:
-        context = browser.new_context(viewport=VIEWPORT)
-        page = context.new_page()
-        page.set_default_timeout(90_000)
+    with chromium() as browser, browser_page(browser, 90_000) as page:
         open_notebook(page, lab, cells)
         page.wait_for_function(LIVE)
         page.wait_for_function(KERNEL_BUSY)
@@ -271,4 +260,3 @@ def test_the_views_controls_colour_slice_and_step_time_while_the_kernel_sleeps(
             "() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.interrupt()"
         )
         page.wait_for_function(KERNEL_IDLE)
-        context.close()
