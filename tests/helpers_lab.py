@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, sync_playwright
 
 from .helpers_jupyter import JupyterServer, start_jupyter
 
@@ -101,6 +101,17 @@ def open_panel(page: Page) -> None:
     )
     page.evaluate("() => window.jupyterapp.restored")
     page.evaluate("() => window.jupyterapp.commands.execute('paraconnect:open')")
+
+
+def drag(page: Page, target: Locator, dx: float, dy: float = 5, *, steps: int = 10) -> None:
+    """Press the mouse at the middle of `target`, move it by (dx, dy) in `steps` moves, let go."""
+    box = target.bounding_box()
+    assert box is not None
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + dx, y + dy, steps=steps)
+    page.mouse.up()
 
 
 def screenshot(page: Page, name: str, tmp: Path) -> Path:

@@ -27,7 +27,7 @@ from PIL import Image
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from .helpers_jupyterhub import Hub, pids_of, start_jupyterhub
-from .helpers_lab import PANEL, VIEWPORT, chromium, open_panel, screenshot
+from .helpers_lab import PANEL, VIEWPORT, chromium, drag, open_panel, screenshot
 
 pytest.importorskip("vtk")
 pytestmark = pytest.mark.timeout(120)
@@ -395,13 +395,7 @@ def test_a_trame_app_renders_and_turns_in_a_lab_tab_under_the_user_prefix(
         first = _until("the cone drawn in the Lab tab", drawn)
         prefix = f"/user/{a}/paraconnect/proxy/{sid}/"
         assert any(prefix in s and s.endswith("ws") for s in sockets), sockets
-        box = frame.bounding_box()
-        assert box is not None
-        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-        page.mouse.move(x, y)
-        page.mouse.down()
-        page.mouse.move(x + 180, y + 60, steps=15)
-        page.mouse.up()
+        drag(page, frame, 180, 60, steps=15)
 
         def turned() -> Any:
             px = drawn()

@@ -21,7 +21,7 @@ import pytest
 from playwright.sync_api import Browser, Page, Request, expect
 
 from .helpers_jupyter import JupyterServer
-from .helpers_lab import PANEL, VIEWPORT, chromium, open_panel, screenshot, start_lab
+from .helpers_lab import PANEL, VIEWPORT, chromium, drag, open_panel, screenshot, start_lab
 from .helpers_lab import notebook as make_notebook
 from .helpers_tunnel import ECHO
 from .test_tunnel_pvserver import _xvfb
@@ -350,13 +350,7 @@ def test_a_builtin_cards_view_opens_live_in_a_tab(
 
     # Drag: the renderer turns the camera and a new, different picture arrives.
     frames = int(view.get_attribute("data-frames") or 0)
-    frame = tab.locator(".pc-view-frame").bounding_box()
-    assert frame is not None
-    x, y = frame["x"] + frame["width"] / 2, frame["y"] + frame["height"] / 2
-    page.mouse.move(x, y)
-    page.mouse.down()
-    page.mouse.move(x + 120, y + 30, steps=6)
-    page.mouse.up()
+    drag(page, tab.locator(".pc-view-frame"), 120, 30, steps=6)
     page.wait_for_function(
         "([sel, n]) => Number(document.querySelector(sel).dataset.frames) > n",
         arg=[f"#paraconnect-view-{info['id']} .pc-view", frames],

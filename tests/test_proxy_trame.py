@@ -16,7 +16,7 @@ from PIL import Image
 from playwright.sync_api import Page
 
 from .helpers_jupyter import JupyterServer
-from .helpers_lab import chromium, screenshot, start_lab
+from .helpers_lab import chromium, drag, screenshot, start_lab
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -130,13 +130,7 @@ def test_a_trame_app_renders_and_turns_through_the_proxy_in_lab(
         first = _until("the cone drawn in the frame", drawn)
         screenshot(page, "trame-first", tmp_path)
         assert any(s.endswith(f"{url}ws") for s in sockets), sockets
-        box = page.locator(f"#{FRAME}").bounding_box()
-        assert box is not None
-        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-        page.mouse.move(x, y)
-        page.mouse.down()
-        page.mouse.move(x + 180, y + 60, steps=15)
-        page.mouse.up()
+        drag(page, page.locator(f"#{FRAME}"), 180, 60, steps=15)
 
         def turned() -> np.ndarray | None:
             px = drawn()

@@ -20,7 +20,7 @@ pytest.importorskip("playwright")
 from playwright.sync_api import expect
 
 from .helpers_jupyter import JupyterServer
-from .helpers_lab import browser_page, chromium, screenshot, start_lab
+from .helpers_lab import browser_page, chromium, drag, screenshot, start_lab
 from .helpers_lab import notebook as make_notebook
 from .helpers_peers import require_programs
 from .test_widgets_browser import KERNEL_IDLE
@@ -90,13 +90,7 @@ def test_pipeline_from_the_notebook_seen_and_turned_in_chromium(
         assert green.sum() > 2000, int(green.sum())  # the notebook's green cone, on black
         assert pixels[3, 3].max() < 30, pixels[3, 3]
         img.scroll_into_view_if_needed()  # below the cells' output: the mouse must reach it
-        box = img.bounding_box()
-        assert box is not None
-        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-        page.mouse.move(x, y)
-        page.mouse.down()
-        page.mouse.move(x + 80, y + 30, steps=8)
-        page.mouse.up()
+        drag(page, img, 80, 30, steps=8)
         expect(img).not_to_have_attribute("src", first or "")
         turned = _rgb(img.get_attribute("src"))
         assert np.abs(turned - pixels).mean() > 1.0  # the six-sided cone turned

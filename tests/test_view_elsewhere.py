@@ -16,9 +16,9 @@ pytest.importorskip("vtk")
 from playwright.sync_api import Page, expect
 
 from .helpers_jupyter import JupyterServer, start_jupyter
-from .helpers_lab import browser_page, chromium, lab_args, screenshot
+from .helpers_lab import browser_page, chromium, drag, lab_args, screenshot
 from .helpers_lab import notebook as make_notebook
-from .test_widgets_browser import CELLS, FRAMES, KERNEL_IDLE, LIVE, drag
+from .test_widgets_browser import CELLS, FRAMES, KERNEL_IDLE, LIVE
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -14,12 +14,12 @@ import pytest
 pytest.importorskip("playwright")
 pytest.importorskip("vtk")
 
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Page, expect
 
 from paraconnect.widgets._watcher import _shorten_ids
 
 from .helpers_jupyter import JupyterServer
-from .helpers_lab import browser_page, chromium, screenshot, start_lab
+from .helpers_lab import browser_page, chromium, drag, screenshot, start_lab
 from .helpers_lab import notebook as make_notebook
 
 pytestmark = pytest.mark.timeout(180)
@@ -81,13 +81,7 @@ def test_remote_view_shows_frames_turns_on_drag_and_saves(
         status = page.locator(".paraconnect-remoteview-bar span")
         expect(status).to_contain_text("320x240")
         expect(status).to_contain_text("(live)")
-        box = img.bounding_box()
-        assert box is not None
-        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-        page.mouse.move(x, y)
-        page.mouse.down()
-        page.mouse.move(x + 80, y + 10, steps=8)
-        page.mouse.up()
+        drag(page, img, 80, 10, steps=8)
         expect(img).not_to_have_attribute("src", first or "")
         screenshot(page, "remote-view-turned", tmp_path)
         with page.expect_download() as download:
@@ -116,16 +110,6 @@ def test_remote_view_shows_frames_turns_on_drag_and_saves(
         expect(notebook.get_by_text("alice · revoked", exact=False)).to_be_visible()
         assert lab.ok("GET", "sessions/lab/friends")[0]["status"] == "revoked"
         screenshot(page, "share-widget", tmp_path)
-
-
-def drag(page: Page, img: Locator, dx: int) -> None:
-    box = img.bounding_box()
-    assert box is not None
-    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-    page.mouse.move(x, y)
-    page.mouse.down()
-    page.mouse.move(x + dx, y + 5, steps=10)
-    page.mouse.up()
 
 
 KERNEL_BUSY = KERNEL_IDLE.replace("'idle'", "'busy'")
