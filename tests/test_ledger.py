@@ -4,6 +4,7 @@ one write fails, all written by a flush (the side's close) and by the loop's tim
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 import anyio
@@ -70,6 +71,37 @@ async def test_open_and_close_rows_of_many_connections_take_one_commit(home: Pat
             10 * i,
         )
         assert rec.start == 1000.0 + i and rec.end is not None
+
+
+@pytest.mark.anyio
+async def test_a_connection_closed_before_the_flush_is_one_complete_insert(home: Path) -> None:
+    """Its open row was never written: the flush inserts the closed row, no UPDATE after, and
+    its end is when it closed, not when the flush came."""
+    with Accounting.in_home(home, auto_rotate=False) as acc:
+        statements: list[str] = []
+        acc.db.set_trace_callback(lambda sql: statements.append(sql.split()[0].upper()))
+        writes = {"BEGIN", "INSERT", "UPDATE", "COMMIT"}
+        ledger = Ledger(lambda: acc)
+        row = ledger.start(_attempt("quick"), 1000.0)
+        ledger.finish(row, bytes_in=3, bytes_out=4, reason="eof")
+        closed_at = time.time()
+        time.sleep(0.2)  # the loop is held: its flush timer cannot run before this line
+        ledger.flush()
+        [rec] = acc.records()
+        # A connection still open at the flush is inserted open, then completed by an UPDATE.
+        later = ledger.start(_attempt("slow"), 2000.0)
+        ledger.flush()
+        ledger.finish(later, bytes_in=1, bytes_out=2, reason="eof")
+        ledger.flush()
+        slow = {r.remote_name: r for r in acc.records()}["slow"]
+    assert [w for w in statements if w in writes] == ["BEGIN", "INSERT", "COMMIT", "BEGIN", "INSERT", "COMMIT", "BEGIN",
+                          "UPDATE", "COMMIT"]  # fmt: skip
+    assert (rec.outcome, rec.reason, rec.bytes_in, rec.bytes_out, rec.start) == (
+        "closed", "eof", 3, 4, 1000.0,
+    )  # fmt: skip
+    assert rec.end is not None and closed_at - 0.1 < rec.end <= closed_at
+    assert rec.last_seen == rec.end and row.id == rec.id
+    assert (slow.outcome, slow.bytes_in, slow.bytes_out) == ("closed", 1, 2)
 
 
 def test_flush_writes_at_once_and_one_failed_write_loses_no_other(home: Path) -> None:

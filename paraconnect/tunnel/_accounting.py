@@ -273,6 +273,14 @@ class Accounting:
         now = time.time() if when is None else when
         return self._insert(attempt, now, None, "open", None, 0, 0)
 
+    def closed(
+        self, attempt: Attempt, start: float, end: float, *, bytes_in: int, bytes_out: int,
+        reason: str,
+    ) -> int:  # fmt: skip
+        """A connection that opened and closed before its open row was written: one complete
+        row, as `start` then `finish` would have left it."""
+        return self._insert(attempt, start, end, "closed", reason, bytes_in, bytes_out)
+
     def refused(self, attempt: Attempt, reason: str, when: float | None = None) -> int:
         """A refused attempt: one complete row."""
         now = time.time()
@@ -303,7 +311,7 @@ class Accounting:
                 a.session, a.server_id, a.kind, a.side, a.local_identity, a.remote_identity,
                 a.remote_role, a.remote_name, a.remote_serial, a.remote_unique_id,
                 a.remote_address, start, end, bytes_in, bytes_out, outcome, reason,
-                self.writer, start,
+                self.writer, start if end is None else end,
             ),
         )  # fmt: skip
         return int(cur.lastrowid or 0)

@@ -4,7 +4,8 @@ Each SQLite commit costs some seventy system calls here (WAL frames, shared-memo
 pid checks SQLite makes): written one at a time, the row a connection opens and the one it
 closes were a tenth of a busy agent's time.  The ledger queues them and commits what gathered
 within `FLUSH_DELAY` in one transaction, on the loop's thread, in order (a row is inserted
-before it is completed, also within one flush).  `flush()` writes at once: the side calls it
+before it is completed, also within one flush; a connection that opens and closes within
+one flush is written once, as its complete row).  `flush()` writes at once: the side calls it
 before its periodic byte counts, before it tells an observer (the hub's events) of a
 connection, and when it closes, so nothing queued is lost on an orderly stop and no one hears
 of a connection that the accounting does not show yet.  A process killed with SIGKILL loses
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 from collections.abc import Callable
 
 from ._accounting import Accounting, Attempt
@@ -31,10 +33,13 @@ FLUSH_DELAY = 0.02  # seconds: short beside any human or polling reader, long be
 class Row:
     """An accounting row that may not be written yet: its id once it is."""
 
-    __slots__ = ("id",)
+    __slots__ = ("closed", "id", "queued")
 
     def __init__(self) -> None:
         self.id: int | None = None
+        self.queued = True  # its insert waits for the next flush
+        # How it closed, when that came before the flush: the insert writes the complete row.
+        self.closed: tuple[float, int, int, str] | None = None
 
 
 class Ledger:
@@ -49,12 +54,23 @@ class Ledger:
         row = Row()
 
         def insert(acc: Accounting) -> None:
-            row.id = acc.start(attempt, when)
+            row.queued = False
+            if row.closed is None:
+                row.id = acc.start(attempt, when)
+            else:  # opened and closed since the last flush: one complete row, not two writes
+                end, bytes_in, bytes_out, reason = row.closed
+                row.id = acc.closed(
+                    attempt, when, end, bytes_in=bytes_in, bytes_out=bytes_out, reason=reason
+                )
 
         self._queue(insert)
         return row
 
     def finish(self, row: Row, *, bytes_in: int, bytes_out: int, reason: str) -> None:
+        if row.queued:  # its insert has not run: it writes the whole row
+            row.closed = (time.time(), bytes_in, bytes_out, reason)
+            return
+
         def complete(acc: Accounting) -> None:
             if row.id is not None:  # None: its insert failed (and was logged)
                 acc.finish(row.id, bytes_in=bytes_in, bytes_out=bytes_out, reason=reason)
