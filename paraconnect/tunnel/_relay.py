@@ -113,9 +113,10 @@ async def relay(
         result = await splice(conn, plain, initial_to_plain=preamble, result=live)
         return RelayResult(result.bytes_a_to_b, result.bytes_b_to_a, result.reason)
     finally:
-        with anyio.CancelScope(shield=True):
-            plain.close()
-            await conn.aclose()
+        plain.close()
+        if not getattr(conn, "closed", False):  # a splice closes both ends itself
+            with anyio.CancelScope(shield=True):
+                await conn.aclose()
 
 
 async def relay_tracked(

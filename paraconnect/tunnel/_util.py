@@ -171,6 +171,17 @@ async def accept_loop(
             sock.close()
 
 
+def _readable_now(sock: socket.socket) -> bool:
+    """Whether a read would not block: bytes (or an end, or an error) are there already."""
+    try:
+        sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True  # the handshake reports it
+    return True
+
+
 async def tls_accept_loop(
     lsock: socket.socket,
     tg: anyio.abc.TaskGroup,
@@ -197,11 +208,20 @@ async def tls_accept_loop(
         unclaimed.discard(sock)
         slot = False
         try:
-            with scope:
-                with anyio.move_on_after(first_byte_timeout):
-                    await anyio.wait_readable(sock)
-                await slots.acquire()
-                slot = True
+            if _readable_now(sock) and not scope.cancel_called:
+                # The usual case: the ClientHello came with the connection.  No waiting, so
+                # none of the cancel scopes and selector calls that waiting costs.
+                try:
+                    slots.acquire_nowait()
+                    slot = True
+                except anyio.WouldBlock:
+                    pass
+            if not slot:
+                with scope:
+                    with anyio.move_on_after(first_byte_timeout):
+                        await anyio.wait_readable(sock)
+                    await slots.acquire()
+                    slot = True
         finally:
             silent.pop(sock, None)
             if not slot:  # closed to make room, or the listener stops: never handed over
