@@ -85,7 +85,8 @@ async def test_a_connection_closed_before_the_flush_is_one_complete_insert(home:
         row = ledger.start(_attempt("quick"), 1000.0)
         ledger.finish(row, bytes_in=3, bytes_out=4, reason="eof")
         closed_at = time.time()
-        time.sleep(0.2)  # the loop is held: its flush timer cannot run before this line
+        # Holding the loop on purpose: its flush timer cannot run before the flush below.
+        time.sleep(0.2)  # noqa: ASYNC251
         ledger.flush()
         [rec] = acc.records()
         # A connection still open at the flush is inserted open, then completed by an UPDATE.
@@ -94,8 +95,10 @@ async def test_a_connection_closed_before_the_flush_is_one_complete_insert(home:
         ledger.finish(later, bytes_in=1, bytes_out=2, reason="eof")
         ledger.flush()
         slow = {r.remote_name: r for r in acc.records()}["slow"]
-    assert [w for w in statements if w in writes] == ["BEGIN", "INSERT", "COMMIT", "BEGIN", "INSERT", "COMMIT", "BEGIN",
-                          "UPDATE", "COMMIT"]  # fmt: skip
+    assert [w for w in statements if w in writes] == [
+        "BEGIN", "INSERT", "COMMIT",  # the quick one, complete
+        "BEGIN", "INSERT", "COMMIT", "BEGIN", "UPDATE", "COMMIT",  # the slow one, open then closed
+    ]  # fmt: skip
     assert (rec.outcome, rec.reason, rec.bytes_in, rec.bytes_out, rec.start) == (
         "closed", "eof", 3, 4, 1000.0,
     )  # fmt: skip
