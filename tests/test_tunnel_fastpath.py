@@ -1,5 +1,6 @@
-"""The product path's shortcuts keep their promises: a dialler's hello verdict waits for the
-first data (and still goes out when there is none), and the sockets an agent connects to its
+"""The product path's shortcuts keep their promises: a dialler about to relay sends its hello,
+its yes and its first bytes in one write (and its hello at once when it has none), the
+acceptor holds it to what it demanded, and the sockets an agent connects to its
 program itself are the program namespace's, never the host's."""
 
 from __future__ import annotations
@@ -10,12 +11,11 @@ import sys
 import anyio
 import pytest
 
-from paraconnect.errors import NetworkError
+from paraconnect.errors import NetworkError, TrustError
 from paraconnect.pki import Role
 from paraconnect.tunnel import Agent, Connector, Endpoint, Program
 from paraconnect.tunnel._leg import connect_endpoint
 from paraconnect.tunnel._secure import Side
-from paraconnect.tunnel._splice import splice
 from paraconnect.tunnel._tlsconn import TLSConnection
 
 from .helpers_tunnel import Pki, ask, echo_command
@@ -40,13 +40,16 @@ def _tcp_pair() -> tuple[socket.socket, socket.socket]:
     return near, far
 
 
-async def test_a_diallers_verdict_waits_for_the_first_data_and_goes_with_it(pki: Pki) -> None:
-    server = Side(pki.server, Role.SERVER, accounting=False)
+async def test_a_leading_dialler_sends_hello_yes_and_first_bytes_in_one_write(pki: Pki) -> None:
+    """The acceptor finishes its hello and holds the first bytes with nothing more from the
+    dialler: no second write, no relay started (before, it waited a round trip more for the
+    dialler's yes, which went with the relay's first data)."""
+    server = Side(pki.server, Role.SERVER, server_id="srv", accounting=False)
     client = Side(pki.client, Role.CLIENT, accounting=False)
     dial_sock, accept_sock = _tcp_pair()
-    plain_near, plain_far = _tcp_pair()
     accepted: list[TLSConnection] = []
     done = anyio.Event()
+    asked: list[int] = []
 
     async def accept() -> None:
         conn, _hello = await server.establish(accept_sock, server_side=True)
@@ -54,26 +57,56 @@ async def test_a_diallers_verdict_waits_for_the_first_data_and_goes_with_it(pki:
         accepted.append(conn)
         done.set()
 
+    def lead() -> bytes:
+        asked.append(1)
+        return b"first bytes"
+
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(accept)
-            conn, _hello = await client.establish(dial_sock, server_side=False, relay_next=True)
-            assert isinstance(conn, TLSConnection)
-            # The yes is encrypted and held: the acceptor cannot have finished its hello.
-            assert conn._out.pending > 0
-            assert not done.is_set()
-            plain_far.sendall(b"first bytes")
-            tg.start_soon(splice, conn, plain_near)
-            with anyio.fail_after(10):
+            conn, hello = await client.establish(dial_sock, server_side=False, lead=lead)
+            assert isinstance(conn, TLSConnection) and hello.server_id == "srv"
+            assert asked == [1]
+            with anyio.fail_after(5):
                 await done.wait()
                 [theirs] = accepted
                 assert await theirs.recv_exactly(11) == b"first bytes"
+            assert conn._out.pending == 0  # nothing held back for later
             await theirs.aclose()
+            await conn.aclose()
             tg.cancel_scope.cancel()
     finally:
-        plain_far.close()
         server.close()
         client.close()
+
+
+async def test_an_acceptor_refuses_a_leading_dialler_that_wants_another_server(pki: Pki) -> None:
+    """The dialler said yes before it saw the acceptor's hello; what that hello would have
+    told (which server) it demanded instead, and the acceptor holds itself to it: refused,
+    both sides told why, and its first bytes never handed on."""
+    server = Side(pki.server, Role.SERVER, server_id="srv", accounting=False)
+    client = Side(pki.client, Role.CLIENT, accounting=False)
+    dial_sock, accept_sock = _tcp_pair()
+    refusals: list[str] = []
+
+    async def accept() -> None:
+        with pytest.raises(TrustError) as info:
+            await server.establish(accept_sock, server_side=True)
+        refusals.append(str(info.value))
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(accept)
+            with pytest.raises(TrustError) as info:
+                await client.establish(
+                    dial_sock, server_side=False, expect_server_id="other", lead=lambda: b"secret"
+                )
+            assert "wants server 'other'; this is 'srv'" in str(info.value)
+    finally:
+        server.close()
+        client.close()
+    [refusal] = refusals
+    assert "wants server 'other'; this is 'srv'" in refusal
 
 
 async def test_a_program_that_speaks_first_reaches_a_client_that_never_writes(pki: Pki) -> None:

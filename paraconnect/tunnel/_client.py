@@ -50,6 +50,8 @@ __all__ = ["Connector"]
 log = logging.getLogger("paraconnect.tunnel")
 
 REDIAL_MAX = 30.0  # the longest pause between attempts to reopen a lost control channel
+# At most this much of what a local program sent before its tunnel was up goes with the hello.
+_LEAD_MAX = 64 * 1024
 
 
 def _ep(value: Endpoint | str, option: str) -> Endpoint:
@@ -106,11 +108,13 @@ class Connector:
             return None
         return control.conn.peer
 
-    async def _dial(self, purpose: Purpose) -> tuple[ByteStream, Hello]:
+    async def _dial(
+        self, purpose: Purpose, lead: Callable[[], bytes] | None = None
+    ) -> tuple[ByteStream, Hello]:
         sock = await connect_endpoint(self.remote)
         return await self.side.establish(
             sock, server_side=False, purpose=purpose, expect_server_id=self.expect_server_id,
-            relay_next=purpose is Purpose.DATA,
+            lead=lead,
         )  # fmt: skip
 
     async def run(
@@ -205,8 +209,20 @@ class Connector:
             local.close()  # idempotent: the relay closes both ends itself
 
     async def _tunnel(self, local: socket.socket, where: str) -> None:
+        led = 0
+
+        def lead() -> bytes:
+            """What the local program sent already: it goes out with our hello."""
+            nonlocal led
+            try:
+                data = local.recv(_LEAD_MAX, socket.MSG_DONTWAIT)
+            except OSError:  # nothing yet (EAGAIN), or a reset the relay reports
+                return b""
+            led = len(data)
+            return data
+
         try:
-            conn, hello = await self._dial(Purpose.DATA)
+            conn, hello = await self._dial(Purpose.DATA, lead)
         except ParaconnectError as exc:
             log.warning("local connection from %s: cannot reach %s: %s", where, self.remote, exc)
             if isinstance(exc, TrustError) and self.address is not None:
@@ -220,7 +236,7 @@ class Connector:
             clear_refusal(str(self.address))
         label = conn.peer.label
         log.info("local connection from %s tunnelled to %s at %s", where, label, self.remote)
-        await relay_tracked(self.side, conn, hello, local, str(self.remote))
+        await relay_tracked(self.side, conn, hello, local, str(self.remote), sent=led)
 
     async def request_phone_home(self, home: Home) -> None:
         """Ask the agent to phone `home` from now on (we are leaving); waits for its ok."""

@@ -4,7 +4,8 @@ Each frame is a 4-byte big-endian length and a JSON object of at most 16 KiB.  B
 their hello, both check the other's against what TLS proved (`check_peer`), and both answer
 ``{"v": 1, "ok": true}`` or ``{"v": 1, "ok": false, "reason": ...}``.  Under TLS 1.3 a refused
 client learns of it only on its first read; the round trip makes that read happen here, so a
-dialler reports success only once the other side has said yes.
+dialler reports success only once the other side has said yes.  A dialler about to relay leads:
+its hello, its yes and its first bytes go in one write (`exchange_hello`'s `lead`).
 
 The same framing carries control messages (phone home, open a data channel) afterwards.
 """
@@ -129,6 +130,8 @@ class Hello:
     purpose: Purpose
     unique_id: str | None = None
     channel: str | None = None  # which pending data channel this connection answers (reverse)
+    # A pipelining dialler's demand: the acceptor must be this server, or refuse (see below).
+    expect_server: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -142,6 +145,8 @@ class Hello:
             out["unique_id"] = self.unique_id
         if self.channel is not None:
             out["channel"] = self.channel
+        if self.expect_server is not None:
+            out["expect_server"] = self.expect_server
         return out
 
     @classmethod
@@ -160,6 +165,7 @@ class Hello:
             purpose=purpose,
             unique_id=_text(obj, "unique_id", optional=True),
             channel=_text(obj, "channel", optional=True),
+            expect_server=_text(obj, "expect_server", optional=True),
         )
 
 
@@ -213,25 +219,35 @@ async def exchange_hello(
     timeout: float = HELLO_TIMEOUT,  # noqa: ASYNC109 - one budget for the whole exchange
     check: Callable[[PeerIdentity, Hello], None] | None = None,
     authorize: Callable[[PeerIdentity, Hello], Awaitable[str | None]] | None = None,
-    send_later: Callable[[bytes], None] | None = None,
+    lead: Callable[[], bytes] | None = None,
 ) -> Hello:
     """The dialler (`initiator`) speaks first; the acceptor answers with its own hello, for the
     same purpose and channel.  Then both check and exchange verdicts.  Returns the peer's
     hello, or raises TrustError (either side refused), ProtocolError or NetworkError.
     `check` (the policy) may refuse the peer with a TrustError; its reason goes to the peer.
     `authorize` (an acceptor's RADIUS) is asked last, once every other check passed, and its
-    refusal (a reason) goes to the peer the same way.  `send_later` (a dialler about to relay):
-    how its yes is queued to go out with the first data, one write and one wakeup of the
-    acceptor fewer; the acceptor relays nothing before it."""
+    refusal (a reason) goes to the peer the same way.
+
+    `lead` (a dialler about to relay): the first bytes of what it relays, if there are any
+    yet.  Such a dialler does not wait for the acceptor's hello to say yes: it judges the
+    acceptor by its certificate alone (session, role, node binding, revocation, policy) and
+    sends its hello, its yes and those bytes in one write, so the acceptor relays them a round
+    trip sooner.  What the acceptor's hello would still tell (which server it is) becomes a
+    demand in ours (`expect_server`) that the acceptor checks itself before relaying anything;
+    its claimed node needs no demand, since an agent never runs with a certificate bound to
+    another node (`Side`).  The acceptor's hello and verdict are then read and checked as
+    usual, before anything is relayed back."""
     where = conn.peer.label
     try:
         # asyncio's own timeout: a third of the cost of an anyio scope, on every connection.
         async with asyncio.timeout(timeout):
-            if initiator:
+            if initiator and lead is not None:
+                ours = replace(ours, expect_server=expect_server_id or None)
+                await _lead(conn, ours, lead, level=level, session_id=session_id, check=check)
+            elif initiator:
                 await write_frame(conn, ours.to_dict())
-                theirs = Hello.from_dict(await read_frame(conn))
-            else:
-                theirs = Hello.from_dict(await read_frame(conn))
+            theirs = Hello.from_dict(await read_frame(conn))
+            if not initiator:
                 ours = replace(ours, purpose=theirs.purpose, channel=theirs.channel)
             refusal: str | None = None
             try:
@@ -240,7 +256,12 @@ async def exchange_hello(
                     raise TrustError(
                         f"the peer is server {theirs.server_id!r}, not {expect_server_id!r}"
                     )
-                if check is not None:
+                if not initiator and theirs.expect_server not in (None, ours.server_id):
+                    raise TrustError(
+                        f"the peer wants server {theirs.expect_server!r}; this is "
+                        f"{ours.server_id!r}"
+                    )
+                if check is not None and lead is None:  # a leading dialler's ran in _lead
                     check(conn.peer, theirs)
             except TrustError as exc:
                 refusal = str(exc)
@@ -249,9 +270,14 @@ async def exchange_hello(
             verdict_out: dict[str, Any] = (
                 {"ok": True} if refusal is None else {"ok": False, "reason": refusal}
             )
-            if initiator and refusal is None and send_later is not None:
-                send_later(encode_frame({"v": VERSION, **verdict_out}))
-            elif initiator:
+            if initiator and lead is not None:
+                # Our yes is gone already: a peer that fails now is closed on, not answered.
+                # The acceptor's refusal first: when it refused, that is why.
+                theirs = _accepted(where, await read_frame(conn), theirs)
+                if refusal is not None:
+                    raise TrustError(f"refused {where}: {refusal}")
+                return theirs
+            if initiator:
                 await write_frame(conn, verdict_out)
             else:
                 # The acceptor's hello and its verdict, the same frames in the same order, in
@@ -270,9 +296,41 @@ async def exchange_hello(
             f"{where} did not complete the hello within {timeout:g} s; is it a paraconnect "
             "peer of the same release?"
         ) from None
+    return _accepted(where, verdict, theirs)
+
+
+def _accepted(where: str, verdict: Mapping[str, Any], theirs: Hello) -> Hello:
     if verdict.get("ok") is not True:
         reason = verdict.get("reason")
         raise TrustError(
             f"{where} refused this side: {reason if isinstance(reason, str) else 'no reason'}"
         )
     return theirs
+
+
+async def _lead(
+    conn: ByteStream,
+    ours: Hello,
+    lead: Callable[[], bytes],
+    *,
+    level: SecurityLevel,
+    session_id: str,
+    check: Callable[[PeerIdentity, Hello], None] | None,
+) -> None:
+    """A pipelining dialler's first write: its hello and its verdict on the acceptor's
+    certificate, and with a yes the first bytes it relays, all in one write."""
+    refusal: str | None = None
+    try:
+        check_peer(conn.peer, level=level, session_id=session_id, our_role=ours.role)
+        if check is not None:
+            check(conn.peer, ours)  # the policy judges the certificate; no hello of theirs yet
+    except TrustError as exc:
+        refusal = str(exc)
+    verdict = {"v": VERSION, "ok": True} if refusal is None else {
+        "v": VERSION, "ok": False, "reason": refusal,
+    }  # fmt: skip
+    first = lead() if refusal is None else b""
+    await conn.send(encode_frame(ours.to_dict()) + encode_frame(verdict) + first)
+    if refusal is not None:
+        await _linger(conn)
+        raise TrustError(f"refused {conn.peer.label}: {refusal}")

@@ -120,21 +120,29 @@ async def relay(
 
 
 async def relay_tracked(
-    side: Side, conn: ByteStream, hello: Hello, local: socket.socket, where: str
+    side: Side, conn: ByteStream, hello: Hello, local: socket.socket, where: str, *, sent: int = 0
 ) -> None:
-    """Relay a data connection under the side's registry and accounting."""
+    """Relay a data connection under the side's registry and accounting.  `sent`: bytes of
+    `local`'s already sent to the peer (with the hello), counted with the relay's."""
     with side.track(conn, hello, where) as tracked:
-        await relay_logged(conn, local, tracked, f"tunnel to {conn.peer.label} for {where}")
+        what = f"tunnel to {conn.peer.label} for {where}"
+        await relay_logged(conn, local, tracked, what, sent=sent)
 
 
 async def relay_logged(
-    conn: ByteStream, local: socket.socket, tracked: Tracked, what: str, *, preamble: bytes = b""
+    conn: ByteStream,
+    local: socket.socket,
+    tracked: Tracked,
+    what: str,
+    *,
+    preamble: bytes = b"",
+    sent: int = 0,
 ) -> None:
     """Relay a tracked connection: how it ended becomes its accounting reason and a log line
-    that starts with `what`."""
+    that starts with `what`.  `sent`: bytes of `local`'s the peer has already."""
     from ._splice import SpliceResult
 
-    tracked.live = SpliceResult()
+    tracked.live = SpliceResult(bytes_b_to_a=sent)
     try:
         result = await relay(conn, local, preamble=preamble, live=tracked.live)
     except ParaconnectError as exc:

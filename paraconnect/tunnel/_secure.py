@@ -411,17 +411,18 @@ class Side:
         purpose: Purpose = Purpose.DATA,
         channel: str | None = None,
         expect_server_id: str | None = None,
-        relay_next: bool = False,
+        lead: Callable[[], bytes] | None = None,
     ) -> tuple[ByteStream, Hello]:
         """Handshake (unless level none) and hello, with the policy checked on the peer.
         Closes the socket on failure.  Every failure is counted and accounted as a refused
-        attempt; a success is counted, and the caller tracks it (`track`).  `relay_next`: a
-        dialler that relays the connection at once (no await in between): its yes to the
-        acceptor goes out with the first data the relay sends."""
+        attempt; a success is counted, and the caller tracks it (`track`).  `lead`: a dialler
+        about to relay gives the first bytes it has for the peer (b"" if none yet); they go
+        out with its hello and its yes, a round trip before the acceptor's answer
+        (`exchange_hello`)."""
         try:
             return await self._establish(
                 sock, server_side=server_side, purpose=purpose, channel=channel,
-                expect_server_id=expect_server_id, relay_next=relay_next,
+                expect_server_id=expect_server_id, lead=lead,
             )  # fmt: skip
         finally:
             # The listener that accepted `sock` may take the next connection now.
@@ -435,10 +436,9 @@ class Side:
         purpose: Purpose,
         channel: str | None,
         expect_server_id: str | None,
-        relay_next: bool = False,
+        lead: Callable[[], bytes] | None = None,
     ) -> tuple[ByteStream, Hello]:
         conn: ByteStream
-        send_later = None
         started = time.time()
         where = peer_addr(sock)
         if self.draining:
@@ -461,8 +461,6 @@ class Side:
                     hold_last_flight=not server_side,
                 )
                 conn = tls
-                if relay_next and not server_side:
-                    send_later = tls.send_later
         except ParaconnectError as exc:
             sock.close()
             self._failed(exc, kind, where, None, expect_server_id or self.server_id, started)
@@ -493,7 +491,7 @@ class Side:
                     functools.partial(self.radius.authorize, where=where)
                     if self.radius is not None and server_side else None
                 ),
-                send_later=send_later,
+                lead=lead if not server_side else None,
             )  # fmt: skip
         except ParaconnectError as exc:
             await conn.aclose()

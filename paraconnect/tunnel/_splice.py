@@ -479,7 +479,7 @@ class _Splice:
         already made into the shared buffer by the fast path (-1: data already handled)."""
         if first == -1:
             first = None
-        # A dialler's verdict held in the BIO (`send_later`) goes with the first data read.
+        # Ciphertext waiting in the outgoing BIO (a held flight) goes with the first data read.
         held = not self.ba_done and self.ba_pending is None and bool(self.bio_out.pending)
         if (self.ba_pending or (self.bio_out.pending and not held)) and not self._to_tls():
             return False, not self.finished

@@ -418,7 +418,7 @@ class TLSConnection:
         while True:
             if self._peer_eof:
                 return b""
-            held = self._out.pending  # `send_later`'s: not hurried out by a read that needs none
+            held = self._out.pending  # a held flight is not hurried out by a read that needs none
             try:
                 data = self._ssl.read(max_bytes)
             except ssl.SSLWantReadError:
@@ -466,18 +466,6 @@ class TLSConnection:
                 raise describe_ssl_error(exc, self.where) from exc
             await self._flush()
         self.bytes_out += len(view)
-
-    def send_later(self, data: bytes) -> None:
-        """Encrypt `data` now and send it with whatever goes next: the next send, the next
-        read that must wait, a close, or the relay's first write (see ``splice``).  A dialler's
-        hello verdict waits so, to travel with the first data in one segment."""
-        if self._closed or self._eof_sent:
-            raise NetworkError(f"connection to {self.where} is closed")
-        try:
-            self._ssl.write(data)
-        except ssl.SSLError as exc:
-            raise describe_ssl_error(exc, self.where) from exc
-        self.bytes_out += len(data)
 
     def _close_notify(self) -> None:
         """Queue close_notify in the outgoing BIO, keeping whatever the peer already sent.
