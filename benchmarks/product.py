@@ -19,7 +19,8 @@ private leg, the peer-uid check of the local endpoint):
    (``git worktree add DIR REV``): a change's before and after in one run, under the same load.
 
 Printed, each as a ratio to both stunnel configurations: throughput of one stream and the
-aggregate of 4 concurrent streams, the 64-byte round trip (median, p99), full mutual-TLS
+aggregate of 4 concurrent streams, the 64-byte round trip (median, p99, what the pair adds to
+raw TCP's, and the median with every process on one CPU), full mutual-TLS
 connections per second (one and 4 at a time) and the CPU each side spends per connection, and
 the RSS per idle connection of the process that accepts TLS and of the one that dials.  Rounds
 are interleaved and medians printed, so that load from elsewhere falls on every path alike; the
@@ -33,6 +34,7 @@ No assertions: figures vary with the machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -41,7 +43,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,6 +73,10 @@ class Route:
     four: list[float] = field(default_factory=list)
     rtt: list[float] = field(default_factory=list)
     rtt99: list[float] = field(default_factory=list)
+    # The same round trip with every process of the run on one CPU: the relays' own work on
+    # the path, without the cross-CPU wakeups whose share varies with where the scheduler
+    # puts the processes (a design aid beside the figure above, not the product's number).
+    rtt_one: list[float] = field(default_factory=list)
     hs1: list[float] = field(default_factory=list)
     hs4: list[float] = field(default_factory=list)
     # CPU ms per connection of each watched process (and its children: the namespace broker)
@@ -213,6 +219,10 @@ def measure(routes: list[Route], args: argparse.Namespace) -> None:
             med, p99 = T.latency(r.port, args.rounds)
             r.rtt.append(med)
             r.rtt99.append(p99)
+        with _one_cpu():
+            for r in order:
+                T._note(f"  {tag}: {r.name} round trips on one CPU")
+                r.rtt_one.append(T.latency(r.port, args.rounds)[0])
         for r in order:
             T._note(f"  {tag}: {r.name} handshakes")
             pids = {k: v for k, v in r.pids.items() if v}
@@ -227,6 +237,48 @@ def measure(routes: list[Route], args: argparse.Namespace) -> None:
         if pids:
             T._note(f"  {r.name}: {args.idle} idle connections")
             r.idle = T.idle_memory(r.port, pids, args.idle)
+
+
+def _tasks_below(pid: int) -> list[int]:
+    """The threads of `pid` and of all its descendants."""
+    out: list[int] = []
+    try:
+        tasks = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return out
+    out += tasks
+    for task in tasks:
+        try:
+            children = Path(f"/proc/{pid}/task/{task}/children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            out += _tasks_below(int(child))
+    return out
+
+
+@contextlib.contextmanager
+def _one_cpu() -> Iterator[None]:
+    """Every thread of this benchmark and of what it started on the first allowed CPU, for
+    the duration; back on all of them after."""
+    allowed = os.sched_getaffinity(0)
+    tasks = _tasks_below(os.getpid())
+    for task in tasks:
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(task, {min(allowed)})
+    try:
+        yield
+    finally:
+        for task in tasks:
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(task, allowed)
+
+
+def _added(r: Route, raw: Route | None) -> float | None:
+    """What the pair adds to a round trip: its median less raw TCP's, round by round."""
+    if raw is None or r is raw:
+        return None
+    return statistics.median(a - b for a, b in zip(r.rtt, raw.rtt, strict=True))
 
 
 def _median_of(values: dict[str, list[float]], key: str) -> float | None:
@@ -262,6 +314,8 @@ def report(routes: list[Route], args: argparse.Namespace) -> None:
     row("4 streams MB/s (sum)", lambda r: med(r.four), ".0f", False)
     row("64 B round trip median us", lambda r: med(r.rtt), ".1f", True)
     row("64 B round trip p99 us", lambda r: med(r.rtt99), ".1f", True)
+    row("64 B RT added to raw us", lambda r: _added(r, by.get("raw")), ".1f", True)
+    row("64 B RT on one CPU us", lambda r: med(r.rtt_one), ".1f", True)
     row("connections/s, 1 at a time", lambda r: med(r.hs1), ".0f", False)
     row("connections/s, 4 at a time", lambda r: med(r.hs4), ".0f", False)
     row("CPU ms/conn, TLS server", lambda r: _median_of(r.hs_cpu, "server"), ".3f", True)
@@ -272,6 +326,8 @@ def report(routes: list[Route], args: argparse.Namespace) -> None:
     print("inverted). raw connections/s are plain TCP. pc-hub's 'client' memory is the hub's.")
     print("CPU ms/conn: over the connection tests, per process with its children (serve's")
     print("namespace broker), at the clock tick's resolution; stunnel's threads count in it.")
+    print("RT added to raw: the median less raw TCP's, round by round. RT on one CPU: every")
+    print("process of the run on one CPU (no cross-CPU wakeups): the relays' own work.")
     from paraconnect.tunnel import loop_options
 
     loop = "uvloop's" if loop_options() else "asyncio's"
