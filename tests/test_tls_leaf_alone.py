@@ -50,31 +50,45 @@ def _received_certificates(trace: str) -> list[int]:
     return counts
 
 
-def test_the_server_sends_its_certificate_alone(
-    creds: dict[str, Credentials], tmp_path: Path
-) -> None:
-    ctx = server_context(creds["server"])
+def _s_client(
+    creds: Credentials, args: list[str]
+) -> tuple[subprocess.CompletedProcess[bytes], list[bytes | BaseException | None]]:
+    """openssl s_client with `args` against one TLS server of ours (in a thread): its result,
+    and what our server saw of the client (its certificate, or why the handshake failed)."""
+    ctx = server_context(creds)
     listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    seen: list[bytes | None] = []
+    seen: list[bytes | BaseException | None] = []
 
     def serve() -> None:
         conn, _ = listener.accept()
-        with ctx.wrap_socket(conn, server_side=True) as tls:
-            seen.append(tls.getpeercert(binary_form=True))
-            tls.sendall(b"ok")
+        try:
+            with ctx.wrap_socket(conn, server_side=True) as tls:
+                seen.append(tls.getpeercert(binary_form=True))
+                tls.sendall(b"ok")
+        except (ssl.SSLError, OSError) as exc:
+            seen.append(exc)
+        finally:
+            conn.close()
 
     thread = threading.Thread(target=serve)
     thread.start()
     try:
         out = subprocess.run(
-            ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-tls1_3", "-trace",
-             "-verify_return_error", *_pem(tmp_path, creds["client"])],
+            ["openssl", "s_client", "-connect", f"127.0.0.1:{listener.getsockname()[1]}",
+             "-tls1_3", "-verify_return_error", *args],
             input=b"", capture_output=True, timeout=30, check=False,
-        ).stdout.decode()  # fmt: skip
+        )  # fmt: skip
     finally:
         thread.join(timeout=30)
         listener.close()
+    return out, seen
+
+
+def test_the_server_sends_its_certificate_alone(
+    creds: dict[str, Credentials], tmp_path: Path
+) -> None:
+    result, seen = _s_client(creds["server"], ["-trace", *_pem(tmp_path, creds["client"])])
+    out = result.stdout.decode()
     assert "Verify return code: 0 (ok)" in out, out[-2000:]
     assert seen == [creds["client"].cert.public_bytes(Encoding.DER)]  # verified by our server
     # One Certificate message from the server, holding one certificate: its own.
@@ -119,30 +133,13 @@ def test_the_client_sends_its_certificate_alone(
 def test_verification_still_needs_the_session_ca(
     creds: dict[str, Credentials], tmp_path: Path
 ) -> None:
-    """Sending the leaf alone does not make the CA optional: a peer without it refuses."""
-    ctx = server_context(creds["server"])
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-
-    def serve() -> None:
-        conn, _ = listener.accept()
-        with conn, pytest.raises((ssl.SSLError, OSError)):
-            ctx.wrap_socket(conn, server_side=True).close()
-
-    thread = threading.Thread(target=serve)
-    thread.start()
+    """Sending the leaf alone does not make the CA optional: a peer without it refuses (and
+    says why: the issuer, which only the CA file can give, is not there)."""
     args = _pem(tmp_path, creds["client"])
     wrong_ca = tmp_path / "other.crt"
     wrong_ca.write_bytes(creds["client"].cert_pem())  # a certificate, but not the CA
     args[args.index("-CAfile") + 1] = str(wrong_ca)
-    try:
-        out = subprocess.run(
-            ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-tls1_3",
-             "-verify_return_error", *args],
-            input=b"", capture_output=True, timeout=30, check=False,
-        )  # fmt: skip
-    finally:
-        thread.join(timeout=30)
-        listener.close()
-    assert out.returncode != 0
-    assert b"unable to get local issuer certificate" in out.stdout + out.stderr
+    result, seen = _s_client(creds["server"], args)
+    assert result.returncode != 0
+    assert b"unable to get local issuer certificate" in result.stdout + result.stderr
+    assert len(seen) == 1 and isinstance(seen[0], BaseException)  # no connection was made
