@@ -3,6 +3,7 @@ one write fails, all written by a flush (the side's close) and by the loop's tim
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import time
 from pathlib import Path
@@ -105,6 +106,35 @@ async def test_a_connection_closed_before_the_flush_is_one_complete_insert(home:
     assert rec.end is not None and closed_at - 0.1 < rec.end <= closed_at
     assert rec.last_seen == rec.end and row.id == rec.id
     assert (slow.outcome, slow.bytes_in, slow.bytes_out) == ("closed", 1, 2)
+
+
+@pytest.mark.anyio
+async def test_what_waits_for_the_ledger_runs_after_the_commit_that_holds_its_row(
+    home: Path,
+) -> None:
+    """The hub's connection events wait for the commit that writes their row (one commit for
+    many connections), never for a commit of their own; with nothing queued they go at once."""
+    with Accounting.in_home(home, auto_rotate=False) as acc:
+        commits = _transactions(acc)
+        ledger = Ledger(lambda: acc)
+        told: list[tuple[str, list[str | None]]] = []
+        both = anyio.Event()
+
+        def tell(what: str) -> None:
+            told.append((what, [r.remote_name for r in acc.records()]))
+            if len(told) == 3:
+                both.set()
+
+        ledger.then(lambda: tell("nothing queued"))
+        assert told == [("nothing queued", [])]
+        for name in "ab":
+            ledger.start(_attempt(name), 1000.0)
+            ledger.then(functools.partial(tell, f"opened {name}"))
+        assert len(told) == 1  # both wait for the write
+        with anyio.fail_after(20):  # the loop's timer writes them
+            await both.wait()
+        assert commits == ["COMMIT"]
+    assert told[1:] == [("opened a", ["a", "b"]), ("opened b", ["a", "b"])]
 
 
 def test_flush_writes_at_once_and_one_failed_write_loses_no_other(home: Path) -> None:

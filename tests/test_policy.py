@@ -76,6 +76,14 @@ def _cut(side: object) -> list[dict[str, object]]:
     return seen
 
 
+async def _told(cut: list[dict[str, object]], *kinds: str) -> None:
+    """Wait until the side has told of a cut connection of each kind: it tells once the
+    ledger's next commit holds the row (within its FLUSH_DELAY), not at the moment of the cut."""
+    with anyio.fail_after(10):
+        while not all(any(e["kind"] == k for e in cut) for k in kinds):  # noqa: ASYNC110
+            await anyio.sleep(0.01)
+
+
 # -- the policy itself -------------------------------------------------------------------
 
 
@@ -292,6 +300,7 @@ async def test_revocation_reaches_a_remote_agent_over_the_control_channel(
             closed = await _closed_by_far_end(stream)
         assert closed
         await stream.aclose()
+        await _told(cut, "data")
         assert any(
             e["kind"] == "data" and str(e["peer"]).startswith("client 'bob'")
             and "revoked" in str(e["reason"]) for e in cut
@@ -359,6 +368,7 @@ async def test_reverse_a_revoked_server_loses_its_open_connections_at_the_listen
         with anyio.fail_after(10):
             while listener.agents:  # noqa: ASYNC110 - the control channel goes too
                 await anyio.sleep(0.02)
+        await _told(cut, "control", "data")
         assert {e["kind"] for e in cut} == {"control", "data"}, cut
         assert all(
             str(e["peer"]).startswith("server 'srv'") and "revoked" in str(e["reason"]) for e in cut
@@ -392,6 +402,7 @@ async def test_the_owners_policy_reaches_an_agent_holding_its_own_credentials(
         with anyio.fail_after(10):  # a bound that stops the test, not a timing assertion
             assert await _closed_by_far_end(stream)
         await stream.aclose()
+        await _told(cut, "data")
         assert ("data", f"client 'bob' on {BOB_NODE}") in [(e["kind"], e["peer"]) for e in cut]
         assert all(
             e["peer"] == f"client 'bob' on {BOB_NODE}"

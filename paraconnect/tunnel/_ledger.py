@@ -48,6 +48,7 @@ class Ledger:
         self._accounting = accounting
         self._ops: list[Callable[[Accounting], object]] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._then: list[Callable[[], object]] = []  # to run once `_ops` are written
 
     def start(self, attempt: Attempt, when: float) -> Row:
         """An accepted connection's open row, written at the next flush."""
@@ -88,12 +89,28 @@ class Ledger:
             return
         self._timer = loop.call_later(FLUSH_DELAY, self.flush)
 
+    def then(self, call: Callable[[], object]) -> None:
+        """Run `call` once what is queued now is written: at the next flush, or at once when
+        nothing is queued.  Calls run in the order given, after the commit."""
+        if self._ops:
+            self._then.append(call)
+        else:
+            call()
+
     def flush(self) -> None:
-        """Write what is queued, in one transaction."""
+        """Write what is queued, in one transaction; then run what waited for it (`then`)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         ops, self._ops = self._ops, []
+        try:
+            self._write(ops)
+        finally:
+            waiting, self._then = self._then, []
+            for call in waiting:
+                call()
+
+    def _write(self, ops: list[Callable[[Accounting], object]]) -> None:
         if not ops:
             return
         acc = self._accounting()

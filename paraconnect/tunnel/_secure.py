@@ -533,15 +533,17 @@ class Side:
     def _tell(self, tracked: Tracked, state: str, **extra: object) -> None:
         if not self.observers:
             return
-        # Whoever hears of a connection (the hub's events) finds it in the accounting already.
-        self._ledger.flush()
         hello = tracked.hello
-        self._notify({
+        event = {
             "event": "connection", "state": state, "session": self.session_id,
             "server_id": hello.server_id or self.server_id, "kind": tracked.kind,
             "peer": identity_label(tracked.peer.identity), "where": tracked.where,
             "at": time.time(), **extra,
-        })  # fmt: skip
+        }  # fmt: skip
+        # Whoever hears of a connection (the hub's events) finds it in the accounting already:
+        # told after the ledger's next commit (within FLUSH_DELAY), which gathers many
+        # connections, rather than a commit forced for each event.
+        self._ledger.then(lambda: self._notify(event))
 
     def _notify(self, event: dict[str, Any], exc: BaseException | None = None) -> None:
         for observer in list(self.observers):
