@@ -103,7 +103,11 @@ def test_encoder_refuses_oversized() -> None:
             "server_id": st.text(max_size=20),
             "purpose": st.sampled_from(["control", "data"]),
         },
-        optional={"unique_id": st.text(max_size=20), "channel": st.text(max_size=20)},
+        optional={
+            "unique_id": st.text(max_size=20),
+            "channel": st.text(max_size=20),
+            "expect_server": st.text(max_size=20),
+        },
     )
 )
 def test_hello_from_dict_round_trip(obj: dict[str, object]) -> None:
@@ -119,6 +123,8 @@ def test_hello_from_dict_round_trip(obj: dict[str, object]) -> None:
         {"session": 7},
         {"server_id": None},
         {"unique_id": ["x"]},
+        {"expect_server": 7},
+        {"expect_server": "x" * 257},
         {"v": 2},
     ],
 )
