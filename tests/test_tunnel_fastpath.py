@@ -110,8 +110,9 @@ async def test_an_acceptor_refuses_a_leading_dialler_that_wants_another_server(p
 
 
 async def test_a_program_that_speaks_first_reaches_a_client_that_never_writes(pki: Pki) -> None:
-    """Nothing to send from the local side: the held verdict goes out alone at once, or the
-    agent would wait for it until the hello timed out and the client would see nothing."""
+    """Nothing to send from the local side: the dialler's hello and yes go out at once without
+    any bytes, or the agent would wait for them until the hello timed out and the client would
+    see nothing."""
     program = Program([sys.executable, "-c", GREETER, "{port}"])
     agent = Agent(pki.server, program=program, listen=["127.0.0.1:0"], accounting=False)
     async with anyio.create_task_group() as tg:

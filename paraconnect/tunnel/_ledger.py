@@ -6,11 +6,12 @@ closes were a tenth of a busy agent's time.  The ledger queues them and commits 
 within `FLUSH_DELAY` in one transaction, on the loop's thread, in order (a row is inserted
 before it is completed, also within one flush; a connection that opens and closes within
 one flush is written once, as its complete row).  `flush()` writes at once: the side calls it
-before its periodic byte counts, before it tells an observer (the hub's events) of a
-connection, and when it closes, so nothing queued is lost on an orderly stop and no one hears
-of a connection that the accounting does not show yet.  A process killed with SIGKILL loses
-at most the last `FLUSH_DELAY` of openings and closings; refused attempts are not queued (their
-rows are written when they happen).
+before its periodic byte counts and when it closes, so nothing queued is lost on an orderly
+stop; what must not run before the rows are written (telling an observer, the hub's events, of
+a connection) waits for the next commit with `then()`, so no one hears of a connection that the
+accounting does not show yet.  A process killed with SIGKILL loses at most the last
+`FLUSH_DELAY` of openings and closings; refused attempts are not queued (their rows are
+written when they happen).
 """
 
 from __future__ import annotations

@@ -452,7 +452,7 @@ class Side:
             else:
                 from ._tlsconn import TLSConnection
 
-                tls = await TLSConnection.handshake(
+                conn = await TLSConnection.handshake(
                     sock,
                     self.context(server_side),
                     server_side=server_side,
@@ -460,7 +460,6 @@ class Side:
                     # The dialler speaks first (its hello): that write carries the flight.
                     hold_last_flight=not server_side,
                 )
-                conn = tls
         except ParaconnectError as exc:
             sock.close()
             self._failed(exc, kind, where, None, expect_server_id or self.server_id, started)

@@ -21,10 +21,10 @@ import socket
 import anyio
 
 from ..errors import NetworkError
+from ._netns import SPARES  # what the pool holds when full: the most the broker hands at once
 
 __all__ = ["SPARES", "Spares"]
 
-SPARES = 16  # what the pool holds when full
 _LOW = 4  # refilled ahead of need at this many
 _MAX_FDS = 64  # descriptors read from one answer (a request asks for at most SPARES)
 _PAUSE = 0.1  # seconds without a connection before the pool is topped up

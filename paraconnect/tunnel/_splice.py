@@ -479,9 +479,7 @@ class _Splice:
         already made into the shared buffer by the fast path (-1: data already handled)."""
         if first == -1:
             first = None
-        # Ciphertext waiting in the outgoing BIO (a held flight) goes with the first data read.
-        held = not self.ba_done and self.ba_pending is None and bool(self.bio_out.pending)
-        if (self.ba_pending or (self.bio_out.pending and not held)) and not self._to_tls():
+        if (self.ba_pending is not None or self.bio_out.pending) and not self._to_tls():
             return False, not self.finished
         if self.ba_done:
             return False, False
@@ -508,8 +506,6 @@ class _Splice:
                 try:
                     got = self.p.recv_into(buf)
                 except (BlockingIOError, InterruptedError):
-                    if held and not self._to_tls():  # no data to go with: alone, now
-                        return False, not self.finished
                     return True, False
                 except OSError:
                     self._plain_reset()
@@ -562,7 +558,7 @@ async def splice(
     as a half-close (shutdown(SHUT_WR) on the plain socket, close_notify + SHUT_WR on TLS) and
     the other way keeps flowing.  A reset or TLS error on either side ends both at once, the
     other side with a reset too.  `initial_to_plain` / `initial_to_tls` are bytes the caller
-    already holds (e.g. read past the hello) and are sent first (so is held ciphertext).
+    already holds (e.g. read past the hello) and are sent first.
 
     splice owns both sockets: closed when it returns or is cancelled (which re-raises, with
     ``result.reason == "cancelled"``)."""

@@ -418,7 +418,6 @@ class TLSConnection:
         while True:
             if self._peer_eof:
                 return b""
-            held = self._out.pending  # a held flight is not hurried out by a read that needs none
             try:
                 data = self._ssl.read(max_bytes)
             except ssl.SSLWantReadError:
@@ -434,7 +433,7 @@ class TLSConnection:
             if not data:
                 self._peer_eof = True
                 return b""
-            if self._out.pending > held:  # e.g. a KeyUpdate answer
+            if self._out.pending:  # e.g. a KeyUpdate answer
                 await self._flush()
             self.bytes_in += len(data)
             return data
