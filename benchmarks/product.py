@@ -85,26 +85,25 @@ class Route:
     idle: dict[str, float] = field(default_factory=dict)
 
 
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process, 0 if it is gone."""
+def _children(pid: int) -> list[int]:
+    """The direct children of every thread of `pid` (none once it is gone)."""
+    out: list[int] = []
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return out
+    for task in tasks:
+        try:
+            out += [int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
+        except OSError:
+            continue
+    return out
 
 
 def _cpu_with_children(pid: int) -> float:
     """A process's CPU seconds and its direct children's (serve's namespace broker; not the
     program under it, which is the backend)."""
-    total = _cpu_s(pid)
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            children = (task / "children").read_text().split()
-        except OSError:
-            continue
-        total += sum(_cpu_s(int(child)) for child in children)
-    return total
+    return T.cpu_seconds(pid) + sum(T.cpu_seconds(child) for child in _children(pid))
 
 
 def concurrent(port: int, nbytes: int, streams: int) -> float:
@@ -241,19 +240,12 @@ def measure(routes: list[Route], args: argparse.Namespace) -> None:
 
 def _tasks_below(pid: int) -> list[int]:
     """The threads of `pid` and of all its descendants."""
-    out: list[int] = []
     try:
-        tasks = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        out = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
     except OSError:
-        return out
-    out += tasks
-    for task in tasks:
-        try:
-            children = Path(f"/proc/{pid}/task/{task}/children").read_text().split()
-        except OSError:
-            continue
-        for child in children:
-            out += _tasks_below(int(child))
+        return []
+    for child in _children(pid):
+        out += _tasks_below(child)
     return out
 
 

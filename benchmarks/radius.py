@@ -29,18 +29,13 @@ import anyio
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.tunnel import cpu_seconds  # noqa: E402
 from paraconnect.pki import Role  # noqa: E402
 from paraconnect.tunnel import Endpoint, Established, RadiusConfig, SecureListener  # noqa: E402
 from paraconnect.tunnel._leg import connect_endpoint  # noqa: E402
 from paraconnect.tunnel._secure import Side  # noqa: E402
 from tests.fixtures_radius import FreeRadius  # noqa: E402
 from tests.helpers_tunnel import make_pki  # noqa: E402
-
-
-def _cpu(pid: int) -> float:
-    """CPU seconds (user + system) process `pid` has used."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def rate(
@@ -76,12 +71,12 @@ async def rate(
         tg.start_soon(listener.serve, tg)
         tg.start_soon(accept.watch)
         await one()  # warm: contexts built, the accounting database open
-        t0, cpu0, rad0 = time.perf_counter(), time.process_time(), _cpu(radius_pid)
+        t0, cpu0, rad0 = time.perf_counter(), time.process_time(), cpu_seconds(radius_pid)
         async with anyio.create_task_group() as workers:
             for _ in range(parallel):
                 workers.start_soon(worker, count // parallel)
         elapsed = time.perf_counter() - t0
-        cpu = time.process_time() - cpu0 + (_cpu(radius_pid) - rad0 if radius else 0.0)
+        cpu = time.process_time() - cpu0 + (cpu_seconds(radius_pid) - rad0 if radius else 0.0)
         tg.cancel_scope.cancel()
     accept.close()
     done = (count // parallel) * parallel
