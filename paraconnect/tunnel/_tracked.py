@@ -52,7 +52,7 @@ class Tracked:
     def byte_counts(self) -> tuple[int, int]:
         """(from the peer, to the peer): payload for data connections, messages for control."""
         if self.live is not None:
-            return self.live.bytes_a_to_b, self.live.bytes_b_to_a
+            return self.live.counts()
         return getattr(self.conn, "bytes_in", 0), getattr(self.conn, "bytes_out", 0)
 
     def close(self, why: str) -> None:
