@@ -14,6 +14,13 @@ $(STAMP): pyproject.toml constraints.txt
 system-deps:
 	@scripts/system-deps.sh
 
+# The C relay: pip's build hook builds it where a compiler was there already; this builds it when
+# its source changes, once system-deps has brought the compiler, and fails if it cannot.
+CRELAY := $(VENV)/.crelay
+$(CRELAY): paraconnect/tunnel/_crelay.c hatch_build.py | $(STAMP) system-deps
+	PARACONNECT_REQUIRE_C=1 $(BIN)/python hatch_build.py
+	touch $@
+
 # The JupyterLab panel. pip's build hook builds it when missing (a fresh clone); this rebuilds it
 # when its sources change and reinstalls, since the editable install copies the built files.
 LABEXT := paraconnect/labextension/static/style.js
@@ -29,7 +36,7 @@ $(CHP): tools/jupyterhub/package.json tools/jupyterhub/package-lock.json | syste
 	cd tools/jupyterhub && npm ci --no-audit --no-fund
 	touch $@
 
-demo: $(STAMP) $(LABEXT) system-deps
+demo: $(STAMP) $(LABEXT) system-deps $(CRELAY)
 	$(BIN)/paraconnect demo --headless --out paraconnect-demo.png
 
 lint: $(STAMP)
@@ -40,16 +47,17 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) $(LABEXT) system-deps $(CHP)
+pytest: $(STAMP) $(LABEXT) system-deps $(CRELAY) $(CHP)
 	$(BIN)/pytest
 
 test: lint typecheck pytest
 
-bench: $(STAMP) system-deps
+bench: $(STAMP) system-deps $(CRELAY)
 	$(BIN)/python benchmarks/pki.py
 	$(BIN)/python benchmarks/render.py --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -f paraconnect/tunnel/_crelay*.so
 	rm -rf tools/jupyterhub/node_modules
 	rm -rf labextension/node_modules labextension/lib labextension/tsconfig.tsbuildinfo paraconnect/labextension

@@ -15,6 +15,7 @@ want=(
     nodejs                                          # the panel's build; JupyterHub's configurable-http-proxy (tools/jupyterhub)
     softhsm2                                        # a PKCS#11 token for session keys (SoftHSM2)
     freeradius freeradius-utils                     # RADIUS authorisation and accounting tests
+    gcc libc6-dev                                   # the C relay (paraconnect/tunnel/_crelay.c)
 )
 missing=()
 for pkg in "${want[@]}"; do

@@ -4,7 +4,9 @@ Layout of every test (the splice runs in the middle)::
 
     far TLS peer  <== TLS ==>  near TLSConnection -- splice -- near plain  <-- TCP -->  far plain
 
-with the splice's TLS side as the TLS server or the TLS client (reverse connections swap roles).
+with the splice's TLS side as the TLS server or the TLS client (reverse connections swap roles),
+and every test twice: the relay on the event loop only, in Python, and with its steady state on
+its C thread from the first byte (`_offloop`), which must behave the same in every way.
 """
 
 from __future__ import annotations
@@ -28,12 +30,24 @@ import pytest
 from paraconnect.errors import NetworkError
 from paraconnect.pki import Store, load_credentials
 from paraconnect.tls import client_context, server_context
+from paraconnect.tunnel import _offloop, _splice
 from paraconnect.tunnel._splice import SpliceResult, splice
 from paraconnect.tunnel._tlsconn import TLSConnection
 
 T = TypeVar("T")
 pytestmark = pytest.mark.timeout(60)
 RST = b"\x01\0\0\0\0\0\0\0"  # struct linger {on, 0 s}: close() sends a reset
+
+
+@pytest.fixture(autouse=True, params=["loop", "thread"])
+def relay_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each test with the relay on the loop only, and with its C thread from the start."""
+    if request.param == "loop":
+        monkeypatch.setattr(_offloop, "_RELAY", None)
+    else:
+        assert _offloop.available(), "the C relay (_crelay.c) was not built: make builds it"
+        monkeypatch.setattr(_splice, "THREAD_AFTER", 0)
+    return str(request.param)
 
 
 @dataclass
