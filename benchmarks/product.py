@@ -22,7 +22,8 @@ Printed, each as a ratio to both stunnel configurations: throughput of one strea
 aggregate of 4 concurrent streams, the 64-byte round trip (median, p99, what the pair adds to
 raw TCP's, and the median with every process on one CPU), full mutual-TLS
 connections per second (one and 4 at a time) and the CPU each side spends per connection, and
-the RSS per idle connection of the process that accepts TLS and of the one that dials.  Rounds
+the RSS per idle connection (one that carried ten round trips, then went quiet) of the process
+that accepts TLS and of the one that dials.  Rounds
 are interleaved and medians printed, so that load from elsewhere falls on every path alike; the
 machine's load is printed with them.
 No assertions: figures vary with the machine.
@@ -235,7 +236,9 @@ def measure(routes: list[Route], args: argparse.Namespace) -> None:
         pids = {k: v for k, v in r.pids.items() if v}
         if pids:
             T._note(f"  {r.name}: {args.idle} idle connections")
-            r.idle = T.idle_memory(r.port, pids, args.idle)
+            # Ten round trips first: a connection that lived, then went quiet (where the C
+            # relay is built, each one's relays are on their threads by then).
+            r.idle = T.idle_memory(r.port, pids, args.idle, exchanges=10)
 
 
 def _tasks_below(pid: int) -> list[int]:
@@ -320,10 +323,14 @@ def report(routes: list[Route], args: argparse.Namespace) -> None:
     print("namespace broker), at the clock tick's resolution; stunnel's threads count in it.")
     print("RT added to raw: the median less raw TCP's, round by round. RT on one CPU: every")
     print("process of the run on one CPU (no cross-CPU wakeups): the relays' own work.")
-    from paraconnect.tunnel import loop_options
+    from paraconnect.tunnel import _offloop, loop_options
 
     loop = "uvloop's" if loop_options() else "asyncio's"
-    print(f"serve, connect and the hub run on {loop} event loop (pc-aio: asyncio's).")
+    print(f"serve, connect and the hub run on {loop} event loop (pc-aio: asyncio's),")
+    if _offloop.available():
+        print("each relay that lives on a C thread of its own, as stunnel's connections are.")
+    else:
+        print("every relay on it (the C relay was not built here).")
     load = os.getloadavg()
     print(f"Load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on "
           f"{os.cpu_count()} CPUs.")  # fmt: skip

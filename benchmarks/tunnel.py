@@ -367,8 +367,11 @@ def handshakes(port: int, count: int, parallel: int) -> float:
     return (count // parallel) * parallel / (time.perf_counter() - t0)
 
 
-def idle_memory(port: int, pids: dict[str, int], count: int) -> dict[str, float]:
-    """KiB of RSS per idle connection in each named process."""
+def idle_memory(
+    port: int, pids: dict[str, int], count: int, exchanges: int = 1
+) -> dict[str, float]:
+    """KiB of RSS per idle connection in each named process; each connection carries
+    `exchanges` one-byte round trips first (a connection that lived, then went quiet)."""
     for _ in range(20):  # warm-up: first-connection allocations do not count
         with _dial(port) as sock:
             sock.sendall(b"I")
@@ -380,8 +383,14 @@ def idle_memory(port: int, pids: dict[str, int], count: int) -> dict[str, float]
         for _ in range(count):
             sock = _dial(port)
             socks.append(sock)
-            sock.sendall(b"I")
-            _recv_exactly(sock, 1)
+            if exchanges == 1:
+                sock.sendall(b"I")
+                _recv_exactly(sock, 1)
+                continue
+            sock.sendall(b"E")
+            for _ in range(exchanges):
+                sock.sendall(b"i")
+                _recv_exactly(sock, 1)
         time.sleep(0.5)
         after = {name: _rss_kib(pid) for name, pid in pids.items()}
     finally:
