@@ -41,6 +41,20 @@ def _tcp_pair() -> tuple[socket.socket, socket.socket]:
     return a, b
 
 
+async def _rig(
+    creds: dict[str, Credentials],
+) -> tuple[TLSConnection, TLSConnection, socket.socket, socket.socket]:
+    """(near TLS, far TLS, near plain, far plain): the splice goes between the two nears."""
+    a, b = _tcp_pair()
+    near, far = await asyncio.gather(
+        TLSConnection.handshake(a, server_context(creds["server"]), server_side=True),
+        TLSConnection.handshake(b, client_context(creds["client"]), server_side=False),
+    )
+    near_plain, far_plain = _tcp_pair()
+    far_plain.setblocking(False)
+    return near, far, near_plain, far_plain
+
+
 def _threads() -> int:
     return len(os.listdir("/proc/self/task"))
 
@@ -78,13 +92,7 @@ def test_a_relay_that_lives_moves_to_its_own_thread_and_leaves_nothing_behind(
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        a, b = _tcp_pair()
-        near, far = await asyncio.gather(
-            TLSConnection.handshake(a, server_context(creds["server"]), server_side=True),
-            TLSConnection.handshake(b, client_context(creds["client"]), server_side=False),
-        )
-        near_plain, far_plain = _tcp_pair()
-        far_plain.setblocking(False)
+        near, far, near_plain, far_plain = await _rig(creds)
         threads, fds = _threads(), _fds()
         result = SpliceResult()
         task = asyncio.create_task(splice(near, near_plain, result=result))
@@ -211,13 +219,7 @@ def test_a_forged_record_is_refused_in_the_same_words_on_the_loop_and_the_thread
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        a, b = _tcp_pair()
-        near, far = await asyncio.gather(
-            TLSConnection.handshake(a, server_context(creds["server"]), server_side=True),
-            TLSConnection.handshake(b, client_context(creds["client"]), server_side=False),
-        )
-        near_plain, far_plain = _tcp_pair()
-        far_plain.setblocking(False)
+        near, far, near_plain, far_plain = await _rig(creds)
         result = SpliceResult()
         task = asyncio.create_task(splice(near, near_plain, result=result))
         await far.send(b"real\n")

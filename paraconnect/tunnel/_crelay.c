@@ -274,6 +274,20 @@ static int would_block(int err) {
     return err == EAGAIN || err == EWOULDBLOCK || err == EINTR;
 }
 
+/* Read what `fd` has into rbuf (at most `want`): the bytes read, 0 when there was nothing, or
+ * minus the END_ for this side (`fin` for a FIN, `reset` for an error). */
+static ssize_t take(Relay *self, int fd, size_t want, int reset, int fin) {
+    ssize_t got = recv(fd, self->rbuf, want, 0);
+    if (got > 0)
+        return got;
+    if (got == 0)
+        return -fin;
+    if (would_block(errno))
+        return 0;
+    self->err = errno;
+    return -reset;
+}
+
 /* Send what waits in buf[*off:end]; 0 when sent or waiting, else the END_ for this side. */
 static int flush(int fd, const char *buf, Py_ssize_t *off, Py_ssize_t end, int reset,
                  Relay *self, unsigned long long *count) {
@@ -294,15 +308,10 @@ static int flush(int fd, const char *buf, Py_ssize_t *off, Py_ssize_t end, int r
 
 /* TLS readable: read, decrypt a slice at a time, send the plaintext on. */
 static int tls_in(Relay *self) {
-    ssize_t got = recv(self->tfd, self->rbuf, (size_t)(self->size - 3 * self->record), 0);
-    if (got < 0) {
-        if (would_block(errno))
-            return 0;
-        self->err = errno;
-        return END_TLS_RESET;
-    }
-    if (got == 0)
-        return END_TLS_FIN;
+    ssize_t got = take(self, self->tfd, (size_t)(self->size - 3 * self->record), END_TLS_RESET,
+                       END_TLS_FIN);
+    if (got <= 0)
+        return (int)-got;
     Py_ssize_t room = self->size - self->record;
     Py_ssize_t n = 0;
     p_ERR_clear_error();
@@ -342,15 +351,10 @@ static int tls_in(Relay *self) {
 /* Plain readable: read, encrypt a slice at a time, send the records on. */
 static int plain_in(Relay *self) {
     /* Records add some 22 bytes to each 16 KiB: what is read must fit the buffer encrypted. */
-    ssize_t got = recv(self->pfd, self->rbuf, (size_t)(self->size - 2 * self->record), 0);
-    if (got < 0) {
-        if (would_block(errno))
-            return 0;
-        self->err = errno;
-        return END_PLAIN_RESET;
-    }
-    if (got == 0)
-        return END_PLAIN_FIN;
+    ssize_t got = take(self, self->pfd, (size_t)(self->size - 2 * self->record),
+                       END_PLAIN_RESET, END_PLAIN_FIN);
+    if (got <= 0)
+        return (int)-got;
     Py_ssize_t total = 0;
     p_ERR_clear_error();
     for (Py_ssize_t off = 0; off < got; off += self->slice) {

@@ -33,21 +33,14 @@ class Threaded(Splice):
 
     __slots__ = ("crelay", "events", "in_thread")
 
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        tls: TLSConnection,
-        plain: socket.socket,
-        result: SpliceResult,
-    ) -> None:
-        super().__init__(loop, tls, plain, result)
+    def _attached(self) -> None:
         self.in_thread = False
         self.events = 0  # loop events so far (the thread is for relays that live)
         self.crelay = O.relay_for(
-            tls._ssl, self.bio_in, self.bio_out, (self.tfd, self.pfd),
+            self.ssl, self.bio_in, self.bio_out, (self.tfd, self.pfd),
             (RECV_SIZE, BIO_SLICE, RECORD), self._notify,
         )  # fmt: skip
-        result.relay = self.crelay
+        self.result.relay = self.crelay
 
     def _finish(self, reason: str, *, reset: socket.socket | None = None) -> None:
         crelay = self.crelay

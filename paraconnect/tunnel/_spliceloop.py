@@ -129,6 +129,10 @@ class Splice:
         self.ba_done = tls._eof_sent
         # What is armed on the loop right now.
         self.r_tls = self.w_tls = self.r_plain = self.w_plain = False
+        self._attached()
+
+    def _attached(self) -> None:
+        """Set up what a subclass adds (before anything runs)."""
 
     # -- ending --------------------------------------------------------------------------
 
