@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -55,6 +56,12 @@ async def _rig(
     return near, far, near_plain, far_plain
 
 
+def _blocked_signals(tid: int) -> int:
+    """The signal mask of one of this process's threads (bit n-1: signal n)."""
+    status = Path(f"/proc/self/task/{tid}/status").read_text()
+    return int(next(x for x in status.splitlines() if x.startswith("SigBlk:")).split()[1], 16)
+
+
 def _threads() -> int:
     return len(os.listdir("/proc/self/task"))
 
@@ -94,6 +101,7 @@ def test_a_relay_that_lives_moves_to_its_own_thread_and_leaves_nothing_behind(
         loop = asyncio.get_running_loop()
         near, far, near_plain, far_plain = await _rig(creds)
         threads, fds = _threads(), _fds()
+        tasks = set(os.listdir("/proc/self/task"))
         result = SpliceResult()
         task = asyncio.create_task(splice(near, near_plain, result=result))
         sent = 0
@@ -108,6 +116,11 @@ def test_a_relay_that_lives_moves_to_its_own_thread_and_leaves_nothing_behind(
                 assert result.relay is not None and not result.relay.running
         assert result.relay is not None and result.relay.running
         assert _threads() == threads + 1
+        # Signals stay Python's: the thread takes none (SIGINT, SIGTERM, SIGCHLD blocked).
+        (tid,) = set(os.listdir("/proc/self/task")) - tasks
+        blocked = _blocked_signals(int(tid))
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
+            assert blocked >> (sig - 1) & 1, f"{sig.name} not blocked on the relay thread"
         # Its bytes count while it runs (the accounting reads them every few seconds).
         assert result.counts() == (sent, 5 * (_splice.THREAD_AFTER + 4))
         far_plain.shutdown(socket.SHUT_WR)

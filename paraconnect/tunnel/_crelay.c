@@ -27,6 +27,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -475,7 +476,13 @@ static PyObject *Relay_start(Relay *self, PyObject *Py_UNUSED(ignored)) {
     pthread_attr_init(&attr);
     /* OpenSSL's record functions, and the notify call into Python when the thread ends. */
     pthread_attr_setstacksize(&attr, 512 * 1024);
+    /* Signals are Python's, for its own threads: the thread starts with all of them blocked
+     * (it inherits this mask), and this thread's mask is put back. */
+    sigset_t all, before;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &before);
     int failed = pthread_create(&self->thread, &attr, run, self);
+    pthread_sigmask(SIG_SETMASK, &before, NULL);
     pthread_attr_destroy(&attr);
     if (failed) {
         errno = failed;
