@@ -14,10 +14,14 @@ import logging
 import os
 import socket
 import ssl
+from typing import TYPE_CHECKING
 
 from . import _offloop as O
 from ._spliceloop import RECORD, Splice, SpliceResult
 from ._tlsconn import BIO_SLICE, RECV_SIZE, TLSConnection, set_nodelay
+
+if TYPE_CHECKING:
+    from ._crelay import Relay
 
 __all__ = ["SpliceResult", "splice"]
 
@@ -31,29 +35,31 @@ THREAD_AFTER = 8
 class Threaded(Splice):
     """The loop's relay, with its steady state on a C thread of its own (see _offloop)."""
 
-    __slots__ = ("crelay", "events", "in_thread")
+    __slots__ = ("crelay", "events", "in_thread", "no_thread")
 
     def _attached(self) -> None:
         self.in_thread = False
         self.events = 0  # loop events so far (the thread is for relays that live)
-        self.crelay = O.relay_for(
-            self.ssl, self.bio_in, self.bio_out, (self.tfd, self.pfd),
-            (RECV_SIZE, BIO_SLICE, RECORD), self._notify,
-        )  # fmt: skip
-        self.result.relay = self.crelay
+        self.crelay: Relay | None = None  # made when the relay first settles after those
+        self.no_thread = False  # none can be had for this relay: it stays on the loop
+
+    def _let_go(self) -> None:
+        """Done with the C relay (the relay ends, or no thread can be had): its thread is
+        stopped, its bytes counted, and the reference cycle through _notify gone."""
+        crelay = self.crelay
+        if crelay is None:
+            return
+        self.crelay = self.result.relay = None
+        if self.in_thread:
+            self.in_thread = False
+            crelay.stop()
+        a_to_b, b_to_a = crelay.counts
+        self.result.bytes_a_to_b += a_to_b
+        self.result.bytes_b_to_a += b_to_a
 
     def _finish(self, reason: str, *, reset: socket.socket | None = None) -> None:
-        crelay = self.crelay
-        if crelay is not None and not self.finished:
-            # The thread stops before the sockets close, and its bytes count; the reference
-            # cycle through _notify goes with it.
-            self.crelay = self.result.relay = None
-            if self.in_thread:
-                self.in_thread = False
-                crelay.stop()
-            a_to_b, b_to_a = crelay.counts
-            self.result.bytes_a_to_b += a_to_b
-            self.result.bytes_b_to_a += b_to_a
+        if not self.finished:
+            self._let_go()  # before the sockets close
         super()._finish(reason, reset=reset)
 
     def _on_ab(self) -> None:
@@ -73,29 +79,47 @@ class Threaded(Splice):
     def _settle(self) -> None:
         """A relay in its steady state (both sides only waiting for bytes to read, nothing
         pending either way, no end of stream) goes on on its C thread (see _offloop)."""
-        crelay = self.crelay
         if (
-            crelay is not None
-            and self.events >= THREAD_AFTER
-            and self.r_tls
-            and self.r_plain
-            and not (self.w_tls or self.w_plain or self.in_thread or self.finished)
-            and self.ab_pending is None
-            and self.ba_pending is None
-            and not (self.ab_eof or self.ba_eof or self.tls_fin or self.kick_ab)
-            and not (self.bio_in.pending or self.bio_out.pending or self.raw.pending())
+            self.events < THREAD_AFTER
+            or self.in_thread
+            or self.finished
+            or self.no_thread
+            or not (self.r_tls and self.r_plain)
+            or self.w_tls
+            or self.w_plain
+            or self.ab_pending is not None
+            or self.ba_pending is not None
+            or self.ab_eof
+            or self.ba_eof
+            or self.tls_fin
+            or self.kick_ab
+            or self.bio_in.pending
+            or self.bio_out.pending
+            or self.raw.pending()
         ):
-            self._arm_ab(False, False)
-            self._arm_ba(False, False)
-            try:
-                crelay.start()
-            except OSError as exc:  # no thread to be had (a limit): stay on the loop
-                log.warning("relay: no thread (%s); relaying on the event loop", exc)
-                self.crelay = None
-                self._arm_ab(True, False)
-                self._arm_ba(True, False)
+            return
+        crelay = self.crelay
+        if crelay is None:
+            crelay = O.relay_for(
+                self.ssl, self.bio_in, self.bio_out, (self.tfd, self.pfd),
+                (RECV_SIZE, BIO_SLICE, RECORD), self._notify,
+            )  # fmt: skip
+            if crelay is None:  # this Python's ssl does not fit (said once, by _offloop)
+                self.no_thread = True
                 return
-            self.in_thread = True
+            self.crelay = self.result.relay = crelay
+        self._arm_ab(False, False)
+        self._arm_ba(False, False)
+        try:
+            crelay.start()
+        except OSError as exc:  # no thread to be had (a limit): stay on the loop
+            log.warning("relay: no thread (%s); relaying on the event loop", exc)
+            self._let_go()
+            self.no_thread = True
+            self._arm_ab(True, False)
+            self._arm_ba(True, False)
+            return
+        self.in_thread = True
 
     def _notify(self) -> None:
         """On the relay thread (with the GIL), when it ended by itself: the loop takes over."""
