@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import logging
 import os
 import signal
 import socket
@@ -250,3 +252,52 @@ def test_a_forged_record_is_refused_in_the_same_words_on_the_loop_and_the_thread
         far.sock.close()
 
     asyncio.run(main())
+
+
+def test_a_relay_that_cannot_get_a_thread_stays_on_the_loop_and_loses_no_count(
+    creds: dict[str, Credentials], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """pthread_create refused (a thread limit): the relay says so once and goes on on the loop.
+    The refusal is a stand-in (the real C relay, whose start raises EAGAIN): exhausting this
+    machine's threads as root, to make the real one fail, would take every process with it."""
+
+    class NoThread:
+        def __init__(self, real: object) -> None:
+            self.real = real
+
+        def start(self) -> None:
+            raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.real, name)
+
+    made = _offloop.relay_for
+    monkeypatch.setattr(_offloop, "relay_for", lambda *a: NoThread(made(*a)))
+    monkeypatch.setattr(_splice, "THREAD_AFTER", 0)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        near, far, near_plain, far_plain = await _rig(creds)
+        threads = _threads()
+        result = SpliceResult()
+        task = asyncio.create_task(splice(near, near_plain, result=result))
+        for i in range(20):
+            await far.send(b"%02d" % i)
+            assert await _recv_until(far_plain, b"%02d" % i) == b"%02d" % i
+        assert result.relay is None and _threads() == threads
+        await loop.sock_sendall(far_plain, b"bye")
+        assert await far.recv(3) == b"bye"
+        far_plain.shutdown(socket.SHUT_WR)
+        assert await far.recv() == b""
+        await far.send_eof()
+        res = await task
+        assert (res.bytes_a_to_b, res.bytes_b_to_a, res.reason) == (40, 3, "eof")
+        await far.aclose()
+        far_plain.close()
+
+    with caplog.at_level(logging.WARNING, "paraconnect.tunnel"):
+        asyncio.run(main())
+    said = [r.getMessage() for r in caplog.records if "no thread" in r.getMessage()]
+    assert said == [
+        "relay: no thread ([Errno 11] Resource temporarily unavailable); relaying on the event loop"
+    ]
