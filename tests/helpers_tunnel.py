@@ -1,5 +1,5 @@
 """Shared pieces of the tunnel tests: a session with node-bound certificates, the echo program's
-command line, and a plain client that talks to a local endpoint."""
+command line, a plain client that talks to a local endpoint, and a connected TCP pair."""
 
 from __future__ import annotations
 
@@ -16,6 +16,17 @@ from paraconnect.tunnel import Endpoint
 
 ECHO = str(Path(__file__).with_name("helpers_echo.py"))
 PASS = b"friend passphrase"
+
+
+def tcp_pair(rcvbuf: int = 0) -> tuple[socket.socket, socket.socket]:
+    """(dialer, accepted) over 127.0.0.1; `rcvbuf` shrinks the accepted end's receive buffer (set
+    before the connection exists: shrinking it afterwards stalls loopback TCP for seconds)."""
+    with socket.create_server(("127.0.0.1", 0)) as srv:
+        if rcvbuf:
+            srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        a = socket.create_connection(srv.getsockname())
+        b, _ = srv.accept()
+    return a, b
 
 
 def echo_command(placeholder: str = "{port}") -> list[str]:

@@ -25,6 +25,8 @@ from paraconnect.tunnel import _offloop, _splice
 from paraconnect.tunnel._splice import SpliceResult, splice
 from paraconnect.tunnel._tlsconn import TLSConnection
 
+from .helpers_tunnel import tcp_pair
+
 pytestmark = pytest.mark.timeout(60)
 
 
@@ -37,23 +39,16 @@ def creds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Credentials]:
     return {role: load_credentials("t", role=role, store=store) for role in ("server", "client")}
 
 
-def _tcp_pair() -> tuple[socket.socket, socket.socket]:
-    with socket.create_server(("127.0.0.1", 0)) as srv:
-        a = socket.create_connection(srv.getsockname())
-        b, _ = srv.accept()
-    return a, b
-
-
 async def _rig(
     creds: dict[str, Credentials],
 ) -> tuple[TLSConnection, TLSConnection, socket.socket, socket.socket]:
     """(near TLS, far TLS, near plain, far plain): the splice goes between the two nears."""
-    a, b = _tcp_pair()
+    a, b = tcp_pair()
     near, far = await asyncio.gather(
         TLSConnection.handshake(a, server_context(creds["server"]), server_side=True),
         TLSConnection.handshake(b, client_context(creds["client"]), server_side=False),
     )
-    near_plain, far_plain = _tcp_pair()
+    near_plain, far_plain = tcp_pair()
     far_plain.setblocking(False)
     return near, far, near_plain, far_plain
 
@@ -172,7 +167,7 @@ def test_a_key_update_the_peer_asks_for_is_answered_from_the_thread(
             near = await TLSConnection.handshake(
                 conn, server_context(creds["server"]), server_side=True
             )
-            near_plain, far_plain = _tcp_pair()
+            near_plain, far_plain = tcp_pair()
             far_plain.setblocking(False)
             result = SpliceResult()
             task = asyncio.create_task(splice(near, near_plain, result=result))

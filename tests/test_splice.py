@@ -34,6 +34,8 @@ from paraconnect.tunnel import _offloop, _splice
 from paraconnect.tunnel._splice import SpliceResult, splice
 from paraconnect.tunnel._tlsconn import TLSConnection
 
+from .helpers_tunnel import tcp_pair
+
 T = TypeVar("T")
 pytestmark = pytest.mark.timeout(60)
 RST = b"\x01\0\0\0\0\0\0\0"  # struct linger {on, 0 s}: close() sends a reset
@@ -74,17 +76,6 @@ def run(coro: Awaitable[T]) -> T:
             return await coro
 
     return asyncio.run(bounded())
-
-
-def tcp_pair(rcvbuf: int = 0) -> tuple[socket.socket, socket.socket]:
-    """(dialer, accepted); `rcvbuf` shrinks the accepted end's receive buffer (set before the
-    connection exists: shrinking it afterwards stalls loopback TCP for seconds)."""
-    with socket.create_server(("127.0.0.1", 0)) as srv:
-        if rcvbuf:
-            srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        a = socket.create_connection(srv.getsockname())
-        b, _ = srv.accept()
-    return a, b
 
 
 async def tls_pair(ctx: Ctx, near_is_server: bool) -> tuple[TLSConnection, TLSConnection]:

@@ -20,6 +20,8 @@ from paraconnect.pki import Role, Store, load_credentials
 from paraconnect.tls import client_context, server_context
 from paraconnect.tunnel._tlsconn import TLSConnection
 
+from .helpers_tunnel import tcp_pair
+
 T = TypeVar("T")
 pytestmark = pytest.mark.timeout(60)
 
@@ -61,14 +63,6 @@ def run(coro: Awaitable[T]) -> T:
             return await coro
 
     return asyncio.run(bounded())
-
-
-def tcp_pair() -> tuple[socket.socket, socket.socket]:
-    """(dialer, accepted) connected over 127.0.0.1."""
-    with socket.create_server(("127.0.0.1", 0)) as srv:
-        a = socket.create_connection(srv.getsockname())
-        b, _ = srv.accept()
-    return a, b
 
 
 async def both(

@@ -18,7 +18,7 @@ from paraconnect.tunnel._leg import connect_endpoint
 from paraconnect.tunnel._secure import Side
 from paraconnect.tunnel._tlsconn import TLSConnection
 
-from .helpers_tunnel import Pki, ask, echo_command
+from .helpers_tunnel import Pki, ask, echo_command, tcp_pair
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
@@ -33,20 +33,13 @@ while True:
 """
 
 
-def _tcp_pair() -> tuple[socket.socket, socket.socket]:
-    with socket.create_server(("127.0.0.1", 0)) as lsock:
-        near = socket.create_connection(lsock.getsockname())
-        far, _ = lsock.accept()
-    return near, far
-
-
 async def test_a_leading_dialler_sends_hello_yes_and_first_bytes_in_one_write(pki: Pki) -> None:
     """The acceptor finishes its hello and holds the first bytes with nothing more from the
     dialler: no second write, no relay started (before, it waited a round trip more for the
     dialler's yes, which went with the relay's first data)."""
     server = Side(pki.server, Role.SERVER, server_id="srv", accounting=False)
     client = Side(pki.client, Role.CLIENT, accounting=False)
-    dial_sock, accept_sock = _tcp_pair()
+    dial_sock, accept_sock = tcp_pair()
     accepted: list[TLSConnection] = []
     done = anyio.Event()
     asked: list[int] = []
@@ -86,7 +79,7 @@ async def test_an_acceptor_refuses_a_leading_dialler_that_wants_another_server(p
     both sides told why, and its first bytes never handed on."""
     server = Side(pki.server, Role.SERVER, server_id="srv", accounting=False)
     client = Side(pki.client, Role.CLIENT, accounting=False)
-    dial_sock, accept_sock = _tcp_pair()
+    dial_sock, accept_sock = tcp_pair()
     refusals: list[str] = []
 
     async def accept() -> None:
