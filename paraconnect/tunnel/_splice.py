@@ -160,17 +160,11 @@ class Threaded(Splice):
                 self._plain_reset()
             elif end != O.STOPPED:  # FAILED: the thread could not go on
                 self._finish(f"internal error: relay thread: {os.strerror(err)}")
-            if self._over():
-                return
-            self._run_ab()
-            if not self.finished:
-                self._run_ba()
-            if self.ab_done and self.ba_done and self.ba_pending is None and not self.finished:
-                self._finish("eof")
-            self._settle()
         except BaseException as exc:
             self._crashed(exc)
             raise
+        if not self._over():
+            self.start()  # both ways on from here, as a relay starts (and back when steady)
 
 
 async def splice(
