@@ -170,14 +170,8 @@ static void unmap(Relay *self) {
     }
 }
 
-static PyObject *Relay_stop(Relay *self, PyObject *Py_UNUSED(ignored));
-
+/* Never while a thread runs: the thread holds a reference until stop() collects it. */
 static void Relay_dealloc(Relay *self) {
-    if (self->running) {
-        PyObject *got = Relay_stop(self, NULL);
-        Py_XDECREF(got);
-        PyErr_Clear();
-    }
     unmap(self);
     if (self->ctl >= 0)
         close(self->ctl);
